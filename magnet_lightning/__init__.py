@@ -1,0 +1,3 @@
+"""magnet_lightning: train, evaluate and serve MAGNeT with PyTorch Lightning."""
+
+__version__ = "0.1.0"
