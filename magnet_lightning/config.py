@@ -1,0 +1,109 @@
+"""Typed configuration of the MAGNeT transformer and its training objective.
+
+Plain dataclasses: the model never sees a config framework object, and checkpoints store `asdict(...)` so they load
+with `torch.load(..., weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
+
+
+@dataclass
+class ModelConfig:
+    """Sizes of the MAGNeT transformer (magnet_spec.md §3)."""
+
+    dim: int = 1024
+    """Model width D."""
+    num_heads: int = 16
+    """Attention heads; head width is dim / num_heads."""
+    num_layers: int = 24
+    """Transformer layers, each self-attention + cross-attention + FFN."""
+    ffn_dim: int = 4096
+    """Hidden width of the GELU feed-forward block (hidden_scale * dim in audiocraft)."""
+    num_codebooks: int = 4
+    """K: residual codebooks of the codec (n_q)."""
+    codebook_size: int = 2048
+    """V: entries per codebook (card). Token id V is the MASK token."""
+    text_dim: int = 768
+    """E: width of the text-encoder states (768 for t5-base, 1024 for t5-large)."""
+    subcodes_context: int = 5
+    """Stages >= 1 attend to frames with |t - s| <= subcodes_context; -1 disables the restriction."""
+    attention: str = "auto"
+    """Self-attention backend for the restricted window: 'auto' (flex on CUDA, sdpa elsewhere), 'sdpa' or 'flex'."""
+    norm_eps: float = 1e-5
+    """LayerNorm epsilon."""
+    max_period: float = 10_000.0
+    """Longest period of the sinusoidal positional encoding."""
+
+    def __post_init__(self) -> None:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
+        if (self.dim // 2) < 2:
+            raise ValueError("dim must be at least 4 for the sinusoidal positions")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention={self.attention!r}: choose one of {ATTENTION_BACKENDS}")
+        if self.subcodes_context < -1:
+            raise ValueError("subcodes_context must be >= 0, or -1 for unrestricted attention")
+        for name in ("num_layers", "ffn_dim", "num_codebooks", "codebook_size", "text_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.codebook_size
+
+    def num_parameters(self) -> int:
+        """Parameter count of the transformer (no text encoder), without building it."""
+        d, k, v = self.dim, self.num_codebooks, self.codebook_size
+        layer = 2 * 4 * d * d + 2 * d * self.ffn_dim + 3 * 2 * d
+        return self.num_layers * layer + k * (v + 1) * d + k * v * d + 2 * d + self.text_dim * d + d
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    # magnet_spec.md §3.2; "small" is the paper's 300M model (≈420 M parameters), "medium" the paper's 1.5B.
+    "small": dict(dim=1024, num_heads=16, num_layers=24, ffn_dim=4096),
+    "medium": dict(dim=1536, num_heads=24, num_layers=48, ffn_dim=6144),
+    "large": dict(dim=2048, num_heads=32, num_layers=48, ffn_dim=8192),
+    # For tests and the CPU demo.
+    "tiny": dict(dim=64, num_heads=4, num_layers=2, ffn_dim=256),
+}
+
+
+def model_preset(name: str, **overrides: Any) -> ModelConfig:
+    """A named size from MODEL_PRESETS with field overrides (e.g. text_dim=1024 for t5-large)."""
+    if name not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {name!r}: choose one of {sorted(MODEL_PRESETS)}")
+    return ModelConfig(**{**MODEL_PRESETS[name], **overrides})
+
+
+@dataclass
+class MaskingConfig:
+    """The span-masked training objective (magnet_spec.md §4)."""
+
+    span_len: int = 3
+    """Span length L in frames (3 frames = 60 ms at 50 Hz)."""
+    per_sample_stage: bool = False
+    """Draw the codebook stage per sample instead of once per micro-batch (the reference)."""
+    stage_weights: list[float] = field(default_factory=list)
+    """Optional sampling weights of the stages; empty = uniform."""
+
+    def __post_init__(self) -> None:
+        if self.span_len < 1:
+            raise ValueError(f"span_len must be >= 1, got {self.span_len}")
+        if any(w < 0 for w in self.stage_weights) or (self.stage_weights and sum(self.stage_weights) <= 0):
+            raise ValueError(f"stage_weights must be non-negative with a positive sum, got {self.stage_weights}")
