@@ -1,0 +1,16 @@
+"""Evaluation metrics as exact distributed torchmetrics: FAD, KL (PaSST labels) and CLAP score.
+
+All states are sums (float64) and counts, reduced with ``dist_reduce_fx="sum"``: results are identical whatever
+the number of ranks and memory does not grow with the number of clips. Built without an embedder the metrics take
+precomputed embeddings / probabilities; built with one (``get_embedder``) they take audio. Embedders are held
+outside the module tree, so a metric that is a child of a LightningModule never puts them in checkpoints or DDP.
+"""
+from .clap_score import CLAPScore
+from .embedders import AudioEmbedder, available_embedders, get_embedder, register_embedder
+from .fad import FrechetAudioDistance, frechet_distance, gaussian_from_sums
+from .kl import KLDivergence, kl_ref_gen
+from .loudness import integrated_loudness, loudness_normalize
+
+__all__ = ["AudioEmbedder", "CLAPScore", "FrechetAudioDistance", "KLDivergence", "available_embedders",
+           "frechet_distance", "gaussian_from_sums", "get_embedder", "integrated_loudness", "kl_ref_gen",
+           "loudness_normalize", "register_embedder"]

@@ -1,0 +1,60 @@
+"""Evaluation embedders, pluggable by name: ``get_embedder("vggish" | "clap" | "passt" | "codec", **kwargs)``.
+
+Each loader finds real weights on local disk and fails with a message naming the file, its URL and where to put
+it. Heavy libraries (laion_clap, hear21passt, the codec) are imported only when that embedder is built.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .base import AudioEmbedder, EmbedderHolder, to_mono_at
+from .weights import WEIGHTS_DIR_ENV, resolve_weights, weights_dir
+
+_LOADERS: dict[str, Callable[..., AudioEmbedder]] = {}
+
+
+def register_embedder(name: str, loader: Callable[..., AudioEmbedder]) -> None:
+    """Make ``get_embedder(name, **kwargs)`` call ``loader(**kwargs)``."""
+    _LOADERS[name] = loader
+
+
+def available_embedders() -> list[str]:
+    return sorted(_LOADERS)
+
+
+def get_embedder(name: str, **kwargs: Any) -> AudioEmbedder:
+    """Build the embedder registered as ``name`` (see each loader for its arguments)."""
+    if name not in _LOADERS:
+        raise KeyError(f"Unknown embedder {name!r}; available: {available_embedders()}.")
+    return _LOADERS[name](**kwargs)
+
+
+def _vggish(**kwargs: Any) -> AudioEmbedder:
+    from .vggish import load_vggish
+
+    return load_vggish(**kwargs)
+
+
+def _clap(**kwargs: Any) -> AudioEmbedder:
+    from .clap import load_clap
+
+    return load_clap(**kwargs)
+
+
+def _passt(**kwargs: Any) -> AudioEmbedder:
+    from .passt import load_passt
+
+    return load_passt(**kwargs)
+
+
+def _codec(**kwargs: Any) -> AudioEmbedder:
+    from .codec_latents import load_codec_embedder
+
+    return load_codec_embedder(**kwargs)
+
+
+for _name, _loader in (("vggish", _vggish), ("clap", _clap), ("passt", _passt), ("codec", _codec)):
+    register_embedder(_name, _loader)
+
+__all__ = ["AudioEmbedder", "EmbedderHolder", "WEIGHTS_DIR_ENV", "available_embedders", "get_embedder",
+           "register_embedder", "resolve_weights", "to_mono_at", "weights_dir"]

@@ -1,0 +1,117 @@
+"""PaSST AudioSet classifier (hear21passt) as a 527-class probability embedder for the KL metric.
+
+Protocol (reference KL): mono 32 kHz; each clip split into consecutive, non-overlapping chunks of at most
+``max_seconds`` (20 s model for music, 10 s for audio), no padding; chunks of 0.15 s or less dropped; softmax over
+the 527 logits, one distribution per chunk. Output [N, F, 527] with F chunks per clip.
+
+Weights: the hear21passt release files, loaded from a local path (hear21passt itself would download them).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .base import AudioEmbedder
+from .weights import resolve_weights
+
+SAMPLE_RATE = 32_000
+NUM_CLASSES = 527
+MIN_SECONDS = 0.15
+_RELEASES = "https://github.com/kkoutini/PaSST/releases/download"
+# pretrained length (s) -> (hear21passt arch, input_tdim, weight file, url)
+VARIANTS = {
+    10: ("passt_s_swa_p16_128_ap476", 998, "passt-s-f128-p16-s10-ap.476-swa.pt",
+         f"{_RELEASES}/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt"),
+    20: ("passt_20sec", 2000, "passt-s-f128-20sec-p16-s10-ap.474-swa.pt",
+         f"{_RELEASES}/v0.0.5/passt-s-f128-20sec-p16-s10-ap.474-swa.pt"),
+    30: ("passt_30sec", 3000, "passt-s-f128-30sec-p16-s10-ap.473-swa.pt",
+         f"{_RELEASES}/v0.0.5/passt-s-f128-30sec-p16-s10-ap.473-swa.pt"),
+}
+
+
+@dataclass(frozen=True)
+class TinyPasstConfig:
+    """Random-weight PaSST sizes for tests (the real models are ViT-base: 768 wide, 12 layers)."""
+
+    embed_dim: int = 32
+    depth: int = 1
+    num_heads: int = 2
+    max_seconds: float = 1.0
+
+
+def _import_hear21passt() -> None:
+    try:
+        import hear21passt  # noqa: F401
+    except ImportError as err:
+        raise ImportError("The PaSST embedder needs `pip install hear21passt` (it pulls timm).") from err
+
+
+def _mel_frontend() -> nn.Module:
+    """PaSST's log-mel front-end (128 bands, 25 ms window, 10 ms hop at 32 kHz); prints a note we swallow."""
+    from hear21passt.models.preprocess import AugmentMelSTFT
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return AugmentMelSTFT(n_mels=128, sr=SAMPLE_RATE, win_length=800, hopsize=320, n_fft=1024, freqm=48,
+                              timem=192, htk=False, fmin=0.0, fmax=None, norm=1, fmin_aug_range=10,
+                              fmax_aug_range=2000)
+
+
+class PasstEmbedder(AudioEmbedder):
+    """audio -> per-chunk AudioSet label distributions [N, F, 527]."""
+
+    name = "passt"
+    kind = "probabilities"
+
+    def __init__(self, net: nn.Module, max_seconds: float, min_seconds: float = MIN_SECONDS) -> None:
+        super().__init__(SAMPLE_RATE, NUM_CLASSES)
+        self.mel = _mel_frontend()
+        self.net = net
+        self.max_samples = int(max_seconds * SAMPLE_RATE)
+        self.min_samples = int(min_seconds * SAMPLE_RATE)
+
+    def _frames(self, mono: Tensor) -> Tensor:
+        chunks = [c for c in torch.split(mono, self.max_samples, dim=-1) if c.shape[-1] > self.min_samples]
+        if not chunks:
+            raise ValueError(f"Clips of {mono.shape[-1] / SAMPLE_RATE:.3f} s are too short for PaSST "
+                             f"(more than {self.min_samples / SAMPLE_RATE} s needed).")
+        probs = [self._probabilities(chunk) for chunk in chunks]
+        return torch.stack(probs, dim=1)
+
+    def _probabilities(self, chunk: Tensor) -> Tensor:
+        """mono chunk [N, L] -> softmax over the 527 classes [N, 527]."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            specs = self.mel(chunk).unsqueeze(1)  # [N, 1, 128, T]
+            logits, _ = self.net(specs)
+        return torch.softmax(logits.float(), dim=-1)
+
+
+def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20,
+               tiny: TinyPasstConfig | None = None) -> PasstEmbedder:
+    """PaSST-S for 10/20/30 s windows with its AudioSet weights (explicit path, ``$MAGNET_PASST_CKPT`` or the
+    weights dir). ``tiny`` (tests) builds a small random-weight PaSST of the same class instead.
+    """
+    _import_hear21passt()
+    if tiny is not None:
+        from hear21passt.models.passt import PaSST
+
+        net = PaSST(img_size=(128, int(tiny.max_seconds * 100) + 1), patch_size=16, stride=10, in_chans=1,
+                    num_classes=NUM_CLASSES, embed_dim=tiny.embed_dim, depth=tiny.depth, num_heads=tiny.num_heads,
+                    distilled=True)
+        return PasstEmbedder(net, tiny.max_seconds).eval().requires_grad_(False)
+    if pretrained_length not in VARIANTS:
+        raise ValueError(f"pretrained_length must be one of {sorted(VARIANTS)}, got {pretrained_length}.")
+    arch, tdim, filename, url = VARIANTS[pretrained_length]
+    path = resolve_weights(checkpoint, "MAGNET_PASST_CKPT", filename, url,
+                           extra_dirs=(Path(torch.hub.get_dir()) / "checkpoints",))
+    from hear21passt.models.passt import get_model
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        net = get_model(arch=arch, pretrained=False, input_tdim=tdim)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net.load_state_dict(state, strict=True)
+    return PasstEmbedder(net, float(pretrained_length)).eval().requires_grad_(False)
