@@ -1,0 +1,247 @@
+"""Frozen audio codecs that turn waveforms into RVQ token ids and back.
+
+Two EnCodec families sit behind one interface (`Codec`):
+
+- `HFEncodecCodec`: `transformers.EncodecModel`, e.g. ``facebook/encodec_32khz`` (the codec of music MAGNeT:
+  32 kHz mono, hop 640, 50 Hz, 4 codebooks x 2048), loaded by hub id (HF cache) or local directory.
+- `EncodecPackageCodec`: the ``encodec`` pip package's own 24 kHz / 48 kHz models (weights in the torch hub cache).
+
+Shapes: B batch, C channels, N samples, K codebooks, T frames, V codebook size.
+Heavy libraries are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_CODEC = "facebook/encodec_32khz"
+
+# File names the `encodec` package downloads through torch.hub for pretrained=True.
+_ENCODEC_PKG_WEIGHTS = {
+    "encodec_24khz": "encodec_24khz-d7cc33bc.th",
+    "encodec_48khz": "encodec_48khz-7e698e3e.th",
+}
+
+
+def convert_audio(wav: torch.Tensor, sample_rate: int, target_rate: int, target_channels: int) -> torch.Tensor:
+    """Resample and down-mix/up-mix audio to a codec's format.
+
+    Args:
+        wav: [B, C, N] or [C, N] float waveform.
+        sample_rate: rate of `wav` in Hz.
+        target_rate: the codec's rate in Hz.
+        target_channels: 1 (mono: average the channels) or 2 (stereo: mono input is duplicated).
+
+    Returns:
+        [B, target_channels, N'] (or [target_channels, N'] for 2-D input), N' = ceil(N * target_rate / sample_rate).
+    """
+    import torchaudio.functional as AF
+
+    squeeze = wav.dim() == 2
+    if squeeze:
+        wav = wav[None]
+    if wav.dim() != 3:
+        raise ValueError(f"expected audio [B, C, N] or [C, N], got shape {tuple(wav.shape)}")
+    channels = wav.shape[1]
+    if channels != target_channels:
+        if target_channels == 1:
+            wav = wav.mean(dim=1, keepdim=True)
+        elif channels == 1:
+            wav = wav.expand(-1, target_channels, -1)
+        else:
+            raise ValueError(f"cannot map {channels} channels to {target_channels}")
+    if sample_rate != target_rate:
+        wav = AF.resample(wav, int(sample_rate), int(target_rate))
+    return wav[0] if squeeze else wav
+
+
+class Codec(nn.Module):
+    """A frozen codec: `encode(wav [B, C, N], sample_rate) -> codes [B, K, T]`, `decode(codes) -> wav [B, C, N]`.
+
+    Subclasses set `name` (stable, written into shard manifests), `sample_rate`, `channels`, `frame_rate`,
+    `num_codebooks`, `codebook_size` and implement `_encode` / `decode` on audio already in the codec's format.
+    """
+
+    name: str
+    sample_rate: int
+    channels: int
+    frame_rate: float
+    num_codebooks: int
+    codebook_size: int
+
+    def _freeze(self) -> None:
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> Codec:
+        # A frozen codec stays in eval mode even when its parent module is put in training mode.
+        return super().train(False)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames T produced for `num_samples` samples at the codec's rate."""
+        return math.ceil(num_samples * self.frame_rate / self.sample_rate)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def encode(self, wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Tokenize audio.
+
+        Args:
+            wav: [B, C, N] float waveform in [-1, 1] at `sample_rate` (any channel count; converted here).
+            sample_rate: rate of `wav` in Hz.
+
+        Returns:
+            LongTensor [B, K, T] with ids in [0, V), T = ceil(N' * frame_rate / codec sample rate).
+        """
+        wav = convert_audio(wav.float(), sample_rate, self.sample_rate, self.channels).to(self.device)
+        codes = self._encode(wav)
+        return codes[..., : self.num_frames(wav.shape[-1])].long()
+
+    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, K, T] long -> waveform [B, C, N] float at `sample_rate`."""
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.name!r}, sample_rate={self.sample_rate}, channels={self.channels}, "
+            f"frame_rate={self.frame_rate}, K={self.num_codebooks}, V={self.codebook_size}"
+        )
+
+
+class HFEncodecCodec(Codec):
+    """`transformers.EncodecModel` at one bandwidth (the 32 kHz music codec has one: 2.2 kbps = 4 codebooks).
+
+    Chunked models (config.chunk_length set, e.g. ``facebook/encodec_48khz``) produce overlapping 1-s frames with a
+    scale each, which do not form one token stream; they are refused with a clear error.
+    """
+
+    def __init__(self, model, name: str, bandwidth: float | None = None):
+        super().__init__()
+        cfg = model.config
+        if cfg.chunk_length is not None or cfg.normalize:
+            raise ValueError(
+                f"codec {name!r} encodes overlapping chunks with per-chunk scales (chunk_length={cfg.chunk_length}, "
+                f"normalize={cfg.normalize}); its tokens are not one stream a language model can learn. "
+                "Use a non-chunked EnCodec such as facebook/encodec_32khz or facebook/encodec_24khz."
+            )
+        self.model = model
+        self.bandwidth = float(bandwidth if bandwidth is not None else cfg.target_bandwidths[0])
+        if self.bandwidth not in [float(b) for b in cfg.target_bandwidths]:
+            raise ValueError(f"bandwidth {self.bandwidth} not in {cfg.target_bandwidths} for {name!r}")
+        self.name = name if bandwidth is None else f"{name}@{self.bandwidth:g}kbps"
+        self.sample_rate = int(cfg.sampling_rate)
+        self.channels = int(cfg.audio_channels)
+        self.frame_rate = float(cfg.frame_rate)
+        self.num_codebooks = int(model.quantizer.get_num_quantizers_for_bandwidth(self.bandwidth))
+        self.codebook_size = int(cfg.codebook_size)
+        self._freeze()
+
+    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
+        out = self.model.encode(wav, bandwidth=self.bandwidth, return_dict=True)
+        return out.audio_codes[0]  # (chunks=1, B, K, T) -> [B, K, T]
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        codes = codes.to(self.device).long()
+        out = self.model.decode(codes[None], [None], return_dict=True)
+        return out.audio_values
+
+
+class EncodecPackageCodec(Codec):
+    """A model of the ``encodec`` pip package (`encodec.EncodecModel`) at one target bandwidth.
+
+    The 24 kHz model (75 Hz, V=1024, K=2/4/8/16/32 for 1.5/3/6/12/24 kbps) is supported. The 48 kHz model encodes
+    overlapping 1-s segments each with its own loudness scale; it is refused with a clear error.
+    """
+
+    def __init__(self, model, bandwidth: float | None = None):
+        super().__init__()
+        if model.segment is not None or model.normalize:
+            raise ValueError(
+                f"encodec model {model.name!r} uses {model.segment}-s segments with per-segment scales "
+                "(normalize=True): its tokens are not one continuous stream and the scales are not stored in "
+                "shards. Use encodec_24khz or an HF EnCodec such as facebook/encodec_32khz."
+            )
+        bandwidth = float(bandwidth if bandwidth is not None else model.target_bandwidths[-1])
+        if bandwidth not in [float(b) for b in model.target_bandwidths]:
+            raise ValueError(f"bandwidth {bandwidth} not in {model.target_bandwidths} for {model.name!r}")
+        model.set_target_bandwidth(bandwidth)
+        self.model = model
+        self.bandwidth = bandwidth
+        self.name = f"encodec-pkg:{model.name}@{bandwidth:g}kbps"
+        self.sample_rate = int(model.sample_rate)
+        self.channels = int(model.channels)
+        self.frame_rate = float(model.frame_rate)
+        self.num_codebooks = int(model.quantizer.get_num_quantizers_for_bandwidth(model.frame_rate, bandwidth))
+        self.codebook_size = int(model.quantizer.bins)
+        self._freeze()
+
+    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
+        (codes, _scale), = self.model.encode(wav)
+        return codes
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.model.decode([(codes.to(self.device).long(), None)])
+
+
+def _load_hf_encodec(name_or_path: str, bandwidth: float | None, device: str | torch.device) -> HFEncodecCodec:
+    from transformers import EncodecModel
+
+    local = Path(name_or_path).expanduser()
+    try:
+        model = EncodecModel.from_pretrained(str(local) if local.is_dir() else name_or_path)
+    except (OSError, ValueError) as e:
+        hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+        raise FileNotFoundError(
+            f"EnCodec weights for {name_or_path!r} are not available locally ({type(e).__name__}: {e}). "
+            f"Download them on a machine with internet, e.g. `huggingface-cli download {name_or_path}`, and copy "
+            f"the HF cache to {hf_home}/hub (or set HF_HOME), or pass a local directory holding config.json and "
+            "model.safetensors (from EncodecModel.save_pretrained)."
+        ) from e
+    name = local.name if local.is_dir() else name_or_path
+    return HFEncodecCodec(model, name=f"hf-encodec:{name}", bandwidth=bandwidth).to(device)
+
+
+def _load_encodec_package(name: str, bandwidth: float | None, device: str | torch.device) -> EncodecPackageCodec:
+    import encodec
+
+    builder = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
+               "encodec_48khz": encodec.EncodecModel.encodec_model_48khz}[name]
+    ckpt = Path(torch.hub.get_dir()) / "checkpoints" / _ENCODEC_PKG_WEIGHTS[name]
+    try:
+        model = builder(pretrained=True)
+    except Exception as e:  # urllib/hub errors differ by version; all mean "weights not here"
+        raise FileNotFoundError(
+            f"weights of the encodec package model {name!r} are missing ({type(e).__name__}: {e}). Download "
+            f"https://dl.fbaipublicfiles.com/encodec/v0/{_ENCODEC_PKG_WEIGHTS[name]} and put it at {ckpt} "
+            "(torch hub cache: $TORCH_HOME/hub/checkpoints)."
+        ) from e
+    return EncodecPackageCodec(model, bandwidth=bandwidth).to(device)
+
+
+def load_codec(name_or_path: str = DEFAULT_CODEC, bandwidth: float | None = None,
+               device: str | torch.device = "cpu") -> Codec:
+    """Load a frozen codec by name.
+
+    Args:
+        name_or_path: ``encodec_24khz`` / ``encodec_48khz`` (the ``encodec`` package; weights in the torch hub
+            cache), or an HF hub id (``facebook/encodec_32khz``, the default) or a local directory of an HF EnCodec.
+        bandwidth: target bandwidth in kbps (chooses K); None = the HF model's first / the package model's largest.
+        device: where to put the model.
+    """
+    if name_or_path in _ENCODEC_PKG_WEIGHTS:
+        return _load_encodec_package(name_or_path, bandwidth, device)
+    return _load_hf_encodec(name_or_path, bandwidth, device)

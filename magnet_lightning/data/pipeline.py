@@ -1,0 +1,273 @@
+"""Streaming token shards into fixed-size training batches, and deterministic validation batches.
+
+Shapes: B batch, K codebooks, T frames (Tseg = frames of one training segment), V codebook size.
+
+Train stream (per DataLoader worker): pick a dataset by weight, pick a shard of it at random (with replacement,
+weighted by its sample count so tracks are drawn uniformly), read its samples, validate them, crop a random segment
+(random seek as in the reference), shuffle through a buffer, augment the text, and emit full batches only.
+Every rank and worker seeds its own RNG from (run seed, rank, worker, start step, restart), so a resumed run does not
+replay the stream it already saw. Bad samples are skipped and counted in a shared table the LightningModule can log.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from magnet_lightning.data.augment import TextAugmentConfig, augment_music_text
+from magnet_lightning.data.shards import CODES_MEMBER, JSON_MEMBER, ShardSet
+
+log = logging.getLogger(__name__)
+
+SKIP_REASONS = ("corrupt_shard", "missing_member", "bad_codes", "bad_dtype", "bad_shape", "token_out_of_range",
+                "empty", "bad_json")
+
+
+class BadSample(Exception):
+    """A sample that cannot be used; `reason` is one of SKIP_REASONS."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class SkipCounter:
+    """Counts skipped samples per reason across DataLoader workers.
+
+    A shared-memory int64 table [num_workers + 1, R]: worker w writes only row w + 1 (row 0 = main process), so
+    counts from worker processes are visible to the trainer without locks. Each reason is logged as a warning the
+    first few times, then every 1000th time.
+    """
+
+    def __init__(self, num_workers: int = 0):
+        self.table = torch.zeros(num_workers + 1, len(SKIP_REASONS), dtype=torch.int64).share_memory_()
+
+    def add(self, reason: str, detail: str = "") -> None:
+        info = torch.utils.data.get_worker_info()
+        row = 0 if info is None else min(info.id + 1, self.table.shape[0] - 1)
+        col = SKIP_REASONS.index(reason)
+        self.table[row, col] += 1
+        n = int(self.table[:, col].sum())
+        if n <= 5 or n % 1000 == 0:
+            log.warning("skipped bad sample (%s, %d so far): %s", reason, n, detail)
+
+    def totals(self) -> dict[str, int]:
+        sums = self.table.sum(dim=0).tolist()
+        return {reason: int(n) for reason, n in zip(SKIP_REASONS, sums)}
+
+
+def decode_sample(sample: dict, num_codebooks: int, codebook_size: int) -> tuple[np.ndarray, dict]:
+    """Validate one raw WebDataset sample.
+
+    Returns:
+        (codes int16 [K, T], meta dict with the sample's json plus ``key``); raises `BadSample` otherwise.
+    """
+    key = sample.get("__key__", "?")
+    if CODES_MEMBER not in sample or JSON_MEMBER not in sample:
+        raise BadSample("missing_member", f"{key} in {sample.get('__url__')} has {sorted(sample)}")
+    try:
+        codes = np.load(io.BytesIO(sample[CODES_MEMBER]), allow_pickle=False)
+    except Exception as e:  # any parse failure of the npy bytes
+        raise BadSample("bad_codes", f"{key}: {e}") from None
+    if codes.dtype != np.int16:
+        raise BadSample("bad_dtype", f"{key}: {codes.dtype}, expected int16")
+    if codes.ndim != 2 or codes.shape[0] != num_codebooks:
+        raise BadSample("bad_shape", f"{key}: {codes.shape}, expected ({num_codebooks}, T)")
+    if codes.shape[1] == 0:
+        raise BadSample("empty", key)
+    if codes.min() < 0 or codes.max() >= codebook_size:
+        raise BadSample("token_out_of_range", f"{key}: ids in [{codes.min()}, {codes.max()}], V={codebook_size}")
+    try:
+        meta = json.loads(sample[JSON_MEMBER])
+    except ValueError as e:
+        raise BadSample("bad_json", f"{key}: {e}") from None
+    if not isinstance(meta, dict):
+        raise BadSample("bad_json", f"{key}: json is a {type(meta).__name__}, expected an object")
+    meta["key"] = key
+    return codes, meta
+
+
+def crop(codes: np.ndarray, seg_frames: int, rng: random.Random, min_segment_ratio: float = 0.8) -> np.ndarray:
+    """Random segment of at most `seg_frames` frames: start ~ U{0..max(0, T - ratio * Tseg)} (the reference's seek)."""
+    num_frames = codes.shape[1]
+    max_start = max(0, num_frames - int(min_segment_ratio * seg_frames))
+    start = rng.randint(0, max_start) if max_start > 0 else 0
+    return codes[:, start: start + seg_frames]
+
+
+def collate(items: list[tuple[np.ndarray, str, dict]], seg_frames: int) -> dict:
+    """Pad segments to Tseg and stack.
+
+    Args:
+        items: (codes int16 [K, t <= Tseg], text, meta) per sample.
+
+    Returns:
+        {"codes": LongTensor [B, K, Tseg], "padding_mask": BoolTensor [B, Tseg] (True = real frame),
+         "text": list[str], "meta": list[dict]}; padded frames hold token 0.
+    """
+    num_codebooks = items[0][0].shape[0]
+    codes = np.zeros((len(items), num_codebooks, seg_frames), dtype=np.int64)
+    lengths = np.empty(len(items), dtype=np.int64)
+    for i, (c, _, _) in enumerate(items):
+        codes[i, :, : c.shape[1]] = c
+        lengths[i] = c.shape[1]
+    mask = np.arange(seg_frames)[None, :] < lengths[:, None]
+    return {"codes": torch.from_numpy(codes), "padding_mask": torch.from_numpy(mask),
+            "text": [t for _, t, _ in items], "meta": [m for _, _, m in items]}
+
+
+def caption_of(meta: dict) -> str:
+    """The sample's caption (``caption``, else ``description``/``text``), '' if none."""
+    for name in ("caption", "description", "text"):
+        if meta.get(name):
+            return str(meta[name])
+    return ""
+
+
+def iter_shard(url: str, counter: SkipCounter, num_codebooks: int, codebook_size: int) -> Iterator[tuple]:
+    """Valid (codes [K, T], meta) of one shard; corrupt shards and bad samples are counted and skipped."""
+    from webdataset.tariterators import tarfile_samples
+
+    def on_error(exn: Exception) -> bool:
+        counter.add("corrupt_shard", f"{url}: {exn!r}")
+        return False  # stop reading this shard: the tar stream is unusable after an error
+
+    for sample in tarfile_samples([{"url": url}], handler=on_error):
+        try:
+            yield decode_sample(sample, num_codebooks, codebook_size)
+        except BadSample as bad:
+            counter.add(bad.reason, str(bad))
+
+
+def mix_seed(*parts: int) -> int:
+    """A 64-bit seed from several integers (stable across processes, unlike hash())."""
+    return int.from_bytes(np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(2, np.uint32).tobytes(),
+                          "little")
+
+
+class TrainStream(torch.utils.data.IterableDataset):
+    """Endless stream of full training batches (see module docstring); wrap with `EpochLoader` for epochs."""
+
+    def __init__(self, datasets: list[ShardSet], weights: list[float], num_codebooks: int, codebook_size: int,
+                 seg_frames: int, batch_size: int, shuffle_buffer: int, counter: SkipCounter, seed: int = 0,
+                 rank: int = 0, start_step: int = 0, restart: int = 0, min_segment_ratio: float = 0.8,
+                 text_augment: TextAugmentConfig | None = None):
+        super().__init__()
+        self.datasets, self.weights = datasets, weights
+        self.num_codebooks, self.codebook_size = num_codebooks, codebook_size
+        self.seg_frames, self.batch_size, self.shuffle_buffer = seg_frames, batch_size, max(1, shuffle_buffer)
+        self.counter, self.min_segment_ratio, self.text_augment = counter, min_segment_ratio, text_augment
+        self.seed, self.rank, self.start_step, self.restart = seed, rank, start_step, restart
+
+    def _shard_samples(self, ds: ShardSet, rng: random.Random) -> Iterator[tuple]:
+        counts = ds.num_samples if ds.total_samples else None
+        barren = 0  # shards in a row that gave no valid sample
+        while True:
+            url = rng.choices(ds.urls, weights=counts)[0] if counts else rng.choice(ds.urls)
+            got = 0
+            for item in iter_shard(url, self.counter, self.num_codebooks, self.codebook_size):
+                got += 1
+                yield item
+            barren = 0 if got else barren + 1
+            if barren > 2 * len(ds.urls) + 8:
+                raise RuntimeError(f"shards of {ds.spec!r} yield no valid samples (skips so far: "
+                                   f"{self.counter.totals()}); check the shard list and the codec settings")
+
+    def _samples(self, rng: random.Random) -> Iterator[tuple]:
+        streams = [self._shard_samples(ds, rng) for ds in self.datasets]
+        if len(streams) == 1:
+            yield from streams[0]
+            return
+        indices = range(len(streams))
+        while True:
+            yield next(streams[rng.choices(indices, weights=self.weights)[0]])
+
+    def _item(self, codes: np.ndarray, meta: dict, rng: random.Random) -> tuple:
+        segment = crop(codes, self.seg_frames, rng, self.min_segment_ratio)
+        text = caption_of(meta)
+        if self.text_augment is not None:
+            text = augment_music_text(text, meta.get("metadata") or {}, rng, self.text_augment)
+        return segment, text, meta
+
+    def __iter__(self) -> Iterator[dict]:
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
+        rng = random.Random(mix_seed(self.seed, self.rank, worker, self.start_step, self.restart))
+        buffer: list[tuple] = []
+        batch: list[tuple] = []
+        for codes, meta in self._samples(rng):
+            item = self._item(codes, meta, rng)
+            if len(buffer) < self.shuffle_buffer:
+                buffer.append(item)
+                continue
+            i = rng.randrange(len(buffer))
+            buffer[i], item = item, buffer[i]
+            batch.append(item)
+            if len(batch) == self.batch_size:
+                yield collate(batch, self.seg_frames)
+                batch = []
+
+
+class EpochLoader:
+    """Exactly `num_batches` batches per epoch from one endless, persistent DataLoader iterator.
+
+    Every rank sees the same `len()`, so Lightning's loops never wait on a rank that ran out of data. The iterator
+    is created on the first epoch (after a checkpoint restore, so `make_loader` can read the start step).
+    """
+
+    def __init__(self, make_loader, num_batches: int):
+        self.make_loader, self.num_batches = make_loader, int(num_batches)
+        self._it = None
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[dict]:
+        if self._it is None:
+            self._it = iter(self.make_loader())
+        for _ in range(self.num_batches):
+            yield next(self._it)
+
+
+class BatchList:
+    """A fixed list of ready batches (validation): an iterable with a length, never re-split by Lightning."""
+
+    def __init__(self, batches: list[dict]):
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[dict]:
+        return iter(self.batches)
+
+
+def build_val_batches(datasets: list[ShardSet], num_codebooks: int, codebook_size: int, seg_frames: int,
+                      batch_size: int, counter: SkipCounter, rank: int = 0, world_size: int = 1,
+                      min_segment_ratio: float = 0.8) -> BatchList:
+    """Deterministic validation batches for one rank.
+
+    All shards are read in order; each sample gets a crop seeded by its key. Sample i goes to rank i % world_size;
+    the list is first padded by repeating samples from its start (as DistributedSampler does) so every rank gets
+    the same number of samples, hence the same number of batches.
+    """
+    items = []
+    for ds in datasets:
+        for url in ds.urls:
+            for codes, meta in iter_shard(url, counter, num_codebooks, codebook_size):
+                rng = random.Random(zlib.crc32(meta["key"].encode()))
+                items.append((crop(codes, seg_frames, rng, min_segment_ratio), caption_of(meta), meta))
+    if not items:
+        raise RuntimeError(f"validation shards {[d.spec for d in datasets]} yield no valid samples "
+                           f"(skips: {counter.totals()})")
+    per_rank = -(-len(items) // world_size)
+    padded = [items[i % len(items)] for i in range(per_rank * world_size)]
+    mine = padded[rank::world_size]
+    return BatchList([collate(mine[i: i + batch_size], seg_frames) for i in range(0, len(mine), batch_size)])

@@ -1,0 +1,149 @@
+"""Token shard manifests and shard URL lists.
+
+A token dataset is a folder of WebDataset tar shards ``NAME-000000.tar`` whose samples are ``KEY.codes.npy``
+(int16 [K, T], a whole track) and ``KEY.json`` (caption, metadata, duration, source), plus ``manifest.json``
+(layout in docs/CONTRACTS.md). This module reads and writes that manifest, checks it against a model, and turns
+user shard specs (folders, manifest files, globs, brace ranges, pipe:/s3:/gs:/http URLs) into URL lists.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = "magnet_lightning.shards"
+MANIFEST_VERSION = 1
+TOKENIZER_VERSION = "1"
+CODES_MEMBER = "codes.npy"
+JSON_MEMBER = "json"
+
+
+class ManifestMismatchError(ValueError):
+    """Raised when shards were tokenized with a codec the model cannot read (K, V or frame rate differ)."""
+
+
+def write_manifest(out_dir: str | Path, codec_info: dict, shards: list[dict], **extra) -> Path:
+    """Write ``manifest.json`` atomically (temp file + rename, so a reader never sees half a file).
+
+    Args:
+        out_dir: shard folder.
+        codec_info: name, sample_rate, frame_rate, num_codebooks, codebook_size, channels.
+        shards: [{"url": "NAME-000000.tar", "num_samples": n}, ...], urls relative to `out_dir`.
+        **extra: more top-level fields (e.g. skip counters).
+    """
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "codec": codec_info["name"],
+        "sample_rate": int(codec_info["sample_rate"]),
+        "frame_rate": float(codec_info["frame_rate"]),
+        "num_codebooks": int(codec_info["num_codebooks"]),
+        "codebook_size": int(codec_info["codebook_size"]),
+        "channels": int(codec_info["channels"]),
+        "shards": shards,
+        "num_samples": sum(int(s["num_samples"]) for s in shards),
+        "tokenizer_version": TOKENIZER_VERSION,
+        **extra,
+    }
+    path = Path(out_dir) / MANIFEST_NAME
+    tmp = path.with_suffix(f".json.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(path: str | Path) -> dict:
+    """Read a manifest from its file or its folder; raises a clear error if it is absent or not ours."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no shard manifest at {path}; create the shards with data/tokenize_audio.py")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest (format={manifest.get('format')!r})")
+    if manifest.get("version", 0) > MANIFEST_VERSION:
+        raise ValueError(f"{path} has manifest version {manifest['version']}; this code reads <= {MANIFEST_VERSION}")
+    return manifest
+
+
+def check_compatible(manifest: dict, num_codebooks: int | None = None, codebook_size: int | None = None,
+                     frame_rate: float | None = None, where: str = "shards") -> None:
+    """Raise `ManifestMismatchError` if the manifest's K, V or frame rate differ from the model's (None = unchecked)."""
+    problems = []
+    for key, want in (("num_codebooks", num_codebooks), ("codebook_size", codebook_size), ("frame_rate", frame_rate)):
+        if want is not None and abs(float(manifest[key]) - float(want)) > 1e-6:
+            problems.append(f"{key}: shards have {manifest[key]}, model expects {want}")
+    if problems:
+        raise ManifestMismatchError(
+            f"{where} (codec {manifest.get('codec')!r}) do not fit the model: " + "; ".join(problems)
+            + ". Re-tokenize with the model's codec or change the model config."
+        )
+
+
+@dataclass
+class ShardSet:
+    """One dataset: shard URLs, their sample counts (None if unknown) and its manifest (None if not found)."""
+
+    spec: str
+    urls: list[str]
+    num_samples: list[int | None] = field(default_factory=list)
+    manifest: dict | None = None
+
+    @property
+    def total_samples(self) -> int | None:
+        if not self.num_samples or any(n is None for n in self.num_samples):
+            return None
+        return sum(self.num_samples)
+
+
+def _remote_to_pipe(url: str) -> str:
+    # WebDataset opens pipe: URLs itself; S3 and GCS go through their own CLIs (credentials stay theirs).
+    if url.startswith("s3://"):
+        return f"pipe:aws s3 cp {url} -"
+    if url.startswith("gs://"):
+        return f"pipe:gcloud storage cat {url}"
+    return url
+
+
+def _is_remote(spec: str) -> bool:
+    return spec.startswith("pipe:") or "://" in spec
+
+
+def _from_manifest(spec: str, path: Path) -> ShardSet:
+    manifest = read_manifest(path)
+    root = path.parent if path.is_file() else path
+    urls = [str(root / s["url"]) for s in manifest["shards"]]
+    return ShardSet(spec, urls, [int(s["num_samples"]) for s in manifest["shards"]], manifest)
+
+
+def resolve_shards(spec: str) -> ShardSet:
+    """Expand one dataset spec into shard URLs.
+
+    Accepted: a shard folder or its manifest.json (all listed shards, with counts); a local tar path, glob or brace
+    range (``/d/train-{000000..000099}.tar``; counts and manifest taken from manifest.json beside them when present);
+    remote ``pipe:...``, ``s3://...``, ``gs://...``, ``http(s)://...`` (brace ranges allowed; no manifest).
+    """
+    import braceexpand
+
+    path = Path(spec).expanduser()
+    if not _is_remote(spec) and (path.is_dir() or path.name == MANIFEST_NAME):
+        return _from_manifest(spec, path)
+    expanded = list(braceexpand.braceexpand(spec))
+    if _is_remote(spec):
+        return ShardSet(spec, [_remote_to_pipe(u) for u in expanded], [None] * len(expanded))
+    urls = sorted({u for pat in expanded for u in glob.glob(os.path.expanduser(pat))})
+    if not urls:
+        raise FileNotFoundError(f"shard spec {spec!r} matches no files")
+    counts: list[int | None] = [None] * len(urls)
+    manifest = None
+    folder = Path(urls[0]).parent
+    if (folder / MANIFEST_NAME).is_file():
+        manifest = read_manifest(folder)
+        by_name = {s["url"]: int(s["num_samples"]) for s in manifest["shards"]}
+        counts = [by_name.get(Path(u).name) for u in urls]
+    return ShardSet(spec, urls, counts, manifest)
