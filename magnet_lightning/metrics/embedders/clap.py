@@ -98,7 +98,7 @@ class ClapEmbedder(AudioEmbedder):
     kind = "embedding"
 
     def __init__(self, clap_module: torch.nn.Module, tokenizer: Callable[..., Any]) -> None:
-        super().__init__(SAMPLE_RATE, clap_module.model_cfg["embed_dim"])
+        super().__init__(SAMPLE_RATE, clap_module.model.joint_embed_shape)
         self.clap = clap_module
         self.tokenizer = tokenizer
 

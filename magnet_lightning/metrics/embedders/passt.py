@@ -93,7 +93,8 @@ class PasstEmbedder(AudioEmbedder):
 def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20,
                tiny: TinyPasstConfig | None = None) -> PasstEmbedder:
     """PaSST-S for 10/20/30 s windows with its AudioSet weights (explicit path, ``$MAGNET_PASST_CKPT`` or the
-    weights dir). ``tiny`` (tests) builds a small random-weight PaSST of the same class instead.
+    weights dir). ``tiny`` (tests) builds a small PaSST of the same class instead (random weights unless
+    ``checkpoint`` is given).
     """
     _import_hear21passt()
     if tiny is not None:
@@ -102,6 +103,8 @@ def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20
         net = PaSST(img_size=(128, int(tiny.max_seconds * 100) + 1), patch_size=16, stride=10, in_chans=1,
                     num_classes=NUM_CLASSES, embed_dim=tiny.embed_dim, depth=tiny.depth, num_heads=tiny.num_heads,
                     distilled=True)
+        if checkpoint is not None:
+            net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
         return PasstEmbedder(net, tiny.max_seconds).eval().requires_grad_(False)
     if pretrained_length not in VARIANTS:
         raise ValueError(f"pretrained_length must be one of {sorted(VARIANTS)}, got {pretrained_length}.")

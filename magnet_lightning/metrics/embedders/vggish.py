@@ -131,20 +131,20 @@ class VGGishEmbedder(AudioEmbedder):
 
 
 def load_vggish(checkpoint: str | Path | None = None, pca_checkpoint: str | Path | None = None,
-                use_pca: bool = False, cfg: VGGishConfig | None = None) -> VGGishEmbedder:
+                use_pca: bool = False, cfg: VGGishConfig = VGGishConfig(),
+                random_weights: bool = False) -> VGGishEmbedder:
     """Build VGGish and load ``vggish-10086976.pth`` (explicit path, ``$MAGNET_VGGISH_CKPT`` or the weights dir).
 
-    ``cfg`` given (tests) builds random weights and loads nothing. ``use_pca`` also loads the PCA parameters
-    (``$MAGNET_VGGISH_PCA``); the reference FAD does not use them.
+    ``use_pca`` also loads the AudioSet PCA parameters (``$MAGNET_VGGISH_PCA``); the reference FAD does not use
+    them. ``random_weights=True`` (tests) loads nothing.
     """
-    if cfg is not None:
-        return VGGishEmbedder(cfg)
+    if random_weights:
+        return VGGishEmbedder(cfg).eval().requires_grad_(False)
     path = resolve_weights(checkpoint, "MAGNET_VGGISH_CKPT", "vggish-10086976.pth", VGGISH_URL)
     pca = None
     if use_pca:
         pca_path = resolve_weights(pca_checkpoint, "MAGNET_VGGISH_PCA", "vggish_pca_params-970ea276.pth", PCA_URL)
         pca = torch.load(pca_path, map_location="cpu", weights_only=True)
-    embedder = VGGishEmbedder(VGGishConfig(), pca=pca)
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    embedder.net.load_state_dict(state, strict=True)
+    embedder = VGGishEmbedder(cfg, pca=pca)
+    embedder.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
     return embedder.eval().requires_grad_(False)
