@@ -17,7 +17,7 @@ import lightning as L
 import torch
 
 from magnet_lightning.data.augment import TextAugmentConfig
-from magnet_lightning.data.pipeline import EpochLoader, SkipCounter, TrainStream, build_val_batches
+from magnet_lightning.data.pipeline import EpochLoader, SkipCounter, TrainStream, build_val_batches, keep_batch
 from magnet_lightning.data.shards import ShardSet, check_compatible, resolve_shards
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class TokenDataModule(L.LightningDataModule):
         self._start_step: int | None = None
         self._restarts = 0
         self._val_cache: dict = {}
+        self._train_loader: EpochLoader | None = None
 
     # ----- set-up and checks
     def setup(self, stage: str | None = None) -> None:
@@ -171,13 +172,16 @@ class TokenDataModule(L.LightningDataModule):
             text_augment=self.text_augment)
         extra = {"prefetch_factor": 4} if hp.num_workers > 0 else {}
         return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=hp.num_workers,
-                                           pin_memory=hp.pin_memory, **extra)
+                                           collate_fn=keep_batch, pin_memory=hp.pin_memory, **extra)
 
     def train_dataloader(self) -> EpochLoader:
         if not self.train_sets:
             raise ValueError("no train_shards given")
         self._restarts += 1
-        return EpochLoader(self._make_train_loader, self._batches_per_epoch(self._rank_world()[1]))
+        if self._train_loader is not None:  # a reload: stop the old workers before new ones fork
+            self._train_loader.close()
+        self._train_loader = EpochLoader(self._make_train_loader, self._batches_per_epoch(self._rank_world()[1]))
+        return self._train_loader
 
     def val_dataloader(self):
         if not self.val_sets:

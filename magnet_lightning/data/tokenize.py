@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from magnet_lightning.codec import Codec, convert_audio
-from magnet_lightning.data.shards import CODES_MEMBER, JSON_MEMBER, write_manifest
+from magnet_lightning.data.shards import CODES_MEMBER, JSON_MEMBER, TarShardWriter, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -164,20 +164,18 @@ def _shard_plan_hash(items: list[AudioItem]) -> str:
 
 def tokenize_shard(codec: Codec, items: list[AudioItem], tar_path: Path, opts: TokenizeOptions, pbar=None) -> dict:
     """Tokenize `items` into one tar (written to a temp name, then renamed); returns its done-record."""
-    import webdataset as wds
-
     reader = _AudioReader(items, codec.sample_rate, codec.channels, opts.min_duration, opts.silence_threshold)
     loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=opts.num_workers)
     skipped, pending, written = [], [], 0
     tmp = tar_path.with_suffix(f".tar.tmp{os.getpid()}")
-    with wds.TarWriter(str(tmp)) as sink:
+    with TarShardWriter(tmp) as sink:
         def flush():
             nonlocal written
             for (idx, wav), codes in zip(pending, _encode_batch(codec, [w for _, w in pending])):
                 it = items[idx]
                 meta = {"caption": it.caption, "metadata": it.metadata, "duration": wav.shape[-1] / codec.sample_rate,
                         "source": it.path, "num_frames": int(codes.shape[1])}
-                sink.write({"__key__": it.key, CODES_MEMBER: _npy_bytes(codes), JSON_MEMBER: json.dumps(meta).encode()})
+                sink.write(it.key, {CODES_MEMBER: _npy_bytes(codes), JSON_MEMBER: json.dumps(meta).encode()})
                 written += 1
             pending.clear()
 
