@@ -1,0 +1,449 @@
+"""MAGNeT iterative decoding (magnet_spec.md §7): the one module of the algorithm.
+
+Codebook stages are decoded in order k = 0..K-1, stage k in `decoding_steps[k]` steps. At step j of s
+(tau_j = j / (s - 1)) a cosine-scheduled number of the least confident units (span chunks, or tokens in 'stride1'
+mode) is re-masked, the model predicts stage k (conditional and null-text rows batched together, combined on the
+logits with a guidance coefficient annealed from `max_cfg_coef` to `min_cfg_coef` as the mask rate falls), tokens are
+sampled at an annealed temperature and written into the masked positions only. A unit that was not re-masked at a
+step scores FIXED and is never re-masked again; given tokens (prompt, the context of an infilled range) score FIXED
+from the start.
+
+Departures from the reference, on purpose:
+- the output has the full requested length: in 'nonoverlap' mode the last chunk may be shorter than the span;
+- unconditional generation (no text) works, without CFG;
+- `decoding_steps` must have one entry per codebook (the reference silently leaves extra stages masked);
+- at stage k the stages above k are MASK everywhere, prompt frames included, as in training;
+- the temperature runs from `temperature` at the first step to 0 (greedy) at the last.
+
+Every step is a pure tensor function with static shapes (no host synchronisation): the fast path
+(`fast_decoding.FastDecoder`) runs the same `decode_step` on static buffers inside CUDA graphs.
+
+Shapes: B batch, K codebooks, T frames, N span chunks, U scoring units (N or T), S text tokens, E text width,
+V codebook size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from magnet_lightning.masking import cosine_schedule
+from magnet_lightning.sampling import draw_noise, sample_tokens
+
+FIXED_SCORE = -1e4
+"""Score of units that must never be re-masked (scores are 'unconfidence': the highest are re-masked)."""
+
+SPAN_ARRANGEMENTS = ("nonoverlap", "stride1")
+SPAN_SCORINGS = ("max", "prod")
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    """Every option of MAGNeT decoding. Defaults are the music model's (audiocraft `MAGNeT.set_generation_params`)."""
+
+    decoding_steps: tuple[int, ...] = (20, 10, 10, 10)
+    """Steps per codebook stage; one entry per codebook ([60, 10, 10, 10] for 30-s models)."""
+    span_len: int = 3
+    """Span length L in frames (the model's training span)."""
+    span_arrangement: str = "nonoverlap"
+    """'nonoverlap': re-mask whole chunks [cL, cL + L); 'stride1': least probable overlapping spans."""
+    span_scoring: str = "max"
+    """Chunk unconfidence in 'nonoverlap' mode: 'max' = 1 - max token probability, 'prod' = sum of -log p."""
+    max_cfg_coef: float = 10.0
+    """Guidance coefficient at the first step (mask rate 1)."""
+    min_cfg_coef: float = 1.0
+    """Guidance coefficient at the last step (mask rate 0)."""
+    temperature: float = 3.0
+    """Sampling temperature at the first step of each stage."""
+    anneal_temperature: bool = True
+    """Linearly anneal the temperature to 0 at the last step of each stage."""
+    top_k: int = 0
+    """Keep the k most probable tokens (0: off)."""
+    top_p: float = 0.9
+    """Nucleus sampling mass (0: off)."""
+    use_sampling: bool = True
+    """False: greedy (argmax) at every step."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decoding_steps", tuple(int(s) for s in self.decoding_steps))
+        if not self.decoding_steps or any(s < 1 for s in self.decoding_steps):
+            raise ValueError(f"decoding_steps must be positive integers, got {list(self.decoding_steps)}")
+        if self.span_len < 1:
+            raise ValueError(f"span_len must be >= 1, got {self.span_len}")
+        if self.span_arrangement not in SPAN_ARRANGEMENTS:
+            raise ValueError(f"span_arrangement={self.span_arrangement!r}: choose one of {SPAN_ARRANGEMENTS}")
+        if self.span_scoring not in SPAN_SCORINGS:
+            raise ValueError(f"span_scoring={self.span_scoring!r}: choose one of {SPAN_SCORINGS}")
+        if self.temperature < 0 or self.top_k < 0 or not 0.0 <= self.top_p <= 1.0:
+            raise ValueError(f"need temperature >= 0, top_k >= 0, 0 <= top_p <= 1; got {self.temperature}, "
+                             f"{self.top_k}, {self.top_p}")
+
+    def check(self, num_codebooks: int) -> None:
+        """Raise unless there is exactly one decoding_steps entry per codebook."""
+        if len(self.decoding_steps) != num_codebooks:
+            raise ValueError(f"decoding_steps has {len(self.decoding_steps)} entries "
+                             f"{list(self.decoding_steps)} but the model has {num_codebooks} codebooks: "
+                             f"give one number of steps per codebook")
+
+    @property
+    def uses_cfg(self) -> bool:
+        return not (self.max_cfg_coef == 1.0 and self.min_cfg_coef == 1.0)
+
+    def replace(self, **changes) -> DecodingConfig:
+        return replace(self, **changes)
+
+
+DECODING_PRESETS: dict[str, dict] = {
+    # magnet_spec.md §7.1: text-to-music (MAGNeT) and text-to-audio (Audio-MAGNeT) defaults.
+    "music": dict(top_k=0, top_p=0.9, temperature=3.0, max_cfg_coef=10.0, min_cfg_coef=1.0),
+    "audio": dict(top_k=0, top_p=0.8, temperature=3.5, max_cfg_coef=20.0, min_cfg_coef=1.0),
+}
+
+
+def default_decoding_steps(duration: float, num_codebooks: int = 4) -> tuple[int, ...]:
+    """[20, 10, ...] up to 10 s, [60, 10, ...] for longer (30-s) generations; one entry per codebook."""
+    first = 20 if duration <= 10.0 + 1e-6 else 60
+    return (first,) + (10,) * (num_codebooks - 1)
+
+
+def decoding_preset(name: str = "music", duration: float = 10.0, num_codebooks: int = 4, **overrides) -> DecodingConfig:
+    """A DecodingConfig from DECODING_PRESETS with steps for `duration`, then `overrides`."""
+    if name not in DECODING_PRESETS:
+        raise ValueError(f"unknown decoding preset {name!r}: choose one of {sorted(DECODING_PRESETS)}")
+    values = {**DECODING_PRESETS[name], "decoding_steps": default_decoding_steps(duration, num_codebooks)}
+    return DecodingConfig(**{**values, **overrides})
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Schedules
+
+
+@dataclass
+class StageSchedule:
+    """Per-step values of one stage (s steps), precomputed once so a step only gathers them by index."""
+
+    mask_counts: torch.Tensor
+    """long [s, B]: units to re-mask at each step (between 1 and the free units; 0 if nothing is free)."""
+    cfg_coef: torch.Tensor
+    """float32 [s]: guidance coefficient, max_cfg_coef at step 0, min_cfg_coef at the last step."""
+    temperature: torch.Tensor
+    """float32 [s]: temperature, `temperature` at step 0, 0 at the last step when annealed."""
+    mask_rate: torch.Tensor = field(default=None)
+    """float64 [s]: gamma_j = cos(pi tau_j / 2)."""
+
+    @property
+    def num_steps(self) -> int:
+        return self.cfg_coef.shape[0]
+
+
+def stage_schedule(steps: int, free_units: torch.Tensor, config: DecodingConfig) -> StageSchedule:
+    """Schedule of a stage decoded in `steps` steps with free_units [B] (long) maskable units per item."""
+    tau = torch.linspace(0.0, 1.0, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
+    gamma = cosine_schedule(tau)
+    gamma = torch.where(tau >= 1.0, torch.zeros_like(gamma), gamma)  # cos(pi/2) is 6e-17 in floating point
+    free = free_units.to("cpu", torch.float64)[None, :]  # [1, B]
+    counts = torch.minimum(torch.floor(gamma[:, None] * free).clamp(min=1.0), free).long()  # [s, B]
+    cfg = gamma * config.max_cfg_coef + (1.0 - gamma) * config.min_cfg_coef
+    temp = config.temperature * (1.0 - tau) if config.anneal_temperature else torch.full_like(tau, config.temperature)
+    device = free_units.device
+    return StageSchedule(counts.to(device), cfg.float().to(device), temp.float().to(device), gamma)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Units (chunks or tokens), re-masking and scoring
+
+
+def num_chunks(num_frames: int, span_len: int) -> int:
+    """N = ceil(T / L): the last chunk is shorter when L does not divide T (the output keeps the full length)."""
+    return -(-num_frames // span_len)
+
+
+def chunks_to_frames(chunk_values: torch.Tensor, span_len: int, num_frames: int) -> torch.Tensor:
+    """[B, N] -> [B, T]: each chunk's value on its frames."""
+    return chunk_values.repeat_interleave(span_len, dim=-1)[:, :num_frames]
+
+
+def frames_to_chunks(frame_values: torch.Tensor, span_len: int, pad_value) -> torch.Tensor:
+    """[B, T] -> [B, N, L], the tail of the last chunk filled with pad_value."""
+    num_frames = frame_values.shape[-1]
+    pad = num_chunks(num_frames, span_len) * span_len - num_frames
+    return F.pad(frame_values, (0, pad), value=pad_value).unflatten(-1, (-1, span_len))
+
+
+def initial_scores(fixed: torch.Tensor, config: DecodingConfig) -> torch.Tensor:
+    """Scores [B, U] at a stage's start: 0 for free units, FIXED_SCORE for units whose frames are all given."""
+    if config.span_arrangement == "nonoverlap":
+        fixed = frames_to_chunks(fixed, config.span_len, True).all(dim=-1)  # [B, N]
+    return torch.where(fixed, FIXED_SCORE, 0.0).float()
+
+
+def free_units(fixed: torch.Tensor, config: DecodingConfig) -> torch.Tensor:
+    """Number of maskable units per item, long [B]."""
+    return (initial_scores(fixed, config) > FIXED_SCORE / 2).sum(dim=-1)
+
+
+def _descending_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """Rank of each entry when its row is sorted by descending score (stable: ties keep index order). long [B, U]."""
+    order = scores.argsort(dim=-1, descending=True, stable=True)
+    positions = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)
+    return torch.empty_like(order).scatter_(-1, order, positions)
+
+
+def _nonoverlap_remask(scores: torch.Tensor, counts: torch.Tensor, span_len: int, num_frames: int) -> torch.Tensor:
+    """The `counts[b]` chunks with the highest scores, as a frame mask [B, T]."""
+    chosen = _descending_ranks(scores) < counts[:, None]  # [B, N]
+    return chunks_to_frames(chosen, span_len, num_frames)
+
+
+def _stride1_remask(scores: torch.Tensor, counts: torch.Tensor, span_len: int) -> torch.Tensor:
+    """Least probable overlapping spans: the union of the top-scored spans (span score = sum of token scores) that
+    first covers at least `counts[b]` maskable tokens. scores [B, T] -> bool [B, T].
+
+    Static shapes: each token's first covering span rank is a sliding minimum of span ranks, and the union of the
+    first u spans covers >= n maskable tokens exactly when u exceeds the n-th smallest of those values.
+    """
+    num_frames = scores.shape[-1]
+    length = max(num_frames, span_len)
+    span_scores = F.pad(scores, (0, length - num_frames)).unfold(-1, span_len, 1).sum(dim=-1)  # [B, starts]
+    ranks = _descending_ranks(span_scores).float()
+    starts = ranks.shape[-1]
+    padded = F.pad(ranks, (span_len - 1, num_frames - starts), value=math.inf)  # [B, T + L - 1]
+    first_cover = padded.unfold(-1, span_len, 1).amin(dim=-1)  # [B, T]: rank of the first span covering t
+    maskable = scores > FIXED_SCORE / 2
+    first_cover = first_cover.masked_fill(~maskable, math.inf)
+    index = (counts - 1).clamp(min=0)[:, None]
+    threshold = first_cover.sort(dim=-1).values.gather(-1, index)  # [B, 1]
+    return maskable & (first_cover <= threshold) & (counts[:, None] > 0)
+
+
+def remask(scores: torch.Tensor, counts: torch.Tensor, fixed: torch.Tensor, config: DecodingConfig) -> torch.Tensor:
+    """Frames of the current stage to (re-)mask at this step: bool [B, T], never a given (fixed) frame."""
+    if config.span_arrangement == "nonoverlap":
+        chosen = _nonoverlap_remask(scores, counts, config.span_len, fixed.shape[-1])
+    else:
+        chosen = _stride1_remask(scores, counts, config.span_len)
+    return chosen & ~fixed
+
+
+def unit_scores(confidence: torch.Tensor, masked: torch.Tensor, config: DecodingConfig) -> torch.Tensor:
+    """Scores [B, U] for the next step: unconfidence of the units predicted now, FIXED_SCORE for all others.
+
+    confidence [B, T]: probability of each sampled token; masked [B, T]: frames predicted at this step.
+    """
+    neg_log = -confidence.clamp(min=1e-30).log()
+    if config.span_arrangement == "stride1":
+        return torch.where(masked, neg_log, FIXED_SCORE)
+    chunk_masked = frames_to_chunks(masked, config.span_len, False)  # [B, N, L]
+    if config.span_scoring == "max":
+        best = frames_to_chunks(torch.where(masked, confidence, 0.0), config.span_len, 0.0).amax(dim=-1)
+        score = 1.0 - best
+    else:
+        score = frames_to_chunks(torch.where(masked, neg_log, 0.0), config.span_len, 0.0).sum(dim=-1)
+    return torch.where(chunk_masked.any(dim=-1), score, FIXED_SCORE)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One step and one generation
+
+
+def null_condition(text_states: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CFG null condition with the same padding length: zero states, all-False mask."""
+    return torch.zeros_like(text_states), torch.zeros_like(text_mask)
+
+
+def guidance_batch(text_states: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[cond; null] batched together: states [2B, S, E], mask [2B, S]."""
+    null_states, null_mask = null_condition(text_states, text_mask)
+    return torch.cat([text_states, null_states]), torch.cat([text_mask, null_mask])
+
+
+def init_stage(codes: torch.Tensor, given: torch.Tensor, fixed: torch.Tensor, stage: int, mask_id: int) -> torch.Tensor:
+    """codes [B, K, T] with stage `stage` set to the given tokens on fixed frames and MASK elsewhere."""
+    out = codes.clone()
+    out[:, stage] = torch.where(fixed, given[:, stage], mask_id)
+    return out
+
+
+class StepInputs(NamedTuple):
+    """Per-generation constants of a stage, shared by the plain loop and the static buffers of the fast path."""
+
+    fixed: torch.Tensor
+    """bool [B, T]: given frames."""
+    mask_counts: torch.Tensor
+    """long [s, B]."""
+    cfg_coef: torch.Tensor
+    """float32 [s]."""
+    temperature: torch.Tensor
+    """float32 [s]."""
+
+
+def decode_step(
+    model,
+    memory,
+    codes: torch.Tensor,
+    scores: torch.Tensor,
+    step: torch.Tensor,
+    inputs: StepInputs,
+    noise: torch.Tensor | None,
+    stage: int,
+    config: DecodingConfig,
+    use_cfg: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One decoding step of `stage`: re-mask, predict (with CFG), sample, write, re-score.
+
+    Args:
+        model: MagnetTransformer; memory: its TextMemory for [cond; null] (2B rows) or B rows without CFG.
+        codes: long [B, K, T], stages > `stage` all MASK; scores: float32 [B, U].
+        step: long [1], the step index j (a tensor, so the fast path can keep it on the device).
+        noise: Exp(1) noise [B, T, V] for sampling, None for greedy decoding.
+    Returns:
+        (codes, scores) after the step.
+    """
+    counts = inputs.mask_counts.index_select(0, step)[0]  # [B]
+    masked = remask(scores, counts, inputs.fixed, config)  # [B, T]
+    row = codes[:, stage].masked_fill(masked, model.mask_token_id)
+    codes = codes.clone()
+    codes[:, stage] = row
+    logits = model.forward_with_memory(torch.cat([codes, codes]) if use_cfg else codes, memory, stage, heads="stage")
+    logits = logits.float()  # [B or 2B, T, V]
+    if use_cfg:
+        cond, null = logits.chunk(2)
+        logits = null + inputs.cfg_coef.index_select(0, step) * (cond - null)
+    sampled = sample_tokens(logits, inputs.temperature.index_select(0, step), noise, config.top_k, config.top_p)
+    codes[:, stage] = torch.where(masked, sampled.tokens, row)
+    return codes, unit_scores(sampled.confidence, masked, config)
+
+
+def resolve_constraints(
+    batch: int, num_codebooks: int, num_frames: int, mask_id: int, device: torch.device,
+    given: torch.Tensor | None, fixed: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check or create the given tokens [B, K, T] and fixed-frame mask [B, T] (none fixed by default)."""
+    if (given is None) != (fixed is None):
+        raise ValueError("pass both `given` codes and the `fixed` frame mask, or neither")
+    if given is None:
+        return (torch.full((batch, num_codebooks, num_frames), mask_id, dtype=torch.long, device=device),
+                torch.zeros(batch, num_frames, dtype=torch.bool, device=device))
+    if tuple(given.shape) != (batch, num_codebooks, num_frames) or tuple(fixed.shape) != (batch, num_frames):
+        raise ValueError(f"given must be [{batch}, {num_codebooks}, {num_frames}] and fixed [{batch}, {num_frames}], "
+                         f"got {tuple(given.shape)} and {tuple(fixed.shape)}")
+    given, fixed = given.to(device).long(), fixed.to(device).bool()
+    bad = fixed[:, None, :] & ((given < 0) | (given >= mask_id))
+    if bool(bad.any()):
+        raise ValueError(f"given tokens on fixed frames must be in [0, {mask_id}) (found MASK or out-of-range ids)")
+    return given, fixed
+
+
+def text_inputs(
+    text_states: torch.Tensor | None, text_mask: torch.Tensor | None, batch_size: int | None, text_dim: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+    """(states [B, S, E], mask [B, S], B, conditioned). No text -> one all-masked zero token per item."""
+    if text_states is None:
+        if batch_size is None:
+            raise ValueError("unconditional generation needs batch_size")
+        states = torch.zeros(batch_size, 1, text_dim, device=device)
+        return states, torch.zeros(batch_size, 1, dtype=torch.bool, device=device), batch_size, False
+    if text_states.dim() != 3 or text_states.shape[-1] != text_dim:
+        raise ValueError(f"text_states must be [B, S, {text_dim}], got {tuple(text_states.shape)}")
+    if text_mask is None:
+        text_mask = torch.ones(text_states.shape[:2], dtype=torch.bool, device=device)
+    if batch_size is not None and batch_size != text_states.shape[0]:
+        raise ValueError(f"batch_size={batch_size} but text_states has {text_states.shape[0]} rows")
+    return text_states.to(device).float(), text_mask.to(device).bool(), text_states.shape[0], True
+
+
+ProgressFn = Callable[[int, int], None]
+"""progress(done_steps, total_steps)."""
+
+
+def autocast_context(device: torch.device, enabled: bool | None, cache_enabled: bool = True):
+    """bf16 autocast on CUDA by default, nothing elsewhere (the weight-cast cache must be off in CUDA graphs)."""
+    enabled = device.type == "cuda" if enabled is None else enabled
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache_enabled)
+
+
+@torch.inference_mode()
+def decode(
+    model,
+    text_states: torch.Tensor | None,
+    text_mask: torch.Tensor | None,
+    num_frames: int,
+    config: DecodingConfig = DecodingConfig(),
+    *,
+    batch_size: int | None = None,
+    given: torch.Tensor | None = None,
+    fixed: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    progress: ProgressFn | None = None,
+    autocast: bool | None = None,
+) -> torch.Tensor:
+    """Generate codes with MAGNeT's iterative decoding (the plain path: a Python loop of `decode_step`).
+
+    Args:
+        model: MagnetTransformer.
+        text_states: [B, S, E] text-encoder states (null rows: zeros with mask False), or None (unconditional).
+        text_mask: bool [B, S].
+        num_frames: T, the full output length.
+        batch_size: B for unconditional generation.
+        given, fixed: tokens [B, K, T] kept on the frames where fixed [B, T] is True (prompt, infilling context);
+            see `continuation` and `infilling`.
+        generator: a torch.Generator on the model's device, for reproducible sampling.
+    Returns:
+        long [B, K, T] token ids in [0, V).
+    """
+    cfg = model.cfg
+    config.check(cfg.num_codebooks)
+    device = next(model.parameters()).device
+    states, mask, batch, conditioned = text_inputs(text_states, text_mask, batch_size, cfg.text_dim, device)
+    given, fixed = resolve_constraints(batch, cfg.num_codebooks, num_frames, model.mask_token_id, device, given, fixed)
+    use_cfg = conditioned and config.uses_cfg
+    with autocast_context(device, autocast):
+        memory = model.prepare_text(*guidance_batch(states, mask)) if use_cfg else model.prepare_text(states, mask)
+        codes = torch.full_like(given, model.mask_token_id)
+        total, done = sum(config.decoding_steps), 0
+        for stage, steps in enumerate(config.decoding_steps):
+            sched = stage_schedule(steps, free_units(fixed, config), config)
+            inputs = StepInputs(fixed, sched.mask_counts, sched.cfg_coef, sched.temperature)
+            codes = init_stage(codes, given, fixed, stage, model.mask_token_id)
+            scores = initial_scores(fixed, config)
+            for j in range(steps):
+                noise = None
+                if config.use_sampling:
+                    noise = draw_noise((batch, num_frames, cfg.codebook_size), generator, device)
+                step = torch.tensor([j], device=device)
+                codes, scores = decode_step(model, memory, codes, scores, step, inputs, noise, stage, config, use_cfg)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+    return codes
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Prompts and editing
+
+
+def continuation(prompt: torch.Tensor, num_frames: int, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Constraints to continue prompt codes [B, K, Tp]: (given [B, K, T], fixed [B, T]) with the first Tp frames fixed."""
+    batch, num_codebooks, prompt_len = prompt.shape
+    if prompt_len > num_frames:
+        raise ValueError(f"the prompt has {prompt_len} frames, more than the {num_frames} to generate")
+    given = torch.full((batch, num_codebooks, num_frames), mask_id, dtype=torch.long, device=prompt.device)
+    given[..., :prompt_len] = prompt
+    fixed = torch.zeros(batch, num_frames, dtype=torch.bool, device=prompt.device)
+    fixed[:, :prompt_len] = True
+    return given, fixed
+
+
+def infilling(codes: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Constraints to regenerate frames [start, end) of codes [B, K, T]: everything else is fixed."""
+    num_frames = codes.shape[-1]
+    if not 0 <= start < end <= num_frames:
+        raise ValueError(f"infill range [{start}, {end}) must satisfy 0 <= start < end <= {num_frames}")
+    fixed = torch.ones(codes.shape[0], num_frames, dtype=torch.bool, device=codes.device)
+    fixed[:, start:end] = False
+    return codes.long(), fixed

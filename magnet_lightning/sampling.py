@@ -1,0 +1,87 @@
+"""Token sampling for iterative decoding: temperature, top-k, top-p, greedy, with static shapes.
+
+Sampling uses the exponential race (Gumbel-max): for probabilities p and i.i.d. noise E ~ Exp(1),
+argmax_i p_i / E_i is distributed as Categorical(p / sum p). The noise is drawn by the caller from a
+`torch.Generator`, so one step is a pure function of its inputs: no host synchronisation, no data-dependent shapes,
+which is what lets the fast path capture the whole decoding step in a CUDA graph and give the same tokens as the plain
+path for the same seed.
+
+Shapes: B batch, T frames, V codebook size.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+MIN_TEMPERATURE = 0.01
+"""Temperatures are clamped to this inside the softmax (a temperature of 0 still selects greedy decoding)."""
+
+
+class Sampled(NamedTuple):
+    tokens: torch.Tensor
+    """long [B, T]: chosen token ids."""
+    confidence: torch.Tensor
+    """float32 [B, T]: probability of each chosen token under the tempered distribution, before top-k/top-p."""
+
+
+def top_k_filter(probs: torch.Tensor, k: int) -> torch.Tensor:
+    """Zero every probability below the k-th largest of its row. probs [..., V] -> [..., V] (not renormalised)."""
+    if k <= 0 or k >= probs.shape[-1]:
+        return probs
+    kth = probs.topk(k, dim=-1).values[..., -1:]
+    return probs.masked_fill(probs < kth, 0.0)
+
+
+def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter: keep the smallest set of most probable tokens whose mass reaches p. [..., V] -> [..., V].
+
+    A token is kept when the mass of the tokens sorted before it is < p, so the most probable token is always kept.
+    """
+    if p <= 0.0 or p >= 1.0:
+        return probs
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
+    keep_sorted = mass_before < p
+    keep = torch.empty_like(keep_sorted).scatter_(-1, order, keep_sorted)
+    return probs.masked_fill(~keep, 0.0)
+
+
+def draw_noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
+               out: torch.Tensor | None = None) -> torch.Tensor:
+    """Exp(1) noise [*shape] float32 for `sample_tokens`; written into `out` when given (a static buffer)."""
+    if out is None:
+        out = torch.empty(shape, dtype=torch.float32, device=device)
+    return out.exponential_(generator=generator)
+
+
+def sample_tokens(
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    noise: torch.Tensor | None,
+    top_k: int = 0,
+    top_p: float = 0.0,
+) -> Sampled:
+    """Sample one token per position.
+
+    Args:
+        logits: [B, T, V] (any float dtype; computed in float32).
+        temperature: 0-dim or [1] float tensor; <= 0 selects the argmax (greedy) at this step.
+        noise: Exp(1) noise [B, T, V] from `draw_noise`, or None for greedy decoding at every step.
+        top_k, top_p: filters applied (both, top-k first) before sampling; 0 disables.
+    Returns:
+        `Sampled(tokens [B, T], confidence [B, T])`.
+    """
+    logits = logits.float()
+    temperature = temperature.float().reshape(())
+    probs = torch.softmax(logits / temperature.clamp(min=MIN_TEMPERATURE), dim=-1)  # [B, T, V]
+    greedy = probs.argmax(dim=-1)  # [B, T]
+    if noise is None:
+        tokens = greedy
+    else:
+        filtered = top_p_filter(top_k_filter(probs, top_k), top_p)
+        sampled = (filtered / noise.clamp(min=1e-30)).argmax(dim=-1)
+        tokens = torch.where(temperature > 0, sampled, greedy)
+    confidence = probs.gather(-1, tokens[..., None])[..., 0]
+    return Sampled(tokens, confidence)
