@@ -9,8 +9,8 @@ from .clap_score import CLAPScore
 from .embedders import AudioEmbedder, available_embedders, get_embedder, register_embedder
 from .fad import FrechetAudioDistance, frechet_distance, gaussian_from_sums
 from .kl import KLDivergence, kl_ref_gen
-from .loudness import integrated_loudness, loudness_normalize
+from .loudness import integrated_loudness, loudness_normalize, peak_normalize
 
 __all__ = ["AudioEmbedder", "CLAPScore", "FrechetAudioDistance", "KLDivergence", "available_embedders",
            "frechet_distance", "gaussian_from_sums", "get_embedder", "integrated_loudness", "kl_ref_gen",
-           "loudness_normalize", "register_embedder"]
+           "loudness_normalize", "peak_normalize", "register_embedder"]

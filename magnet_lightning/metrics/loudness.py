@@ -52,3 +52,15 @@ def loudness_normalize(wav: Tensor, sample_rate: int, target_lufs: float = TARGE
                        skipped, batch.shape[0], MIN_SECONDS)
     out = batch * gains.to(device=batch.device, dtype=batch.dtype)[:, None, None]
     return out[0] if single else out
+
+
+def peak_normalize(wav: Tensor, peak_db: float = -1.0) -> Tensor:
+    """Scale each clip of ``wav`` ([C, L] or [B, C, L]) so its absolute peak is ``peak_db`` dBFS (reference FAD
+    writes both sets this way before VGGish). All-zero clips are returned unchanged."""
+    batch = wav.unsqueeze(0) if wav.dim() == 2 else wav
+    if batch.dim() != 3:
+        raise ValueError(f"Expected audio [C, L] or [B, C, L], got shape {tuple(wav.shape)}.")
+    peaks = batch.abs().amax(dim=(1, 2), keepdim=True)
+    target = 10.0 ** (peak_db / 20.0)
+    out = torch.where(peaks > 0, batch * (target / peaks.clamp_min(1e-12)), batch)
+    return out[0] if wav.dim() == 2 else out

@@ -68,7 +68,7 @@ def check_tokenizer(tokenizer: Any) -> None:
     if size < MIN_TOKENIZER_VOCAB:
         raise RuntimeError(
             f"The RoBERTa tokenizer has only {size} tokens: transformers returned an empty tokenizer because "
-            "'roberta-base' is not available offline. Download it once (`huggingface-cli download roberta-base` with "
+            "'roberta-base' is not available offline. Download it once (`hf download roberta-base` with "
             "network, which fills the HF cache) or pass tokenizer=PATH to a folder with vocab.json and merges.txt.")
 
 
