@@ -111,10 +111,10 @@ def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20
     arch, tdim, filename, url = VARIANTS[pretrained_length]
     path = resolve_weights(checkpoint, "MAGNET_PASST_CKPT", filename, url,
                            extra_dirs=(Path(torch.hub.get_dir()) / "checkpoints",))
-    from hear21passt.models.passt import get_model
+    from hear21passt.models.passt import checkpoint_filter_fn, get_model
 
     with contextlib.redirect_stdout(io.StringIO()):
         net = get_model(arch=arch, pretrained=False, input_tdim=tdim)
     state = torch.load(path, map_location="cpu", weights_only=True)
-    net.load_state_dict(state, strict=True)
+    net.load_state_dict(checkpoint_filter_fn(state, net), strict=True)  # the same key fix-ups hear21passt applies
     return PasstEmbedder(net, float(pretrained_length)).eval().requires_grad_(False)
