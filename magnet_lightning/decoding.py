@@ -359,6 +359,8 @@ def text_inputs(
 
 ProgressFn = Callable[[int, int], None]
 """progress(done_steps, total_steps)."""
+StageFn = Callable[[int, torch.Tensor], None]
+"""on_stage_end(stage, codes [B, K, T]) after the last step of each stage (inspection, tests)."""
 
 
 def autocast_context(device: torch.device, enabled: bool | None, cache_enabled: bool = True):
@@ -380,6 +382,7 @@ def decode(
     fixed: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
+    on_stage_end: StageFn | None = None,
     autocast: bool | None = None,
 ) -> torch.Tensor:
     """Generate codes with MAGNeT's iterative decoding (the plain path: a Python loop of `decode_step`).
@@ -393,6 +396,7 @@ def decode(
         given, fixed: tokens [B, K, T] kept on the frames where fixed [B, T] is True (prompt, infilling context);
             see `continuation` and `infilling`.
         generator: a torch.Generator on the model's device, for reproducible sampling.
+        progress: called after every step; on_stage_end: called with the codes after every stage.
     Returns:
         long [B, K, T] token ids in [0, V).
     """
@@ -420,6 +424,8 @@ def decode(
                 done += 1
                 if progress is not None:
                     progress(done, total)
+            if on_stage_end is not None:
+                on_stage_end(stage, codes)
     return codes
 
 

@@ -27,6 +27,7 @@ import torch
 from magnet_lightning.decoding import (
     DecodingConfig,
     ProgressFn,
+    StageFn,
     StepInputs,
     autocast_context,
     decode_step,
@@ -195,6 +196,7 @@ class FastDecoder:
         fixed: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         progress: ProgressFn | None = None,
+        on_stage_end: StageFn | None = None,
     ) -> torch.Tensor:
         """Same contract as `decoding.decode`: long [B, K, T]."""
         model, device = self.model, self.device
@@ -219,4 +221,6 @@ class FastDecoder:
                 done += 1
                 if progress is not None:
                     progress(done, total)
+            if on_stage_end is not None:
+                on_stage_end(stage, plan.codes.clone())
         return plan.codes.clone()

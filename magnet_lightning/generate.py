@@ -1,0 +1,427 @@
+"""Text-to-music generation from a checkpoint: the Python API (`MagnetGenerator`, `generate`) and the CLI.
+
+    python -m magnet_lightning.generate --ckpt model.ckpt --text "calm piano" --duration 10 --out samples/
+    python -m magnet_lightning.generate --ckpt state_dict.bin --prompts captions.txt --out samples/ --batch-size 8
+    python -m magnet_lightning.generate --ckpt model.ckpt --text "add drums" --prompt-audio clip.wav --infill 2 4 --out x/
+
+`--prompt-audio` alone continues the clip (its tokens are kept, the rest generated up to --duration); with
+`--infill START END` the clip is edited: only the frames in [START, END) seconds are regenerated.
+WAV files are loudness-normalised to -14 LUFS and written as 32-bit float (no clipping).
+
+Shapes: B batch, K codebooks, T frames, C channels, N samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import re
+import sys
+from dataclasses import asdict, dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from magnet_lightning.decoding import (
+    DECODING_PRESETS,
+    DecodingConfig,
+    ProgressFn,
+    continuation,
+    decode,
+    decoding_preset,
+    infilling,
+)
+
+log = logging.getLogger(__name__)
+
+_DECODING_FIELDS = {f.name for f in fields(DecodingConfig)}
+
+
+@dataclass
+class GenerationResult:
+    tokens: torch.Tensor
+    """long [B, K, T] codec tokens."""
+    audio: torch.Tensor | None
+    """float [B, C, N] waveform at `sample_rate` (None when audio decoding was not asked for)."""
+    sample_rate: int
+    texts: list[str | None]
+    config: DecodingConfig
+
+
+def _is_codes(x: torch.Tensor) -> bool:
+    return not torch.is_floating_point(x)
+
+
+class MagnetGenerator:
+    """A loaded model with its text encoder and codec, ready to generate many batches.
+
+    Args:
+        model: MagnetTransformer (eval mode, on its device).
+        text_encoder: TextEncoder (or anything with its call contract), or None for unconditional use only.
+        codec: Codec, or None (tokens only; prompts and edits must then be given as tokens).
+        frame_rate, sample_rate, span_len, segment_duration: the checkpoint's metadata.
+        decoding_defaults: decoding options recorded in the checkpoint ('preset' + DecodingConfig fields).
+        fast: FastDecoder (static buffers, CUDA graphs, bf16 weights); default: on for CUDA models.
+        compile: torch.compile the per-step forward in the fast path.
+    """
+
+    def __init__(self, model, text_encoder=None, codec=None, *, frame_rate: float = 50.0, sample_rate: int = 32000,
+                 span_len: int = 3, segment_duration: float = 10.0, decoding_defaults: dict | None = None,
+                 fast: bool | None = None, compile: bool = False):
+        self.model = model
+        self.text_encoder = text_encoder
+        self.codec = codec
+        self.frame_rate = float(codec.frame_rate if codec is not None else frame_rate)
+        self.sample_rate = int(codec.sample_rate if codec is not None else sample_rate)
+        self.span_len = span_len
+        self.segment_duration = segment_duration
+        self.decoding_defaults = dict(decoding_defaults or {})
+        self.device = next(model.parameters()).device
+        self.fast = self.device.type == "cuda" if fast is None else fast
+        self.compile = compile
+        self._fast_decoder = None
+        if codec is not None and (codec.num_codebooks, codec.codebook_size) != (
+                model.cfg.num_codebooks, model.cfg.codebook_size):
+            raise ValueError(f"codec {codec.name!r} has K={codec.num_codebooks}, V={codec.codebook_size} but the model "
+                             f"expects K={model.cfg.num_codebooks}, V={model.cfg.codebook_size}")
+
+    @classmethod
+    def from_pretrained(cls, ckpt: str | Path, *, device: str | torch.device | None = None,
+                        text_encoder: Any = None, codec: Any = None, allow_random_text_encoder: bool = False,
+                        fast: bool | None = None, compile: bool = False) -> MagnetGenerator:
+        """Load our Lightning checkpoint or an audiocraft state_dict.bin (checkpoint.load_pretrained).
+
+        text_encoder / codec: a name or path overriding the checkpoint's, or a ready object; codec=False skips it.
+        """
+        from magnet_lightning.checkpoint import load_pretrained
+        from magnet_lightning.codec import load_codec
+        from magnet_lightning.conditioning import TextEncoder
+
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        pre = load_pretrained(ckpt, map_location=device)
+        if text_encoder is None or isinstance(text_encoder, str):
+            text_encoder = TextEncoder.from_pretrained(text_encoder or pre.text_encoder,
+                                                       allow_random=allow_random_text_encoder).to(device)
+        if codec is None or isinstance(codec, str):
+            codec = load_codec(codec or pre.codec, device=device)
+        return cls(pre.model.eval(), text_encoder, codec or None, frame_rate=pre.frame_rate,
+                   sample_rate=pre.sample_rate, span_len=pre.span_len, segment_duration=pre.segment_duration,
+                   decoding_defaults=pre.decoding, fast=fast, compile=compile)
+
+    # -- options ---------------------------------------------------------------------------------------------
+
+    def decoding_config(self, duration: float | None = None, preset: str | None = None, **overrides) -> DecodingConfig:
+        """Preset (the checkpoint's, else 'music') <- checkpoint's recorded options <- overrides; span from the model."""
+        recorded = dict(self.decoding_defaults)
+        preset = preset or recorded.pop("preset", "music")
+        recorded.pop("preset", None)
+        unknown = set(recorded) - _DECODING_FIELDS
+        if unknown:
+            log.warning("ignoring unknown decoding options recorded in the checkpoint: %s", sorted(unknown))
+        values = {"span_len": self.span_len, **{k: v for k, v in recorded.items() if k in _DECODING_FIELDS}}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return decoding_preset(preset, duration or self.segment_duration, self.model.cfg.num_codebooks, **values)
+
+    def num_frames(self, duration: float) -> int:
+        if duration <= 0:
+            raise ValueError(f"duration must be positive, got {duration}")
+        return max(1, round(duration * self.frame_rate))
+
+    # -- conditioning and constraints --------------------------------------------------------------------------
+
+    def _text(self, texts: list[str | None]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if all(not t for t in texts):
+            return None, None
+        if self.text_encoder is None:
+            raise ValueError("this generator has no text encoder: only unconditional generation (texts None)")
+        states, mask = self.text_encoder(texts)
+        return states.to(self.device), mask.to(self.device)
+
+    def _codes(self, x: torch.Tensor, sample_rate: int | None, batch: int, what: str) -> torch.Tensor:
+        """Tokens [B, K, T] of an audio ([C, N] / [B, C, N] float, needs the codec) or token ([K, T] / [B, K, T]) input."""
+        if _is_codes(x):
+            codes = x if x.dim() == 3 else x[None]
+        else:
+            if self.codec is None:
+                raise ValueError(f"{what} audio needs a codec; pass tokens instead or load one")
+            if sample_rate is None:
+                raise ValueError(f"{what} audio needs its sample rate")
+            wav = x if x.dim() == 3 else x[None]
+            codes = self.codec.encode(wav.to(self.device), sample_rate)
+        if codes.shape[0] == 1 and batch > 1:
+            codes = codes.expand(batch, -1, -1)
+        if codes.shape[0] != batch or codes.shape[1] != self.model.cfg.num_codebooks:
+            raise ValueError(f"{what} tokens have shape {tuple(codes.shape)}; expected [{batch} (or 1), "
+                             f"{self.model.cfg.num_codebooks}, T]")
+        return codes.to(self.device).long()
+
+    def _frame(self, seconds: float) -> int:
+        return int(math.floor(seconds * self.frame_rate + 1e-6))
+
+    # -- generation ----------------------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        texts: Sequence[str | None] | None = None,
+        *,
+        num_samples: int | None = None,
+        duration: float | None = None,
+        prompt: torch.Tensor | None = None,
+        prompt_sample_rate: int | None = None,
+        infill: tuple[float, float] | None = None,
+        decoding: DecodingConfig | None = None,
+        preset: str | None = None,
+        seed: int | None = None,
+        decode_audio: bool = True,
+        progress: ProgressFn | None = None,
+        **decoding_overrides,
+    ) -> GenerationResult:
+        """Generate a batch.
+
+        Args:
+            texts: captions (None / "" entries are unconditional); None: `num_samples` unconditional generations.
+            duration: seconds (default: the training segment); the output has exactly round(duration * frame rate)
+                frames. With `infill` it is the edited clip's length instead.
+            prompt: audio [C, N] / [B, C, N] (float, give prompt_sample_rate) or tokens [K, T] / [B, K, T] (long).
+                Alone: continued (its tokens kept). With `infill=(start_s, end_s)`: the clip to edit; only frames in
+                [start, end) are regenerated.
+            decoding: a full DecodingConfig; otherwise preset + checkpoint defaults + `decoding_overrides`
+                (any DecodingConfig field, e.g. temperature=2.0, decoding_steps=[20, 10, 10, 10]).
+            seed: seeds a torch.Generator on the model's device (same seed -> same tokens).
+        """
+        if texts is None:
+            texts = [None] * (num_samples or 1)
+        texts = list(texts)
+        if not texts:
+            raise ValueError("texts is empty")
+        batch = len(texts)
+        if decoding is not None and (decoding_overrides or preset):
+            raise ValueError("pass either a DecodingConfig or preset/overrides, not both")
+        config = decoding or self.decoding_config(duration, preset, **decoding_overrides)
+        given = fixed = None
+        if infill is not None:
+            if prompt is None:
+                raise ValueError("infill needs the clip to edit as `prompt` (audio or tokens)")
+            codes = self._codes(prompt, prompt_sample_rate, batch, "infill")
+            start, end = self._frame(infill[0]), self._frame(infill[1])
+            given, fixed = infilling(codes, start, min(end, codes.shape[-1]))
+            num_frames = codes.shape[-1]
+        else:
+            num_frames = self.num_frames(duration or self.segment_duration)
+            if prompt is not None:
+                codes = self._codes(prompt, prompt_sample_rate, batch, "prompt")
+                given, fixed = continuation(codes, num_frames, self.model.mask_token_id)
+        states, mask = self._text(texts)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        kwargs = dict(batch_size=batch, given=given, fixed=fixed, generator=generator, progress=progress)
+        if self.fast:
+            tokens = self._fast().decode(states, mask, num_frames, config, **kwargs)
+        else:
+            tokens = decode(self.model, states, mask, num_frames, config, **kwargs)
+        audio = None
+        if decode_audio:
+            if self.codec is None:
+                raise ValueError("decode_audio=True needs a codec (or pass decode_audio=False)")
+            with torch.no_grad():
+                audio = self.codec.decode(tokens).float()
+        return GenerationResult(tokens, audio, self.sample_rate, texts, config)
+
+    def _fast(self):
+        if self._fast_decoder is None:
+            from magnet_lightning.fast_decoding import FastDecoder
+
+            self._fast_decoder = FastDecoder(self.model, compile=self.compile)
+        return self._fast_decoder
+
+
+@lru_cache(maxsize=2)
+def _cached_generator(ckpt: str, device: str | None, text_encoder: str | None, codec: str | None,
+                      allow_random_text_encoder: bool) -> MagnetGenerator:
+    return MagnetGenerator.from_pretrained(ckpt, device=device, text_encoder=text_encoder, codec=codec,
+                                           allow_random_text_encoder=allow_random_text_encoder)
+
+
+def generate(texts: Sequence[str | None] | None = None, *, ckpt: str | Path | None = None,
+             generator: MagnetGenerator | None = None, device: str | None = None, text_encoder: str | None = None,
+             codec: str | None = None, allow_random_text_encoder: bool = False, **kwargs) -> GenerationResult:
+    """One-call generation: `generate(["calm piano"], ckpt="model.ckpt", duration=10, seed=0)`.
+
+    The loaded checkpoint is cached (two most recent), so repeated calls do not reload it. Keyword arguments are
+    those of `MagnetGenerator.generate`.
+    """
+    if generator is None:
+        if ckpt is None:
+            raise ValueError("pass ckpt=PATH (our .ckpt or an audiocraft state_dict.bin) or a MagnetGenerator")
+        generator = _cached_generator(str(ckpt), device, text_encoder, codec, allow_random_text_encoder)
+    return generator.generate(texts, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def read_prompts(path: str | Path) -> list[tuple[str, str]]:
+    """(name, caption) pairs from a .txt (one caption a line), .csv (column text/caption [, name]) or .jsonl file.
+
+    Blank lines of a .txt are skipped (and counted in the log); a CSV/JSONL record without a caption is an error.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file {path} not found")
+    suffix = path.suffix.lower()
+    records: list[dict] = []
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            records = list(csv.DictReader(f))
+    elif suffix in (".jsonl", ".ndjson"):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{number}: not valid JSON ({err})") from err
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        texts = [line.strip() for line in lines if line.strip()]
+        if len(texts) < len(lines):
+            log.info("%s: skipped %d blank lines", path, len(lines) - len(texts))
+        return [(f"{i:04d}", t) for i, t in enumerate(texts)]
+    prompts = []
+    for number, rec in enumerate(records, 1):
+        text = rec.get("text", rec.get("caption"))
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{path}: record {number} has no 'text' or 'caption': {rec}")
+        name = str(rec.get("name") or rec.get("id") or f"{number - 1:04d}")
+        prompts.append((name, text.strip()))
+    return prompts
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:limit] or "untitled"
+
+
+def write_wav(path: Path, wav: torch.Tensor, sample_rate: int, lufs: float | None = -14.0) -> None:
+    """Write [C, N] as 32-bit float WAV, loudness-normalised to `lufs` (None: as is)."""
+    import soundfile
+
+    if lufs is not None:
+        from magnet_lightning.metrics.loudness import loudness_normalize
+
+        wav = loudness_normalize(wav, sample_rate, lufs)
+    soundfile.write(str(path), wav.detach().cpu().float().numpy().T, sample_rate, subtype="FLOAT")
+
+
+def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
+    """[C, N] float32 and the sample rate (soundfile; torchaudio.load is not used)."""
+    import soundfile
+
+    data, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    return torch.from_numpy(data.T.copy()), int(sample_rate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m magnet_lightning.generate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="our .ckpt or an audiocraft state_dict.bin")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--text", action="append", help="caption (repeat for several)")
+    src.add_argument("--prompts", help="file of captions: .txt (one a line), .csv or .jsonl (text/caption[, name])")
+    src.add_argument("--unconditional", type=int, metavar="N", help="N generations without text")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: the training segment)")
+    p.add_argument("--num-samples", type=int, default=1, help="generations per caption")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=None, help="seed of the first batch (batch i uses seed + i)")
+    p.add_argument("--preset", choices=sorted(DECODING_PRESETS), default=None,
+                   help="decoding defaults (default: the checkpoint's, else music)")
+    p.add_argument("--steps", type=int, nargs="+", default=None, help="decoding steps per codebook, e.g. 20 10 10 10")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--cfg-max", type=float, default=None, help="guidance coefficient at the first step")
+    p.add_argument("--cfg-min", type=float, default=None, help="guidance coefficient at the last step")
+    p.add_argument("--span-arrangement", choices=["nonoverlap", "stride1"], default=None)
+    p.add_argument("--span-scoring", choices=["max", "prod"], default=None)
+    p.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
+    p.add_argument("--prompt-audio", help="audio to continue, or with --infill the clip to edit")
+    p.add_argument("--infill", type=float, nargs=2, metavar=("START", "END"),
+                   help="regenerate [START, END) seconds of --prompt-audio")
+    p.add_argument("--lufs", type=float, default=-14.0, help="loudness of written files")
+    p.add_argument("--no-normalize", action="store_true", help="write audio without loudness normalisation")
+    p.add_argument("--save-tokens", action="store_true", help="also write NAME.codes.npy [K, T] int16")
+    p.add_argument("--device", default=None)
+    p.add_argument("--text-encoder", default=None, help="override the checkpoint's T5 (name or path)")
+    p.add_argument("--codec", default=None, help="override the checkpoint's codec (name or path)")
+    p.add_argument("--allow-random-text-encoder", action="store_true",
+                   help="demo only: random-weight T5 when its weights are missing")
+    p.add_argument("--no-fast", action="store_true", help="plain decoding loop (no static buffers / CUDA graphs)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward (CUDA)")
+    return p
+
+
+def _jobs(args) -> list[tuple[str, str | None]]:
+    if args.prompts:
+        prompts = read_prompts(args.prompts)
+    elif args.text:
+        prompts = [(f"{i:04d}_{_slug(t)}", t) for i, t in enumerate(args.text)]
+    else:
+        prompts = [(f"{i:04d}_uncond", None) for i in range(args.unconditional or 1)]
+    if args.num_samples > 1:
+        prompts = [(f"{name}_s{j}", text) for name, text in prompts for j in range(args.num_samples)]
+    return prompts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.infill and not args.prompt_audio:
+        raise SystemExit("--infill needs --prompt-audio (the clip to edit)")
+    gen = MagnetGenerator.from_pretrained(args.ckpt, device=args.device, text_encoder=args.text_encoder,
+                                          codec=args.codec, allow_random_text_encoder=args.allow_random_text_encoder,
+                                          fast=False if args.no_fast else None, compile=args.compile)
+    overrides = dict(decoding_steps=args.steps, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                     max_cfg_coef=args.cfg_max, min_cfg_coef=args.cfg_min, span_arrangement=args.span_arrangement,
+                     span_scoring=args.span_scoring, use_sampling=False if args.greedy else None)
+    config = gen.decoding_config(args.duration, args.preset, **overrides)
+    prompt = prompt_rate = None
+    if args.prompt_audio:
+        prompt, prompt_rate = read_wav(args.prompt_audio)
+    jobs = _jobs(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    batches = [jobs[i:i + args.batch_size] for i in range(0, len(jobs), args.batch_size)]
+    bar = tqdm(total=len(batches) * sum(config.decoding_steps), unit="step", desc="generating")
+    with (out / "manifest.jsonl").open("a", encoding="utf-8") as manifest:
+        for index, batch in enumerate(batches):
+            start = bar.n
+            result = gen.generate([text for _, text in batch], duration=args.duration, prompt=prompt,
+                                  prompt_sample_rate=prompt_rate, infill=tuple(args.infill) if args.infill else None,
+                                  decoding=config, seed=None if args.seed is None else args.seed + index,
+                                  progress=lambda done, total: bar.update(start + done - bar.n))
+            for (name, text), tokens, wav in zip(batch, result.tokens, result.audio):
+                path = out / f"{name}.wav"
+                write_wav(path, wav, result.sample_rate, None if args.no_normalize else args.lufs)
+                if args.save_tokens:
+                    import numpy as np
+
+                    np.save(out / f"{name}.codes.npy", tokens.cpu().numpy().astype(np.int16))
+                record = dict(file=path.name, text=text, seconds=wav.shape[-1] / result.sample_rate,
+                              frames=tokens.shape[-1], seed=None if args.seed is None else args.seed + index,
+                              decoding=asdict(config), ckpt=str(args.ckpt))
+                manifest.write(json.dumps(record) + "\n")
+    bar.close()
+    log.info("wrote %d files to %s", len(jobs), out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
