@@ -64,6 +64,8 @@ class FrechetAudioDistance(Metric):
 
     The embedder is held outside the module tree (see :class:`EmbedderHolder`): it is neither saved in checkpoints
     nor moved by ``.to()``; put it on its device yourself. ``compute()`` returns the squared Fréchet distance.
+    Use ``update()`` + ``compute()``: calling the metric directly (``forward``) would compute a per-batch FAD, which
+    needs both sets and at least 2 rows of each in that batch.
     """
 
     full_state_update = False

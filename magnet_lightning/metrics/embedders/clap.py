@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .base import AudioEmbedder
-from .weights import resolve_weights
+from .weights import load_checkpoint, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +80,7 @@ def load_roberta_tokenizer(tokenizer: str | Path | None) -> Any:
 
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     """CLAP checkpoint -> model state dict ('module.' prefixes and the position_ids buffer removed)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # older LAION checkpoints pickle non-tensor training state
-        logger.warning("%s needs full unpickling (weights_only=False); only use checkpoints you trust.", path)
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     state.pop("text_branch.embeddings.position_ids", None)

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import AudioEmbedder
-from .weights import resolve_weights
+from .weights import load_checkpoint, resolve_weights
 
 SAMPLE_RATE = 32_000
 NUM_CLASSES = 527
@@ -104,7 +104,7 @@ def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20
                     num_classes=NUM_CLASSES, embed_dim=tiny.embed_dim, depth=tiny.depth, num_heads=tiny.num_heads,
                     distilled=True)
         if checkpoint is not None:
-            net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True), strict=True)
+            net.load_state_dict(load_checkpoint(checkpoint), strict=True)
         return PasstEmbedder(net, tiny.max_seconds).eval().requires_grad_(False)
     if pretrained_length not in VARIANTS:
         raise ValueError(f"pretrained_length must be one of {sorted(VARIANTS)}, got {pretrained_length}.")
@@ -115,6 +115,6 @@ def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20
 
     with contextlib.redirect_stdout(io.StringIO()):
         net = get_model(arch=arch, pretrained=False, input_tdim=tdim)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path)
     net.load_state_dict(checkpoint_filter_fn(state, net), strict=True)  # the same key fix-ups hear21passt applies
     return PasstEmbedder(net, float(pretrained_length)).eval().requires_grad_(False)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import AudioEmbedder
-from .weights import resolve_weights
+from .weights import load_checkpoint, resolve_weights
 
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
 PCA_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish_pca_params-970ea276.pth"
@@ -144,7 +144,7 @@ def load_vggish(checkpoint: str | Path | None = None, pca_checkpoint: str | Path
     pca = None
     if use_pca:
         pca_path = resolve_weights(pca_checkpoint, "MAGNET_VGGISH_PCA", "vggish_pca_params-970ea276.pth", PCA_URL)
-        pca = torch.load(pca_path, map_location="cpu", weights_only=True)
+        pca = load_checkpoint(pca_path)
     embedder = VGGishEmbedder(cfg, pca=pca)
-    embedder.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
+    embedder.net.load_state_dict(load_checkpoint(path), strict=True)
     return embedder.eval().requires_grad_(False)

@@ -34,3 +34,18 @@ def resolve_weights(explicit: str | os.PathLike | None, env_var: str, filename: 
         f"Download it from {url}\n"
         f"and either put it in {weights_dir()} (set ${WEIGHTS_DIR_ENV} to change that folder), "
         f"point ${env_var} at it, or pass its path explicitly.")
+
+
+def load_checkpoint(path: str | os.PathLike) -> object:
+    """``torch.load`` on CPU, tensors only when possible; older release files that pickle numpy arrays or training
+    state fall back to full unpickling, with a warning (only use files from their official source)."""
+    import logging
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any unpickling refusal: retry the trusted way
+        logging.getLogger(__name__).warning("%s needs full unpickling (weights_only=False); "
+                                            "only use checkpoints from their official source.", path)
+        return torch.load(path, map_location="cpu", weights_only=False)
