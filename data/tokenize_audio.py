@@ -28,6 +28,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--name", default="shard", help="shard name prefix (no dots)")
     p.add_argument("--samples-per-shard", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=8, help="tracks encoded together")
+    p.add_argument("--max-batch-seconds", type=float, default=600.0,
+                   help="cap on batch size x longest track in seconds (bounds GPU memory for long tracks)")
     p.add_argument("--num-workers", type=int, default=4, help="audio-reading processes")
     p.add_argument("--min-duration", type=float, default=1.0, help="skip files shorter than this (s)")
     p.add_argument("--silence-threshold", type=float, default=1e-4, help="skip files whose peak is below this")
@@ -46,7 +48,8 @@ def main(argv=None) -> dict:
         device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
     codec = load_codec(args.codec, bandwidth=args.bandwidth, device=device)
     opts = TokenizeOptions(samples_per_shard=args.samples_per_shard, batch_size=args.batch_size,
-                           num_workers=args.num_workers, min_duration=args.min_duration,
+                           max_batch_seconds=args.max_batch_seconds, num_workers=args.num_workers,
+                           min_duration=args.min_duration,
                            silence_threshold=args.silence_threshold, progress=not args.no_progress)
     summary = tokenize_dataset(args.input, args.output, codec, name=args.name, opts=opts, rank=args.rank,
                                world_size=args.world_size)

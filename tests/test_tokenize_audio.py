@@ -156,3 +156,22 @@ def test_script_runs_with_local_codec_dir(tmp_path):
                            "--world-size", "1"])
     assert summary["written"] == 5 and summary["skipped"]["unreadable"] == 1
     assert read_manifest(tmp_path / "tok")["codec"] == "hf-encodec:codec"
+
+
+def test_batches_respect_max_batch_seconds(tmp_path, monkeypatch):
+    import magnet_lightning.data.tokenize as tok
+
+    codec = HFEncodecCodec(tiny_hf_model(), "tiny")
+    seen = []
+    original = tok._encode_batch
+
+    def spy(codec, wavs):
+        seen.append((len(wavs), max(w.shape[-1] for w in wavs) / codec.sample_rate))
+        return original(codec, wavs)
+
+    monkeypatch.setattr(tok, "_encode_batch", spy)
+    audio = make_audio_folder(tmp_path / "audio")
+    opts = TokenizeOptions(samples_per_shard=8, batch_size=8, max_batch_seconds=5.0, num_workers=0, progress=False)
+    assert tokenize_dataset(audio, tmp_path / "tok", codec, opts=opts)["written"] == 5
+    assert sum(n for n, _ in seen) == 5 and len(seen) > 1
+    assert all(n == 1 or n * longest <= 5.0 for n, longest in seen)

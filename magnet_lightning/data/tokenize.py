@@ -152,6 +152,7 @@ def _npy_bytes(array: np.ndarray) -> bytes:
 class TokenizeOptions:
     samples_per_shard: int = 1000  # tracks per shard (before skips)
     batch_size: int = 8  # tracks encoded together (zero-padded to the longest)
+    max_batch_seconds: float = 600.0  # cap on batch_size x longest track (audio seconds), bounding encoder memory
     num_workers: int = 2  # audio-reading processes
     min_duration: float = 1.0  # seconds; shorter files are skipped
     silence_threshold: float = 1e-4  # peak amplitude under which a file counts as silent
@@ -184,6 +185,9 @@ def tokenize_shard(codec: Codec, items: list[AudioItem], tar_path: Path, opts: T
                 log.warning("skipping %s (%s: %s)", items[idx].path, *problem)
                 skipped.append({"path": items[idx].path, "reason": problem[0], "detail": problem[1]})
             else:
+                longest = max([wav.shape[-1]] + [w.shape[-1] for _, w in pending])
+                if pending and (len(pending) + 1) * longest > opts.max_batch_seconds * codec.sample_rate:
+                    flush()  # adding this track would make the padded batch too large: encode what we have
                 pending.append((idx, wav))
                 if len(pending) >= opts.batch_size:
                     flush()
