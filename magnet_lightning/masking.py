@@ -102,7 +102,7 @@ class MaskedBatch(NamedTuple):
     loss_mask: torch.Tensor
     """bool [B, T]: positions of stage k whose prediction is scored (masked and not padding)."""
     stages: torch.Tensor
-    """long [B]: the stage of each sample."""
+    """long [B]: the stage of each sample (on the device it was drawn on)."""
 
 
 def mask_codes(
@@ -125,21 +125,19 @@ def mask_codes(
     hide = (levels > stage) | ((levels == stage) & spans[:, None, :])  # [B, K, T]
     inputs = codes.masked_fill(hide, mask_token_id)
     loss_mask = spans if padding_mask is None else spans & padding_mask
-    return MaskedBatch(inputs, loss_mask, stages.to(codes.device))
+    return MaskedBatch(inputs, loss_mask, stages)
 
 
 def sample_training_masks(
     codes: torch.Tensor,
+    stages: torch.Tensor,
     mask_token_id: int,
     span_len: int,
-    per_sample_stage: bool = False,
     padding_mask: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
-    stage_weights: list[float] | None = None,
 ) -> MaskedBatch:
-    """Draw stage(s), cosine mask rates and span masks for a batch of codes [B, K, T] and corrupt it."""
-    batch, num_codebooks, seq_len = codes.shape
-    stages = draw_stages(batch, num_codebooks, per_sample_stage, generator, stage_weights)
+    """Draw cosine mask rates and span masks for codes [B, K, T] at the given stages [B], and corrupt them."""
+    batch, _, seq_len = codes.shape
     t = torch.rand(batch, generator=generator, device=generator.device if generator else "cpu")
     spans = span_mask(cosine_schedule(t).to(codes.device), seq_len, span_len, generator)
     return mask_codes(codes, stages, spans, mask_token_id, padding_mask)

@@ -102,6 +102,7 @@ def test_stage_draws_per_batch_and_per_sample():
 
 def test_sample_training_masks_is_seeded():
     codes = torch.randint(0, 8, (5, 4, 30))
-    a = sample_training_masks(codes, 8, 3, generator=torch.Generator().manual_seed(3))
-    b = sample_training_masks(codes, 8, 3, generator=torch.Generator().manual_seed(3))
+    stages = torch.tensor([0, 1, 2, 3, 1])
+    a = sample_training_masks(codes, stages, 8, 3, generator=torch.Generator().manual_seed(3))
+    b = sample_training_masks(codes, stages, 8, 3, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a.inputs, b.inputs) and torch.equal(a.loss_mask, b.loss_mask)

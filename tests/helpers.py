@@ -1,0 +1,42 @@
+"""Small shared builders for tests: a tiny LightningModule and in-memory batches."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+TINY_MODEL = dict(dim=32, num_heads=4, num_layers=2, ffn_dim=64, num_codebooks=4, codebook_size=16, text_dim=32,
+                  subcodes_context=3)
+
+
+def tiny_module(**overrides):
+    from magnet_lightning.lit_module import MagnetLightningModule
+
+    kwargs = dict(
+        model=TINY_MODEL, text_encoder="random:tiny", optimizer=dict(lr=3e-3, warmup_steps=0, schedule="constant"),
+        ema_every_n_steps=0, cfg_dropout=0.0, word_dropout=0.0,
+    )
+    kwargs.update(overrides)
+    return MagnetLightningModule(**kwargs)
+
+
+class FixedBatches(Dataset):
+    """`length` copies (or seeded variants) of code batches with captions, already collated."""
+
+    def __init__(self, length: int, batch: int = 4, frames: int = 24, seed: int = 0, vary: bool = False):
+        self.length, self.batch, self.frames, self.seed, self.vary = length, batch, frames, seed, vary
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        g = torch.Generator().manual_seed(self.seed + (index if self.vary else 0))
+        codes = torch.randint(0, 16, (self.batch, 4, self.frames), generator=g)
+        padding = torch.ones(self.batch, self.frames, dtype=torch.bool)
+        padding[0, -5:] = False
+        texts = [f"calm piano {i}" for i in range(self.batch)]
+        return {"codes": codes, "padding_mask": padding, "text": texts, "meta": [{} for _ in texts]}
+
+
+def loader(dataset: Dataset) -> DataLoader:
+    return DataLoader(dataset, batch_size=None, shuffle=False)

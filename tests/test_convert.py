@@ -1,0 +1,180 @@
+"""Checkpoint import: an audiocraft-format file built from random weights converts, and our forward reproduces an
+independent, straightforward implementation of audiocraft_checkpoint.md's formulas for every stage."""
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from magnet_lightning.checkpoint import load_pretrained
+from magnet_lightning.convert import CheckpointError, convert_audiocraft, from_audiocraft, main, read_audiocraft
+
+D, H, L, K, V, E, W = 32, 4, 2, 4, 24, 12, 2
+
+
+def xp_cfg(**lm) -> str:
+    cfg = {
+        "sample_rate": 32000,
+        "compression_model_checkpoint": "//pretrained/facebook/encodec_32khz",
+        "dataset": {"segment_duration": 10},
+        "masking": {"span_len": 3},
+        "classifier_free_guidance": {"training_dropout": 0.3},
+        "conditioners": {"description": {"model": "t5", "t5": {"name": "t5-base"}}},
+        "transformer_lm": {
+            "dim": D, "num_heads": H, "num_layers": L, "hidden_scale": 4, "n_q": "${transformer_lm.q}", "q": K,
+            "card": V, "subcodes_context": W, "norm_first": True, "bias_ff": False, "bias_attn": False,
+            "bias_proj": False, "positional_embedding": "sin", "activation": "gelu", "norm": "layer_norm",
+            "causal": False, "layer_scale": None, "cross_attention": True, **lm,
+        },
+    }
+    return yaml.safe_dump(cfg)
+
+
+def best_state(seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *shape: torch.randn(*shape, generator=g) * 0.2  # noqa: E731
+    state = {f"emb.{k}.weight": r(V + 1, D) for k in range(K)}
+    for i in range(L):
+        p = f"transformer.layers.{i}."
+        for norm in ("norm1", "norm_cross", "norm2"):
+            state[p + norm + ".weight"] = 1 + r(D)
+            state[p + norm + ".bias"] = r(D)
+        for attn in ("self_attn", "cross_attention"):
+            state[p + attn + ".in_proj_weight"] = r(3 * D, D)
+            state[p + attn + ".out_proj.weight"] = r(D, D)
+        state[p + "linear1.weight"] = r(4 * D, D)
+        state[p + "linear2.weight"] = r(D, 4 * D)
+    state["out_norm.weight"], state["out_norm.bias"] = 1 + r(D), r(D)
+    state.update({f"linears.{k}.weight": r(V, D) for k in range(K)})
+    proj = "condition_provider.conditioners.description.output_proj."
+    state[proj + "weight"], state[proj + "bias"] = r(D, E), r(D)
+    return state
+
+
+def write(path, state, cfg=None):
+    torch.save({"best_state": state, "xp.cfg": cfg or xp_cfg(), "version": "1.3.0", "exported": True}, path)
+    return path
+
+
+# ---- an independent reading of audiocraft_checkpoint.md: loops, explicit softmax, nothing shared with our model ----
+def ln(x, w, b):
+    mu = x.mean(-1, keepdim=True)
+    var = ((x - mu) ** 2).mean(-1, keepdim=True)
+    return (x - mu) / torch.sqrt(var + 1e-5) * w + b
+
+
+def attend(q_in, kv_in, w_in, w_out, allowed):
+    q, k, v = q_in @ w_in[:D].T, kv_in @ w_in[D:2 * D].T, kv_in @ w_in[2 * D:].T
+    hd = D // H
+    outs = []
+    for h in range(H):
+        sl = slice(h * hd, (h + 1) * hd)
+        scores = q[:, sl] @ k[:, sl].T / math.sqrt(hd)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, float("-inf"))
+        outs.append(torch.softmax(scores, -1) @ v[:, sl])
+    return torch.cat(outs, -1) @ w_out.T
+
+
+def reference_logits(s, codes, t5, t5_mask, stage):
+    B, _, T = codes.shape
+    out = []
+    for b in range(B):
+        x = sum(s[f"emb.{k}.weight"][codes[b, k]] for k in range(K))
+        half = D // 2
+        pos = torch.arange(T, dtype=torch.float64)[:, None]
+        phase = pos / 10000 ** (torch.arange(half, dtype=torch.float64)[None] / (half - 1))
+        x = x + torch.cat([torch.cos(phase), torch.sin(phase)], -1).float()
+        proj = "condition_provider.conditioners.description.output_proj."
+        text = (t5[b] @ s[proj + "weight"].T + s[proj + "bias"]) * t5_mask[b, :, None]
+        t = torch.arange(T)
+        window = None if stage == 0 else (t[:, None] - t[None, :]).abs() <= W
+        for i in range(L):
+            p = f"transformer.layers.{i}."
+            y = ln(x, s[p + "norm1.weight"], s[p + "norm1.bias"])
+            x = x + attend(y, y, s[p + "self_attn.in_proj_weight"], s[p + "self_attn.out_proj.weight"], window)
+            y = ln(x, s[p + "norm_cross.weight"], s[p + "norm_cross.bias"])
+            x = x + attend(y, text, s[p + "cross_attention.in_proj_weight"],
+                           s[p + "cross_attention.out_proj.weight"], None)
+            y = ln(x, s[p + "norm2.weight"], s[p + "norm2.bias"])
+            hidden = y @ s[p + "linear1.weight"].T
+            x = x + (0.5 * hidden * (1 + torch.erf(hidden / math.sqrt(2)))) @ s[p + "linear2.weight"].T
+        x = ln(x, s["out_norm.weight"], s["out_norm.bias"])
+        out.append(torch.stack([x @ s[f"linears.{k}.weight"].T for k in range(K)]))
+    return torch.stack(out)  # [B, K, T, V]
+
+
+@pytest.mark.parametrize("stage", range(K))
+def test_converted_model_reproduces_reference_forward(tmp_path, stage):
+    state = best_state()
+    model = from_audiocraft(write(tmp_path / "state_dict.bin", state))
+    codes = torch.randint(0, V + 1, (2, K, 17))
+    t5 = torch.randn(2, 6, E)
+    t5_mask = torch.tensor([[1] * 6, [1] * 3 + [0] * 3], dtype=torch.bool)
+    with torch.no_grad():
+        ours = model(codes, t5, t5_mask, stage)
+        ours_stage = model(codes, t5, t5_mask, stage, heads="stage")
+    ref = reference_logits(state, codes, t5, t5_mask, stage)
+    rel = (ours - ref).norm() / ref.norm()
+    assert rel < 1e-4, rel
+    assert torch.allclose(ours_stage, ours[:, stage], atol=1e-5)
+
+
+def test_metadata_and_lightning_checkpoint_round_trip(tmp_path, capsys):
+    src = write(tmp_path / "state_dict.bin", best_state())
+    meta = read_audiocraft(src).metadata
+    assert meta["text_encoder"] == "t5-base" and meta["codec"] == "facebook/encodec_32khz"
+    assert meta["span_len"] == 3 and meta["decoding"]["decoding_steps"] == [20, 10, 10, 10]
+    main(["audiocraft", str(src), str(tmp_path / "out.ckpt")])
+    assert "wrote" in capsys.readouterr().out
+    pre = load_pretrained(tmp_path / "out.ckpt")
+    direct = load_pretrained(src)
+    codes = torch.randint(0, V, (1, K, 9))
+    t5, mask = torch.randn(1, 3, E), torch.ones(1, 3, dtype=torch.bool)
+    with torch.no_grad():
+        assert torch.equal(pre.model(codes, t5, mask, 1), direct.model(codes, t5, mask, 1))
+    assert pre.model.cfg.subcodes_context == W and pre.codec == "facebook/encodec_32khz"
+
+    from magnet_lightning.lit_module import MagnetLightningModule
+
+    module = MagnetLightningModule.load_from_checkpoint(tmp_path / "out.ckpt", weights_only=True)
+    assert torch.equal(module.model.emb, pre.model.emb)
+
+
+def test_missing_key_is_named(tmp_path):
+    state = best_state()
+    del state["transformer.layers.1.linear2.weight"]
+    with pytest.raises(CheckpointError, match="linear2"):
+        read_audiocraft(write(tmp_path / "a.bin", state))
+
+
+def test_wrong_shape_is_named(tmp_path):
+    state = best_state()
+    state["transformer.layers.0.norm1.weight"] = torch.ones(D + 1)
+    with pytest.raises(CheckpointError, match="norm1.weight: shape"):
+        read_audiocraft(write(tmp_path / "a.bin", state))
+
+
+def test_missing_codebook_table_is_named(tmp_path):
+    state = best_state()
+    del state["linears.3.weight"]
+    with pytest.raises(CheckpointError, match="linears.3.weight"):
+        read_audiocraft(write(tmp_path / "a.bin", state))
+
+
+@pytest.mark.parametrize("field,value", [("norm_first", False), ("bias_attn", True), ("positional_embedding", "rope")])
+def test_unsupported_config_is_named(tmp_path, field, value):
+    with pytest.raises(CheckpointError, match=field):
+        read_audiocraft(write(tmp_path / "a.bin", best_state(), xp_cfg(**{field: value})))
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "junk.bin").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="not a readable"):
+        read_audiocraft(tmp_path / "junk.bin")
+    torch.save({"foo": 1}, tmp_path / "other.bin")
+    with pytest.raises(CheckpointError, match="best_state"):
+        read_audiocraft(tmp_path / "other.bin")
+    with pytest.raises(FileNotFoundError, match="magnet-small"):
+        read_audiocraft(tmp_path / "absent.bin")
