@@ -26,7 +26,8 @@ def _encoder_and_codebooks(codec: Codec):
     raise TypeError(f"cannot fit codebooks of {type(codec).__name__}")
 
 
-def kmeans(x: torch.Tensor, num_clusters: int, iters: int = 20, generator: torch.Generator | None = None) -> torch.Tensor:
+def kmeans(x: torch.Tensor, num_clusters: int, iters: int = 20,
+           generator: torch.Generator | None = None) -> torch.Tensor:
     """Plain Lloyd k-means.
 
     Args:

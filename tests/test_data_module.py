@@ -23,7 +23,8 @@ def npy(array) -> bytes:
 
 def sample(key, frames, seed=0, meta=None):
     codes = np.random.default_rng(seed).integers(0, V, (K, frames)).astype(np.int16)
-    meta = meta or {"caption": f"caption {key}", "metadata": {"genre": "rock", "bpm": 100}, "num_frames": frames}
+    meta = meta or {"caption": f"caption {key}", "metadata": {"genre": "rock", "bpm": 100},
+                    "num_frames": frames}
     return key, {"codes.npy": npy(codes), "json": json.dumps(meta).encode()}
 
 
@@ -49,8 +50,8 @@ def dataset(tmp_path):
 
 
 def make_dm(train, val=None, **kw):
-    args = dict(train_shards=train if isinstance(train, list) else str(train), val_shards=str(val) if val else None, batch_size=4, segment_duration=1.0,
-                 num_workers=0, shuffle_buffer=8, batches_per_epoch=6)
+    args = dict(train_shards=train if isinstance(train, list) else str(train), val_shards=str(val) if val else None,
+                batch_size=4, segment_duration=1.0, num_workers=0, shuffle_buffer=8, batches_per_epoch=6)
     args.update(kw)
     dm = TokenDataModule(**args)
     dm.setup("fit")

@@ -8,8 +8,14 @@ import pytest
 
 from magnet_lightning.data.augment import TextAugmentConfig, augment_music_text
 from magnet_lightning.data.pipeline import load_npy
-from magnet_lightning.data.shards import (ManifestMismatchError, TarShardWriter, check_compatible, read_manifest,
-                                          resolve_shards, write_manifest)
+from magnet_lightning.data.shards import (
+    ManifestMismatchError,
+    TarShardWriter,
+    check_compatible,
+    read_manifest,
+    resolve_shards,
+    write_manifest,
+)
 
 INFO = {"name": "tiny", "sample_rate": 16000, "frame_rate": 50.0, "num_codebooks": 4, "codebook_size": 2048,
         "channels": 1}

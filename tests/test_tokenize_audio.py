@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from test_codec import tiny_hf_model, tiny_pkg_model, varied_audio
 
 from magnet_lightning.codec import EncodecPackageCodec, HFEncodecCodec
 from magnet_lightning.codec_fit import fit_codebooks
 from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.data.shards import read_manifest
 from magnet_lightning.data.tokenize import TokenizeOptions, make_key, scan_inputs, tokenize_dataset
-from test_codec import tiny_hf_model, tiny_pkg_model, varied_audio
 
 SR = 22050  # not the codecs' rate: the tokenizer must resample
 OPTS = TokenizeOptions(samples_per_shard=3, batch_size=2, num_workers=0, progress=False)
@@ -148,7 +148,8 @@ def test_keys_are_dot_free_and_unique(tmp_path):
 def test_script_runs_with_local_codec_dir(tmp_path):
     tiny_hf_model().save_pretrained(tmp_path / "codec")
     audio = make_audio_folder(tmp_path / "audio")
-    spec = importlib.util.spec_from_file_location("tokenize_audio", Path(__file__).parents[1] / "data" / "tokenize_audio.py")
+    path = Path(__file__).parents[1] / "data" / "tokenize_audio.py"
+    spec = importlib.util.spec_from_file_location("tokenize_audio", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     summary = script.main(["--input", str(audio), "--output", str(tmp_path / "tok"), "--codec", str(tmp_path / "codec"),

@@ -34,7 +34,7 @@ def _field_text(value) -> str:
 
 
 def metadata_phrases(metadata: dict, rng: random.Random, drop_other_p: float) -> list[str]:
-    """``["genre: rock", "bpm: 120", ...]`` from the known music fields present and non-empty, randomly thinned and shuffled."""
+    """``["genre: rock", "bpm: 120", ...]`` from the known, non-empty music fields, randomly thinned and shuffled."""
     phrases = []
     for name in MUSIC_FIELDS:
         text = _field_text(metadata.get(name)) if metadata.get(name) is not None else ""

@@ -174,8 +174,8 @@ def iter_shard(url: str, counter: SkipCounter, num_codebooks: int, codebook_size
 
 def mix_seed(*parts: int) -> int:
     """A 64-bit seed from several integers (stable across processes, unlike hash())."""
-    return int.from_bytes(np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(2, np.uint32).tobytes(),
-                          "little")
+    state = np.random.SeedSequence([int(p) % 2**63 for p in parts]).generate_state(2, np.uint32)
+    return int.from_bytes(state.tobytes(), "little")
 
 
 class TrainStream(torch.utils.data.IterableDataset):
@@ -314,4 +314,5 @@ def build_val_batches(datasets: list[ShardSet], num_codebooks: int, codebook_siz
     per_rank = -(-len(items) // world_size)
     padded = [items[i % len(items)] for i in range(per_rank * world_size)]
     mine = padded[rank::world_size]
-    return BatchList([as_long(collate(mine[i: i + batch_size], seg_frames)) for i in range(0, len(mine), batch_size)])
+    batches = [as_long(collate(mine[i: i + batch_size], seg_frames)) for i in range(0, len(mine), batch_size)]
+    return BatchList(batches)

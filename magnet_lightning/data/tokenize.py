@@ -107,7 +107,7 @@ def codec_info(codec: Codec) -> dict:
 
 
 class _AudioReader(torch.utils.data.Dataset):
-    """Reads, checks and converts tracks to the codec's format in DataLoader workers: (index, wav [C, N] | None, problem)."""
+    """Reads, checks and converts tracks to the codec's format in workers: (index, wav [C, N] | None, problem)."""
 
     def __init__(self, items: list[AudioItem], sample_rate: int, channels: int, min_duration: float,
                  silence_threshold: float):
@@ -224,7 +224,7 @@ def merge_manifest(out_dir: Path, name: str, num_shards: int) -> Path | None:
 
 def tokenize_dataset(source: str | Path, out_dir: str | Path, codec: Codec, name: str = "shard",
                      opts: TokenizeOptions | None = None, rank: int = 0, world_size: int = 1) -> dict:
-    """Tokenize this rank's shards of `source` into `out_dir`, skipping finished ones; merge the manifest if all are done.
+    """Tokenize this rank's shards of `source` into `out_dir`, skipping finished ones; merge the manifest when all are.
 
     Returns:
         {"shards_done": [...this call's new shard indices], "shards_skipped": [...already done], "written": n,
