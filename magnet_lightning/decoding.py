@@ -163,8 +163,9 @@ def num_chunks(num_frames: int, span_len: int) -> int:
 
 
 def chunks_to_frames(chunk_values: torch.Tensor, span_len: int, num_frames: int) -> torch.Tensor:
-    """[B, N] -> [B, T]: each chunk's value on its frames."""
-    return chunk_values.repeat_interleave(span_len, dim=-1)[:, :num_frames]
+    """[B, N] -> [B, T]: each chunk's value on its frames (expand + flatten: no host synchronisation)."""
+    expanded = chunk_values[..., None].expand(*chunk_values.shape, span_len)  # [B, N, L]
+    return expanded.flatten(-2)[:, :num_frames]
 
 
 def frames_to_chunks(frame_values: torch.Tensor, span_len: int, pad_value) -> torch.Tensor:
