@@ -20,6 +20,7 @@ import logging
 import math
 import re
 import sys
+import types
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -423,5 +424,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+class _CallableModule(types.ModuleType):
+    """Makes `magnet_lightning.generate(...)` call `generate` although the name is also this module's."""
+
+    def __call__(self, *args, **kwargs) -> GenerationResult:
+        return generate(*args, **kwargs)
+
+
 if __name__ == "__main__":
     sys.exit(main())
+else:
+    sys.modules[__name__].__class__ = _CallableModule

@@ -266,3 +266,9 @@ def test_cuda_graph_path_matches_eager_fast_path(model):
     c = eager.decode(states, mask, 31, cfg, generator=gen())
     assert torch.equal(a, b) and torch.equal(a, c)
     assert not (a == MASK).any()
+    fast_bf16 = FastDecoder(cuda_model, compile=False)  # defaults on CUDA: graphs, bf16 weights, autocast
+    for arrangement in ("nonoverlap", "stride1"):
+        out = fast_bf16.decode(states, mask, 31, config(span_arrangement=arrangement), generator=gen())
+        assert out.shape == (2, K, 31) and ((out >= 0) & (out < V)).all()
+        assert torch.equal(out, fast_bf16.decode(states, mask, 31, config(span_arrangement=arrangement),
+                                                 generator=gen()))

@@ -95,6 +95,14 @@ def test_module_level_generate(assets):
         generate(["x"])
 
 
+def test_package_level_call(assets):
+    import magnet_lightning
+    import magnet_lightning.generate  # noqa: F401  (the module is callable: magnet_lightning.generate(...))
+
+    result = magnet_lightning.generate(["organ"], ckpt=assets[0], device="cpu", seed=0, decode_audio=False)
+    assert result.tokens.shape == (1, 4, 25)
+
+
 def test_read_prompts(tmp_path):
     (tmp_path / "p.txt").write_text("a calm piano\n\n  drums  \n")
     assert read_prompts(tmp_path / "p.txt") == [("0000", "a calm piano"), ("0001", "drums")]
