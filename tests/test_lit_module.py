@@ -1,5 +1,6 @@
 """The LightningModule: it learns, its EMA is the reference's, its randomness is reproducible, checkpoints are plain."""
 
+import math
 import random
 
 import lightning as L
@@ -139,3 +140,11 @@ def test_init_from_checkpoint_and_size_mismatch(tmp_path):
     with pytest.raises(ValueError, match="differs"):
         tiny_module(model=dict(dim=32, num_heads=4, num_layers=1, ffn_dim=64, codebook_size=16, text_dim=32),
                     init_from=str(tmp_path / "a.ckpt"))
+
+
+def test_bf16_mixed_precision_steps(tmp_path):
+    module = tiny_module()
+    rec = LossRecorder()
+    trainer(tmp_path, 3, callbacks=[rec], precision="bf16-mixed").fit(module, loader(FixedBatches(3, vary=True)))
+    assert len(rec.losses) == 3 and all(math.isfinite(v) for v in rec.losses)
+    assert module.model.emb.dtype == torch.float32  # master weights stay float32
