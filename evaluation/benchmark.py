@@ -24,17 +24,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
-from magnet_lightning.config import model_preset  # noqa: E402
-from magnet_lightning.decoding import decode, decoding_preset  # noqa: E402
-from magnet_lightning.fast_decoding import FastDecoder  # noqa: E402
-from magnet_lightning.masking import draw_stages, sample_training_masks  # noqa: E402
-from magnet_lightning.model import MagnetTransformer  # noqa: E402
-from magnet_lightning.objective import masked_cross_entropy, stage_targets  # noqa: E402
+from magnet_lightning.config import model_preset
+from magnet_lightning.decoding import decode, decoding_preset
+from magnet_lightning.fast_decoding import FastDecoder
+from magnet_lightning.masking import draw_stages, sample_training_masks
+from magnet_lightning.model import MagnetTransformer
+from magnet_lightning.objective import masked_cross_entropy, stage_targets
 
 SETUPS = {
     # model preset overrides, text tokens S, frames T
-    "small": dict(model=dict(codebook_size=2048, num_codebooks=4, text_dim=768), text_len=20, frames=500),
-    "tiny": dict(model=dict(codebook_size=256, num_codebooks=4, text_dim=32), text_len=20, frames=150),
+    "small": {"model": {"codebook_size": 2048, "num_codebooks": 4, "text_dim": 768}, "text_len": 20, "frames": 500},
+    "tiny": {"model": {"codebook_size": 256, "num_codebooks": 4, "text_dim": 32}, "text_len": 20, "frames": 150},
 }
 
 
@@ -108,6 +108,7 @@ def main(argv=None) -> dict:
     p.add_argument("--runs", type=int, default=3, help="timed generation runs per batch size (median)")
     p.add_argument("--train-steps", type=int, default=None, help="timed training steps (median); default 10/3")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--frames", type=int, default=None, help="override T (default 500, or 150 with --tiny)")
     p.add_argument("--plain", action="store_true", help="plain decoding loop instead of the fast path")
     p.add_argument("--no-graphs", action="store_true", help="fast path without CUDA graphs")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward (fast path)")
@@ -121,19 +122,19 @@ def main(argv=None) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
     cfg = model_preset("tiny" if args.tiny else "small", **setup["model"])
     model = MagnetTransformer(cfg).to(device).eval()
-    frames, text_len = setup["frames"], setup["text_len"]
+    frames, text_len = args.frames or setup["frames"], setup["text_len"]
     fast = None
     if not args.plain:
         fast = FastDecoder(model, cuda_graphs=False if args.no_graphs else None, compile=args.compile)
-    result = dict(
-        device=torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.processor() or 'cpu'})",
-        dtype="bfloat16" if device.type == "cuda" else "float32",
-        setup="tiny" if args.tiny else "small", parameters=sum(p.numel() for p in model.parameters()),
-        frames=frames, text_len=text_len, decoding_steps=[20, 10, 10, 10], cfg=True,
-        path="plain" if fast is None else ("cuda_graphs" if fast.cuda_graphs else "static_buffers_eager")
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
+        "dtype": "bfloat16" if device.type == "cuda" else "float32",
+        "setup": "tiny" if args.tiny else "small", "parameters": sum(p.numel() for p in model.parameters()),
+        "frames": frames, "text_len": text_len, "decoding_steps": [20, 10, 10, 10], "cfg": True,
+        "path": "plain" if fast is None else ("cuda_graphs" if fast.cuda_graphs else "static_buffers_eager")
         + ("+compile" if args.compile else ""),
-        torch=torch.__version__, runs=args.runs,
-    )
+        "torch": torch.__version__, "runs": args.runs,
+    }
     for batch in args.batches:
         seconds = bench_generation(model, batch, frames, text_len, device, args.runs, fast)
         result[f"gen_latency_s_b{batch}"] = round(seconds, 4)

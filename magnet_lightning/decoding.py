@@ -25,8 +25,9 @@ V codebook size.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -99,8 +100,8 @@ class DecodingConfig:
 
 DECODING_PRESETS: dict[str, dict] = {
     # magnet_spec.md §7.1: text-to-music (MAGNeT) and text-to-audio (Audio-MAGNeT) defaults.
-    "music": dict(top_k=0, top_p=0.9, temperature=3.0, max_cfg_coef=10.0, min_cfg_coef=1.0),
-    "audio": dict(top_k=0, top_p=0.8, temperature=3.5, max_cfg_coef=20.0, min_cfg_coef=1.0),
+    "music": {"top_k": 0, "top_p": 0.9, "temperature": 3.0, "max_cfg_coef": 10.0, "min_cfg_coef": 1.0},
+    "audio": {"top_k": 0, "top_p": 0.8, "temperature": 3.5, "max_cfg_coef": 20.0, "min_cfg_coef": 1.0},
 }
 
 
@@ -435,7 +436,7 @@ def decode(
 
 
 def continuation(prompt: torch.Tensor, num_frames: int, mask_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Constraints to continue prompt codes [B, K, Tp]: (given [B, K, T], fixed [B, T]) with the first Tp frames fixed."""
+    """Constraints to continue prompt codes [B, K, Tp]: (given [B, K, T], fixed [B, T]), first Tp frames fixed."""
     batch, num_codebooks, prompt_len = prompt.shape
     if prompt_len > num_frames:
         raise ValueError(f"the prompt has {prompt_len} frames, more than the {num_frames} to generate")

@@ -189,7 +189,7 @@ class FastDecoder:
         text_states: torch.Tensor | None,
         text_mask: torch.Tensor | None,
         num_frames: int,
-        config: DecodingConfig = DecodingConfig(),
+        config: DecodingConfig | None = None,
         *,
         batch_size: int | None = None,
         given: torch.Tensor | None = None,
@@ -199,6 +199,7 @@ class FastDecoder:
         on_stage_end: StageFn | None = None,
     ) -> torch.Tensor:
         """Same contract as `decoding.decode`: long [B, K, T]."""
+        config = config or DecodingConfig()
         model, device = self.model, self.device
         config.check(model.cfg.num_codebooks)
         states, mask, batch, conditioned = text_inputs(text_states, text_mask, batch_size, model.cfg.text_dim, device)

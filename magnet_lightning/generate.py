@@ -2,7 +2,8 @@
 
     python -m magnet_lightning.generate --ckpt model.ckpt --text "calm piano" --duration 10 --out samples/
     python -m magnet_lightning.generate --ckpt state_dict.bin --prompts captions.txt --out samples/ --batch-size 8
-    python -m magnet_lightning.generate --ckpt model.ckpt --text "add drums" --prompt-audio clip.wav --infill 2 4 --out x/
+    python -m magnet_lightning.generate --ckpt model.ckpt --text "add drums" --prompt-audio clip.wav --infill 2 4 \
+        --out edited/
 
 `--prompt-audio` alone continues the clip (its tokens are kept, the rest generated up to --duration); with
 `--infill START END` the clip is edited: only the frames in [START, END) seconds are regenerated.
@@ -21,10 +22,11 @@ import math
 import re
 import sys
 import types
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -117,7 +119,9 @@ class MagnetGenerator:
     # -- options ---------------------------------------------------------------------------------------------
 
     def decoding_config(self, duration: float | None = None, preset: str | None = None, **overrides) -> DecodingConfig:
-        """Preset (the checkpoint's, else 'music') <- checkpoint's recorded options <- overrides; span from the model."""
+        """Preset (the checkpoint's, else 'music') <- the checkpoint's recorded options <- overrides.
+
+        The span length is the model's training span."""
         recorded = dict(self.decoding_defaults)
         preset = preset or recorded.pop("preset", "music")
         recorded.pop("preset", None)
@@ -144,7 +148,7 @@ class MagnetGenerator:
         return states.to(self.device), mask.to(self.device)
 
     def _codes(self, x: torch.Tensor, sample_rate: int | None, batch: int, what: str) -> torch.Tensor:
-        """Tokens [B, K, T] of an audio ([C, N] / [B, C, N] float, needs the codec) or token ([K, T] / [B, K, T]) input."""
+        """Tokens [B, K, T] of audio ([C, N] / [B, C, N] float, through the codec) or tokens ([K, T] / [B, K, T])."""
         if _is_codes(x):
             codes = x if x.dim() == 3 else x[None]
         else:
@@ -162,7 +166,7 @@ class MagnetGenerator:
         return codes.to(self.device).long()
 
     def _frame(self, seconds: float) -> int:
-        return int(math.floor(seconds * self.frame_rate + 1e-6))
+        return math.floor(seconds * self.frame_rate + 1e-6)
 
     # -- generation ----------------------------------------------------------------------------------------------
 
@@ -221,7 +225,7 @@ class MagnetGenerator:
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        kwargs = dict(batch_size=batch, given=given, fixed=fixed, generator=generator, progress=progress)
+        kwargs = {"batch_size": batch, "given": given, "fixed": fixed, "generator": generator, "progress": progress}
         if self.fast:
             tokens = self._fast().decode(states, mask, num_frames, config, **kwargs)
         else:
@@ -389,9 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     gen = MagnetGenerator.from_pretrained(args.ckpt, device=args.device, text_encoder=args.text_encoder,
                                           codec=args.codec, allow_random_text_encoder=args.allow_random_text_encoder,
                                           fast=False if args.no_fast else None, compile=args.compile)
-    overrides = dict(decoding_steps=args.steps, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                     max_cfg_coef=args.cfg_max, min_cfg_coef=args.cfg_min, span_arrangement=args.span_arrangement,
-                     span_scoring=args.span_scoring, use_sampling=False if args.greedy else None)
+    overrides = {
+        "decoding_steps": args.steps, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+        "max_cfg_coef": args.cfg_max, "min_cfg_coef": args.cfg_min, "span_arrangement": args.span_arrangement,
+        "span_scoring": args.span_scoring, "use_sampling": False if args.greedy else None,
+    }
     config = gen.decoding_config(args.duration, args.preset, **overrides)
     prompt = prompt_rate = None
     if args.prompt_audio:
@@ -407,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = gen.generate([text for _, text in batch], duration=args.duration, prompt=prompt,
                                   prompt_sample_rate=prompt_rate, infill=tuple(args.infill) if args.infill else None,
                                   decoding=config, seed=None if args.seed is None else args.seed + index,
-                                  progress=lambda done, total: bar.update(start + done - bar.n))
+                                  progress=lambda done, _total, start=start: bar.update(start + done - bar.n))
             for (name, text), tokens, wav in zip(batch, result.tokens, result.audio):
                 path = out / f"{name}.wav"
                 write_wav(path, wav, result.sample_rate, None if args.no_normalize else args.lufs)
@@ -415,9 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     import numpy as np
 
                     np.save(out / f"{name}.codes.npy", tokens.cpu().numpy().astype(np.int16))
-                record = dict(file=path.name, text=text, seconds=wav.shape[-1] / result.sample_rate,
-                              frames=tokens.shape[-1], seed=None if args.seed is None else args.seed + index,
-                              decoding=asdict(config), ckpt=str(args.ckpt))
+                record = {
+                    "file": path.name, "text": text, "seconds": wav.shape[-1] / result.sample_rate,
+                    "frames": tokens.shape[-1], "seed": None if args.seed is None else args.seed + index,
+                    "decoding": asdict(config), "ckpt": str(args.ckpt),
+                }
                 manifest.write(json.dumps(record) + "\n")
     bar.close()
     log.info("wrote %d files to %s", len(jobs), out)

@@ -4,7 +4,7 @@ full length, seeds, unconditional generation, and the fast path's equality with 
 import pytest
 import torch
 
-import magnet_lightning.decoding as decoding
+from magnet_lightning import decoding
 from magnet_lightning.config import model_preset
 from magnet_lightning.decoding import (
     DecodingConfig,
@@ -260,7 +260,7 @@ def test_cuda_graph_path_matches_eager_fast_path(model):
     states, mask = (t.cuda() for t in text())
     graphed = FastDecoder(cuda_model, dtype=torch.float32, autocast=False)
     eager = FastDecoder(cuda_model, cuda_graphs=False, dtype=torch.float32, autocast=False)
-    gen = lambda: torch.Generator("cuda").manual_seed(0)  # noqa: E731
+    gen = lambda: torch.Generator("cuda").manual_seed(0)
     a = graphed.decode(states, mask, 31, cfg, generator=gen())
     b = graphed.decode(states, mask, 31, cfg, generator=gen())  # replay of captured graphs
     c = eager.decode(states, mask, 31, cfg, generator=gen())
