@@ -113,7 +113,10 @@ def main(argv=None) -> dict:
     p.add_argument("--no-graphs", action="store_true", help="fast path without CUDA graphs")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward (fast path)")
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads); default: torch's")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     setup = SETUPS["tiny" if args.tiny else "small"]
@@ -133,7 +136,7 @@ def main(argv=None) -> dict:
         "frames": frames, "text_len": text_len, "decoding_steps": [20, 10, 10, 10], "cfg": True,
         "path": "plain" if fast is None else ("cuda_graphs" if fast.cuda_graphs else "static_buffers_eager")
         + ("+compile" if args.compile else ""),
-        "torch": torch.__version__, "runs": args.runs,
+        "torch": torch.__version__, "runs": args.runs, "cpu_threads": torch.get_num_threads(),
     }
     for batch in args.batches:
         seconds = bench_generation(model, batch, frames, text_len, device, args.runs, fast)
