@@ -371,7 +371,7 @@ def autocast_context(device: torch.device, enabled: bool | None, cache_enabled: 
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache_enabled)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: callers may edit the returned tokens in place
 def decode(
     model,
     text_states: torch.Tensor | None,

@@ -183,7 +183,7 @@ class FastDecoder:
         plan.config = config
         return plan
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: callers may edit the returned tokens in place
     def decode(
         self,
         text_states: torch.Tensor | None,
