@@ -113,12 +113,15 @@ def main(argv=None) -> dict:
     p.add_argument("--no-graphs", action="store_true", help="fast path without CUDA graphs")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward (fast path)")
     p.add_argument("--skip-train", action="store_true")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads); default: torch's")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (torch.set_num_threads); default: 1 with --tiny on CPU (a smoke run that must not "
+                        "fight other jobs for a few shared cores), else torch's default")
     args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    threads = args.threads or (1 if args.tiny and device.type == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
+
     setup = SETUPS["tiny" if args.tiny else "small"]
     torch.manual_seed(0)
     if device.type == "cuda":
