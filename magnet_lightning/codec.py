@@ -109,6 +109,23 @@ class Codec(nn.Module):
     def _encode(self, wav: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @torch.no_grad()
+    def encode_latents(self, wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Continuous encoder output before quantisation (e.g. for a codec-latent FAD).
+
+        Args:
+            wav: [B, C, N] float waveform at `sample_rate` (resampled / down-mixed like `encode`).
+            sample_rate: rate of `wav` in Hz.
+
+        Returns:
+            FloatTensor [B, D, T], D = `latent_dim`, T = the frames `encode` gives for the same audio.
+        """
+        wav = convert_audio(wav.float(), sample_rate, self.sample_rate, self.channels).to(self.device)
+        return self._latents(wav)[..., : self.num_frames(wav.shape[-1])].float()
+
+    def _latents(self, wav: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [B, K, T] long -> waveform [B, C, N] float at `sample_rate`."""
         raise NotImplementedError
@@ -146,11 +163,15 @@ class HFEncodecCodec(Codec):
         self.frame_rate = float(cfg.frame_rate)
         self.num_codebooks = int(model.quantizer.get_num_quantizers_for_bandwidth(self.bandwidth))
         self.codebook_size = int(cfg.codebook_size)
+        self.latent_dim = int(cfg.hidden_size)
         self._freeze()
 
     def _encode(self, wav: torch.Tensor) -> torch.Tensor:
         out = self.model.encode(wav, bandwidth=self.bandwidth, return_dict=True)
         return out.audio_codes[0]  # (chunks=1, B, K, T) -> [B, K, T]
+
+    def _latents(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.model.encoder(wav)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -186,11 +207,15 @@ class EncodecPackageCodec(Codec):
         self.frame_rate = float(model.frame_rate)
         self.num_codebooks = int(model.quantizer.get_num_quantizers_for_bandwidth(model.frame_rate, bandwidth))
         self.codebook_size = int(model.quantizer.bins)
+        self.latent_dim = int(model.quantizer.dimension)
         self._freeze()
 
     def _encode(self, wav: torch.Tensor) -> torch.Tensor:
         (codes, _scale), = self.model.encode(wav)
         return codes
+
+    def _latents(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.model.encoder(wav)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

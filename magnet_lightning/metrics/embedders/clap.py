@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 from unittest import mock
 
 import torch
@@ -72,6 +73,22 @@ def check_tokenizer(tokenizer: Any) -> None:
             "network, which fills the HF cache) or pass tokenizer=PATH to a folder with vocab.json and merges.txt.")
 
 
+class ByteTokenizer:
+    """Byte-level stand-in for the RoBERTa tokenizer, for random-weight CLAP demos only (ids 3 + byte, <s>=0,
+    </s>=2, pad=1). Its ids mean nothing to a trained CLAP: never use it with real weights."""
+
+    def __len__(self) -> int:
+        return 259
+
+    def __call__(self, texts: Sequence[str], padding: Any = True, truncation: bool = True,
+                 max_length: int = MAX_TEXT_TOKENS, return_tensors: str = "pt") -> dict[str, Tensor]:
+        ids = torch.ones(len(texts), max_length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            tokens = [0] + [3 + b for b in text.encode("utf-8")[: max_length - 2]] + [2]
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+        return {"input_ids": ids, "attention_mask": (ids != 1).long()}
+
+
 def load_roberta_tokenizer(tokenizer: str | Path | None) -> Any:
     from transformers import RobertaTokenizer
 
@@ -82,7 +99,7 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
     """CLAP checkpoint -> model state dict ('module.' prefixes and the position_ids buffer removed)."""
     ckpt = load_checkpoint(path)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
-    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    state = {k.removeprefix("module."): v for k, v in state.items()}
     state.pop("text_branch.embeddings.position_ids", None)
     return state
 
@@ -136,9 +153,15 @@ def load_clap(checkpoint: str | Path | None = None, tokenizer: Any = None, amode
 
     ``tokenizer``: a tokenizer object, or a path to a roberta-base tokenizer folder, or None for the HF cache.
     ``random_weights=True`` (tests) skips the checkpoint; ``check_vocab=False`` accepts a test tokenizer.
+    ``tokenizer="bytes"`` (random weights only) uses :class:`ByteTokenizer` instead of roberta-base's.
     """
     path = None if random_weights else resolve_weights(checkpoint, "MAGNET_CLAP_CKPT", CLAP_FILE, CLAP_URL)
     ensure_hub_offline()
+    if tokenizer == "bytes":
+        if not random_weights:
+            raise ValueError("tokenizer='bytes' is a stand-in for random-weight demos; real CLAP weights need the "
+                             "roberta-base tokenizer.")
+        tokenizer, check_vocab = ByteTokenizer(), False
     if tokenizer is None or isinstance(tokenizer, (str, Path)):
         tokenizer = load_roberta_tokenizer(tokenizer)
     if check_vocab:

@@ -91,12 +91,15 @@ class PasstEmbedder(AudioEmbedder):
 
 
 def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20,
-               tiny: TinyPasstConfig | None = None) -> PasstEmbedder:
+               tiny: TinyPasstConfig | dict | None = None, random_weights: bool = False) -> PasstEmbedder:
     """PaSST-S for 10/20/30 s windows with its AudioSet weights (explicit path, ``$MAGNET_PASST_CKPT`` or the
-    weights dir). ``tiny`` (tests) builds a small PaSST of the same class instead (random weights unless
-    ``checkpoint`` is given).
+    weights dir). ``tiny`` (tests; a TinyPasstConfig or a dict of its fields) builds a small PaSST of the same class
+    instead (random weights unless ``checkpoint`` is given). ``random_weights=True`` (demos) builds the full-size
+    architecture without loading anything.
     """
     _import_hear21passt()
+    if isinstance(tiny, dict):
+        tiny = TinyPasstConfig(**tiny)
     if tiny is not None:
         from hear21passt.models.passt import PaSST
 
@@ -109,6 +112,12 @@ def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20
     if pretrained_length not in VARIANTS:
         raise ValueError(f"pretrained_length must be one of {sorted(VARIANTS)}, got {pretrained_length}.")
     arch, tdim, filename, url = VARIANTS[pretrained_length]
+    if random_weights:
+        from hear21passt.models.passt import get_model
+
+        with contextlib.redirect_stdout(io.StringIO()):
+            net = get_model(arch=arch, pretrained=False, input_tdim=tdim)
+        return PasstEmbedder(net, float(pretrained_length)).eval().requires_grad_(False)
     path = resolve_weights(checkpoint, "MAGNET_PASST_CKPT", filename, url,
                            extra_dirs=(Path(torch.hub.get_dir()) / "checkpoints",))
     from hear21passt.models.passt import checkpoint_filter_fn, get_model

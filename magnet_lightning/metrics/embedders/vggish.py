@@ -131,13 +131,15 @@ class VGGishEmbedder(AudioEmbedder):
 
 
 def load_vggish(checkpoint: str | Path | None = None, pca_checkpoint: str | Path | None = None,
-                use_pca: bool = False, cfg: VGGishConfig = VGGishConfig(),
+                use_pca: bool = False, cfg: VGGishConfig | dict = VGGishConfig(),
                 random_weights: bool = False) -> VGGishEmbedder:
     """Build VGGish and load ``vggish-10086976.pth`` (explicit path, ``$MAGNET_VGGISH_CKPT`` or the weights dir).
 
     ``use_pca`` also loads the AudioSet PCA parameters (``$MAGNET_VGGISH_PCA``); the reference FAD does not use
-    them. ``random_weights=True`` (tests) loads nothing.
+    them. ``random_weights=True`` (tests, demos) loads nothing. ``cfg`` may be a dict of VGGishConfig fields.
     """
+    if isinstance(cfg, dict):
+        cfg = VGGishConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
     if random_weights:
         return VGGishEmbedder(cfg).eval().requires_grad_(False)
     path = resolve_weights(checkpoint, "MAGNET_VGGISH_CKPT", "vggish-10086976.pth", VGGISH_URL)
