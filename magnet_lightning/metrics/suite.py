@@ -39,7 +39,9 @@ def build_embedder(name: str, allow_random: bool = False, seed: int = 0, **kwarg
     Random embedders give numbers that only track relative change inside one run (demos, smoke tests).
     """
     try:
-        return get_embedder(name, **kwargs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # any randomly initialised part (test configs) is reproducible too
+            return get_embedder(name, **kwargs)
     except (OSError, RuntimeError) as err:
         if not allow_random:
             raise

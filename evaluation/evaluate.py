@@ -1,0 +1,276 @@
+"""Evaluate a checkpoint on a prompt set: generate one clip per caption, then FAD / KL / CLAP -> JSON report.
+
+    python evaluation/evaluate.py --ckpt model.ckpt --prompts musiccaps.csv --reference musiccaps_wavs/ \\
+        --out report.json --batch-size 16 --seed 0
+    torchrun --nproc-per-node 8 evaluation/evaluate.py --ckpt ... --prompts ... --reference ... --out report.json
+    python evaluation/evaluate.py --ckpt model.ckpt --prompts val_shards/ --out report.json   # shards: own codes
+
+--prompts: a CSV (id column id/ytid/audiocap_id/youtube_id/name, caption column caption/text), .txt/.jsonl, or
+token shards (folder / manifest.json / tar spec: caption from the json). --reference: a folder of <id>.wav/.flac, or
+token shards whose codes (decoded by the codec) are the references, matched by id = shard key; omitted with shard
+prompts: the prompts' own codes. Protocol (evaluation/README.md): generated audio cut/padded to the reference
+length, -14 LUFS; batch b of the (id-ordered) set is seeded with seed + b * batch_size, so the audio is the same on
+any number of ranks. With torchrun (WORLD_SIZE > 1) each rank takes every W-th batch (gloo on CPU, nccl on GPU) and
+the metric sums are reduced across ranks. Missing/unreadable references: an error, or with --skip-bad a counted,
+logged skip (reported in the JSON).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger("evaluate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="our .ckpt or an audiocraft state_dict.bin")
+    p.add_argument("--prompts", required=True, help="caption CSV/.txt/.jsonl, or token shards")
+    p.add_argument("--reference", default=None, help="reference audio folder or token shards")
+    p.add_argument("--out", required=True, help="JSON report path")
+    p.add_argument("--metrics", nargs="+", default=["fad", "kl", "clap"], choices=["fad", "kl", "clap"])
+    p.add_argument("--fad-embedder", default="vggish", help="vggish (paper), codec (codec latents) or clap")
+    p.add_argument("--kl-embedder", default="passt")
+    p.add_argument("--clap-embedder", default="clap")
+    p.add_argument("--embedder-kwargs", default="{}",
+                   help='JSON: embedder name -> loader arguments, e.g. {"passt": {"pretrained_length": 10}}')
+    p.add_argument("--vggish-ckpt", default=None)
+    p.add_argument("--passt-ckpt", default=None)
+    p.add_argument("--passt-length", type=int, default=None, help="PaSST window: 20 (music, default) or 10 (audio)")
+    p.add_argument("--clap-ckpt", default=None)
+    p.add_argument("--clap-tokenizer", default=None, help="roberta-base tokenizer folder (default: HF cache)")
+    p.add_argument("--allow-random-embedders", action="store_true",
+                   help="demo only: random-weight embedders where weights are missing (numbers meaningless)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
+    p.add_argument("--max-duration", type=float, default=None, help="cap on generated/reference seconds")
+    p.add_argument("--duration", type=float, default=None, help="seconds to generate when there is no reference")
+    p.add_argument("--preset", default=None)
+    p.add_argument("--steps", type=int, nargs="+", default=None, help="decoding steps per codebook")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--cfg-max", type=float, default=None)
+    p.add_argument("--cfg-min", type=float, default=None)
+    p.add_argument("--lufs", type=float, default=-14.0, help="loudness of generated clips")
+    p.add_argument("--skip-bad", action="store_true", help="skip (count, log) ids without readable reference audio")
+    p.add_argument("--device", default=None)
+    p.add_argument("--text-encoder", default=None)
+    p.add_argument("--codec", default=None)
+    p.add_argument("--allow-random-text-encoder", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+# ---------------------------------------------------------------------------------------------- distributed
+def init_distributed(device: str | None) -> tuple[int, int, torch.device]:
+    """(rank, world size, device); joins the torchrun process group when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device is None:
+        if torch.cuda.is_available():
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        else:
+            device = "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if dev.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(hours=2))
+    return rank, world, dev
+
+
+def all_sum(value: int, device: torch.device) -> int:
+    if not torch.distributed.is_initialized():
+        return value
+    t = torch.tensor(value, device=device, dtype=torch.long)
+    torch.distributed.all_reduce(t)
+    return int(t)
+
+
+# ---------------------------------------------------------------------------------------------- items
+def is_shards(spec: str | None) -> bool:
+    if spec is None:
+        return False
+    path = Path(spec)
+    if path.is_dir():
+        return (path / "manifest.json").is_file() or any(path.glob("*.tar"))
+    return path.name == "manifest.json" or ".tar" in spec or "://" in spec or spec.startswith("pipe:")
+
+
+def load_items(args: argparse.Namespace, num_codebooks: int, codebook_size: int) -> tuple[list, dict[str, int]]:
+    """Evaluation items in a fixed order, with their reference; skipped counts by reason."""
+    from magnet_lightning.metrics.eval_set import items_from_files, items_from_shards
+
+    skipped: dict[str, int] = {}
+    on_bad = "skip" if args.skip_bad else "error"
+    if is_shards(args.prompts):
+        items, skipped["bad_shard_samples"] = items_from_shards(args.prompts, num_codebooks, codebook_size)
+        if args.reference is not None:
+            for item in items:
+                item.codes = None
+            items, skipped["missing_reference"] = attach_references(items, args, num_codebooks, codebook_size,
+                                                                    on_bad)
+    else:
+        ref_is_dir = args.reference is not None and not is_shards(args.reference)
+        items, skipped["missing_reference"] = items_from_files(args.prompts, args.reference if ref_is_dir else None,
+                                                               on_bad)
+        if args.reference is not None and not ref_is_dir:
+            items, skipped["missing_reference"] = attach_references(items, args, num_codebooks, codebook_size,
+                                                                    on_bad)
+    if args.limit is not None:
+        items = items[: args.limit]
+    return items, skipped
+
+
+def attach_references(items: list, args: argparse.Namespace, num_codebooks: int, codebook_size: int,
+                      on_bad: str) -> tuple[list, int]:
+    """Give each item its reference from --reference (audio folder by id, or shard codes by key)."""
+    from magnet_lightning.metrics.eval_set import find_reference, items_from_shards
+
+    if is_shards(args.reference):
+        refs, _ = items_from_shards(args.reference, num_codebooks, codebook_size)
+        codes = {r.key: r.codes for r in refs}
+        for item in items:
+            item.codes = codes.get(item.key)
+    else:
+        for item in items:
+            item.path = find_reference(Path(args.reference), item.key)
+    missing = [i.key for i in items if i.codes is None and i.path is None]
+    if missing:
+        message = f"{len(missing)} of {len(items)} ids have no reference in {args.reference}, e.g. {missing[:5]}"
+        if on_bad == "error":
+            raise FileNotFoundError(message + " (--skip-bad skips them)")
+        log.warning("Skipping: %s", message)
+    return [i for i in items if i.codes is not None or i.path is not None], len(missing)
+
+
+def check_readable(items: list, skip_bad: bool) -> tuple[list, int]:
+    """Drop (or refuse) reference files soundfile cannot open, before any generation."""
+    import soundfile
+
+    good, bad = [], []
+    for item in items:
+        if item.path is None:
+            good.append(item)
+            continue
+        try:
+            info = soundfile.info(str(item.path))
+            if info.frames == 0:
+                raise ValueError("no samples")
+            good.append(item)
+        except Exception as err:  # noqa: BLE001 - every failure means "unreadable"
+            bad.append(f"{item.path} ({err})")
+    if bad:
+        message = f"{len(bad)} unreadable reference files, e.g. {bad[:3]}"
+        if not skip_bad:
+            raise ValueError(message + " (--skip-bad skips them)")
+        log.warning("Skipping: %s", message)
+    return good, len(bad)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def embedder_kwargs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    kwargs = json.loads(args.embedder_kwargs)
+    explicit = {"vggish": {"checkpoint": args.vggish_ckpt},
+                "passt": {"checkpoint": args.passt_ckpt, "pretrained_length": args.passt_length},
+                "clap": {"checkpoint": args.clap_ckpt, "tokenizer": args.clap_tokenizer}}
+    for name, values in explicit.items():
+        for key, value in values.items():
+            if value is not None:
+                kwargs.setdefault(name, {})[key] = value
+    return kwargs
+
+
+def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    values = {"preset": args.preset, "decoding_steps": args.steps, "temperature": args.temperature,
+              "top_k": args.top_k, "top_p": args.top_p, "max_cfg_coef": args.cfg_max, "min_cfg_coef": args.cfg_min}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Run the evaluation; returns the report on global rank 0 (None elsewhere)."""
+    from magnet_lightning.generate import MagnetGenerator
+    from magnet_lightning.metrics.generation_eval import evaluate_items
+    from magnet_lightning.metrics.suite import AudioEvalSuite
+
+    rank, world, device = init_distributed(args.device)
+    gen = MagnetGenerator.from_pretrained(args.ckpt, device=device, text_encoder=args.text_encoder, codec=args.codec,
+                                          allow_random_text_encoder=args.allow_random_text_encoder, fast=False)
+    items, skipped = load_items(args, gen.model.cfg.num_codebooks, gen.model.cfg.codebook_size)
+    items, skipped["unreadable_reference"] = check_readable(items, args.skip_bad)
+    if not items:
+        raise SystemExit("no evaluation items left (see the skip messages above)")
+    embedders = {"fad": args.fad_embedder, "kl": args.kl_embedder, "clap": args.clap_embedder}
+    suite = AudioEvalSuite(args.metrics, embedders, embedder_kwargs(args), args.allow_random_embedders, args.seed,
+                           codec=gen.codec).to(device)
+    if suite.needs_reference and any(i.path is None and i.codes is None for i in items):
+        raise SystemExit("FAD/KL need references: pass --reference (or shard prompts), or --metrics clap")
+    decoding = decoding_overrides(args)
+    config = gen.decoding_config(args.max_duration or args.duration, **decoding)
+    bar = None
+    if rank == 0 and not args.no_progress:
+        from tqdm import tqdm
+
+        calls = math.ceil(math.ceil(len(items) / args.batch_size) / world)
+        bar = tqdm(total=calls * sum(config.decoding_steps), unit="step", desc=f"evaluating ({world} ranks)")
+    with torch.no_grad():
+        evaluate_items(gen, suite, items, rank=rank, world_size=world, batch_size=args.batch_size, seed=args.seed,
+                       max_duration=args.max_duration, default_duration=args.duration, decoding=decoding,
+                       lufs=args.lufs, progress=bar.update if bar is not None else None)
+    if bar is not None:
+        bar.close()
+    metrics = suite.compute()
+    too_short = all_sum(suite.skipped, device)
+    if rank != 0:
+        return None
+    skipped["too_short"] = too_short
+    return {
+        "metrics": metrics,
+        "num_items": len(items) - too_short,
+        "skipped": skipped,
+        "settings": {
+            "ckpt": str(args.ckpt), "prompts": args.prompts, "reference": args.reference, "metrics": args.metrics,
+            "embedders": {m: embedders[m] for m in args.metrics}, "embedder_kwargs": embedder_kwargs(args),
+            "random_embedders": args.allow_random_embedders, "batch_size": args.batch_size,
+            "max_duration": args.max_duration, "duration": args.duration, "lufs": args.lufs, "world_size": world,
+            "codec": gen.codec.name, "sample_rate": gen.sample_rate, "decoding": asdict(config),
+            "decoding_overrides": decoding,
+        },
+        "seeds": {"base": args.seed, "rule": "batch b (items b*batch_size ...) uses seed + b*batch_size",
+                  "items": {item.key: args.seed + (i // args.batch_size) * args.batch_size
+                            for i, item in enumerate(items)}},
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    report = evaluate(args)
+    if report is not None:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        log.info("metrics %s -> %s", report["metrics"], out)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())

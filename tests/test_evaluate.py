@@ -1,0 +1,141 @@
+"""evaluation/evaluate.py on a tiny checkpoint: CSV + audio folder and token shards -> JSON report with FAD, KL and
+CLAP, settings and seeds; missing / unreadable references are errors or counted skips; 2 torchrun ranks give the
+1-rank numbers."""
+
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from helpers import TINY_MODEL, tiny_module
+from test_audio_metrics_callback import TINY_VGGISH, save_tiny_codec, toy_clap_registered  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "evaluation"))
+import evaluate
+
+RATE = 16000
+EMBEDDER_ARGS = ["--clap-embedder", "toy_clap", "--allow-random-embedders", "--embedder-kwargs",
+                 json.dumps({"vggish": {"cfg": TINY_VGGISH}, "passt": {"tiny": {"max_seconds": 1.0}}})]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    codec_dir = save_tiny_codec(root / "codec")
+    module = tiny_module(codec=codec_dir, sample_rate=RATE, frame_rate=50.0, segment_duration=1.2,
+                         decoding={"decoding_steps": [2, 1, 1, 1]})
+    assert module.model_cfg.codebook_size == TINY_MODEL["codebook_size"]
+    ckpt = root / "tiny.ckpt"
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, ckpt)
+    audio = root / "audio"
+    audio.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["ytid,caption"]
+    for i in range(3):  # references at 32 kHz, 1.1-1.3 s: resampled to the codec's 16 kHz
+        seconds = 1.1 + 0.1 * i
+        t = np.arange(int(32000 * seconds)) / 32000
+        wav = 0.3 * np.sin(2 * np.pi * (220 + 110 * i) * t) + 0.02 * rng.standard_normal(t.shape)
+        soundfile.write(audio / f"clip{i}.wav", wav.astype(np.float32), 32000)
+        rows.append(f'clip{i},"a tone, number {i}"')
+    csv = root / "captions.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    return root, ckpt, csv, audio
+
+
+def run(assets, *extra, out_name="report.json"):
+    root, ckpt, csv, audio = assets
+    out = root / out_name
+    args = ["--ckpt", str(ckpt), "--prompts", str(csv), "--reference", str(audio), "--out", str(out),
+            "--batch-size", "2", "--seed", "7", "--no-progress", "--device", "cpu", *EMBEDDER_ARGS, *extra]
+    assert evaluate.main(args) == 0
+    return json.loads(out.read_text())
+
+
+def test_csv_and_audio_folder_report(assets):
+    report = run(assets)
+    assert set(report["metrics"]) == {"fad", "kl", "clap"}
+    assert all(math.isfinite(v) for v in report["metrics"].values())
+    assert report["num_items"] == 3 and report["skipped"]["missing_reference"] == 0
+    settings = report["settings"]
+    assert settings["decoding"]["decoding_steps"] == [2, 1, 1, 1] and settings["lufs"] == -14.0
+    assert settings["random_embedders"] is True and settings["embedders"]["clap"] == "toy_clap"
+    assert report["seeds"]["items"] == {"clip0": 7, "clip1": 7, "clip2": 9}  # seed + first index of the batch
+    again = run(assets, out_name="again.json")
+    assert again["metrics"] == report["metrics"]  # seeded: reproducible
+
+
+def test_missing_and_unreadable_references(assets):
+    root, ckpt, csv, audio = assets
+    bad_csv = root / "bad.csv"
+    bad_csv.write_text(csv.read_text() + 'nofile,"missing clip"\nbroken,"corrupt clip"\n')
+    (audio / "broken.wav").write_bytes(b"RIFF not really a wav")
+    base = ["--ckpt", str(ckpt), "--prompts", str(bad_csv), "--reference", str(audio), "--no-progress",
+            "--device", "cpu", "--metrics", "clap", "--clap-embedder", "toy_clap"]
+    with pytest.raises(FileNotFoundError, match="nofile"):
+        evaluate.main([*base, "--out", str(root / "x.json")])
+    (audio / "nofile.wav").write_bytes(b"")  # now present but unreadable too
+    with pytest.raises(ValueError, match="unreadable"):
+        evaluate.main([*base, "--out", str(root / "x.json")])
+    (audio / "nofile.wav").unlink()
+    evaluate.main([*base, "--out", str(root / "skip.json"), "--skip-bad"])
+    report = json.loads((root / "skip.json").read_text())
+    assert report["skipped"]["missing_reference"] == 1 and report["skipped"]["unreadable_reference"] == 1
+    assert report["num_items"] == 3 and set(report["metrics"]) == {"clap"}
+    (audio / "broken.wav").unlink()
+
+
+def write_shards(folder, codec_dir):
+    from magnet_lightning.codec import load_codec
+    from magnet_lightning.data.shards import TarShardWriter, write_manifest
+
+    codec = load_codec(codec_dir)
+    folder.mkdir()
+    with TarShardWriter(folder / "val-000000.tar") as sink:
+        for i in range(2):
+            t = torch.arange(int(RATE * 1.2)) / RATE
+            codes = codec.encode(torch.sin(2 * torch.pi * 300 * (i + 1) * t)[None, None] * 0.3, RATE)[0]
+            buf = io.BytesIO()
+            np.save(buf, codes.numpy().astype(np.int16))
+            sink.write(f"item{i}", {"codes.npy": buf.getvalue(), "json": json.dumps({"caption": f"tone {i}"}).encode()})
+    info = {"name": codec.name, "sample_rate": RATE, "frame_rate": 50.0, "num_codebooks": 4, "codebook_size": 16,
+            "channels": 1}
+    write_manifest(folder, info, [{"url": "val-000000.tar", "num_samples": 2}])
+
+
+def test_shard_prompts_use_their_own_codes_as_reference(assets):
+    root, ckpt, _, _ = assets
+    write_shards(root / "shards", str(root / "codec"))
+    out = root / "shards.json"
+    evaluate.main(["--ckpt", str(ckpt), "--prompts", str(root / "shards"), "--out", str(out), "--no-progress",
+                   "--device", "cpu", *EMBEDDER_ARGS])
+    report = json.loads(out.read_text())
+    assert report["num_items"] == 2 and set(report["seeds"]["items"]) == {"item0", "item1"}
+    assert all(math.isfinite(v) for v in report["metrics"].values())
+
+
+def test_two_torchrun_ranks_match_one(assets, tmp_path):
+    _root, ckpt, csv, audio = assets
+    single = run(assets, out_name="single.json")
+    out = tmp_path / "ddp.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{ROOT / 'tests'}{os.pathsep}{ROOT}")
+    script = ("import sys, evaluate, test_audio_metrics_callback as t; "
+              "from magnet_lightning.metrics.embedders import register_embedder; "
+              "register_embedder('toy_clap', lambda **kw: t.ToyClap()); sys.exit(evaluate.main(sys.argv[1:]))")
+    (tmp_path / "launch.py").write_text(f"import sys; sys.path.insert(0, {str(ROOT / 'evaluation')!r})\n{script}\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+           str(tmp_path / "launch.py"), "--ckpt", str(ckpt), "--prompts", str(csv), "--reference", str(audio),
+           "--out", str(out), "--batch-size", "2", "--seed", "7", "--no-progress", "--device", "cpu", *EMBEDDER_ARGS]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = json.loads(out.read_text())
+    assert ddp["settings"]["world_size"] == 2 and ddp["num_items"] == 3
+    for name, value in single["metrics"].items():
+        assert ddp["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-5)
