@@ -278,3 +278,84 @@ def test_byte_tokenizer_is_for_random_clap_only(tmp_path):
     fake.write_bytes(b"x")
     with pytest.raises(ValueError, match="random-weight demos"):
         load_clap(checkpoint=fake, tokenizer="bytes")
+
+
+DDP_SCRIPT = """
+import json, os, sys
+import lightning as L
+sys.path[:0] = [{root!r}, {tests!r}]
+from helpers import FixedBatches, loader
+import test_audio_metrics_callback as t
+from magnet_lightning.callbacks import AudioMetricsCallback
+from magnet_lightning.metrics.embedders import register_embedder
+
+if __name__ == "__main__":
+    register_embedder("toy_clap", lambda **kw: t.ToyClap())
+    # rank 0 sees 3 validation items, rank 1 only 1: 2 vs 1 generate calls unless padded
+    rows = 3 if os.environ.get("LOCAL_RANK", "0") == "0" else 1
+    module = t.make_module({codec!r})
+    callback = AudioMetricsCallback(every_n_steps=2, num_prompts=6, batch_size=2, decoding_steps=[1, 1, 1, 1],
+                                    progress_bar=False, embedders={{"fad": "codec", "kl": "passt", "clap": "toy_clap"}},
+                                    embedder_kwargs={{"passt": {{"tiny": {{"max_seconds": 1.0}}}}}})
+    calls = []
+    original = AudioMetricsCallback._generator
+    def counting(self, pl_module, codec):
+        gen = original(self, pl_module, codec)
+        generate = gen.generate
+        gen.generate = lambda *a, **k: calls.append(1) or generate(*a, **k)
+        return gen
+    AudioMetricsCallback._generator = counting
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=2, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=1, val_check_interval=2, num_sanity_val_steps=0, callbacks=[callback],
+                        use_distributed_sampler=False)
+    trainer.fit(module, loader(FixedBatches(2, frames=t.FRAMES, vary=True)),
+                loader(FixedBatches(1, batch=rows, frames=t.FRAMES, seed=trainer.global_rank)))
+    out = {{"rank": trainer.global_rank, "items": len(callback._items), "calls": len(calls),
+           "results": callback.last_results}}
+    with open(os.path.join({out!r}, f"rank{{trainer.global_rank}}.json"), "w") as f:
+        json.dump(out, f)
+"""
+
+
+def test_two_process_ddp_unequal_prompts_same_calls_same_numbers(tmp_path, codec_dir):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    script = tmp_path / "ddp_metrics.py"
+    script.write_text(DDP_SCRIPT.format(root=str(root), tests=str(root / "tests"), codec=codec_dir, out=str(tmp_path)))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(script)], check=False, cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["items"] for r in ranks] == [3, 1]
+    assert [r["calls"] for r in ranks] == [2, 2]  # rank 1 made a throw-away call
+    assert set(ranks[0]["results"]) == {"fad", "kl", "clap"}
+    assert ranks[0]["results"] == ranks[1]["results"]  # reduced over both ranks' 4 items
+
+
+def test_callback_builds_from_yaml_like_lightning_cli():
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_class_arguments(AudioMetricsCallback, "audio_metrics")
+    cfg = parser.parse_string("""
+audio_metrics:
+  every_n_steps: 100
+  num_prompts: 8
+  decoding_steps: [4, 2, 2, 2]
+  decoding: {temperature: 2.5}
+  metrics: [fad, clap]
+  embedders: {fad: codec}
+  embedder_kwargs: {passt: {pretrained_length: 10}}
+  allow_random_embedders: true
+""")
+    callback = parser.instantiate_classes(cfg).audio_metrics
+    assert isinstance(callback, AudioMetricsCallback)
+    assert callback.decoding == {"temperature": 2.5, "decoding_steps": [4, 2, 2, 2]}
+    assert callback.metric_names == ["fad", "clap"] and callback.embedders == {"fad": "codec"}
+    assert callback.allow_random_embedders and callback.every_n_steps == 100
