@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-encoder", default=None)
     p.add_argument("--codec", default=None)
     p.add_argument("--allow-random-text-encoder", action="store_true")
+    p.add_argument("--no-fast", action="store_true",
+                   help="plain decoding loop (default on CUDA: static buffers + CUDA graphs, bf16 weights)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -210,7 +212,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
 
     rank, world, device = init_distributed(args.device)
     gen = MagnetGenerator.from_pretrained(args.ckpt, device=device, text_encoder=args.text_encoder, codec=args.codec,
-                                          allow_random_text_encoder=args.allow_random_text_encoder, fast=False)
+                                          allow_random_text_encoder=args.allow_random_text_encoder,
+                                          fast=False if args.no_fast else None)
     items, skipped = load_items(args, gen.model.cfg.num_codebooks, gen.model.cfg.codebook_size)
     items, skipped["unreadable_reference"] = check_readable(items, args.skip_bad)
     if not items:
@@ -248,7 +251,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
             "embedders": {m: embedders[m] for m in args.metrics}, "embedder_kwargs": embedder_kwargs(args),
             "random_embedders": args.allow_random_embedders, "batch_size": args.batch_size,
             "max_duration": args.max_duration, "duration": args.duration, "lufs": args.lufs, "world_size": world,
-            "codec": gen.codec.name, "sample_rate": gen.sample_rate, "decoding": asdict(config),
+            "codec": gen.codec.name, "sample_rate": gen.sample_rate, "fast_decoding": gen.fast,
+            "decoding": asdict(config),
             "decoding_overrides": decoding,
         },
         "seeds": {"base": args.seed, "rule": "batch b (items b*batch_size ...) uses seed + b*batch_size",
