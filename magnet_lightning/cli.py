@@ -102,6 +102,18 @@ class GradNormMonitor(L.Callback):
             pl_module.log("train/dadapt_d", float(d), on_step=True, on_epoch=False)
 
 
+class ValLossHistory(L.Callback):
+    """Remembers (step, val/loss) of every validation, so the end of a run can report first and last."""
+
+    def __init__(self):
+        self.history: list[tuple[int, float]] = []
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get("val/loss")
+        if value is not None and not trainer.sanity_checking:
+            self.history.append((trainer.global_step, float(value)))
+
+
 # ------------------------------------------------------------------------------------------------ FSDP
 class MagnetFSDPStrategy(FSDPStrategy):
     """FSDP with one wrap unit per transformer `Layer` (the 1.5B model on many GPUs).
@@ -197,7 +209,7 @@ class MagnetCLI(LightningCLI):
                             help="Write this many WAVs from the final checkpoint for validation captions (rank 0).")
         parser.add_argument("--cache_text_embeddings", type=bool, default=False,
                             help="Encode each distinct caption once (fixed captions: no word dropout/augmentation).")
-        parser.add_dataclass_arguments(DemoConfig, "demo")
+        parser.add_class_arguments(DemoConfig, "demo")
         # One value for both (Lightning refuses differing hparams of the same name in module and datamodule).
         parser.link_arguments("data.segment_duration", "model.segment_duration")
         parser.link_arguments("model.seed", "data.seed")
@@ -213,6 +225,9 @@ class MagnetCLI(LightningCLI):
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
         kwargs["plugins"] = plugins
+        callbacks = kwargs.get("callbacks", self._get(self.config_init, "trainer", default={}).get("callbacks")) or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        kwargs["callbacks"] = [*callbacks, ValLossHistory()]
         return super().instantiate_trainer(**kwargs)
 
     # -- before the classes exist
@@ -268,7 +283,16 @@ class MagnetCLI(LightningCLI):
         if not self.trainer.is_global_zero:
             return
         config = self._sub_config()
-        lines = ["", "=" * 88, "outputs:"]
+        lines = ["", "=" * 88]
+        history = next((c.history for c in self.trainer.callbacks if isinstance(c, ValLossHistory)), [])
+        if history:
+            (s0, v0), (s1, v1) = history[0], history[-1]
+            lines.append(f"val/loss: first {v0:.4f} (step {s0}) -> last {v1:.4f} (step {s1}) over {len(history)} "
+                         f"validations" + ("  [falling]" if v1 < v0 else "  [NOT falling]"))
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("eval/")}
+        if metrics:
+            lines.append("final eval metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+        lines.append("outputs:")
         ckpt_cb = self.trainer.checkpoint_callback
         if ckpt_cb is not None:
             lines.append(f"  checkpoints: {ckpt_cb.dirpath} (last: {ckpt_cb.last_model_path or '-'}, "

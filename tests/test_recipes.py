@@ -1,0 +1,161 @@
+"""Every recipe config parses, builds its module (on the meta device: no memory for 1.8B weights) and datamodule, and
+states the paper's hyper-parameters (magnet_spec.md §6/§7); the global-batch arithmetic; the FSDP strategy."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from magnet_lightning.cli import MagnetCLI, MagnetFSDPStrategy, accumulation_for, main
+from magnet_lightning.decoding import DecodingConfig
+
+CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"
+PAPER = {  # name: (params (M) range, global batch, segment s, optimizer, lr, schedule, warmup, steps, text dim)
+    "music_small_10s": ((400, 440), 576, 10.0, "dadam", 1.0, "cosine", 4000, 1_000_000, 768),
+    "music_small_30s": ((400, 440), 192, 30.0, "dadam", 1.0, "cosine", 4000, 1_000_000, 768),
+    "music_medium_10s": ((1780, 1900), 576, 10.0, "dadam", 1.0, "cosine", 4000, 1_000_000, 768),
+    "music_medium_30s": ((1780, 1900), 192, 30.0, "adamw", 1e-4, "cosine", 4000, 1_000_000, 768),
+    "audio_small": ((400, 440), 128, 10.0, "adamw", 5e-4, "inverse_sqrt", 3000, 200_000, 1024),
+    "audio_medium": ((1780, 1900), 128, 10.0, "adamw", 5e-4, "inverse_sqrt", 3000, 200_000, 1024),
+}
+
+
+class _BuildOnlyCLI(MagnetCLI):
+    """Parses and instantiates model, datamodule, callbacks and loggers; keeps the trainer arguments unbuilt
+    (GPU accelerators do not exist on a CPU test machine)."""
+
+    def instantiate_trainer(self, **kwargs):
+        self.trainer_kwargs = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        return None
+
+
+@pytest.fixture(autouse=True)
+def _plain_argv(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["train_music.py"])
+
+
+@pytest.fixture
+def meta_models(monkeypatch):
+    """Transformers built on the meta device (shapes and parameter counts, no memory for 1.8B weights)."""
+    from magnet_lightning import lit_module
+
+    real = lit_module.MagnetTransformer
+
+    def on_meta(cfg):
+        with torch.device("meta"):
+            return real(cfg)
+
+    monkeypatch.setattr(lit_module, "MagnetTransformer", on_meta)
+
+
+def _build(config: Path, *extra: str) -> _BuildOnlyCLI:
+    # run=False: no subcommand, cli.config is the fit config itself
+    return _BuildOnlyCLI(args=["--config", str(config), *extra], run=False)
+
+
+def test_every_config_is_listed():
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == set(PAPER) | {"demo_music"}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_config_builds_with_reference_hyperparameters(name, meta_models):
+    params, global_batch, segment, opt, lr, schedule, warmup, steps, text_dim = PAPER[name]
+    cli = _build(CONFIGS / f"{name}.yaml")
+    cfg, hp, trainer = cli.config, cli.model.hparams, cli.trainer_kwargs
+
+    assert params[0] <= cli.model.model_cfg.num_parameters() / 1e6 <= params[1]
+    assert sum(p.numel() for p in cli.model.model.parameters()) == cli.model.model_cfg.num_parameters()
+    assert cli.model.model_cfg.text_dim == text_dim
+    assert (hp.text_encoder == "t5-base") == (text_dim == 768) and not hp.allow_random_text_encoder
+    o = cli.model.optim_cfg
+    assert (o.name, o.lr, o.schedule, o.warmup_steps, tuple(o.betas), o.weight_decay) == (
+        opt, lr, schedule, warmup, (0.9, 0.95), 0.1)
+    assert (hp.ema_decay, hp.ema_every_n_steps, cli.model.masking_cfg.span_len) == (0.99, 10, 3)
+    assert hp.segment_duration == cli.datamodule.hparams.segment_duration == segment
+    assert cli.datamodule.hparams.seed == hp.seed
+
+    assert trainer["max_steps"] == steps and trainer["gradient_clip_val"] == 1.0
+    assert trainer["precision"] in ("16-mixed", "bf16-mixed")
+    world = trainer["devices"] * trainer["num_nodes"]
+    assert cfg.global_batch_size == global_batch
+    accumulation = accumulation_for(global_batch, cli.datamodule.hparams.batch_size, world)
+    assert accumulation * cli.datamodule.hparams.batch_size * world == global_batch
+
+    decoding = {k: v for k, v in hp.decoding.items() if k != "preset"}
+    DecodingConfig(**decoding).check(cli.model.model_cfg.num_codebooks)
+    assert decoding["decoding_steps"][0] == (60 if segment == 30.0 else 20)
+    names = [type(c).__name__ for c in trainer["callbacks"]]
+    assert {"ModelCheckpoint", "LearningRateMonitor", "GradNormMonitor"} <= set(names)
+    assert any(getattr(c, "save_last", False) for c in trainer["callbacks"])
+    assert [type(lg).__name__ for lg in trainer["logger"]] == ["WandbLogger"]
+
+
+def test_demo_config_builds_without_preparing_the_corpus(meta_models):
+    cli = _build(CONFIGS / "demo_music.yaml", "--demo.enabled", "false")
+    assert cli.config.demo.root == "outputs/demo/corpus"
+    assert cli.trainer_kwargs["accelerator"] == "cpu"
+    assert cli.model.hparams.allow_random_text_encoder  # demo only
+    assert cli.model.model_cfg.num_parameters() < 20e6
+
+
+def test_dotted_overrides(meta_models):
+    cli = _build(CONFIGS / "music_small_10s.yaml", "--data.batch_size", "9", "--model.optimizer.lr", "0.5",
+                 "--trainer.max_steps", "7", "--model.model.num_layers", "3")
+    assert cli.datamodule.hparams.batch_size == 9 and cli.model.optim_cfg.lr == 0.5
+    assert cli.trainer_kwargs["max_steps"] == 7 and len(cli.model.model.transformer.layers) == 3
+
+
+def test_fine_tune_from_audiocraft_checkpoint_via_recipe(tmp_path):
+    """--init_from a converted-format audiocraft state_dict.bin loads its weights (and wins over model.init_from)."""
+    from test_convert import D, E, H, K, L, V, W, best_state, write
+
+    from magnet_lightning.checkpoint import load_pretrained
+
+    src = write(tmp_path / "state_dict.bin", best_state(seed=3))
+    sizes = dict(dim=D, num_heads=H, num_layers=L, ffn_dim=4 * D, num_codebooks=K, codebook_size=V, text_dim=E,
+                 subcodes_context=W)
+    args = [f"--model.model.{k}={v}" for k, v in sizes.items()]
+    cli = _build(CONFIGS / "demo_music.yaml", "--demo.enabled", "false", "--model.init_from", "ignored.ckpt",
+                 "--init_from", str(src), *args)
+    expected = load_pretrained(src).model.state_dict()
+    got = cli.model.model.state_dict()
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], msg=name)
+
+
+def test_init_from_missing_file_fails_clearly():
+    with pytest.raises(Exception, match="nope.ckpt"):
+        main("demo_music.yaml", ["fit", "--config", str(CONFIGS / "demo_music.yaml"), "--demo.enabled", "false",
+                                 "--init_from", "nope.ckpt", "--trainer.logger", "false"])
+
+
+@pytest.mark.parametrize("global_batch,per_device,world,expected", [(192, 6, 32, 1), (192, 3, 32, 2),
+                                                                     (576, 18, 8, 4), (8, 2, 2, 2)])
+def test_accumulation_keeps_global_batch(global_batch, per_device, world, expected):
+    assert accumulation_for(global_batch, per_device, world) == expected
+
+
+@pytest.mark.parametrize("global_batch,per_device,world", [(192, 5, 32), (192, 8, 32), (100, 3, 1)])
+def test_accumulation_refuses_indivisible_global_batch(global_batch, per_device, world):
+    with pytest.raises(ValueError, match="not a multiple"):
+        accumulation_for(global_batch, per_device, world)
+
+
+def test_fsdp_strategy_wraps_transformer_layers():
+    from magnet_lightning.model import Layer
+
+    from magnet_lightning.config import model_preset
+    from magnet_lightning.model import MagnetTransformer
+
+    model = MagnetTransformer(model_preset("tiny", codebook_size=16, text_dim=32))
+    layer = next(m for m in model.modules() if isinstance(m, Layer))
+    strategy = MagnetFSDPStrategy(activation_checkpointing=True)
+    for policy in (strategy.kwargs["auto_wrap_policy"], strategy._activation_checkpointing_kwargs["auto_wrap_policy"]):
+        assert policy(module=layer, recurse=False, nonwrapped_numel=0)
+        assert not policy(module=model, recurse=False, nonwrapped_numel=0)
+    assert "auto_wrap_policy" in MagnetFSDPStrategy().kwargs
+    assert not MagnetFSDPStrategy()._activation_checkpointing_kwargs
