@@ -39,7 +39,7 @@ def _override(tmp_path: Path) -> Path:
             ],
         },
         "model": {"model": {"dim": 32, "num_heads": 4, "num_layers": 2, "ffn_dim": 64, "text_dim": 32},
-                  "text_encoder": "random:tiny"},
+                  "text_encoder": "random:tiny", "optimizer": {"warmup_steps": 1}},
         "data": {"batch_size": 2, "segment_duration": 1.0, "batches_per_epoch": 4},
     }
     path = tmp_path / "override.yaml"
@@ -64,7 +64,7 @@ def test_demo_recipe_two_process_ddp(tmp_path):
     assert {"current_model_state", "optimizer_states", "lr_schedulers"} <= set(ckpt)  # EMA + live weights
     assert not [p for p in last.parent.iterdir() if p.name.startswith(".")]  # no temp files left behind
 
-    rows = list(csv.DictReader(open(next((tmp_path / "run").glob("lightning_logs/version_*/metrics.csv")))))
+    rows = list(csv.DictReader(open(next((tmp_path / "run").glob("*/version_*/metrics.csv")))))
     assert any(r.get("val/loss") for r in rows) and any(r.get("train/grad_norm") for r in rows)
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert (tmp_path / "corpus" / "ready.json").is_file()

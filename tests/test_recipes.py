@@ -159,3 +159,35 @@ def test_fsdp_strategy_wraps_transformer_layers():
         assert not policy(module=model, recurse=False, nonwrapped_numel=0)
     assert "auto_wrap_policy" in MagnetFSDPStrategy().kwargs
     assert not MagnetFSDPStrategy()._activation_checkpointing_kwargs
+
+
+def test_print_config_through_the_script_implies_fit():
+    import os
+    import subprocess
+
+    import yaml
+
+    root = CONFIGS.parent.parent
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run([sys.executable, str(root / "recipes" / "train_music.py"), "--config",
+                           str(CONFIGS / "music_small_30s.yaml"), "--data.batch_size", "3", "--print_config"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = yaml.safe_load(proc.stdout)
+    assert printed["global_batch_size"] == 192 and printed["data"]["batch_size"] == 3
+    assert printed["data"]["segment_duration"] == 30.0
+    assert "segment_duration" not in printed["model"]  # a link target: it always follows data.segment_duration
+
+
+def test_wandb_goes_offline_without_a_key(monkeypatch, tmp_path):
+    from magnet_lightning.cli import choose_wandb_mode
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    assert choose_wandb_mode() == "offline"
+    import os
+
+    assert os.environ["WANDB_MODE"] == "offline"
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # a user's choice is kept
+    assert choose_wandb_mode() == "disabled"
