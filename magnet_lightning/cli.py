@@ -78,6 +78,20 @@ def _fsync_dir(folder: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ logging callback
+def total_grad_norm(parameters, reduce=None) -> torch.Tensor:
+    """L2 norm of all gradients (float32); `reduce(tensor, reduce_op="sum")` sums squares over shards (FSDP)."""
+    square = None
+    for p in parameters:
+        if p.grad is not None:
+            part = p.grad.detach().float().pow(2).sum()
+            square = part if square is None else square + part
+    if square is None:
+        return torch.zeros(())
+    if reduce is not None:
+        square = reduce(square, reduce_op="sum")
+    return square.sqrt()
+
+
 class GradNormMonitor(L.Callback):
     """Logs ``train/grad_norm`` (total L2 norm of the unscaled gradients, before clipping) every `log_every_n_steps`
     optimizer steps, and ``train/dadapt_d`` (D-Adaptation's step size) when the optimizer has one.
@@ -90,13 +104,9 @@ class GradNormMonitor(L.Callback):
         every = max(1, trainer.log_every_n_steps)
         if trainer.global_step % every:
             return
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        square = torch.zeros((), device=pl_module.device, dtype=torch.float32)
-        for g in grads:
-            square += g.detach().float().pow(2).sum()
-        if isinstance(trainer.strategy, FSDPStrategy):
-            square = trainer.strategy.reduce(square, reduce_op="sum")
-        pl_module.log("train/grad_norm", square.sqrt(), on_step=True, on_epoch=False)
+        reduce = trainer.strategy.reduce if isinstance(trainer.strategy, FSDPStrategy) else None
+        pl_module.log("train/grad_norm", total_grad_norm(pl_module.parameters(), reduce), on_step=True,
+                      on_epoch=False)
         d = optimizer.param_groups[0].get("d")
         if d is not None:
             pl_module.log("train/dadapt_d", float(d), on_step=True, on_epoch=False)
