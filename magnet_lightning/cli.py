@@ -14,12 +14,11 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import lightning as L
 import torch
@@ -47,7 +46,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     (s3://, gs://, ...) use Lightning's writer (object stores replace objects atomically).
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
@@ -211,9 +210,9 @@ class MagnetCLI(LightningCLI):
         super().__init__(MagnetLightningModule, TokenDataModule, *args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_argument("--global_batch_size", type=Optional[int], default=None,
+        parser.add_argument("--global_batch_size", type=int | None, default=None,
                             help="Global batch (all devices, after accumulation); sets accumulate_grad_batches.")
-        parser.add_argument("--init_from", type=Optional[str], default=None,
+        parser.add_argument("--init_from", type=str | None, default=None,
                             help="Initial weights: our .ckpt or a converted audiocraft state_dict.bin (fine-tuning).")
         parser.add_argument("--generate_after_fit", type=int, default=0,
                             help="Write this many WAVs from the final checkpoint for validation captions (rank 0).")

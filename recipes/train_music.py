@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a fresh clone
 
-from magnet_lightning.cli import main  # noqa: E402
+from magnet_lightning.cli import main
 
 if __name__ == "__main__":
     main(default_config="demo_music.yaml")

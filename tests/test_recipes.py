@@ -29,7 +29,6 @@ class _BuildOnlyCLI(MagnetCLI):
 
     def instantiate_trainer(self, **kwargs):
         self.trainer_kwargs = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-        return None
 
 
 @pytest.fixture(autouse=True)
@@ -115,8 +114,8 @@ def test_fine_tune_from_audiocraft_checkpoint_via_recipe(tmp_path):
     from magnet_lightning.checkpoint import load_pretrained
 
     src = write(tmp_path / "state_dict.bin", best_state(seed=3))
-    sizes = dict(dim=D, num_heads=H, num_layers=L, ffn_dim=4 * D, num_codebooks=K, codebook_size=V, text_dim=E,
-                 subcodes_context=W)
+    sizes = {"dim": D, "num_heads": H, "num_layers": L, "ffn_dim": 4 * D, "num_codebooks": K, "codebook_size": V, "text_dim": E,
+                 "subcodes_context": W}
     args = [f"--model.model.{k}={v}" for k, v in sizes.items()]
     cli = _build(CONFIGS / "demo_music.yaml", "--demo.enabled", "false", "--model.init_from", "ignored.ckpt",
                  "--init_from", str(src), *args)
@@ -146,10 +145,8 @@ def test_accumulation_refuses_indivisible_global_batch(global_batch, per_device,
 
 
 def test_fsdp_strategy_wraps_transformer_layers():
-    from magnet_lightning.model import Layer
-
     from magnet_lightning.config import model_preset
-    from magnet_lightning.model import MagnetTransformer
+    from magnet_lightning.model import Layer, MagnetTransformer
 
     model = MagnetTransformer(model_preset("tiny", codebook_size=16, text_dim=32))
     layer = next(m for m in model.modules() if isinstance(m, Layer))
@@ -171,7 +168,7 @@ def test_print_config_through_the_script_implies_fit():
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(root)}
     proc = subprocess.run([sys.executable, str(root / "recipes" / "train_music.py"), "--config",
                            str(CONFIGS / "music_small_30s.yaml"), "--data.batch_size", "3", "--print_config"],
-                          env=env, capture_output=True, text=True, timeout=120)
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = yaml.safe_load(proc.stdout)
     assert printed["global_batch_size"] == 192 and printed["data"]["batch_size"] == 3

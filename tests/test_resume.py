@@ -11,8 +11,8 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-
 from helpers import FixedBatches, loader, tiny_module
+
 from magnet_lightning.cli import AtomicCheckpointIO
 
 STEPS, ACCUMULATE, BATCHES_PER_EPOCH = 8, 2, 8  # 8 micro-batches per epoch = 4 optimizer steps per epoch
@@ -27,7 +27,7 @@ class RecordLosses(L.Callback):
 
 
 def _module():
-    return tiny_module(optimizer=dict(lr=3e-3, warmup_steps=2, schedule="cosine", total_steps=STEPS),
+    return tiny_module(optimizer={"lr": 3e-3, "warmup_steps": 2, "schedule": "cosine", "total_steps": STEPS},
                        ema_decay=0.9, ema_every_n_steps=2, cfg_dropout=0.3)
 
 
@@ -55,7 +55,6 @@ def _ema_state(trainer):
     return {k: v.clone() for k, v in ema._average_model.state_dict().items()}
 
 
-@pytest.mark.slow
 def test_resume_matches_uninterrupted_run(tmp_path):
     full_trainer, full_module, full = _fit(tmp_path / "full", STEPS)
 

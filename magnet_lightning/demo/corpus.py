@@ -26,9 +26,9 @@ log = logging.getLogger(__name__)
 
 BANNER = "!" * 88
 # The MusicGen/MAGNeT 32 kHz EnCodec (transformers' conversion values); used when its weights are not on disk.
-ENCODEC_32KHZ_CONFIG = dict(sampling_rate=32000, audio_channels=1, codebook_size=2048, num_filters=64,
-                            upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], use_causal_conv=False,
-                            normalize=False, use_conv_shortcut=False)
+ENCODEC_32KHZ_CONFIG = {"sampling_rate": 32000, "audio_channels": 1, "codebook_size": 2048, "num_filters": 64,
+                            "upsampling_ratios": [8, 5, 4, 4], "target_bandwidths": [2.2], "use_causal_conv": False,
+                            "normalize": False, "use_conv_shortcut": False}
 RANDOM_CODEC_ARCHS = {"facebook/encodec_32khz": ENCODEC_32KHZ_CONFIG}
 
 

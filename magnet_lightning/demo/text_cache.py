@@ -9,7 +9,7 @@ word dropout or text augmentation, which make almost every caption new.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
