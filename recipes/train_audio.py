@@ -12,6 +12,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a fresh clone
 
+from _offline import hub_offline_without_network
+
+hub_offline_without_network()  # before transformers / huggingface_hub are imported
+
 from magnet_lightning.cli import main
 
 if __name__ == "__main__":
