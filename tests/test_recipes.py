@@ -207,3 +207,33 @@ def test_hub_goes_offline_only_without_network(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the user's choice wins
     monkeypatch.setattr(_offline, "_reachable", lambda host: pytest.fail("probed although the user chose"))
     _offline.hub_offline_without_network()
+
+
+def _fake_trainer(strategy, world_size: int):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(strategy=strategy, world_size=world_size, accumulate_grad_batches=1, loggers=[])
+
+
+def test_before_fit_sets_accumulation_from_world_size(meta_models):
+    from lightning.pytorch.strategies import DDPStrategy
+
+    cli = _build(CONFIGS / "music_small_30s.yaml", "--data.batch_size", "6")
+    for world, expected in ((32, 1), (8, 4), (4, 8)):
+        cli.trainer = _fake_trainer(DDPStrategy(), world)
+        cli.before_fit()
+        assert cli.trainer.accumulate_grad_batches == expected
+    cli.trainer = _fake_trainer(DDPStrategy(), 5)
+    with pytest.raises(ValueError, match="192"):
+        cli.before_fit()
+
+
+def test_fsdp_with_ema_is_refused(meta_models):
+    cli = _build(CONFIGS / "music_medium_30s.yaml")
+    cli.trainer = _fake_trainer(MagnetFSDPStrategy(), 64)
+    with pytest.raises(ValueError, match="ema_every_n_steps 0"):
+        cli.before_fit()
+    cli = _build(CONFIGS / "music_medium_30s.yaml", "--model.ema_every_n_steps", "0")
+    cli.trainer = _fake_trainer(MagnetFSDPStrategy(), 64)
+    cli.before_fit()
+    assert cli.trainer.accumulate_grad_batches == 1
