@@ -32,7 +32,7 @@ class Pretrained:
 def _from_lightning(raw: dict, path: Path) -> Pretrained:
     hp = raw.get("hyper_parameters") or {}
     if "model" not in hp:
-        raise CheckpointError(f"{path}: Lightning checkpoint without model hyper-parameters; not a magnet_lightning one")
+        raise CheckpointError(f"{path}: a Lightning checkpoint without model hyper-parameters (not ours)")
     cfg = ModelConfig.from_dict(hp["model"])
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in raw["state_dict"].items() if k.startswith(prefix)}

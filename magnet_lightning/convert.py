@@ -148,7 +148,9 @@ def _metadata(cfg: dict, path: Path) -> dict[str, Any]:
         "span_len": int(_lookup(cfg, "masking.span_len", 3)),
         "segment_duration": segment,
         "cfg_dropout": float(_lookup(cfg, "classifier_free_guidance.training_dropout", 0.3)),
-        "decoding": {"preset": "audio" if sample_rate == 16000 else "music", "decoding_steps": [first_steps, 10, 10, 10]},
+        "decoding": {
+            "preset": "audio" if sample_rate == 16000 else "music", "decoding_steps": [first_steps, 10, 10, 10]
+        },
         "source": str(path),
     }
 
@@ -167,7 +169,9 @@ def read_audiocraft(path: str | Path) -> AudiocraftCheckpoint:
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
     if not isinstance(raw, dict) or "best_state" not in raw or "xp.cfg" not in raw:
         keys = sorted(raw)[:8] if isinstance(raw, dict) else type(raw).__name__
-        raise CheckpointError(f"{path} is not an audiocraft state_dict.bin (needs 'best_state' and 'xp.cfg'; has {keys})")
+        raise CheckpointError(
+            f"{path} is not an audiocraft state_dict.bin (needs 'best_state' and 'xp.cfg'; has {keys})"
+        )
     cfg = _parse_cfg(raw["xp.cfg"])
     best_state = raw["best_state"]
     if isinstance(best_state, dict) and "model" in best_state and "emb.0.weight" not in best_state:

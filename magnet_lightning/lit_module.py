@@ -85,9 +85,11 @@ class MagnetLightningModule(L.LightningModule):
         decoding: dict | None = None,
     ):
         super().__init__()
-        model_cfg, masking_cfg, optim_cfg = _as(ModelConfig, model), _as(MaskingConfig, masking), _as(OptimConfig, optimizer)
-        hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__", "model_cfg", "masking_cfg", "optim_cfg")}
-        hparams.update(model=asdict(model_cfg), masking=asdict(masking_cfg), optimizer=asdict(optim_cfg), decoding=dict(decoding or {}))
+        hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        model_cfg, masking_cfg = _as(ModelConfig, model), _as(MaskingConfig, masking)
+        optim_cfg = _as(OptimConfig, optimizer)
+        hparams.update(model=asdict(model_cfg), masking=asdict(masking_cfg), optimizer=asdict(optim_cfg))
+        hparams["decoding"] = dict(decoding or {})
         self.save_hyperparameters(hparams)
         self.model_cfg, self.masking_cfg, self.optim_cfg = model_cfg, masking_cfg, optim_cfg
         self.model = MagnetTransformer(model_cfg)
@@ -123,7 +125,8 @@ class MagnetLightningModule(L.LightningModule):
 
         pretrained = load_pretrained(path, map_location="cpu")
         if pretrained.model.cfg != self.model_cfg:
-            raise ValueError(f"{path}: its model config {pretrained.model.cfg} differs from this run's {self.model_cfg}")
+            raise ValueError(f"{path}: its model config {pretrained.model.cfg} differs from this run's "
+                             f"{self.model_cfg}")
         self.model.load_state_dict(pretrained.model.state_dict())
 
     # ----------------------------------------------------------------------------------------------- steps
@@ -165,7 +168,8 @@ class MagnetLightningModule(L.LightningModule):
             stage_list = [batch_idx % num_codebooks]
         losses = []
         for stage in stage_list:
-            gen = torch.Generator().manual_seed(derive_seed(self.hparams.seed, "val", batch_idx, self.global_rank, stage))
+            seed = derive_seed(self.hparams.seed, "val", batch_idx, self.global_rank, stage)
+            gen = torch.Generator().manual_seed(seed)
             stages = torch.full((batch_size,), stage, dtype=torch.long)
             masked = sample_training_masks(
                 codes, stages, self.model.mask_token_id, self.masking_cfg.span_len, batch.get("padding_mask"), gen

@@ -4,8 +4,8 @@ or inverse-square-root decay, all in optimizer steps."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import torch
 
@@ -40,7 +40,9 @@ class OptimConfig:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule {self.schedule!r}: choose one of {SCHEDULES}")
         if len(self.betas) != 2 or self.lr <= 0 or self.warmup_steps < 0:
-            raise ValueError(f"invalid optimizer settings: betas={self.betas}, lr={self.lr}, warmup={self.warmup_steps}")
+            raise ValueError(
+                f"invalid optimizer settings: betas={self.betas}, lr={self.lr}, warmup={self.warmup_steps}"
+            )
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig, device: torch.device):

@@ -12,11 +12,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a fresh clone
 
-from _offline import hub_offline_without_network
+from _offline import hub_offline_without_network  # noqa: E402
 
 hub_offline_without_network()  # before transformers / huggingface_hub are imported
 
-from magnet_lightning.cli import main
+from magnet_lightning.cli import main  # noqa: E402 (after the path and hub set-up above)
 
 if __name__ == "__main__":
     main(default_config="demo_music.yaml")

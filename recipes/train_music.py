@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train text-to-music MAGNeT.
 
-    python recipes/train_music.py                       # CPU demo: synthetic corpus, tiny model, ~5-10 min
+    python recipes/train_music.py                       # CPU demo: synthetic corpus, small model, ~3 min on 2 cores
     python recipes/train_music.py fit --config recipes/configs/music_small_10s.yaml --data.train_shards ...
     python recipes/train_music.py fit --config ... --print_config       # the resolved config
     torchrun --nnodes N --nproc-per-node G recipes/train_music.py fit --config ...   # multi-GPU / multi-node
@@ -14,11 +14,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a fresh clone
 
-from _offline import hub_offline_without_network
+from _offline import hub_offline_without_network  # noqa: E402
 
 hub_offline_without_network()  # before transformers / huggingface_hub are imported
 
-from magnet_lightning.cli import main
+from magnet_lightning.cli import main  # noqa: E402 (after the path and hub set-up above)
 
 if __name__ == "__main__":
     main(default_config="demo_music.yaml")

@@ -1,6 +1,6 @@
-"""Restricted attention proven by dependence: output frame t depends on input frame s iff |t - s| <= window (stage >= 1),
-and on every frame for stage 0 — for each backend shipped. Gradients for sdpa (and flex on CUDA); perturbation for
-flex on CPU, whose kernel has no CPU backward."""
+"""Restricted attention proven by dependence: output frame t depends on input frame s iff |t - s| <= window
+(stage >= 1), and on every frame for stage 0 — for each backend shipped. Gradients for sdpa (and flex on CUDA);
+perturbation for flex on CPU, whose kernel has no CPU backward."""
 
 import warnings
 

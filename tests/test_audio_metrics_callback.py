@@ -217,7 +217,8 @@ def test_too_short_items_are_counted_not_lost(caplog):
     refs["id1"] = refs["id1"][..., :8000]  # 0.5 s: below VGGish's 0.975 s
     suite = toy_suite()
     with caplog.at_level(logging.WARNING):
-        evaluate_items(CountingGenerator(), suite, items, batch_size=2, references=lambda item: refs[item.key], lufs=None)
+        evaluate_items(CountingGenerator(), suite, items, batch_size=2, references=lambda item: refs[item.key],
+                       lufs=None)
     assert suite.skipped == 1 and "shorter than" in caplog.text
     assert int(suite.metrics["kl"].count) >= 1
 

@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from magnet_lightning.checkpoint import load_pretrained
-from magnet_lightning.convert import CheckpointError, convert_audiocraft, from_audiocraft, main, read_audiocraft
+from magnet_lightning.convert import CheckpointError, from_audiocraft, main, read_audiocraft
 
 D, H, L, K, V, E, W = 32, 4, 2, 4, 24, 12, 2
 

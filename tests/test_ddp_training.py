@@ -38,7 +38,8 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_two_process_ddp_training(tmp_path, per_sample):
     script = tmp_path / "train_ddp.py"
-    script.write_text(SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), per_sample=per_sample, out=str(tmp_path)))
+    source = SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), per_sample=per_sample, out=str(tmp_path))
+    script.write_text(source)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline"}
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)

@@ -260,7 +260,8 @@ def test_cuda_graph_path_matches_eager_fast_path(model):
     states, mask = (t.cuda() for t in text())
     graphed = FastDecoder(cuda_model, dtype=torch.float32, autocast=False)
     eager = FastDecoder(cuda_model, cuda_graphs=False, dtype=torch.float32, autocast=False)
-    gen = lambda: torch.Generator("cuda").manual_seed(0)
+    def gen():
+        return torch.Generator("cuda").manual_seed(0)
     a = graphed.decode(states, mask, 31, cfg, generator=gen())
     b = graphed.decode(states, mask, 31, cfg, generator=gen())  # replay of captured graphs
     c = eager.decode(states, mask, 31, cfg, generator=gen())

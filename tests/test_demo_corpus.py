@@ -14,7 +14,8 @@ from magnet_lightning.demo.corpus import DemoConfig, prepare_demo_corpus
 from magnet_lightning.demo.synth import MOODS, draw_spec, render
 
 TINY_CODEC = {"sampling_rate": 16000, "num_filters": 4, "hidden_size": 16, "codebook_dim": 16, "codebook_size": 64,
-                  "upsampling_ratios": [4, 4, 4], "target_bandwidths": [3.0], "num_lstm_layers": 1, "use_causal_conv": False,
+                  "upsampling_ratios": [4, 4, 4], "target_bandwidths": [3.0], "num_lstm_layers": 1,
+                  "use_causal_conv": False,
                   "use_conv_shortcut": False, "normalize": False}
 
 

@@ -5,8 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from magnet_lightning.metrics import (CLAPScore, FrechetAudioDistance, KLDivergence, available_embedders,
-                                      get_embedder)
+from magnet_lightning.metrics import CLAPScore, FrechetAudioDistance, KLDivergence, available_embedders, get_embedder
 from magnet_lightning.metrics.embedders.vggish import VGGishConfig, VGGishFrontEnd, VGGishNet, mel_matrix
 
 TINY_VGGISH = VGGishConfig(conv_channels=(4, "M", 4, "M", 8, "M", 8, "M"), fc_dim=16, final_relu=False)

@@ -6,11 +6,11 @@ import random
 import lightning as L
 import pytest
 import torch
+from helpers import TINY_MODEL, FixedBatches, loader, tiny_module
 
 from magnet_lightning.conditioning import TextDropout
 from magnet_lightning.ema import bias_corrected_ema
 from magnet_lightning.optim import OptimConfig, lr_factor
-from helpers import TINY_MODEL, FixedBatches, loader, tiny_module
 
 
 class LossRecorder(L.Callback):

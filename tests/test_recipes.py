@@ -114,7 +114,8 @@ def test_fine_tune_from_audiocraft_checkpoint_via_recipe(tmp_path):
     from magnet_lightning.checkpoint import load_pretrained
 
     src = write(tmp_path / "state_dict.bin", best_state(seed=3))
-    sizes = {"dim": D, "num_heads": H, "num_layers": L, "ffn_dim": 4 * D, "num_codebooks": K, "codebook_size": V, "text_dim": E,
+    sizes = {"dim": D, "num_heads": H, "num_layers": L, "ffn_dim": 4 * D, "num_codebooks": K, "codebook_size": V,
+             "text_dim": E,
                  "subcodes_context": W}
     args = [f"--model.model.{k}={v}" for k, v in sizes.items()]
     cli = _build(CONFIGS / "demo_music.yaml", "--demo.enabled", "false", "--model.init_from", "ignored.ckpt",

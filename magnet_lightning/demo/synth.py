@@ -17,7 +17,10 @@ NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 MINOR = (0, 2, 3, 5, 7, 8, 10)
 # Chord progressions as scale degrees (0-based) of the mode.
-PROGRESSIONS = {"major": ((0, 4, 5, 3), (0, 3, 4, 0), (0, 5, 3, 4)), "minor": ((0, 5, 2, 6), (0, 3, 4, 0), (0, 6, 5, 4))}
+PROGRESSIONS = {
+    "major": ((0, 4, 5, 3), (0, 3, 4, 0), (0, 5, 3, 4)),
+    "minor": ((0, 5, 2, 6), (0, 3, 4, 0), (0, 6, 5, 4)),
+}
 MELODY_INSTRUMENTS = ("piano", "organ", "synth lead", "bells", "plucked guitar", "flute")
 PAD_INSTRUMENTS = ("strings", "warm pad", "electric piano")
 # mood -> (mode, bpm range, drum probability, genre words)

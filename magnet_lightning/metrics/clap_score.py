@@ -1,7 +1,8 @@
 """CLAP score: mean cosine similarity between audio and text embeddings of paired (clip, caption) examples."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -97,7 +97,8 @@ class FrechetAudioDistance(Metric):
         return self._holder.get()
 
     def update(self, x: Tensor, arg: Any = None, real: bool | None = None) -> None:
-        """Add a batch: ``update(emb [N, D] or [N, F, D], real)`` or, with an embedder, ``update(wav, sr, real=...)``."""
+        """Add a batch: ``update(emb [N, D] or [N, F, D], real)``, or with an embedder ``update(wav, sr, real=...)``.
+        """
         if self.embedder is not None:
             if arg is None or isinstance(arg, bool):
                 raise TypeError("With an embedder, call update(wav [N, C, L], sample_rate, real=True/False).")

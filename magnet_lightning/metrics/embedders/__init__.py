@@ -5,7 +5,8 @@ it. Heavy libraries (laion_clap, hear21passt, the codec) are imported only when 
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .base import AudioEmbedder, EmbedderHolder, to_mono_at
 from .weights import WEIGHTS_DIR_ENV, resolve_weights, weights_dir
