@@ -390,9 +390,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.infill and not args.prompt_audio:
         raise SystemExit("--infill needs --prompt-audio (the clip to edit)")
-    gen = MagnetGenerator.from_pretrained(args.ckpt, device=args.device, text_encoder=args.text_encoder,
-                                          codec=args.codec, allow_random_text_encoder=args.allow_random_text_encoder,
-                                          fast=False if args.no_fast else None, compile=args.compile)
+    from magnet_lightning.convert import CheckpointError
+
+    try:
+        gen = MagnetGenerator.from_pretrained(
+            args.ckpt, device=args.device, text_encoder=args.text_encoder, codec=args.codec,
+            allow_random_text_encoder=args.allow_random_text_encoder, fast=False if args.no_fast else None,
+            compile=args.compile)
+    except (FileNotFoundError, CheckpointError) as err:  # missing weights or a bad file: the message says what to do
+        raise SystemExit(f"error: {err}") from None
     overrides = {
         "decoding_steps": args.steps, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "max_cfg_coef": args.cfg_max, "min_cfg_coef": args.cfg_min, "span_arrangement": args.span_arrangement,

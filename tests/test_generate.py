@@ -148,3 +148,11 @@ def test_python_dash_m_entry_point():
     cmd = [sys.executable, "-m", "magnet_lightning.generate", "--help"]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--infill" in proc.stdout and "--prompt-audio" in proc.stdout
+
+
+def test_cli_missing_weights_exit_with_the_reason(assets, tmp_path):
+    ckpt, _ = assets
+    with pytest.raises(SystemExit, match="absent.ckpt not found"):
+        main(["--ckpt", str(tmp_path / "absent.ckpt"), "--text", "x", "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="(?s)t5-base.*huggingface-cli download"):
+        main(["--ckpt", str(ckpt), "--text-encoder", "t5-base", "--text", "x", "--out", str(tmp_path / "o")])
