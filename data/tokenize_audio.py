@@ -59,4 +59,7 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FileNotFoundError as err:  # missing codec weights or input: the message says what to download / fix
+        raise SystemExit(f"error: {err}") from None

@@ -277,4 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    sys.exit(main())
+    from magnet_lightning.convert import CheckpointError
+
+    try:
+        sys.exit(main())
+    except (FileNotFoundError, CheckpointError) as err:  # missing weights or a bad file: the message says what to do
+        raise SystemExit(f"error: {err}") from None
