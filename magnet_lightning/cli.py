@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.demo.corpus import DemoConfig
 from magnet_lightning.lit_module import MagnetLightningModule
+from magnet_lightning.network import reachable
 
 log = logging.getLogger(__name__)
 SUBCOMMANDS = {"fit", "validate", "test", "predict"}
@@ -150,21 +150,13 @@ def _wandb_key_present() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
-def _reachable(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def choose_wandb_mode() -> str:
     """Set WANDB_MODE=offline unless the user chose a mode, a key is configured and api.wandb.ai answers."""
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     if not _wandb_key_present():
         reason = "no W&B API key (WANDB_API_KEY or ~/.netrc)"
-    elif not _reachable(os.environ.get("WANDB_BASE_URL", "api.wandb.ai").split("://")[-1].split("/")[0]):
+    elif not reachable(os.environ.get("WANDB_BASE_URL", "api.wandb.ai").split("://")[-1].split("/")[0]):
         reason = "api.wandb.ai is not reachable"
     else:
         return "online"

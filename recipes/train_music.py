@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a fresh clone
 
-from _offline import hub_offline_without_network  # noqa: E402
+from magnet_lightning.network import hub_offline_without_network  # noqa: E402
 
 hub_offline_without_network()  # before transformers / huggingface_hub are imported
 

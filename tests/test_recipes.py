@@ -194,20 +194,19 @@ def test_wandb_goes_offline_without_a_key(monkeypatch, tmp_path):
 def test_hub_goes_offline_only_without_network(monkeypatch):
     import os
 
-    monkeypatch.syspath_prepend(str(CONFIGS.parent))
-    import _offline
+    from magnet_lightning import network
 
-    for v in _offline.HUB_VARIABLES:
+    for v in network.HUB_VARIABLES:
         monkeypatch.delenv(v, raising=False)
-    monkeypatch.setattr(_offline, "_reachable", lambda host: True)
-    _offline.hub_offline_without_network()
-    assert not any(v in os.environ for v in _offline.HUB_VARIABLES)
-    monkeypatch.setattr(_offline, "_reachable", lambda host: False)
-    _offline.hub_offline_without_network()
-    assert all(os.environ[v] == "1" for v in _offline.HUB_VARIABLES)
+    monkeypatch.setattr(network, "reachable", lambda host: True)
+    network.hub_offline_without_network()
+    assert not any(v in os.environ for v in network.HUB_VARIABLES)
+    monkeypatch.setattr(network, "reachable", lambda host: False)
+    network.hub_offline_without_network()
+    assert all(os.environ[v] == "1" for v in network.HUB_VARIABLES)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the user's choice wins
-    monkeypatch.setattr(_offline, "_reachable", lambda host: pytest.fail("probed although the user chose"))
-    _offline.hub_offline_without_network()
+    monkeypatch.setattr(network, "reachable", lambda host: pytest.fail("probed although the user chose"))
+    network.hub_offline_without_network()
 
 
 def _fake_trainer(strategy, world_size: int):
