@@ -323,14 +323,6 @@ def write_wav(path: Path, wav: torch.Tensor, sample_rate: int, lufs: float | Non
     soundfile.write(str(path), wav.detach().cpu().float().numpy().T, sample_rate, subtype="FLOAT")
 
 
-def read_wav(path: str | Path) -> tuple[torch.Tensor, int]:
-    """[C, N] float32 and the sample rate (soundfile; torchaudio.load is not used)."""
-    import soundfile
-
-    data, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    return torch.from_numpy(data.T.copy()), int(sample_rate)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m magnet_lightning.generate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -407,7 +399,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = gen.decoding_config(args.duration, args.preset, **overrides)
     prompt = prompt_rate = None
     if args.prompt_audio:
-        prompt, prompt_rate = read_wav(args.prompt_audio)
+        from magnet_lightning.audio import read_audio
+
+        try:
+            prompt, prompt_rate = read_audio(args.prompt_audio)
+        except ValueError as err:
+            raise SystemExit(f"error: --prompt-audio: {err}") from None
     jobs = _jobs(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

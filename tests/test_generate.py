@@ -156,3 +156,11 @@ def test_cli_missing_weights_exit_with_the_reason(assets, tmp_path):
         main(["--ckpt", str(tmp_path / "absent.ckpt"), "--text", "x", "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="(?s)t5-base.*huggingface-cli download"):
         main(["--ckpt", str(ckpt), "--text-encoder", "t5-base", "--text", "x", "--out", str(tmp_path / "o")])
+
+
+def test_cli_unreadable_prompt_audio_exits_with_the_reason(assets, tmp_path):
+    ckpt, _ = assets
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    with pytest.raises(SystemExit, match="--prompt-audio: cannot read audio file .*bad.wav"):
+        main(["--ckpt", str(ckpt), "--text", "x", "--prompt-audio", str(tmp_path / "bad.wav"),
+              "--out", str(tmp_path / "o")])

@@ -75,19 +75,6 @@ def find_reference(folder: Path, key: str) -> Path | None:
     return None
 
 
-def read_audio(path: str | Path) -> tuple[Tensor, int]:
-    """[C, L] float32 and the sample rate (soundfile); raises ValueError naming the file if it cannot be read."""
-    import soundfile
-
-    try:
-        data, sample_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except Exception as err:  # soundfile raises several types for corrupt / unsupported files
-        raise ValueError(f"cannot read reference audio {path}: {err}") from err
-    if data.shape[0] == 0:
-        raise ValueError(f"reference audio {path} is empty")
-    return torch.from_numpy(data.T.copy()), int(sample_rate)
-
-
 def items_from_files(captions: str | Path, reference: str | Path | None,
                      on_bad: Literal["error", "skip"] = "error") -> tuple[list[EvalItem], int]:
     """Items of a caption file, each with its reference file (``reference`` folder) -> (items, skipped)."""

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .eval_set import EvalItem, read_audio
+from ..audio import read_audio
+from .eval_set import EvalItem
 from .loudness import loudness_normalize
 from .suite import AudioEvalSuite
 
