@@ -1,14 +1,17 @@
 """Load a MAGNeT model for inference from any supported file: our Lightning checkpoint (training output or a
-converted one) or an audiocraft `state_dict.bin`, with the metadata generation needs."""
+converted one), an audiocraft `state_dict.bin`, or a released hub repo id (facebook/magnet-small-10secs), with the
+metadata generation needs."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from magnet_lightning import hub
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.convert import CheckpointError, read_audiocraft
 from magnet_lightning.model import MagnetTransformer
@@ -20,13 +23,17 @@ class Pretrained:
     text_encoder: str
     """T5 hub name or local path."""
     codec: str
-    """Codec name or path (see codec.load_codec)."""
+    """Codec name, path or repo id (see codec.load_codec)."""
     sample_rate: int
     frame_rate: float
     span_len: int
     segment_duration: float
     decoding: dict[str, Any] = field(default_factory=dict)
     """Decoding defaults recorded at training/conversion time."""
+    license: str | None = None
+    """License of the weights when known (CC-BY-NC-4.0 for Meta's released checkpoints)."""
+    source: str = ""
+    """The file or hub repo the weights came from."""
 
 
 def _from_lightning(raw: dict, path: Path) -> Pretrained:
@@ -49,29 +56,31 @@ def _from_lightning(raw: dict, path: Path) -> Pretrained:
         span_len=int((hp.get("masking") or {}).get("span_len", 3)),
         segment_duration=float(hp.get("segment_duration", 10.0)),
         decoding=dict(hp.get("decoding") or {}),
+        license=raw.get("license"),
+        source=str(raw.get("converted_from") or path),
     )
 
 
-def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") -> Pretrained:
-    """Our `.ckpt` (EMA weights when trained with EMA) or an audiocraft `state_dict.bin` -> Pretrained (eval mode)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
+def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Pretrained:
+    """Our `.ckpt` (EMA weights when trained with EMA), an audiocraft `state_dict.bin`, or a released hub repo id
+    (its state_dict.bin is fetched through the Hugging Face cache) -> Pretrained (eval mode)."""
+    source = hub.resolve_lm(path)
     try:
-        raw = torch.load(path, map_location=map_location, weights_only=True)
+        raw = torch.load(source.path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
+        raise CheckpointError(f"{source.path} is not a readable torch checkpoint: {err}") from err
     if isinstance(raw, dict) and "best_state" in raw:
-        ckpt = read_audiocraft(path)
+        ckpt = read_audiocraft(source, raw=raw)
         model = MagnetTransformer(ckpt.config)
         model.load_state_dict(ckpt.state_dict)
         meta = ckpt.metadata
         return Pretrained(
             model.eval().to(map_location), meta["text_encoder"], meta["codec"], meta["sample_rate"],
-            meta["frame_rate"], meta["span_len"], meta["segment_duration"], meta["decoding"],
+            meta["frame_rate"], meta["span_len"], meta["segment_duration"], meta["decoding"], meta["license"],
+            meta["source"],
         )
     if isinstance(raw, dict) and "state_dict" in raw:
-        pretrained = _from_lightning(raw, path)
+        pretrained = _from_lightning(raw, source.path)
         pretrained.model.to(map_location)
         return pretrained
-    raise CheckpointError(f"{path}: neither a magnet_lightning checkpoint nor an audiocraft state_dict.bin")
+    raise CheckpointError(f"{source.path}: neither a magnet_lightning checkpoint nor an audiocraft state_dict.bin")

@@ -1,34 +1,36 @@
-"""Import released audiocraft MAGNeT checkpoints (`state_dict.bin`: `best_state` + `xp.cfg` YAML).
+"""Import released audiocraft checkpoints (`state_dict.bin`: `best_state` + `xp.cfg` YAML) and codecs.
 
-    python -m magnet_lightning.convert audiocraft STATE_DICT_BIN OUT.ckpt
+    python -m magnet_lightning.convert audiocraft STATE_DICT_BIN_OR_REPO_ID OUT.ckpt
+    python -m magnet_lightning.convert audiocraft-codec COMPRESSION_STATE_DICT_BIN_OR_REPO_ID OUT_DIR
 
-The output is a Lightning checkpoint of `MagnetLightningModule` (plain hyper-parameters, EMA weights as `state_dict`),
-usable for generation, evaluation and fine-tuning (`init_from`). Layout differences handled here: the K embedding
-tables and K output heads are stacked into one tensor each, and the T5 projection is renamed.
+The first writes a Lightning checkpoint of `MagnetLightningModule` (plain hyper-parameters, EMA weights as
+`state_dict`), usable for generation, evaluation and fine-tuning (`init_from`). The config is read by audiocraft's
+rules (audiocraft_config.py); the layout differences handled here: the K embedding tables and K output heads are
+stacked into one tensor each, and the T5 projection is renamed. The checkpoint records the codec it needs: a
+transformers hub id (`//pretrained/facebook/encodec_32khz` -> `facebook/encodec_32khz`), or, for audiocraft's own
+codecs (`//reference/...`, Audio-MAGNeT's 16 kHz EnCodec), the `compression_state_dict.bin` published beside the
+state dict (same folder or same hub repo). The second writes an audiocraft codec as a `save_pretrained` folder of
+`transformers.EncodecModel`.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from magnet_lightning import hub
+from magnet_lightning.audiocraft_config import AudiocraftLM, ConfigError, read_lm_config
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.model import MagnetTransformer
 
 _TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
-_REQUIRED_CFG = ("transformer_lm.dim", "transformer_lm.num_heads", "transformer_lm.num_layers", "transformer_lm.n_q",
-                 "transformer_lm.card")
-_FIXED_ARCH = {  # settings of the architecture this converter implements, and the value it needs
-    "transformer_lm.norm_first": True, "transformer_lm.bias_ff": False, "transformer_lm.bias_attn": False,
-    "transformer_lm.bias_proj": False, "transformer_lm.positional_embedding": "sin",
-    "transformer_lm.activation": "gelu", "transformer_lm.norm": "layer_norm", "transformer_lm.causal": False,
-    "transformer_lm.layer_scale": None, "transformer_lm.cross_attention": True,
-}
+LICENSE = "CC-BY-NC-4.0"
+"""License of Meta's released audiocraft weights, recorded in converted checkpoints."""
 
 
 class CheckpointError(ValueError):
@@ -41,60 +43,10 @@ class AudiocraftCheckpoint:
     state_dict: dict[str, torch.Tensor]
     """Weights renamed to MagnetTransformer's layout."""
     metadata: dict[str, Any]
-    """text_encoder, codec, sample_rate, frame_rate, span_len, segment_duration, cfg_dropout, decoding, source."""
-
-
-def _lookup(cfg: dict, dotted: str, default: Any = KeyError) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            if default is KeyError:
-                raise CheckpointError(f"xp.cfg has no field {dotted!r}")
-            return default
-        node = node[part]
-    # Resolve a whole-value OmegaConf interpolation such as "${transformer_lm.dim}".
-    if isinstance(node, str) and (m := re.fullmatch(r"\$\{([\w.]+)\}", node.strip())):
-        return _lookup(cfg, m.group(1), default)
-    return node
-
-
-def _parse_cfg(raw: Any) -> dict:
-    import yaml
-
-    if isinstance(raw, dict):
-        return raw
-    if not isinstance(raw, str):
-        raise CheckpointError(f"xp.cfg must be YAML text, got {type(raw).__name__}")
-    try:
-        cfg = yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        raise CheckpointError(f"xp.cfg is not valid YAML: {err}") from err
-    if not isinstance(cfg, dict):
-        raise CheckpointError("xp.cfg does not hold a mapping")
-    return cfg
-
-
-def _model_config(cfg: dict, best_state: dict) -> ModelConfig:
-    for key, needed in _FIXED_ARCH.items():
-        value = _lookup(cfg, key, needed)
-        if value != needed:
-            raise CheckpointError(f"unsupported config: {key}={value!r} (this architecture needs {needed!r})")
-    for key in _REQUIRED_CFG:
-        _lookup(cfg, key)
-    proj = best_state.get(_TEXT_PROJ + "weight")
-    if proj is None:
-        raise CheckpointError(f"missing key {_TEXT_PROJ}weight (the T5 projection)")
-    dim = int(_lookup(cfg, "transformer_lm.dim"))
-    return ModelConfig(
-        dim=dim,
-        num_heads=int(_lookup(cfg, "transformer_lm.num_heads")),
-        num_layers=int(_lookup(cfg, "transformer_lm.num_layers")),
-        ffn_dim=int(float(_lookup(cfg, "transformer_lm.hidden_scale", 4)) * dim),
-        num_codebooks=int(_lookup(cfg, "transformer_lm.n_q")),
-        codebook_size=int(_lookup(cfg, "transformer_lm.card")),
-        text_dim=int(proj.shape[1]),
-        subcodes_context=int(_lookup(cfg, "transformer_lm.subcodes_context", 5)),
-    )
+    """text_encoder, codec, sample_rate, frame_rate, span_len, segment_duration, cfg_dropout, word_dropout,
+    decoding, family, license, source."""
+    spec: AudiocraftLM
+    """Everything the xp.cfg says, by audiocraft's rules."""
 
 
 def _rename(best_state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -135,34 +87,39 @@ def _meta_state_dict(cfg: ModelConfig) -> dict[str, torch.Tensor]:
         return MagnetTransformer(cfg).state_dict()
 
 
-def _metadata(cfg: dict, path: Path) -> dict[str, Any]:
-    sample_rate = int(_lookup(cfg, "sample_rate", 32000))
-    codec = str(_lookup(cfg, "compression_model_checkpoint", "//pretrained/facebook/encodec_32khz"))
-    segment = float(_lookup(cfg, "dataset.segment_duration", 10.0))
-    first_steps = 60 if segment > 20 else 20
+def codec_reference(field: str, source: hub.Source) -> str:
+    """The codec a checkpoint needs, as `codec.load_codec` takes it.
+
+    `//pretrained/NAME` -> NAME (a transformers EnCodec); `//reference/...` (audiocraft's own codec, not public
+    under that name) -> the compression_state_dict.bin published beside the state dict: the hub repo id when the
+    checkpoint came from the hub, else that file's path (which must exist when the codec is loaded).
+    """
+    if field.startswith("//pretrained/"):
+        return field.removeprefix("//pretrained/")
+    if field.startswith("//reference/"):
+        return source.repo_id or str(source.path.parent / hub.CODEC_FILE)
+    return field
+
+
+def _metadata(spec: AudiocraftLM, source: hub.Source) -> dict[str, Any]:
     return {
-        "text_encoder": str(_lookup(cfg, "conditioners.description.t5.name", "t5-base")),
-        "codec": codec.removeprefix("//pretrained/"),
-        "sample_rate": sample_rate,
-        "frame_rate": 50.0,
-        "span_len": int(_lookup(cfg, "masking.span_len", 3)),
-        "segment_duration": segment,
-        "cfg_dropout": float(_lookup(cfg, "classifier_free_guidance.training_dropout", 0.3)),
-        "decoding": {
-            "preset": "audio" if sample_rate == 16000 else "music", "decoding_steps": [first_steps, 10, 10, 10]
-        },
-        "source": str(path),
+        "family": spec.family,
+        "text_encoder": spec.text_encoder,
+        "codec": codec_reference(spec.codec, source),
+        "codec_checkpoint": spec.codec,
+        "sample_rate": spec.sample_rate,
+        "frame_rate": spec.frame_rate,
+        "span_len": spec.span_len,
+        "segment_duration": spec.segment_duration,
+        "cfg_dropout": spec.cfg_dropout,
+        "word_dropout": spec.word_dropout,
+        "decoding": dict(spec.generation),
+        "license": LICENSE,
+        "source": source.repo_id or str(source.path),
     }
 
 
-def read_audiocraft(path: str | Path) -> AudiocraftCheckpoint:
-    """Read and validate an audiocraft MAGNeT `state_dict.bin`; weights renamed to our layout."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found. Download `state_dict.bin` of e.g. facebook/magnet-small-10secs from the Hugging Face "
-            "hub (weights are CC-BY-NC 4.0) and pass its path."
-        )
+def _load_file(path: Path) -> dict:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or foreign files
@@ -172,18 +129,34 @@ def read_audiocraft(path: str | Path) -> AudiocraftCheckpoint:
         raise CheckpointError(
             f"{path} is not an audiocraft state_dict.bin (needs 'best_state' and 'xp.cfg'; has {keys})"
         )
-    cfg = _parse_cfg(raw["xp.cfg"])
+    return raw
+
+
+def read_audiocraft(path: str | os.PathLike | hub.Source, raw: dict | None = None) -> AudiocraftCheckpoint:
+    """Read and validate an audiocraft MAGNeT `state_dict.bin` (a path, a folder holding one, or a released repo
+    id such as facebook/magnet-small-10secs); weights renamed to our layout. `raw`: the file's loaded contents."""
+    source = path if isinstance(path, hub.Source) else hub.resolve_lm(path)
+    raw = raw if raw is not None else _load_file(source.path)
     best_state = raw["best_state"]
     if isinstance(best_state, dict) and "model" in best_state and "emb.0.weight" not in best_state:
         best_state = best_state["model"]  # un-exported solver checkpoints nest the weights one level deeper
-    model_cfg = _model_config(cfg, best_state)
-    state = _rename(best_state, model_cfg)
-    _check_against_model(state, model_cfg, best_state)
-    return AudiocraftCheckpoint(model_cfg, state, _metadata(cfg, path))
+    proj = best_state.get(_TEXT_PROJ + "weight")
+    if proj is None:
+        raise CheckpointError(f"missing key {_TEXT_PROJ}weight (the T5 projection)")
+    try:
+        spec = read_lm_config(raw["xp.cfg"], text_dim=int(proj.shape[1]))
+    except (ConfigError, ValueError) as err:
+        raise CheckpointError(f"{source.path}: {err}") from err
+    if spec.family != "magnet":
+        raise CheckpointError(f"{source.path} is a {spec.family} (autoregressive) checkpoint: this converter reads "
+                              "MAGNeT checkpoints (lm_model: transformer_lm_magnet)")
+    state = _rename(best_state, spec.model)
+    _check_against_model(state, spec.model, best_state)
+    return AudiocraftCheckpoint(spec.model, state, _metadata(spec, source), spec)
 
 
-def from_audiocraft(path: str | Path) -> MagnetTransformer:
-    """A `MagnetTransformer` with the weights of an audiocraft MAGNeT `state_dict.bin`."""
+def from_audiocraft(path: str | os.PathLike) -> MagnetTransformer:
+    """A `MagnetTransformer` with the weights of an audiocraft MAGNeT `state_dict.bin` (path or released repo id)."""
     ckpt = read_audiocraft(path)
     model = MagnetTransformer(ckpt.config)
     model.load_state_dict(ckpt.state_dict)
@@ -200,7 +173,7 @@ def lightning_checkpoint(ckpt: AudiocraftCheckpoint) -> dict[str, Any]:
         "masking": {"span_len": meta["span_len"], "per_sample_stage": False, "stage_weights": []},
         "text_encoder": meta["text_encoder"],
         "cfg_dropout": meta["cfg_dropout"],
-        "word_dropout": 0.3 if meta["sample_rate"] != 16000 else 0.0,
+        "word_dropout": meta["word_dropout"],
         "codec": meta["codec"],
         "sample_rate": meta["sample_rate"],
         "frame_rate": meta["frame_rate"],
@@ -214,30 +187,69 @@ def lightning_checkpoint(ckpt: AudiocraftCheckpoint) -> dict[str, Any]:
         "epoch": 0,
         "global_step": 0,
         "converted_from": meta["source"],
+        "license": meta["license"],
     }
 
 
-def convert_audiocraft(src: str | Path, out: str | Path) -> AudiocraftCheckpoint:
-    """Write `src` (audiocraft state_dict.bin) as a Lightning checkpoint at `out`, atomically."""
-    ckpt = read_audiocraft(src)
-    out = Path(out)
+def _atomic_save(obj: Any, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    torch.save(lightning_checkpoint(ckpt), tmp)
-    tmp.replace(out)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def convert_audiocraft(src: str | os.PathLike, out: str | os.PathLike) -> AudiocraftCheckpoint:
+    """Write `src` (audiocraft state_dict.bin, or a released repo id) as a Lightning checkpoint at `out`, atomically."""
+    ckpt = read_audiocraft(src)
+    _atomic_save(lightning_checkpoint(ckpt), hub.expand(out))
     return ckpt
+
+
+def convert_codec(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write an audiocraft codec (compression_state_dict.bin, or a released repo id) as a transformers
+    `save_pretrained` folder, loadable with `codec.load_codec(out_dir)`. Returns the folder."""
+    from magnet_lightning.audiocraft_codec import build_encodec, read_compression_state
+
+    path = hub.expand(src)
+    if not path.is_file():
+        path = hub.fetch(str(src), hub.CODEC_FILE) if str(src) in hub.RELEASED else path
+    if not path.is_file():
+        raise FileNotFoundError(f"codec file {src} not found: give an audiocraft {hub.CODEC_FILE} or a released repo "
+                                "id such as facebook/audio-magnet-small")
+    pkg = read_compression_state(path)
+    if "pretrained" in pkg:
+        raise CheckpointError(f"{path} only names the transformers model {pkg['pretrained']!r}: load that id directly "
+                              "(nothing to convert)")
+    out = hub.expand(out_dir)
+    if out.exists():
+        raise CheckpointError(f"{out} already exists: remove it or choose another folder")
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    build_encodec(pkg, str(path)).save_pretrained(tmp)
+    tmp.replace(out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m magnet_lightning.convert", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="format", required=True)
-    ac = sub.add_parser("audiocraft", help="audiocraft MAGNeT state_dict.bin -> Lightning checkpoint")
-    ac.add_argument("src", help="path to state_dict.bin")
+    ac = sub.add_parser("audiocraft", help="audiocraft MAGNeT state_dict.bin (or repo id) -> Lightning checkpoint")
+    ac.add_argument("src", help="path to state_dict.bin, or a released repo id (facebook/magnet-small-10secs)")
     ac.add_argument("out", help="output .ckpt path")
+    codec = sub.add_parser("audiocraft-codec", help="audiocraft compression_state_dict.bin -> transformers folder")
+    codec.add_argument("src", help="path to compression_state_dict.bin, or a released repo id")
+    codec.add_argument("out", help="output folder (EncodecModel.save_pretrained layout)")
     args = parser.parse_args(argv)
+    from magnet_lightning.audiocraft_codec import CodecFileError
+
     try:
+        if args.format == "audiocraft-codec":
+            print(f"wrote {convert_codec(args.src, args.out)}")
+            return
         ckpt = convert_audiocraft(args.src, args.out)
-    except (CheckpointError, FileNotFoundError) as err:
+    except (CheckpointError, CodecFileError, ConfigError, FileNotFoundError) as err:
         parser.exit(2, f"error: {err}\n")
     print(f"wrote {args.out}: {ckpt.config} ({ckpt.config.num_parameters() / 1e6:.1f} M parameters)")
     print(f"metadata: {ckpt.metadata}")

@@ -1,60 +1,30 @@
-"""Checkpoint import: an audiocraft-format file built from random weights converts, and our forward reproduces an
-independent, straightforward implementation of audiocraft_checkpoint.md's formulas for every stage."""
+"""Checkpoint import: an audiocraft-format file (a real released xp.cfg, tiny sizes, random weights) converts, and our
+forward reproduces an independent, straightforward implementation of audiocraft_checkpoint.md's formulas for every
+stage."""
 
 import math
 
 import pytest
 import torch
-import yaml
+from audiocraft_files import lm_best_state, lm_state_dict_bin, tiny_xp_cfg
 
 from magnet_lightning.checkpoint import load_pretrained
 from magnet_lightning.convert import CheckpointError, from_audiocraft, main, read_audiocraft
 
-D, H, L, K, V, E, W = 32, 4, 2, 4, 24, 12, 2
+D, H, L, K, V, E, W = 32, 4, 2, 4, 2048, 768, 5  # the music configs' K, V, T5 width and window; tiny D, H, L
 
 
-def xp_cfg(**lm) -> str:
-    cfg = {
-        "sample_rate": 32000,
-        "compression_model_checkpoint": "//pretrained/facebook/encodec_32khz",
-        "dataset": {"segment_duration": 10},
-        "masking": {"span_len": 3},
-        "classifier_free_guidance": {"training_dropout": 0.3},
-        "conditioners": {"description": {"model": "t5", "t5": {"name": "t5-base"}}},
-        "transformer_lm": {
-            "dim": D, "num_heads": H, "num_layers": L, "hidden_scale": 4, "n_q": "${transformer_lm.q}", "q": K,
-            "card": V, "subcodes_context": W, "norm_first": True, "bias_ff": False, "bias_attn": False,
-            "bias_proj": False, "positional_embedding": "sin", "activation": "gelu", "norm": "layer_norm",
-            "causal": False, "layer_scale": None, "cross_attention": True, **lm,
-        },
-    }
-    return yaml.safe_dump(cfg)
+def xp_cfg(name: str = "magnet-small-10secs", **lm) -> str:
+    """The real released config of `name` with tiny transformer sizes (and any transformer_lm overrides)."""
+    return tiny_xp_cfg(name, dim=D, num_heads=H, num_layers=L, **lm)
 
 
-def best_state(seed: int = 0) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    r = lambda *shape: torch.randn(*shape, generator=g) * 0.2  # noqa: E731
-    state = {f"emb.{k}.weight": r(V + 1, D) for k in range(K)}
-    for i in range(L):
-        p = f"transformer.layers.{i}."
-        for norm in ("norm1", "norm_cross", "norm2"):
-            state[p + norm + ".weight"] = 1 + r(D)
-            state[p + norm + ".bias"] = r(D)
-        for attn in ("self_attn", "cross_attention"):
-            state[p + attn + ".in_proj_weight"] = r(3 * D, D)
-            state[p + attn + ".out_proj.weight"] = r(D, D)
-        state[p + "linear1.weight"] = r(4 * D, D)
-        state[p + "linear2.weight"] = r(D, 4 * D)
-    state["out_norm.weight"], state["out_norm.bias"] = 1 + r(D), r(D)
-    state.update({f"linears.{k}.weight": r(V, D) for k in range(K)})
-    proj = "condition_provider.conditioners.description.output_proj."
-    state[proj + "weight"], state[proj + "bias"] = r(D, E), r(D)
-    return state
+def best_state(seed: int = 0, name: str = "magnet-small-10secs") -> dict:
+    return lm_best_state(xp_cfg(name), seed)
 
 
 def write(path, state, cfg=None):
-    torch.save({"best_state": state, "xp.cfg": cfg or xp_cfg(), "version": "1.3.0", "exported": True}, path)
-    return path
+    return lm_state_dict_bin(path, cfg or xp_cfg(), state)
 
 
 # ---- an independent reading of audiocraft_checkpoint.md: loops, explicit softmax, nothing shared with our model ----
@@ -64,9 +34,11 @@ def ln(x, w, b):
     return (x - mu) / torch.sqrt(var + 1e-5) * w + b
 
 
-def attend(q_in, kv_in, w_in, w_out, allowed):
+def attend(q_in, kv_in, w_in, w_out, allowed, heads=H):
+    D = w_out.shape[0]
     q, k, v = q_in @ w_in[:D].T, kv_in @ w_in[D:2 * D].T, kv_in @ w_in[2 * D:].T
-    hd = D // H
+    hd = D // heads
+    H = heads
     outs = []
     for h in range(H):
         sl = slice(h * hd, (h + 1) * hd)
@@ -77,8 +49,10 @@ def attend(q_in, kv_in, w_in, w_out, allowed):
     return torch.cat(outs, -1) @ w_out.T
 
 
-def reference_logits(s, codes, t5, t5_mask, stage):
+def reference_logits(s, codes, t5, t5_mask, stage, window=W, heads=H):
     B, _, T = codes.shape
+    D = s["out_norm.weight"].shape[0]
+    L = sum(1 for name in s if name.endswith(".norm1.weight"))
     out = []
     for b in range(B):
         x = sum(s[f"emb.{k}.weight"][codes[b, k]] for k in range(K))
@@ -89,14 +63,14 @@ def reference_logits(s, codes, t5, t5_mask, stage):
         proj = "condition_provider.conditioners.description.output_proj."
         text = (t5[b] @ s[proj + "weight"].T + s[proj + "bias"]) * t5_mask[b, :, None]
         t = torch.arange(T)
-        window = None if stage == 0 else (t[:, None] - t[None, :]).abs() <= W
+        allowed = None if stage == 0 else (t[:, None] - t[None, :]).abs() <= window
         for i in range(L):
             p = f"transformer.layers.{i}."
             y = ln(x, s[p + "norm1.weight"], s[p + "norm1.bias"])
-            x = x + attend(y, y, s[p + "self_attn.in_proj_weight"], s[p + "self_attn.out_proj.weight"], window)
+            x = x + attend(y, y, s[p + "self_attn.in_proj_weight"], s[p + "self_attn.out_proj.weight"], allowed, heads)
             y = ln(x, s[p + "norm_cross.weight"], s[p + "norm_cross.bias"])
             x = x + attend(y, text, s[p + "cross_attention.in_proj_weight"],
-                           s[p + "cross_attention.out_proj.weight"], None)
+                           s[p + "cross_attention.out_proj.weight"], None, heads)
             y = ln(x, s[p + "norm2.weight"], s[p + "norm2.bias"])
             hidden = y @ s[p + "linear1.weight"].T
             x = x + (0.5 * hidden * (1 + torch.erf(hidden / math.sqrt(2)))) @ s[p + "linear2.weight"].T
@@ -126,6 +100,7 @@ def test_metadata_and_lightning_checkpoint_round_trip(tmp_path, capsys):
     meta = read_audiocraft(src).metadata
     assert meta["text_encoder"] == "t5-base" and meta["codec"] == "facebook/encodec_32khz"
     assert meta["span_len"] == 3 and meta["decoding"]["decoding_steps"] == [20, 10, 10, 10]
+    assert meta["license"] == "CC-BY-NC-4.0" and meta["family"] == "magnet"
     main(["audiocraft", str(src), str(tmp_path / "out.ckpt")])
     assert "wrote" in capsys.readouterr().out
     pre = load_pretrained(tmp_path / "out.ckpt")
@@ -167,6 +142,12 @@ def test_missing_codebook_table_is_named(tmp_path):
 def test_unsupported_config_is_named(tmp_path, field, value):
     with pytest.raises(CheckpointError, match=field):
         read_audiocraft(write(tmp_path / "a.bin", best_state(), xp_cfg(**{field: value})))
+
+
+def test_autoregressive_checkpoint_is_named(tmp_path):
+    cfg = tiny_xp_cfg("musicgen-small", dim=D, num_heads=H, num_layers=L)
+    with pytest.raises(CheckpointError, match="musicgen"):
+        read_audiocraft(lm_state_dict_bin(tmp_path / "a.bin", cfg))
 
 
 def test_not_a_checkpoint(tmp_path):
