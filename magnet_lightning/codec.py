@@ -6,6 +6,9 @@ Two EnCodec families sit behind one interface (`Codec`):
   32 kHz mono, hop 640, 50 Hz, 4 codebooks x 2048), loaded by hub id (HF cache) or local directory.
 - `EncodecPackageCodec`: the ``encodec`` pip package's own 24 kHz / 48 kHz models (weights in the torch hub cache).
 
+audiocraft-format codecs (``compression_state_dict.bin``, e.g. Audio-MAGNeT's 16 kHz one) are rebuilt as
+`transformers.EncodecModel` (audiocraft_codec.py) and served by `HFEncodecCodec`.
+
 Shapes: B batch, C channels, N samples, K codebooks, T frames, V codebook size.
 Heavy libraries are imported inside the functions that need them.
 """
@@ -232,7 +235,7 @@ def _load_hf_encodec(name_or_path: str, bandwidth: float | None, device: str | t
         hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
         raise FileNotFoundError(
             f"EnCodec weights for {name_or_path!r} are not available locally ({type(e).__name__}: {e}). "
-            f"Download them on a machine with internet, e.g. `huggingface-cli download {name_or_path}`, and copy "
+            f"Download them on a machine with internet, e.g. `hf download {name_or_path}`, and copy "
             f"the HF cache to {hf_home}/hub (or set HF_HOME), or pass a local directory holding config.json and "
             "model.safetensors (from EncodecModel.save_pretrained)."
         ) from e
@@ -257,16 +260,42 @@ def _load_encodec_package(name: str, bandwidth: float | None, device: str | torc
     return EncodecPackageCodec(model, bandwidth=bandwidth).to(device)
 
 
+def _load_audiocraft_codec(path: Path, name: str, bandwidth: float | None, device: str | torch.device) -> Codec:
+    from magnet_lightning.audiocraft_codec import build_encodec, read_compression_state
+
+    pkg = read_compression_state(path)
+    if "pretrained" in pkg:  # the file only names a transformers model, e.g. facebook/encodec_32khz
+        return load_codec(str(pkg["pretrained"]), bandwidth, device)
+    model = build_encodec(pkg, str(path))
+    return HFEncodecCodec(model, name=f"audiocraft-encodec:{name}", bandwidth=bandwidth).to(device)
+
+
 def load_codec(name_or_path: str = DEFAULT_CODEC, bandwidth: float | None = None,
                device: str | torch.device = "cpu") -> Codec:
     """Load a frozen codec by name.
 
     Args:
         name_or_path: ``encodec_24khz`` / ``encodec_48khz`` (the ``encodec`` package; weights in the torch hub
-            cache), or an HF hub id (``facebook/encodec_32khz``, the default) or a local directory of an HF EnCodec.
+            cache); an HF hub id (``facebook/encodec_32khz``, the default) or a local directory of an HF EnCodec;
+            an audiocraft ``compression_state_dict.bin`` file, or a released audiocraft repo id whose
+            ``compression_state_dict.bin`` holds the codec (e.g. ``facebook/audio-magnet-small``, the 16 kHz
+            AudioGen EnCodec).
         bandwidth: target bandwidth in kbps (chooses K); None = the HF model's first / the package model's largest.
         device: where to put the model.
     """
+    from magnet_lightning import hub
+
     if name_or_path in _ENCODEC_PKG_WEIGHTS:
         return _load_encodec_package(name_or_path, bandwidth, device)
+    path = hub.expand(name_or_path)
+    if path.is_file():
+        return _load_audiocraft_codec(path, path.parent.name or path.stem, bandwidth, device)
+    if name_or_path in hub.RELEASED:
+        return _load_audiocraft_codec(hub.fetch(name_or_path, hub.CODEC_FILE), name_or_path, bandwidth, device)
+    if path.suffix in (".bin", ".th", ".pt"):
+        raise FileNotFoundError(
+            f"codec file {path} not found. audiocraft's codecs are published as {hub.CODEC_FILE} beside the model's "
+            f"state_dict.bin, e.g. `{hub.download_command('facebook/audio-magnet-small', hub.CODEC_FILE)}` for "
+            f"Audio-MAGNeT's 16 kHz EnCodec; put it at {path} or pass its path with --codec"
+        )
     return _load_hf_encodec(name_or_path, bandwidth, device)
