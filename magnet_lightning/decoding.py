@@ -4,16 +4,27 @@ Codebook stages are decoded in order k = 0..K-1, stage k in `decoding_steps[k]` 
 (tau_j = j / (s - 1)) a cosine-scheduled number of the least confident units (span chunks, or tokens in 'stride1'
 mode) is re-masked, the model predicts stage k (conditional and null-text rows batched together, combined on the
 logits with a guidance coefficient annealed from `max_cfg_coef` to `min_cfg_coef` as the mask rate falls), tokens are
-sampled at an annealed temperature and written into the masked positions only. A unit that was not re-masked at a
-step scores FIXED and is never re-masked again; given tokens (prompt, the context of an infilled range) score FIXED
-from the start.
+sampled at an annealed temperature and written into the masked positions only.
 
-Departures from the reference, on purpose:
-- the output has the full requested length: in 'nonoverlap' mode the last chunk may be shorter than the span;
-- unconditional generation (no text) works, without CFG;
-- `decoding_steps` must have one entry per codebook (the reference silently leaves extra stages masked);
-- at stage k the stages above k are MASK everywhere, prompt frames included, as in training;
-- the temperature runs from `temperature` at the first step to 0 (greedy) at the last.
+By default every step is audiocraft's (`MagnetLMModel._generate_stage`), token for token in greedy mode: the mask
+rate and mask counts are computed in float32 as the reference does, the temperature is T0 * (s - 1 - j) / s, greedy
+tokens are the argmax of the guided logits, the confidence of a top-k sample is its renormalised truncated
+probability, top-p takes precedence over top-k, a chunk's score covers all of its frames, and 'stride1' runs the
+reference's binary search for the number of spans (so it may re-mask tokens decoded at an earlier step, as the
+reference does). The departures this project offers are options, off by default:
+- `anneal_from_initial`: the temperature starts at exactly `temperature` and reaches 0 at the last step;
+- `confidence_before_top_k`: rank top-k samples by their untruncated probability;
+- `stride1_cover="minimal"`: the fewest top spans that cover the count, never re-masking decoded tokens;
+- `mask_upper_stages_in_prompt`: at stage k the stages above k are MASK on prompt frames too, as in training (the
+  reference shows the prompt's tokens of every stage).
+Always on, because they extend rather than change the reference:
+- the output has the full requested length: in 'nonoverlap' mode the last chunk may be shorter than the span (the
+  reference trims T to a multiple of the span; when T is a multiple, the tokens are the reference's);
+- unconditional generation (no text) works, without CFG; prompts and infilling use any set of fixed frames;
+- `decoding_steps` must have one entry per codebook (the reference silently leaves extra stages masked).
+In sampling mode each token is drawn from the reference's distribution, but from a different random stream
+(an exponential race on a caller's torch.Generator instead of torch.multinomial), so sampled tokens differ from the
+reference's for the same seed.
 
 Every step is a pure tensor function with static shapes (no host synchronisation): the fast path
 (`fast_decoding.FastDecoder`) runs the same `decode_step` on static buffers inside CUDA graphs.
@@ -32,7 +43,6 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from magnet_lightning.masking import cosine_schedule
 from magnet_lightning.sampling import draw_noise, sample_tokens
 
 FIXED_SCORE = -1e4
@@ -40,6 +50,7 @@ FIXED_SCORE = -1e4
 
 SPAN_ARRANGEMENTS = ("nonoverlap", "stride1")
 SPAN_SCORINGS = ("max", "prod")
+STRIDE1_COVERS = ("reference", "minimal")
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,17 @@ class DecodingConfig:
     top_p: float = 0.9
     """Nucleus sampling mass (0: off)."""
     use_sampling: bool = True
-    """False: greedy (argmax) at every step."""
+    """False: greedy (argmax of the guided logits) at every step."""
+    anneal_from_initial: bool = False
+    """Departure: the annealed temperature starts at exactly `temperature` (the reference: temperature * (s-1)/s)."""
+    confidence_before_top_k: bool = False
+    """Departure: rank top-k samples by their untruncated probability (the reference: the renormalised top-k one)."""
+    stride1_cover: str = "reference"
+    """'stride1' span choice: 'reference' (audiocraft's binary search for the number of spans; may re-mask tokens
+    decoded at an earlier step) or 'minimal' (departure: the fewest top spans covering the count, decoded tokens
+    kept)."""
+    mask_upper_stages_in_prompt: bool = False
+    """Departure: at stage k, stages above k are MASK on prompt frames too (the reference shows them)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "decoding_steps", tuple(int(s) for s in self.decoding_steps))
@@ -82,6 +103,11 @@ class DecodingConfig:
         if self.temperature < 0 or self.top_k < 0 or not 0.0 <= self.top_p <= 1.0:
             raise ValueError(f"need temperature >= 0, top_k >= 0, 0 <= top_p <= 1; got {self.temperature}, "
                              f"{self.top_k}, {self.top_p}")
+        if self.top_k > 0 and self.top_p > 0:
+            raise ValueError(f"top_k={self.top_k} and top_p={self.top_p} are both set: the reference samples with "
+                             "top_p and ignores top_k; set one of them to 0")
+        if self.stride1_cover not in STRIDE1_COVERS:
+            raise ValueError(f"stride1_cover={self.stride1_cover!r}: choose one of {STRIDE1_COVERS}")
 
     def check(self, num_codebooks: int) -> None:
         """Raise unless there is exactly one decoding_steps entry per codebook."""
@@ -134,22 +160,40 @@ class StageSchedule:
     temperature: torch.Tensor
     """float32 [s]: temperature, `temperature` at step 0, 0 at the last step when annealed."""
     mask_rate: torch.Tensor = field(default=None)
-    """float64 [s]: gamma_j = cos(pi tau_j / 2)."""
+    """float32 [s]: gamma_j = cos(pi tau_j / 2)."""
 
     @property
     def num_steps(self) -> int:
         return self.cfg_coef.shape[0]
 
 
+def reference_mask_rates(steps: int) -> torch.Tensor:
+    """gamma_j = cos(pi/2 * tau_j), tau = linspace(0, 1, s), in float32 one step at a time, as the reference computes
+    it (its mask counts truncate gamma_j * units in float32, so the rounding matters). float32 [s] on the CPU."""
+    tau = torch.linspace(0.0, 1.0, steps)
+    return torch.stack([torch.cos(t * math.pi * 0.5) for t in tau])
+
+
 def stage_schedule(steps: int, free_units: torch.Tensor, config: DecodingConfig) -> StageSchedule:
-    """Schedule of a stage decoded in `steps` steps with free_units [B] (long) maskable units per item."""
-    tau = torch.linspace(0.0, 1.0, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1, dtype=torch.float64)
-    gamma = cosine_schedule(tau)
-    gamma = torch.where(tau >= 1.0, torch.zeros_like(gamma), gamma)  # cos(pi/2) is 6e-17 in floating point
-    free = free_units.to("cpu", torch.float64)[None, :]  # [1, B]
-    counts = torch.minimum(torch.floor(gamma[:, None] * free).clamp(min=1.0), free).long()  # [s, B]
-    cfg = gamma * config.max_cfg_coef + (1.0 - gamma) * config.min_cfg_coef
-    temp = config.temperature * (1.0 - tau) if config.anneal_temperature else torch.full_like(tau, config.temperature)
+    """Schedule of a stage decoded in `steps` steps with free_units [B] (long) maskable units per item.
+
+    Mask counts max(trunc(gamma_j * units), 1) (float32 as the reference), at most the free units; the CFG
+    coefficient gamma_j * max + (1 - gamma_j) * min; the temperature T0 * (s - 1 - j) / s (or T0 * (1 - tau_j) with
+    `anneal_from_initial`).
+    """
+    gamma = reference_mask_rates(steps)  # float32 [s]
+    free = free_units.to("cpu")
+    counts = torch.trunc(gamma[:, None] * free[None, :].float()).clamp(min=1.0).long()  # [s, B]
+    counts = torch.minimum(counts, free[None, :])
+    g64 = gamma.double()
+    cfg = g64 * config.max_cfg_coef + (1.0 - g64) * config.min_cfg_coef
+    left = torch.arange(steps - 1, -1, -1, dtype=torch.float64)  # steps left after each step: s-1 .. 0
+    if not config.anneal_temperature:
+        temp = torch.full((steps,), float(config.temperature), dtype=torch.float64)
+    elif config.anneal_from_initial:
+        temp = config.temperature * left / max(steps - 1, 1)
+    else:
+        temp = config.temperature * (left / steps)
     device = free_units.device
     return StageSchedule(counts.to(device), cfg.float().to(device), temp.float().to(device), gamma)
 
@@ -189,8 +233,13 @@ def free_units(fixed: torch.Tensor, config: DecodingConfig) -> torch.Tensor:
 
 
 def _descending_ranks(scores: torch.Tensor) -> torch.Tensor:
-    """Rank of each entry when its row is sorted by descending score (stable: ties keep index order). long [B, U]."""
-    order = scores.argsort(dim=-1, descending=True, stable=True)
+    """Rank of each entry when its row is sorted by descending score. long [B, U].
+
+    Ties are broken as torch's default (unstable) sort breaks them, because that is what the reference's `argsort`
+    does: spans of decoded tokens all score about -L * 1e4 and their order decides which of them a late 'stride1'
+    step re-masks.
+    """
+    order = scores.argsort(dim=-1, descending=True)
     positions = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)
     return torch.empty_like(order).scatter_(-1, order, positions)
 
@@ -201,25 +250,70 @@ def _nonoverlap_remask(scores: torch.Tensor, counts: torch.Tensor, span_len: int
     return chunks_to_frames(chosen, span_len, num_frames)
 
 
-def _stride1_remask(scores: torch.Tensor, counts: torch.Tensor, span_len: int) -> torch.Tensor:
-    """Least probable overlapping spans: the union of the top-scored spans (span score = sum of token scores) that
-    first covers at least `counts[b]` maskable tokens. scores [B, T] -> bool [B, T].
+def _first_cover(scores: torch.Tensor, span_len: int) -> torch.Tensor:
+    """Rank of the first span covering each token, when the spans [s, s + L) are sorted by descending span score
+    (the sum of their token scores; stable for ties). scores [B, T] -> float32 [B, T], T >= L.
 
-    Static shapes: each token's first covering span rank is a sliding minimum of span ranks, and the union of the
-    first u spans covers >= n maskable tokens exactly when u exceeds the n-th smallest of those values.
+    A token's first covering span is the best ranked of the L spans starting in [t - L + 1, t]: a sliding minimum.
+    The union of the u best spans is then exactly the tokens whose first cover is < u.
     """
     num_frames = scores.shape[-1]
-    length = max(num_frames, span_len)
-    span_scores = F.pad(scores, (0, length - num_frames)).unfold(-1, span_len, 1).sum(dim=-1)  # [B, starts]
+    span_scores = scores.unfold(-1, span_len, 1).sum(dim=-1)  # [B, T - L + 1]
     ranks = _descending_ranks(span_scores).float()
-    starts = ranks.shape[-1]
-    padded = F.pad(ranks, (span_len - 1, num_frames - starts), value=math.inf)  # [B, T + L - 1]
-    first_cover = padded.unfold(-1, span_len, 1).amin(dim=-1)  # [B, T]: rank of the first span covering t
+    padded = F.pad(ranks, (span_len - 1, span_len - 1), value=math.inf)  # [B, T + L - 1]
+    return padded.unfold(-1, span_len, 1).amin(dim=-1)[:, :num_frames]
+
+
+def _stride1_minimal(scores: torch.Tensor, counts: torch.Tensor, span_len: int) -> torch.Tensor:
+    """The union of the fewest top spans that covers at least `counts[b]` maskable tokens (those not fixed by an
+    earlier step), never re-masking a decoded token. scores [B, T] -> bool [B, T]."""
     maskable = scores > FIXED_SCORE / 2
-    first_cover = first_cover.masked_fill(~maskable, math.inf)
+    first_cover = _first_cover(scores, span_len).masked_fill(~maskable, math.inf)
     index = (counts - 1).clamp(min=0)[:, None]
     threshold = first_cover.sort(dim=-1).values.gather(-1, index)  # [B, 1]
     return maskable & (first_cover <= threshold) & (counts[:, None] > 0)
+
+
+def _half_even(x: torch.Tensor) -> torch.Tensor:
+    """round(x / 2) with ties to even (Python's round), on long tensors."""
+    return torch.round(x.double() / 2).long()
+
+
+def _stride1_reference(scores: torch.Tensor, counts: torch.Tensor, span_len: int) -> torch.Tensor:
+    """audiocraft's least-probable-span masking (magnet_spec.md §7.3) with static shapes. scores [B, T] -> bool [B, T].
+
+    For a target n = max(count, L) the reference binary-searches the number u of top spans in [n // L, n - L + 1]:
+    mid = round((lo + hi) / 2); while lo < mid < hi it evaluates the union of the first mid spans, moving hi to mid
+    when the union covers more than n tokens and lo otherwise; it returns the union of the last evaluated mid. Here
+    the union's size for every u is one cumulative histogram of first-cover ranks, and the search runs a fixed number
+    of masked iterations (enough for any T), so no step depends on data on the host.
+    """
+    batch, num_frames = scores.shape
+    first_cover = _first_cover(scores, span_len)  # [B, T], finite values in [0, T - L]
+    num_spans = num_frames - span_len + 1
+    histogram = torch.zeros(batch, num_spans + 1, device=scores.device)
+    histogram.scatter_add_(-1, first_cover.long(), torch.ones_like(first_cover))
+    covered = torch.cumsum(histogram, dim=-1) - histogram  # covered[u]: tokens in the union of the first u spans
+    target = counts.clamp(min=span_len)
+    lo, hi = target // span_len, target - span_len + 1
+    mid = _half_even(lo + hi)
+    chosen = mid.clone()
+    active = (mid > lo) & (mid < hi)
+    for _ in range(num_frames.bit_length() + 1):
+        chosen = torch.where(active, mid, chosen)
+        over = covered.gather(-1, mid.clamp(0, num_spans)[:, None])[:, 0] > target
+        hi = torch.where(active & over, mid, hi)
+        lo = torch.where(active & ~over, mid, lo)
+        mid = torch.where(active, _half_even(lo + hi), mid)
+        active = active & (mid > lo) & (mid < hi)
+    return (first_cover < chosen[:, None]) & (counts[:, None] > 0)
+
+
+def _stride1_remask(scores: torch.Tensor, counts: torch.Tensor, config: DecodingConfig) -> torch.Tensor:
+    span_len = min(config.span_len, scores.shape[-1])
+    if config.stride1_cover == "minimal":
+        return _stride1_minimal(scores, counts, span_len)
+    return _stride1_reference(scores, counts, span_len)
 
 
 def remask(scores: torch.Tensor, counts: torch.Tensor, fixed: torch.Tensor, config: DecodingConfig) -> torch.Tensor:
@@ -227,25 +321,26 @@ def remask(scores: torch.Tensor, counts: torch.Tensor, fixed: torch.Tensor, conf
     if config.span_arrangement == "nonoverlap":
         chosen = _nonoverlap_remask(scores, counts, config.span_len, fixed.shape[-1])
     else:
-        chosen = _stride1_remask(scores, counts, config.span_len)
+        chosen = _stride1_remask(scores, counts, config)
     return chosen & ~fixed
 
 
 def unit_scores(confidence: torch.Tensor, masked: torch.Tensor, config: DecodingConfig) -> torch.Tensor:
     """Scores [B, U] for the next step: unconfidence of the units predicted now, FIXED_SCORE for all others.
 
-    confidence [B, T]: probability of each sampled token; masked [B, T]: frames predicted at this step.
+    confidence [B, T]: probability of each frame's sampled token (written or not); masked [B, T]: frames predicted
+    at this step. As in the reference, a chunk's score covers all of its frames ('max': 1 - the largest
+    probability, 'prod': the sum of -log p), and a chunk counts as predicted when any of its frames was masked.
     """
-    neg_log = -confidence.clamp(min=1e-30).log()
+    neg_log = -confidence.log()
     if config.span_arrangement == "stride1":
         return torch.where(masked, neg_log, FIXED_SCORE)
-    chunk_masked = frames_to_chunks(masked, config.span_len, False)  # [B, N, L]
+    chunk_masked = frames_to_chunks(masked, config.span_len, False).any(dim=-1)  # [B, N]
     if config.span_scoring == "max":
-        best = frames_to_chunks(torch.where(masked, confidence, 0.0), config.span_len, 0.0).amax(dim=-1)
-        score = 1.0 - best
+        score = 1.0 - frames_to_chunks(confidence, config.span_len, 0.0).amax(dim=-1)
     else:
-        score = frames_to_chunks(torch.where(masked, neg_log, 0.0), config.span_len, 0.0).sum(dim=-1)
-    return torch.where(chunk_masked.any(dim=-1), score, FIXED_SCORE)
+        score = frames_to_chunks(neg_log, config.span_len, 0.0).sum(dim=-1)
+    return torch.where(chunk_masked, score, FIXED_SCORE)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -261,6 +356,14 @@ def guidance_batch(text_states: torch.Tensor, text_mask: torch.Tensor) -> tuple[
     """[cond; null] batched together: states [2B, S, E], mask [2B, S]."""
     null_states, null_mask = null_condition(text_states, text_mask)
     return torch.cat([text_states, null_states]), torch.cat([text_mask, null_mask])
+
+
+def initial_codes(given: torch.Tensor, fixed: torch.Tensor, mask_id: int, config: DecodingConfig) -> torch.Tensor:
+    """codes [B, K, T] before stage 0: the given tokens of every stage on fixed frames, MASK elsewhere (as the
+    reference writes its prompt); all MASK with `mask_upper_stages_in_prompt` (each stage is revealed by init_stage)."""
+    if config.mask_upper_stages_in_prompt:
+        return torch.full_like(given, mask_id)
+    return torch.where(fixed[:, None, :], given, mask_id)
 
 
 def init_stage(codes: torch.Tensor, given: torch.Tensor, fixed: torch.Tensor, stage: int, mask_id: int) -> torch.Tensor:
@@ -299,15 +402,17 @@ def decode_step(
 
     Args:
         model: MagnetTransformer; memory: its TextMemory for [cond; null] (2B rows) or B rows without CFG.
-        codes: long [B, K, T], stages > `stage` all MASK; scores: float32 [B, U].
+        codes: long [B, K, T], stages > `stage` MASK except on given frames; scores: float32 [B, U].
         step: long [1], the step index j (a tensor, so the fast path can keep it on the device).
         noise: Exp(1) noise [B, T, V] for sampling, None for greedy decoding.
     Returns:
         (codes, scores) after the step.
     """
     counts = inputs.mask_counts.index_select(0, step)[0]  # [B]
-    masked = remask(scores, counts, inputs.fixed, config)  # [B, T]
-    row = codes[:, stage].masked_fill(masked, model.mask_token_id)
+    row = codes[:, stage]
+    # Predicted at this step: the re-masked frames and any still MASK (a 'stride1' union need not cover them all).
+    masked = remask(scores, counts, inputs.fixed, config) | (row == model.mask_token_id)  # [B, T]
+    row = row.masked_fill(masked, model.mask_token_id)
     codes = codes.clone()
     codes[:, stage] = row
     logits = model.forward_with_memory(torch.cat([codes, codes]) if use_cfg else codes, memory, stage, heads="stage")
@@ -315,7 +420,8 @@ def decode_step(
     if use_cfg:
         cond, null = logits.chunk(2)
         logits = null + inputs.cfg_coef.index_select(0, step) * (cond - null)
-    sampled = sample_tokens(logits, inputs.temperature.index_select(0, step), noise, config.top_k, config.top_p)
+    sampled = sample_tokens(logits, inputs.temperature.index_select(0, step), noise, config.top_k, config.top_p,
+                            config.confidence_before_top_k)
     codes[:, stage] = torch.where(masked, sampled.tokens, row)
     return codes, unit_scores(sampled.confidence, masked, config)
 
@@ -410,7 +516,7 @@ def decode(
     use_cfg = conditioned and config.uses_cfg
     with autocast_context(device, autocast):
         memory = model.prepare_text(*guidance_batch(states, mask)) if use_cfg else model.prepare_text(states, mask)
-        codes = torch.full_like(given, model.mask_token_id)
+        codes = initial_codes(given, fixed, model.mask_token_id, config)
         total, done = sum(config.decoding_steps), 0
         for stage, steps in enumerate(config.decoding_steps):
             sched = stage_schedule(steps, free_units(fixed, config), config)

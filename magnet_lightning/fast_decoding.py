@@ -34,6 +34,7 @@ from magnet_lightning.decoding import (
     free_units,
     guidance_batch,
     init_stage,
+    initial_codes,
     initial_scores,
     resolve_constraints,
     stage_schedule,
@@ -210,7 +211,7 @@ class FastDecoder:
             memory = model.prepare_text(*guidance_batch(states, mask)) if use_cfg else model.prepare_text(states, mask)
         plan = self._plan(config, batch, num_frames, use_cfg, memory)
         plan.fixed.copy_(fixed)
-        plan.codes.fill_(model.mask_token_id)
+        plan.codes.copy_(initial_codes(given, fixed, model.mask_token_id, config))
         total, done = sum(config.decoding_steps), 0
         for stage, steps in enumerate(config.decoding_steps):
             plan.load_stage(stage, given, config)

@@ -16,18 +16,20 @@ from typing import NamedTuple
 import torch
 
 MIN_TEMPERATURE = 0.01
-"""Temperatures are clamped to this inside the softmax (a temperature of 0 still selects greedy decoding)."""
+"""Temperatures are clamped to this inside the softmax, as in the reference (greedy decoding is `noise=None`)."""
 
 
 class Sampled(NamedTuple):
     tokens: torch.Tensor
     """long [B, T]: chosen token ids."""
     confidence: torch.Tensor
-    """float32 [B, T]: probability of each chosen token under the tempered distribution, before top-k/top-p."""
+    """float32 [B, T]: probability of each chosen token under the tempered distribution (renormalised over the top k
+    with top-k sampling, as the reference; see `sample_tokens`)."""
 
 
 def top_k_filter(probs: torch.Tensor, k: int) -> torch.Tensor:
-    """Zero every probability below the k-th largest of its row. probs [..., V] -> [..., V] (not renormalised)."""
+    """Zero every probability below the k-th largest of its row (ties with it are kept). [..., V] -> [..., V],
+    not renormalised."""
     if k <= 0 or k >= probs.shape[-1]:
         return probs
     kth = probs.topk(k, dim=-1).values[..., -1:]
@@ -35,15 +37,16 @@ def top_k_filter(probs: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus filter: keep the smallest set of most probable tokens whose mass reaches p. [..., V] -> [..., V].
+    """Nucleus filter: keep the most probable tokens until their mass exceeds p. [..., V] -> [..., V].
 
-    A token is kept when the mass of the tokens sorted before it is < p, so the most probable token is always kept.
+    A token is kept when the mass of the tokens sorted before it is <= p (the reference's rule), so the most probable
+    token is always kept.
     """
     if p <= 0.0 or p >= 1.0:
         return probs
     sorted_probs, order = probs.sort(dim=-1, descending=True)
     mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs
-    keep_sorted = mass_before < p
+    keep_sorted = mass_before <= p
     keep = torch.empty_like(keep_sorted).scatter_(-1, order, keep_sorted)
     return probs.masked_fill(~keep, 0.0)
 
@@ -62,26 +65,35 @@ def sample_tokens(
     noise: torch.Tensor | None,
     top_k: int = 0,
     top_p: float = 0.0,
+    confidence_before_top_k: bool = False,
 ) -> Sampled:
-    """Sample one token per position.
+    """Sample one token per position, as audiocraft's MAGNeT step does.
+
+    probs = softmax(logits / max(temperature, 0.01)); then top-p sampling when top_p > 0, else top-k when top_k > 0,
+    else plain sampling. Greedy tokens (noise None) are the argmax of the logits. A temperature below 0.01 samples at
+    0.01, as the reference does (its annealed temperature reaches 0 at the last step): it is not greedy.
+    The confidence is the chosen token's probability under probs, except for a top-k sample, whose confidence is
+    taken from the renormalised top-k distribution (the reference filters the probabilities in place) unless
+    `confidence_before_top_k`.
 
     Args:
         logits: [B, T, V] (any float dtype; computed in float32).
-        temperature: 0-dim or [1] float tensor; <= 0 selects the argmax (greedy) at this step.
+        temperature: 0-dim or [1] float tensor.
         noise: Exp(1) noise [B, T, V] from `draw_noise`, or None for greedy decoding at every step.
-        top_k, top_p: filters applied (both, top-k first) before sampling; 0 disables.
     Returns:
         `Sampled(tokens [B, T], confidence [B, T])`.
     """
     logits = logits.float()
     temperature = temperature.float().reshape(())
     probs = torch.softmax(logits / temperature.clamp(min=MIN_TEMPERATURE), dim=-1)  # [B, T, V]
-    greedy = probs.argmax(dim=-1)  # [B, T]
+    greedy = logits.argmax(dim=-1)  # [B, T]
     if noise is None:
-        tokens = greedy
+        return Sampled(greedy, probs.gather(-1, greedy[..., None])[..., 0])
+    if top_p > 0.0:
+        filtered = top_p_filter(probs, top_p)
     else:
-        filtered = top_p_filter(top_k_filter(probs, top_k), top_p)
-        sampled = (filtered / noise.clamp(min=1e-30)).argmax(dim=-1)
-        tokens = torch.where(temperature > 0, sampled, greedy)
-    confidence = probs.gather(-1, tokens[..., None])[..., 0]
-    return Sampled(tokens, confidence)
+        filtered = top_k_filter(probs, top_k)
+        if top_k > 0 and not confidence_before_top_k:
+            probs = filtered / filtered.sum(dim=-1, keepdim=True)
+    tokens = (filtered / noise.clamp(min=1e-30)).argmax(dim=-1)
+    return Sampled(tokens, probs.gather(-1, tokens[..., None])[..., 0])

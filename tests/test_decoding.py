@@ -76,10 +76,13 @@ def test_full_length_and_no_mask_after_each_stage(model, arrangement, scoring, n
     assert ((out >= 0) & (out < V)).all()
 
 
-@pytest.mark.parametrize("arrangement,scoring", ARRANGEMENTS)
-def test_remasking_is_monotone_and_fixed_tokens_never_change(model, monkeypatch, arrangement, scoring):
+MONOTONE = [("nonoverlap", "max", "reference"), ("nonoverlap", "prod", "reference"), ("stride1", "max", "minimal")]
+
+
+@pytest.mark.parametrize("arrangement,scoring,cover", MONOTONE)
+def test_remasking_is_monotone_and_fixed_tokens_never_change(model, monkeypatch, arrangement, scoring, cover):
     calls = record_inputs(model, monkeypatch)
-    cfg = config(decoding_steps=(6, 3, 3, 3), span_arrangement=arrangement, span_scoring=scoring)
+    cfg = config(decoding_steps=(6, 3, 3, 3), span_arrangement=arrangement, span_scoring=scoring, stride1_cover=cover)
     out = decode(model, *text(), 31, cfg, generator=seeded())
     assert len(calls) == sum(cfg.decoding_steps)
     index = 0
@@ -98,6 +101,23 @@ def test_remasking_is_monotone_and_fixed_tokens_never_change(model, monkeypatch,
         assert 1 <= masks[-1].sum(dim=-1).max() <= cfg.span_len, "the last step re-predicts about one span"
 
 
+def test_reference_stride1_masks_unions_of_spans_and_keeps_unmasked_tokens(model, monkeypatch):
+    # The reference's binary search may re-mask a token decoded earlier, but every step masks a union of whole
+    # spans and every token it leaves unmasked keeps its value at that step.
+    calls = record_inputs(model, monkeypatch)
+    cfg = config(decoding_steps=(6, 3, 3, 3), span_arrangement="stride1")
+    decode(model, *text(), 31, cfg, generator=seeded())
+    for j in range(1, 6):
+        before, now = calls[j - 1][1][:2, 0], calls[j][1][:2, 0]
+        masked = now == MASK
+        full = masked.unfold(1, 3, 1).all(dim=-1).float()  # window starting at s fully masked
+        covered = torch.nn.functional.max_pool1d(torch.nn.functional.pad(full[:, None], (2, 2)), 3, 1)[:, 0]
+        assert (covered.bool() | ~masked).all(), "isolated masked tokens: not a union of spans"
+        assert masked.any(dim=1).all()
+        written = before != MASK
+        assert torch.equal(now[written & ~masked], before[written & ~masked]) or j == 1
+
+
 def test_nonoverlap_masks_follow_the_schedule(model, monkeypatch):
     calls = record_inputs(model, monkeypatch)
     cfg = config(decoding_steps=(8, 2, 2, 2))
@@ -112,15 +132,27 @@ def test_nonoverlap_masks_follow_the_schedule(model, monkeypatch):
 def test_schedule_endpoints():
     cfg = DecodingConfig(decoding_steps=(20, 10, 10, 10), max_cfg_coef=10.0, min_cfg_coef=1.0, temperature=3.0)
     sched = stage_schedule(20, torch.tensor([167, 3]), cfg)
-    assert sched.cfg_coef[0] == 10.0 and sched.cfg_coef[-1] == 1.0
-    assert sched.temperature[0] == 3.0 and sched.temperature[-1] == 0.0
+    assert sched.cfg_coef[0] == 10.0 and abs(sched.cfg_coef[-1] - 1.0) < 1e-6
+    # The reference's temperature: T0 * steps_left / s, so it starts below T0 and ends at 0.
+    torch.testing.assert_close(sched.temperature, 3.0 * torch.arange(19, -1, -1) / 20, rtol=0, atol=1e-6)
     assert (sched.cfg_coef.diff() <= 0).all() and (sched.temperature.diff() < 0).all()
     assert sched.mask_counts[0].tolist() == [167, 3] and sched.mask_counts[-1].tolist() == [1, 1]
     assert (sched.mask_counts.diff(dim=0) <= 0).all()
+    from_t0 = stage_schedule(20, torch.tensor([4]), cfg.replace(anneal_from_initial=True))
+    assert from_t0.temperature[0] == 3.0 and from_t0.temperature[-1] == 0.0
     flat = stage_schedule(5, torch.tensor([4]), cfg.replace(anneal_temperature=False))
     assert (flat.temperature == 3.0).all()
     none_free = stage_schedule(5, torch.tensor([0]), cfg)
     assert (none_free.mask_counts == 0).all()
+
+
+def test_mask_counts_truncate_the_float32_rate_as_the_reference():
+    # tau = 2/3 gives cos(pi / 3): exactly 0.5 in real numbers, 0.49999997 in the reference's float32, so 20 units
+    # give 9 masked units there (and 10 in float64).
+    cfg = DecodingConfig(decoding_steps=(10, 10, 10, 10))
+    sched = stage_schedule(10, torch.tensor([20]), cfg)
+    gamma = torch.cos(torch.linspace(0, 1, 10)[6] * torch.pi * 0.5)
+    assert float(gamma) < 0.5 and sched.mask_counts[6, 0] == int(float(gamma) * 20) == 9
 
 
 def test_cfg_and_temperature_used_at_first_and_last_step(model, monkeypatch):
@@ -128,16 +160,17 @@ def test_cfg_and_temperature_used_at_first_and_last_step(model, monkeypatch):
     temps, mixed = [], []
     original = decoding.sample_tokens
 
-    def spy(logits, temperature, noise, top_k=0, top_p=0.0):
+    def spy(logits, temperature, noise, *args):
         temps.append(float(temperature))
         mixed.append(logits.clone())
-        return original(logits, temperature, noise, top_k, top_p)
+        return original(logits, temperature, noise, *args)
 
     monkeypatch.setattr(decoding, "sample_tokens", spy)
     cfg = config(max_cfg_coef=7.0, min_cfg_coef=1.5, temperature=2.5)
     decode(model, *text(), 12, cfg, generator=seeded())
     first, last = 0, cfg.decoding_steps[0] - 1
-    assert temps[first] == 2.5 and temps[last] == 0.0
+    steps = cfg.decoding_steps[0]
+    assert temps[first] == pytest.approx(2.5 * (steps - 1) / steps) and temps[last] == 0.0
     for step, coef in ((first, 7.0), (last, 1.5)):
         logits = calls[step][2]
         cond, null = logits[:2], logits[2:]
@@ -226,19 +259,22 @@ def test_greedy_decoding_is_deterministic_without_generator(model):
 def test_fast_path_equals_plain_path(model, arrangement, scoring):
     fast = FastDecoder(model)  # CPU: static buffers, step run eagerly
     assert not fast.cuda_graphs
-    cfg = config(span_arrangement=arrangement, span_scoring=scoring, top_k=6, top_p=0.9)
     given, fixed = continuation(torch.randint(0, V, (2, K, 5)), 23, MASK)
-    for seed in (0, 1):  # the second call reuses the cached buffers
+    for seed, filters in ((0, {"top_k": 6, "top_p": 0.0}), (1, {}), (2, {"use_sampling": False})):
+        cfg = config(span_arrangement=arrangement, span_scoring=scoring, **filters)
         plain = decode(model, *text(seed=seed), 23, cfg, generator=seeded(seed), given=given, fixed=fixed)
         fast_out = fast.decode(*text(seed=seed), 23, cfg, generator=seeded(seed), given=given, fixed=fixed)
         assert torch.equal(plain, fast_out)
+    fast_out = fast.decode(*text(seed=2), 23, cfg, given=given, fixed=fixed)  # cached greedy buffers reused
+    assert torch.equal(plain, fast_out)
+    cfg = config(span_arrangement=arrangement, span_scoring=scoring)
     uncond = decode(model, None, None, 23, cfg, batch_size=2, generator=seeded(5))
     assert torch.equal(uncond, fast.decode(None, None, 23, cfg, batch_size=2, generator=seeded(5)))
 
 
-def test_remask_stride1_covers_at_least_the_count_with_spans():
+def test_minimal_stride1_covers_at_least_the_count_with_spans():
     g = torch.Generator().manual_seed(0)
-    cfg = DecodingConfig(span_arrangement="stride1", span_len=3)
+    cfg = DecodingConfig(span_arrangement="stride1", span_len=3, stride1_cover="minimal")
     fixed = torch.zeros(3, 40, dtype=torch.bool)
     fixed[1, :10] = True
     scores = unit_scores(torch.rand(3, 40, generator=g), ~fixed, cfg)
