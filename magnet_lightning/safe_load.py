@@ -40,6 +40,9 @@ def load_tensors(path: str | os.PathLike, source: str = "its official source") -
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():  # not a refusal: a truncated or foreign file
+            raise UserError(f"{path} is not a readable torch weights file ({one_line(err)[:200]}); download it "
+                            f"again from {source}.") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
         what = f"the Python object {found.group(1)}" if found else "Python objects"
         raise UnsafeWeightsError(

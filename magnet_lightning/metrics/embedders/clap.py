@@ -155,13 +155,13 @@ def load_clap(checkpoint: str | Path | None = None, tokenizer: Any = None, amode
     ``random_weights=True`` (tests) skips the checkpoint; ``check_vocab=False`` accepts a test tokenizer.
     ``tokenizer="bytes"`` (random weights only) uses :class:`ByteTokenizer` instead of roberta-base's.
     """
+    if tokenizer == "bytes" and not random_weights:
+        raise ValueError("tokenizer='bytes' is a stand-in for random-weight demos; real CLAP weights need the "
+                         "roberta-base tokenizer.")
     path = None if random_weights else resolve_weights(checkpoint, "MAGNET_CLAP_CKPT", CLAP_FILE, CLAP_URL)
     state = None if path is None else _read_state_dict(path)  # read (as data) before building anything
     ensure_hub_offline()
     if tokenizer == "bytes":
-        if not random_weights:
-            raise ValueError("tokenizer='bytes' is a stand-in for random-weight demos; real CLAP weights need the "
-                             "roberta-base tokenizer.")
         tokenizer, check_vocab = ByteTokenizer(), False
     if tokenizer is None or isinstance(tokenizer, (str, Path)):
         tokenizer = load_roberta_tokenizer(tokenizer)
