@@ -40,16 +40,15 @@ def load_tensors(path: str | os.PathLike, source: str = "its official source") -
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" not in str(err).lower():  # not a refusal: a truncated or foreign file
-            raise UserError(f"{path} is not a readable torch weights file ({one_line(err)[:200]}); download it "
-                            f"again from {source}.") from None
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
-        what = f"the Python object {found.group(1)}" if found else "Python objects"
+        if found is None:  # no Python object asked for: a truncated or foreign file
+            raise UserError(f"{path} is not a readable torch weights file (not written by torch.save, or "
+                            f"truncated); download it again from {source}.") from None
         raise UnsafeWeightsError(
-            f"{path} was refused: it needs {what}, and weights files are only read as tensors and numpy arrays "
-            f"(torch.load weights_only=True), so no code in it can run. Use the file from {source}, or re-save "
-            "only its tensors with torch.save(state_dict, NEW_PATH) on a machine where you trust the file, and "
-            "pass NEW_PATH.") from None
+            f"{path} was refused: it needs the Python object {found.group(1)}, and weights files are only read as "
+            "tensors and numpy arrays (torch.load weights_only=True), so no code in it can run. Use the file from "
+            f"{source}, or re-save only its tensors with torch.save(state_dict, NEW_PATH) on a machine where you "
+            "trust the file, and pass NEW_PATH.") from None
     except FileNotFoundError:
         raise
     except (RuntimeError, EOFError, OSError) as err:  # a truncated or foreign file
