@@ -229,16 +229,26 @@ def convert_audiocraft(src: str | Path, out: str | Path) -> AudiocraftCheckpoint
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m magnet_lightning.convert", description=__doc__.split("\n\n")[0])
+    import sys
+
+    from magnet_lightning.errors import UserError, pop_debug_flag, user_errors
+    from magnet_lightning.stale_files import remove_stale
+
+    parser = argparse.ArgumentParser(prog="python -m magnet_lightning.convert", description=__doc__.split("\n\n")[0],
+                                     epilog="A mistake is one line and exit code 2; --debug shows the traceback.")
     sub = parser.add_subparsers(dest="format", required=True)
     ac = sub.add_parser("audiocraft", help="audiocraft MAGNeT state_dict.bin -> Lightning checkpoint")
     ac.add_argument("src", help="path to state_dict.bin")
     ac.add_argument("out", help="output .ckpt path")
-    args = parser.parse_args(argv)
-    try:
+    args = parser.parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
+    with user_errors(CheckpointError):
+        out = Path(args.out)
+        if out.is_dir():
+            raise UserError(f"output {out} is a folder: give the .ckpt file to write, e.g. {out / 'model.ckpt'}")
+        if out.exists() and out.resolve() == Path(args.src).resolve():
+            raise UserError(f"output {out} is the input file: give another path")
+        remove_stale(out.parent, out.name + ".tmp")  # left by a killed conversion
         ckpt = convert_audiocraft(args.src, args.out)
-    except (CheckpointError, FileNotFoundError) as err:
-        parser.exit(2, f"error: {err}\n")
     print(f"wrote {args.out}: {ckpt.config} ({ckpt.config.num_parameters() / 1e6:.1f} M parameters)")
     print(f"metadata: {ckpt.metadata}")
 

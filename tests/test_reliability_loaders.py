@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_module
+from helpers import TINY_MODEL, tiny_module
 
 TINY_VGGISH = {"conv_channels": [4, "M", 4, "M", 8, "M", 8, "M"], "fc_dim": 16, "embedding_dim": 8,
                "final_relu": False}
@@ -102,6 +102,12 @@ def _checkpoint(path, tmp_path, monkeypatch):
     load_pretrained(path)
 
 
+def _peek(path, tmp_path, monkeypatch):
+    from magnet_lightning.entry_checks import peek_checkpoint
+
+    peek_checkpoint(path)
+
+
 def _audiocraft(path, tmp_path, monkeypatch):
     from magnet_lightning.convert import read_audiocraft
 
@@ -143,7 +149,7 @@ def _shard_codes(path, tmp_path, monkeypatch):
 
 LOADERS = {f.__name__.lstrip("_"): f for f in (
     _vggish, _vggish_pca, _passt, _passt_tiny, _clap, _weights_dir, _encodec_24khz, _hf_encodec_dir, _checkpoint,
-    _audiocraft, _init_from, _resume, _fad_stats, _shard_codes)}
+    _peek, _audiocraft, _init_from, _resume, _fad_stats, _shard_codes)}
 
 
 @pytest.mark.parametrize("loader_name", sorted(LOADERS))
@@ -210,3 +216,23 @@ def test_encodec_24khz_loads_its_cached_weights(tmp_path, monkeypatch):
     for name, value in reference.state_dict().items():
         assert torch.equal(codec.model.state_dict()[name], value), name
 
+
+def test_tiny_model_checkpoint_of_the_right_size_is_not_refused(tmp_path):
+    """The entry-point peek reads our checkpoints (a control for the refusals above)."""
+    from magnet_lightning.entry_checks import peek_checkpoint
+
+    module = tiny_module()
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, tmp_path / "ok.ckpt")
+    facts = peek_checkpoint(tmp_path / "ok.ckpt")
+    assert (facts.num_codebooks, facts.codebook_size) == (TINY_MODEL["num_codebooks"], TINY_MODEL["codebook_size"])
+
+
+def test_a_corrupt_file_is_named_as_corrupt_not_as_unsafe(tmp_path):
+    from magnet_lightning.errors import UserError
+    from magnet_lightning.safe_load import UnsafeWeightsError, load_tensors
+
+    for content in (b"x", b"PK\x03\x04 truncated zip"):
+        (tmp_path / "bad.pt").write_bytes(content)
+        with pytest.raises(UserError, match="not a readable torch weights file") as info:
+            load_tensors(tmp_path / "bad.pt")
+        assert not isinstance(info.value, UnsafeWeightsError)
