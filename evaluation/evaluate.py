@@ -306,8 +306,11 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:
     """The JSON report, written atomically (a temp file renamed over the target)."""
+    from magnet_lightning.stale_files import remove_stale
+
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out.parent, f".{out.name}.tmp*")  # left by a killed run
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     tmp.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, out)

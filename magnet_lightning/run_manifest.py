@@ -18,8 +18,11 @@ class RunManifest:
     """Records keyed by their ``"file"`` field, in first-written order."""
 
     def __init__(self, path: str | Path) -> None:
+        from magnet_lightning.stale_files import remove_stale
+
         self.path = Path(path)
         self.records: dict[str, dict] = {}
+        remove_stale(self.path.parent, f".{self.path.name}.tmp*")  # left by a killed run
         if self.path.is_file():
             for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
                 try:

@@ -231,6 +231,7 @@ def test_generate_rerun_keeps_one_record_per_file(assets, tmp_path):  # noqa: F8
     args = ["--ckpt", str(ckpt_path), "--out", str(out), "--duration", "0.5", "--steps", "1", "1", "1", "1",
             "--seed", "0", "--no-normalize"]
     main([*args, "--text", "calm piano", "--text", "drums"])
+    (out / f".manifest.jsonl.tmp{2**22 + 7}").write_text("{half")  # a run killed while writing its manifest
     main([*args, "--text", "calm piano", "--text", "drums"])  # the same files again
     main([*args, "--text", "organ"])  # 0000_organ
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]

@@ -261,3 +261,11 @@ def test_datamodule_check_names_the_codec_and_sample_rate(tokens):
     dm.check_compatible(K, V, 50.0, codec="synthetic", sample_rate=16000)
     with pytest.raises(ManifestMismatchError, match="codec"):
         dm.check_compatible(K, V, 50.0, codec="facebook/encodec_32khz")
+
+
+def test_output_inside_the_input_is_not_read_as_input(tmp_path):
+    codec = HFEncodecCodec(tiny_hf_model(), "tiny")
+    audio = make_audio_folder(tmp_path / "audio")
+    first = tokenize_dataset(audio, audio / "tokens", codec, opts=OPTS)
+    again = tokenize_dataset(audio, audio / "tokens", codec, opts=OPTS)  # shards and done-records now in the input
+    assert again["shards_done"] == [] and again["shards_skipped"] == first["shards_done"]

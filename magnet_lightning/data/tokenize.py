@@ -47,7 +47,7 @@ from magnet_lightning.stale_files import remove_stale
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
-METADATA_EXTENSIONS = (".json", ".txt", ".jsonl", ".csv")  # sidecars and lists, never audio
+NOT_AUDIO_EXTENSIONS = (".json", ".txt", ".jsonl", ".csv", ".tar")  # sidecars, lists and our own shards
 FILE_PROBLEMS = ("unreadable", "unsupported", "channels", "non_finite", "silent", "too_short")
 ON_CHANGE = ("error", "incremental", "force")
 
@@ -104,8 +104,8 @@ def _records(manifest: Path) -> list[tuple[int, dict]]:
 
 def _folder_files(source: Path) -> list[Path]:
     """Candidate audio files of a folder: known audio extensions first (sorted), then other files (sorted; tried
-    with the audio reader, counted as 'unsupported' when it cannot read them). Sidecars and hidden files are not
-    candidates."""
+    with the audio reader, counted as 'unsupported' when it cannot read them). Sidecars, shards (an output folder
+    inside the input) and hidden files are not candidates."""
     known, other, hidden = [], [], 0
     for path in sorted(source.rglob("*")):
         if not path.is_file():
@@ -114,7 +114,7 @@ def _folder_files(source: Path) -> list[Path]:
             hidden += 1
         elif path.suffix.lower() in AUDIO_EXTENSIONS:
             known.append(path)
-        elif path.suffix.lower() not in METADATA_EXTENSIONS:
+        elif path.suffix.lower() not in NOT_AUDIO_EXTENSIONS and ".tar.tmp" not in path.name:
             other.append(path)
     if hidden:
         log.info("%s: ignored %d hidden files", source, hidden)
