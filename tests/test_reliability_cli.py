@@ -292,3 +292,17 @@ def test_model_of_the_right_size_passes_the_checks(ckpt):
                            span_scoring=None, greedy=False, preset=None, prompts=None)
     checked = check_generate_args(args, lambda a: [("0000_x", "x")])
     assert checked.overrides["decoding_steps"] == [2, 1, 1, 1] and TINY_MODEL["num_codebooks"] == 4
+
+
+def test_generate_steps_are_checked_against_an_audiocraft_file(tmp_path, capfd):
+    """The checkpoint's K is read from an audiocraft state_dict.bin too (xp.cfg n_q), before any model is built."""
+    from test_convert import best_state, write
+
+    from magnet_lightning.entry_checks import peek_checkpoint
+
+    src = write(tmp_path / "state_dict.bin", best_state())
+    facts = peek_checkpoint(src)
+    assert (facts.num_codebooks, facts.segment_duration, facts.codec) == (4, 10.0, "facebook/encodec_32khz")
+    err = _generate(["--ckpt", str(src), "--text", "x", "--steps", "9", "9", "--out", str(tmp_path / "o")], capfd)
+    assert_one_line(err, "--steps has 2 entries", "4 codebooks")
+    assert not (tmp_path / "o").exists()
