@@ -13,6 +13,9 @@ length, -14 LUFS; batch b of the (id-ordered) set is seeded with seed + b * batc
 any number of ranks. With torchrun (WORLD_SIZE > 1) each rank takes every W-th batch (gloo on CPU, nccl on GPU) and
 the metric sums are reduced across ranks. Missing/unreadable references: an error, or with --skip-bad a counted,
 logged skip (reported in the JSON).
+
+Arguments, prompts, references and embedder weights are all checked before the model is loaded; a mistake is one
+line and exit code 2 (``--debug`` or MAGNET_DEBUG=1 shows the traceback), and no report is written.
 """
 from __future__ import annotations
 
@@ -29,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
+from magnet_lightning.errors import UserError  # noqa: E402
 
 log = logging.getLogger("evaluate")
 
@@ -180,14 +186,19 @@ def check_readable(items: list, skip_bad: bool) -> tuple[list, int]:
     if bad:
         message = f"{len(bad)} unreadable reference files, e.g. {bad[:3]}"
         if not skip_bad:
-            raise ValueError(message + " (--skip-bad skips them)")
+            raise UserError(message + " (--skip-bad skips them)")
         log.warning("Skipping: %s", message)
     return good, len(bad)
 
 
 # ---------------------------------------------------------------------------------------------- main
 def embedder_kwargs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    kwargs = json.loads(args.embedder_kwargs)
+    try:
+        kwargs = json.loads(args.embedder_kwargs)
+    except json.JSONDecodeError as err:
+        raise UserError(f"--embedder-kwargs is not valid JSON ({err})") from None
+    if not isinstance(kwargs, dict) or not all(isinstance(v, dict) for v in kwargs.values()):
+        raise UserError('--embedder-kwargs must map embedder names to argument objects, e.g. {"passt": {...}}')
     explicit = {"vggish": {"checkpoint": args.vggish_ckpt},
                 "passt": {"checkpoint": args.passt_ckpt, "pretrained_length": args.passt_length},
                 "clap": {"checkpoint": args.clap_ckpt, "tokenizer": args.clap_tokenizer}}
@@ -204,25 +215,57 @@ def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def check_args(args: argparse.Namespace):
+    """Every check that needs no model; returns the checkpoint's facts (K, V, codec name)."""
+    from magnet_lightning import entry_checks as checks
+
+    for flag, value in (("--batch-size", args.batch_size), ("--limit", args.limit), ("--duration", args.duration),
+                        ("--max-duration", args.max_duration)):
+        checks.positive(flag, value)
+    checks.output_file(args.out)
+    if not is_shards(args.prompts) and not Path(args.prompts).is_file():
+        raise FileNotFoundError(f"--prompts {args.prompts} not found (a caption CSV/.txt/.jsonl or token shards)")
+    if args.reference is not None and not is_shards(args.reference) and not Path(args.reference).is_dir():
+        raise FileNotFoundError(f"--reference {args.reference} not found (an audio folder or token shards)")
+    if set(args.metrics) & {"fad", "kl"} and args.reference is None and not is_shards(args.prompts):
+        raise UserError("FAD/KL need references: pass --reference (or shard prompts), or --metrics clap")
+    embedder_kwargs(args)
+    facts = checks.peek_checkpoint(args.ckpt)
+    checks.check_steps(args.steps, facts.num_codebooks)
+    decoding = decoding_overrides(args)
+    preset = decoding.pop("preset", None)
+    checks.check_decoding(preset, args.max_duration or args.duration or facts.segment_duration, facts.num_codebooks,
+                          decoding)
+    return facts
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
-    """Run the evaluation; returns the report on global rank 0 (None elsewhere)."""
+    """Run the evaluation; returns the report on global rank 0 (None elsewhere).
+
+    Order: arguments, items and references, codec, embedders (their weights), and only then the model and T5."""
+    from magnet_lightning.codec import load_codec
     from magnet_lightning.generate import MagnetGenerator
     from magnet_lightning.metrics.generation_eval import evaluate_items
     from magnet_lightning.metrics.suite import AudioEvalSuite
 
+    facts = check_args(args)
     rank, world, device = init_distributed(args.device)
-    gen = MagnetGenerator.from_pretrained(args.ckpt, device=device, text_encoder=args.text_encoder, codec=args.codec,
-                                          allow_random_text_encoder=args.allow_random_text_encoder,
-                                          fast=False if args.no_fast else None)
-    items, skipped = load_items(args, gen.model.cfg.num_codebooks, gen.model.cfg.codebook_size)
+    try:
+        items, skipped = load_items(args, facts.num_codebooks, facts.codebook_size)
+    except ValueError as err:  # a malformed caption file: the message names the file and line
+        raise UserError(f"--prompts: {err}") from None
     items, skipped["unreadable_reference"] = check_readable(items, args.skip_bad)
     if not items:
-        raise SystemExit("no evaluation items left (see the skip messages above)")
+        raise UserError("no evaluation items left (see the skip messages above)")
+    codec = load_codec(args.codec or facts.codec, device=device)
     embedders = {"fad": args.fad_embedder, "kl": args.kl_embedder, "clap": args.clap_embedder}
     suite = AudioEvalSuite(args.metrics, embedders, embedder_kwargs(args), args.allow_random_embedders, args.seed,
-                           codec=gen.codec).to(device)
+                           codec=codec).to(device)
     if suite.needs_reference and any(i.path is None and i.codes is None for i in items):
-        raise SystemExit("FAD/KL need references: pass --reference (or shard prompts), or --metrics clap")
+        raise UserError("FAD/KL need references: pass --reference (or shard prompts), or --metrics clap")
+    gen = MagnetGenerator.from_pretrained(args.ckpt, device=device, text_encoder=args.text_encoder, codec=codec,
+                                          allow_random_text_encoder=args.allow_random_text_encoder,
+                                          fast=False if args.no_fast else None)
     decoding = decoding_overrides(args)
     config = gen.decoding_config(args.max_duration or args.duration, **decoding)
     bar = None
@@ -261,25 +304,35 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
     }
 
 
+def write_report(report: dict[str, Any], path: str | Path) -> None:
+    """The JSON report, written atomically (a temp file renamed over the target)."""
+    from magnet_lightning.stale_files import remove_stale
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(out.parent, f".{out.name}.tmp*")  # left by a killed run
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from magnet_lightning.convert import CheckpointError
+    from magnet_lightning.errors import pop_debug_flag, user_errors
+
+    args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = evaluate(args)
-    if report is not None:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-        log.info("metrics %s -> %s", report["metrics"], out)
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    try:
+        with user_errors(CheckpointError):
+            report = evaluate(args)
+            if report is not None:
+                write_report(report, args.out)
+                log.info("metrics %s -> %s", report["metrics"], args.out)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from magnet_lightning.convert import CheckpointError
-
-    try:
-        sys.exit(main())
-    except (FileNotFoundError, CheckpointError) as err:  # missing weights or a bad file: the message says what to do
-        raise SystemExit(f"error: {err}") from None
+    sys.exit(main())

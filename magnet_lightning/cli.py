@@ -26,10 +26,13 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from magnet_lightning.convert import CheckpointError
 from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.demo.corpus import DemoConfig
+from magnet_lightning.errors import pop_debug_flag, user_errors
 from magnet_lightning.lit_module import MagnetLightningModule
 from magnet_lightning.network import reachable
+from magnet_lightning.startup import check_training_config, remove_stale_checkpoint_temporaries
 
 log = logging.getLogger(__name__)
 SUBCOMMANDS = {"fit", "validate", "test", "predict"}
@@ -241,6 +244,8 @@ class MagnetCLI(LightningCLI):
             config.model.init_from = config.init_from
         if config.demo.enabled:
             self._prepare_demo(config)
+        if self.subcommand == "fit":
+            check_training_config(config)  # one-line errors before anything is built (magnet_lightning.startup)
 
     def _sub_config(self):
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -261,6 +266,7 @@ class MagnetCLI(LightningCLI):
     def before_fit(self) -> None:
         config = self._sub_config()
         trainer, datamodule = self.trainer, self.datamodule
+        remove_stale_checkpoint_temporaries(trainer)
         if isinstance(trainer.strategy, FSDPStrategy) and self.model.hparams.ema_every_n_steps > 0:
             raise ValueError("EMA (Lightning WeightAveraging) keeps a full, unsharded copy and does not support FSDP: "
                              "set --model.ema_every_n_steps 0 with FSDP, or train with DDP (the 1.5B model fits DDP "
@@ -355,11 +361,12 @@ def default_args(config_name: str) -> list[str]:
 
 def main(default_config: str, args: list[str] | None = None) -> MagnetCLI:
     """Entry point of the recipes: no arguments -> the default config (the CPU demo for music)."""
-    args = sys.argv[1:] if args is None else list(args)
+    args = pop_debug_flag(sys.argv[1:] if args is None else args)  # --debug -> MAGNET_DEBUG=1 (full tracebacks)
     if not args:
         args = default_args(default_config)
         print(f"No arguments: running `{' '.join(args)}` (see recipes/README.md for the paper configs).", flush=True)
     elif not SUBCOMMANDS & set(args) and not {"-h", "--help"} & set(args[:1]):
         args = ["fit", *args]  # `train_music.py --config X` means `train_music.py fit --config X`
     sys.argv[1:] = args  # DDP launchers re-run sys.argv for the other ranks: they must see the same arguments
-    return MagnetCLI()
+    with user_errors(CheckpointError):  # a user mistake: one line, exit code 2
+        return MagnetCLI()

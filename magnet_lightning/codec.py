@@ -244,19 +244,23 @@ def _load_hf_encodec(name_or_path: str, bandwidth: float | None, device: str | t
 
 
 def _load_encodec_package(name: str, bandwidth: float | None, device: str | torch.device) -> EncodecPackageCodec:
+    """The package's architecture with its weights read from the torch hub cache: never downloaded, data only."""
     import encodec
+
+    from magnet_lightning.safe_load import load_tensors
 
     builder = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
                "encodec_48khz": encodec.EncodecModel.encodec_model_48khz}[name]
+    url = f"https://dl.fbaipublicfiles.com/encodec/v0/{_ENCODEC_PKG_WEIGHTS[name]}"
     ckpt = Path(torch.hub.get_dir()) / "checkpoints" / _ENCODEC_PKG_WEIGHTS[name]
-    try:
-        model = builder(pretrained=True)
-    except Exception as e:  # urllib/hub errors differ by version; all mean "weights not here"
+    if not ckpt.is_file():
         raise FileNotFoundError(
-            f"weights of the encodec package model {name!r} are missing ({type(e).__name__}: {e}). Download "
-            f"https://dl.fbaipublicfiles.com/encodec/v0/{_ENCODEC_PKG_WEIGHTS[name]} and put it at {ckpt} "
-            "(torch hub cache: $TORCH_HOME/hub/checkpoints)."
-        ) from e
+            f"weights of the encodec package model {name!r} are missing (nothing is downloaded implicitly). "
+            f"Download {url} and put it at {ckpt} (torch hub cache: $TORCH_HOME/hub/checkpoints)."
+        )
+    model = builder(pretrained=False)
+    model.load_state_dict(load_tensors(ckpt, source=url))
+    model.name = name
     return EncodecPackageCodec(model, bandwidth=bandwidth).to(device)
 
 

@@ -233,7 +233,13 @@ def convert_codec(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m magnet_lightning.convert", description=__doc__.split("\n\n")[0])
+    import sys
+
+    from magnet_lightning.errors import UserError, pop_debug_flag, user_errors
+    from magnet_lightning.stale_files import remove_stale
+
+    parser = argparse.ArgumentParser(prog="python -m magnet_lightning.convert", description=__doc__.split("\n\n")[0],
+                                     epilog="A mistake is one line and exit code 2; --debug shows the traceback.")
     sub = parser.add_subparsers(dest="format", required=True)
     ac = sub.add_parser("audiocraft", help="audiocraft MAGNeT state_dict.bin (or repo id) -> Lightning checkpoint")
     ac.add_argument("src", help="path to state_dict.bin, or a released repo id (facebook/magnet-small-10secs)")
@@ -241,16 +247,20 @@ def main(argv: list[str] | None = None) -> None:
     codec = sub.add_parser("audiocraft-codec", help="audiocraft compression_state_dict.bin -> transformers folder")
     codec.add_argument("src", help="path to compression_state_dict.bin, or a released repo id")
     codec.add_argument("out", help="output folder (EncodecModel.save_pretrained layout)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
     from magnet_lightning.audiocraft_codec import CodecFileError
 
-    try:
+    with user_errors(CheckpointError, CodecFileError, ConfigError):
+        out = hub.expand(args.out)
+        remove_stale(out.parent, f".{out.name}.tmp*")  # left by a killed conversion
         if args.format == "audiocraft-codec":
-            print(f"wrote {convert_codec(args.src, args.out)}")
+            print(f"wrote {convert_codec(args.src, out)}")
             return
-        ckpt = convert_audiocraft(args.src, args.out)
-    except (CheckpointError, CodecFileError, ConfigError, FileNotFoundError) as err:
-        parser.exit(2, f"error: {err}\n")
+        if out.is_dir():
+            raise UserError(f"output {out} is a folder: give the .ckpt file to write, e.g. {out / 'model.ckpt'}")
+        if out.exists() and out.resolve() == hub.expand(args.src).resolve():
+            raise UserError(f"output {out} is the input file: give another path")
+        ckpt = convert_audiocraft(args.src, out)
     print(f"wrote {args.out}: {ckpt.config} ({ckpt.config.num_parameters() / 1e6:.1f} M parameters)")
     print(f"metadata: {ckpt.metadata}")
 

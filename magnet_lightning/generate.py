@@ -360,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="demo only: random-weight T5 when its weights are missing")
     p.add_argument("--no-fast", action="store_true", help="plain decoding loop (no static buffers / CUDA graphs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward (CUDA)")
+    p.epilog = "A wrong argument is one line and exit code 2; --debug (or MAGNET_DEBUG=1) shows the traceback."
     return p
 
 
@@ -376,47 +377,43 @@ def _jobs(args) -> list[tuple[str, str | None]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tqdm import tqdm
-
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.infill and not args.prompt_audio:
-        raise SystemExit("--infill needs --prompt-audio (the clip to edit)")
+    """The CLI: every argument is checked (with the checkpoint's K and segment read cheaply) before the model, the
+    T5 and the codec are loaded; a mistake is one line on stderr and exit code 2, and nothing is written."""
     from magnet_lightning.convert import CheckpointError
+    from magnet_lightning.errors import pop_debug_flag, user_errors
 
-    try:
+    args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
+    from magnet_lightning.hub import expand
+
+    for name in ("out", "prompts", "prompt_audio"):  # ~ and $VARS in user paths
+        if getattr(args, name):
+            setattr(args, name, str(expand(getattr(args, name))))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with user_errors(CheckpointError):
+        from tqdm import tqdm
+
+        from magnet_lightning.entry_checks import check_generate_args
+        from magnet_lightning.run_manifest import RunManifest
+
+        checked = check_generate_args(args, _jobs)
+        jobs, overrides, prompt, prompt_rate = checked.jobs, checked.overrides, checked.prompt, checked.prompt_rate
         gen = MagnetGenerator.from_pretrained(
             args.ckpt, device=args.device, text_encoder=args.text_encoder, codec=args.codec,
             allow_random_text_encoder=args.allow_random_text_encoder, fast=False if args.no_fast else None,
             compile=args.compile)
-    except (FileNotFoundError, CheckpointError) as err:  # missing weights or a bad file: the message says what to do
-        raise SystemExit(f"error: {err}") from None
-    overrides = {
-        "decoding_steps": args.steps, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-        "max_cfg_coef": args.cfg_max, "min_cfg_coef": args.cfg_min, "span_arrangement": args.span_arrangement,
-        "span_scoring": args.span_scoring, "use_sampling": False if args.greedy else None,
-    }
-    config = gen.decoding_config(args.duration, args.preset, **overrides)
-    prompt = prompt_rate = None
-    if args.prompt_audio:
-        from magnet_lightning.audio import read_audio
-
-        try:
-            prompt, prompt_rate = read_audio(args.prompt_audio)
-        except ValueError as err:
-            raise SystemExit(f"error: --prompt-audio: {err}") from None
-    jobs = _jobs(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    batches = [jobs[i:i + args.batch_size] for i in range(0, len(jobs), args.batch_size)]
-    bar = tqdm(total=len(batches) * sum(config.decoding_steps), unit="step", desc="generating")
-    with (out / "manifest.jsonl").open("a", encoding="utf-8") as manifest:
+        config = gen.decoding_config(args.duration, args.preset, **overrides)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        manifest = RunManifest(out / "manifest.jsonl")
+        batches = [jobs[i:i + args.batch_size] for i in range(0, len(jobs), args.batch_size)]
+        bar = tqdm(total=len(batches) * sum(config.decoding_steps), unit="step", desc="generating")
         for index, batch in enumerate(batches):
             start = bar.n
             result = gen.generate([text for _, text in batch], duration=args.duration, prompt=prompt,
                                   prompt_sample_rate=prompt_rate, infill=tuple(args.infill) if args.infill else None,
                                   decoding=config, seed=None if args.seed is None else args.seed + index,
                                   progress=lambda done, _total, start=start: bar.update(start + done - bar.n))
+            records = []
             for (name, text), tokens, wav in zip(batch, result.tokens, result.audio):
                 path = out / f"{name}.wav"
                 write_wav(path, wav, result.sample_rate, None if args.no_normalize else args.lufs)
@@ -424,14 +421,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     import numpy as np
 
                     np.save(out / f"{name}.codes.npy", tokens.cpu().numpy().astype(np.int16))
-                record = {
+                records.append({
                     "file": path.name, "text": text, "seconds": wav.shape[-1] / result.sample_rate,
                     "frames": tokens.shape[-1], "seed": None if args.seed is None else args.seed + index,
                     "decoding": asdict(config), "ckpt": str(args.ckpt),
-                }
-                manifest.write(json.dumps(record) + "\n")
-    bar.close()
-    log.info("wrote %d files to %s", len(jobs), out)
+                })
+            manifest.add(records)
+        bar.close()
+        log.info("wrote %d files to %s", len(jobs), out)
     return 0
 
 

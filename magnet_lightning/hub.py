@@ -114,6 +114,6 @@ def resolve_lm(name_or_path: str | os.PathLike) -> Source:
     if looks_like_repo_id(text):
         return Source(fetch(text, LM_FILE, CODEC_FILE), repo_id=text)
     raise FileNotFoundError(
-        f"checkpoint {text!r} not found: give a checkpoint file (ours, or an audiocraft {LM_FILE}) or a released "
+        f"checkpoint {text} not found: give a checkpoint file (ours, or an audiocraft {LM_FILE}) or a released "
         f"repo id such as facebook/magnet-small-10secs"
     )

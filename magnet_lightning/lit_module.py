@@ -197,7 +197,11 @@ class MagnetLightningModule(L.LightningModule):
         return [EMA(self.hparams.ema_decay, self.hparams.ema_every_n_steps)]
 
     def on_fit_start(self) -> None:
+        """Start-up checks before step 1: the shards against the model (K, V, frame rate, codec, sample rate), and
+        the T5 loaded now (a missing one stops the run here, not at the first batch)."""
         datamodule = getattr(self.trainer, "datamodule", None)
         check = getattr(datamodule, "check_compatible", None)
         if check is not None:
-            check(self.model_cfg.num_codebooks, self.model_cfg.codebook_size, self.hparams.frame_rate)
+            check(self.model_cfg.num_codebooks, self.model_cfg.codebook_size, self.hparams.frame_rate,
+                  codec=self.hparams.codec, sample_rate=self.hparams.sample_rate)
+        _ = self.text_encoder  # the property loads the T5, or raises naming what to download

@@ -96,7 +96,7 @@ def test_load_codec_from_local_dir(tmp_path):
 
 
 def test_missing_weights_give_clear_errors(monkeypatch, tmp_path):
-    with pytest.raises(FileNotFoundError, match="huggingface-cli download facebook/encodec_32khz"):
+    with pytest.raises(FileNotFoundError, match="hf download facebook/encodec_32khz"):
         load_codec("facebook/encodec_32khz")
 
     def offline(*args, **kwargs):

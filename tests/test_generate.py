@@ -152,7 +152,7 @@ def test_python_dash_m_entry_point():
 
 def test_cli_missing_weights_exit_with_the_reason(assets, tmp_path):
     ckpt, _ = assets
-    with pytest.raises(SystemExit, match="absent.ckpt' not found"):
+    with pytest.raises(SystemExit, match="absent.ckpt not found"):
         main(["--ckpt", str(tmp_path / "absent.ckpt"), "--text", "x", "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="(?s)t5-base.*hf download"):
         main(["--ckpt", str(ckpt), "--text-encoder", "t5-base", "--text", "x", "--out", str(tmp_path / "o")])

@@ -128,7 +128,7 @@ def test_fine_tune_from_audiocraft_checkpoint_via_recipe(tmp_path):
 
 
 def test_init_from_missing_file_fails_clearly():
-    with pytest.raises(Exception, match="nope.ckpt"):
+    with pytest.raises(SystemExit, match="nope.ckpt"):  # one line naming it, exit code 2
         main("demo_music.yaml", ["fit", "--config", str(CONFIGS / "demo_music.yaml"), "--demo.enabled", "false",
                                  "--init_from", "nope.ckpt", "--trainer.logger", "false"])
 

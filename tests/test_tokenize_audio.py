@@ -18,6 +18,7 @@ from magnet_lightning.codec_fit import fit_codebooks
 from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.data.shards import read_manifest
 from magnet_lightning.data.tokenize import TokenizeOptions, make_key, scan_inputs, tokenize_dataset
+from magnet_lightning.errors import UserError
 
 SR = 22050  # not the codecs' rate: the tokenizer must resample
 OPTS = TokenizeOptions(samples_per_shard=3, batch_size=2, num_workers=0, progress=False)
@@ -115,7 +116,7 @@ def test_resume_and_multi_rank_merge(tmp_path):
     assert again["shards_skipped"] == [0] and again["shards_done"] == [2]
     assert read_manifest(out)["num_samples"] == 5
     other = HFEncodecCodec(tiny_hf_model(codebook_size=32), "other")
-    with pytest.raises(RuntimeError, match="another codec"):
+    with pytest.raises(UserError, match="another codec"):
         tokenize_dataset(audio, out, other, opts=OPTS)
 
 

@@ -24,9 +24,10 @@ Cost bound: ``num_prompts`` clips of at most ``max_duration`` seconds with ``dec
 in batches of ``batch_size``; a tqdm bar on rank 0 shows the decoding steps.
 
 Embedders (VGGish / PaSST / CLAP / codec latents) and the codec live in this callback, never in the LightningModule:
-they are not in checkpoints nor in DDP's parameters. Real runs need their weights (clear error naming the file
-otherwise); ``allow_random_embedders=True`` builds missing ones with random seeded weights, with a loud warning
-(CPU demos only: such numbers mean nothing outside the run).
+they are not in checkpoints nor in DDP's parameters. They are loaded at fit (or validate) start, in ``setup``, so a
+missing weight file stops the run before step 1 (clear error naming the file); ``allow_random_embedders=True``
+builds missing ones with random seeded weights, with a loud warning (CPU demos only: such numbers mean nothing
+outside the run).
 
 On global rank 0, with a ``WandbLogger``, it also logs ``eval/examples`` (a table: id, prompt, generated and
 reference audio, CLAP score, mel-spectrogram pictures) and ``eval/mel`` (the generated clips' mel pictures).
@@ -134,6 +135,20 @@ class AudioMetricsCallback(L.Callback):
             self._items = items[: self.num_prompts]
             log.info("AudioMetricsCallback: %d prompts from %s (%d skipped)", len(self._items), self.prompts, skipped)
         return self._items
+
+    # ------------------------------------------------------------------------------------------- start-up
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """At fit / validate start, before step 1: load the codec and every embedder (their weights), read the
+        prompt file, and check the codec against the model and the shards. A missing or wrong file stops the run
+        here instead of at the first evaluation, ``every_n_steps`` steps later."""
+        if stage not in ("fit", "validate"):
+            return
+        from magnet_lightning.startup import check_metrics_codec
+
+        codec, _ = self._setup(pl_module)
+        check_metrics_codec(codec, pl_module.model.cfg, trainer.datamodule)
+        if self.prompts is not None:
+            self._file_items()
 
     # ------------------------------------------------------------------------------------------- schedule
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -19,6 +19,7 @@ import torch
 from magnet_lightning.data.augment import TextAugmentConfig
 from magnet_lightning.data.pipeline import EpochLoader, SkipCounter, TrainStream, build_val_batches, keep_batch
 from magnet_lightning.data.shards import ShardSet, check_compatible, resolve_shards
+from magnet_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class TokenDataModule(L.LightningDataModule):
         self.train_weights = list(train_weights) if train_weights else [1.0] * len(self.train_specs)
         self.text_augment = TextAugmentConfig(merge_text_p, drop_desc_p, drop_other_p) if text_augment else None
         self.expected = {"num_codebooks": num_codebooks, "codebook_size": codebook_size, "frame_rate": frame_rate}
+        self.expected_codec: dict = {}  # codec / sample_rate / channels, when the model (or a callback) names them
         self.train_sets: list[ShardSet] = []
         self.val_sets: list[ShardSet] = []
         self.train_skips = SkipCounter(num_workers)
@@ -87,9 +89,13 @@ class TokenDataModule(L.LightningDataModule):
             self.val_sets = [resolve_shards(s) for s in self.val_specs]
         self._check_all()
 
-    def check_compatible(self, num_codebooks: int, codebook_size: int, frame_rate: float) -> None:
-        """Record the model's K, V and frame rate and raise `ManifestMismatchError` if any manifest disagrees."""
+    def check_compatible(self, num_codebooks: int, codebook_size: int, frame_rate: float, codec: str | None = None,
+                         sample_rate: int | None = None, channels: int | None = None) -> None:
+        """Record the model's K, V, frame rate (and codec name, sample rate, channels when given) and raise
+        `ManifestMismatchError` if any manifest disagrees."""
         self.expected = {"num_codebooks": num_codebooks, "codebook_size": codebook_size, "frame_rate": frame_rate}
+        given = {"codec": codec, "sample_rate": sample_rate, "channels": channels}
+        self.expected_codec.update({k: v for k, v in given.items() if v is not None})
         if self.train_sets or self.val_sets:
             self._check_all()
 
@@ -98,16 +104,20 @@ class TokenDataModule(L.LightningDataModule):
             if ds.manifest is None:
                 missing = [k for k, v in self.expected.items() if v is None]
                 if missing:
-                    raise ValueError(f"dataset {ds.spec!r} has no manifest.json; pass {missing} to the datamodule")
+                    raise UserError(f"dataset {ds.spec!r} has no manifest.json; pass {missing} to the datamodule")
                 log.warning("dataset %r has no manifest.json: K and V are checked per sample, frame rate is trusted",
                             ds.spec)
                 continue
-            check_compatible(ds.manifest, where=f"shards {ds.spec!r}", **self.expected)
+            check_compatible(ds.manifest, where=f"shards {ds.spec!r}", **self.expected, **self.expected_codec)
             for key in self.expected:  # datasets must also agree with each other
                 if self.expected[key] is None:
                     self.expected[key] = ds.manifest[key]
+            for key in ("codec", "sample_rate", "channels"):
+                if key in ds.manifest:
+                    self.expected_codec.setdefault(key, ds.manifest[key])
             if ds.total_samples == 0:
-                raise RuntimeError(f"dataset {ds.spec!r} has 0 samples in its manifest")
+                raise UserError(f"dataset {ds.spec!r} has 0 samples in its manifest (every file was skipped when "
+                                "tokenizing: see manifest.json['skipped'])")
 
     @property
     def num_codebooks(self) -> int:
@@ -153,14 +163,27 @@ class TokenDataModule(L.LightningDataModule):
     def _batches_per_epoch(self, world_size: int) -> int:
         hp = self.hparams
         if hp.batches_per_epoch:
-            return int(hp.batches_per_epoch)
-        total = hp.samples_per_epoch
-        if total is None:
-            counts = [ds.total_samples for ds in self.train_sets]
-            if any(c is None for c in counts):
-                raise ValueError("sample counts unknown (no manifest): set samples_per_epoch or batches_per_epoch")
-            total = sum(counts)
-        return max(1, math.ceil(total / (hp.batch_size * world_size)))
+            batches = int(hp.batches_per_epoch)
+        else:
+            total = hp.samples_per_epoch
+            if total is None:
+                counts = [ds.total_samples for ds in self.train_sets]
+                if any(c is None for c in counts):
+                    raise UserError("sample counts unknown (no manifest): set samples_per_epoch or batches_per_epoch")
+                total = sum(counts)
+            batches = max(1, math.ceil(total / (hp.batch_size * world_size)))
+        return self._whole_accumulations(batches)
+
+    def _whole_accumulations(self, batches: int) -> int:
+        """`batches` rounded up to a multiple of the trainer's gradient accumulation, so that no optimizer step is
+        built from fewer micro-batches (Lightning steps at the end of an epoch with whatever it has)."""
+        accumulate = int(getattr(self.trainer, "accumulate_grad_batches", 1) or 1) if self.trainer else 1
+        if batches % accumulate == 0:
+            return batches
+        rounded = math.ceil(batches / accumulate) * accumulate
+        log.warning("epoch length %d batches is not a multiple of accumulate_grad_batches=%d: using %d batches per "
+                    "epoch, so every optimizer step has %d micro-batches", batches, accumulate, rounded, accumulate)
+        return rounded
 
     def _make_train_loader(self) -> torch.utils.data.DataLoader:
         hp = self.hparams
@@ -176,7 +199,7 @@ class TokenDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> EpochLoader:
         if not self.train_sets:
-            raise ValueError("no train_shards given")
+            raise UserError("no train_shards given: set data.train_shards")
         self._restarts += 1
         if self._train_loader is not None:  # a reload: stop the old workers before new ones fork
             self._train_loader.close()

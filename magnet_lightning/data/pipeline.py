@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from magnet_lightning.data.augment import TextAugmentConfig, augment_music_text
-from magnet_lightning.data.shards import CODES_MEMBER, JSON_MEMBER, ShardSet
+from magnet_lightning.data.shards import CODES_MEMBER, JSON_MEMBER, ShardSet, caption_of
 
 log = logging.getLogger(__name__)
 
 SKIP_REASONS = ("corrupt_shard", "missing_member", "bad_codes", "bad_dtype", "bad_shape", "token_out_of_range",
-                "empty", "bad_json")
+                "empty", "bad_json", "duplicate_key")
 
 
 class BadSample(Exception):
@@ -149,23 +149,54 @@ def collate(items: list[tuple[np.ndarray, str, dict]], seg_frames: int) -> dict:
             "text": [t for _, t, _ in items], "meta": [m for _, _, m in items]}
 
 
-def caption_of(meta: dict) -> str:
-    """The sample's caption (``caption``, else ``description``/``text``), '' if none."""
-    for name in ("caption", "description", "text"):
-        if meta.get(name):
-            return str(meta[name])
-    return ""
+def group_members(files: Iterator[dict], url: str, counter: SkipCounter) -> Iterator[dict]:
+    """Tar members ({"fname", "data"}, in tar order) -> samples {"__key__", "__url__", ext: bytes, ...}.
+
+    A key that already had a sample in this shard (a member repeated inside a sample, or the key coming back later)
+    starts a duplicate: all its members are skipped and counted once as ``duplicate_key``; the first sample of that
+    key and the rest of the shard are kept.
+    """
+    from webdataset.tariterators import base_plus_ext
+
+    seen: set[str] = set()
+    current: dict | None = None
+    skipping: str | None = None
+    for member in files:
+        if not member:  # end-of-shard marker
+            break
+        key, ext = base_plus_ext(member["fname"])
+        if key is None:
+            continue
+        ext = ext.lower()
+        if current is not None and key == current["__key__"] and ext not in current:
+            current[ext] = member["data"]
+            continue
+        if current is not None:
+            yield current
+            current = None
+        if key in seen:
+            if skipping != key:
+                counter.add("duplicate_key", f"{key} in {url} again (only its first sample is kept)")
+                skipping = key
+            continue
+        seen.add(key)
+        skipping = None
+        current = {"__key__": key, "__url__": url, ext: member["data"]}
+    if current is not None:
+        yield current
 
 
 def iter_shard(url: str, counter: SkipCounter, num_codebooks: int, codebook_size: int) -> Iterator[tuple]:
-    """Valid (codes [K, T], meta) of one shard; corrupt shards and bad samples are counted and skipped."""
-    from webdataset.tariterators import tarfile_samples
+    """Valid (codes [K, T], meta) of one shard; corrupt shards, duplicate keys and bad samples are counted and
+    skipped."""
+    from webdataset.tariterators import tar_file_expander, url_opener
 
     def on_error(exn: Exception) -> bool:
         counter.add("corrupt_shard", f"{url}: {exn!r}")
         return False  # stop reading this shard: the tar stream is unusable after an error
 
-    for sample in tarfile_samples([{"url": url}], handler=on_error):
+    files = tar_file_expander(url_opener([{"url": url}], handler=on_error), handler=on_error)
+    for sample in group_members(files, url, counter):
         try:
             yield decode_sample(sample, num_codebooks, codebook_size)
         except BadSample as bad:

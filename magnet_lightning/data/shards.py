@@ -12,10 +12,13 @@ import glob
 import io
 import json
 import os
+import re
 import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from magnet_lightning.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "magnet_lightning.shards"
@@ -23,10 +26,19 @@ MANIFEST_VERSION = 1
 TOKENIZER_VERSION = "1"
 CODES_MEMBER = "codes.npy"
 JSON_MEMBER = "json"
+CAPTION_FIELDS = ("caption", "description", "text", "prompt")  # where a caption is looked for, in this order
 
 
-class ManifestMismatchError(ValueError):
-    """Raised when shards were tokenized with a codec the model cannot read (K, V or frame rate differ)."""
+class ManifestMismatchError(UserError, ValueError):
+    """Shards tokenized with a codec the model cannot read (K, V, frame rate, codec, sample rate or channels)."""
+
+
+def caption_of(record: dict) -> str:
+    """The caption of a sample's json or an input record: the first non-empty of CAPTION_FIELDS, '' if none."""
+    for name in CAPTION_FIELDS:
+        if record.get(name):
+            return str(record[name])
+    return ""
 
 
 def write_manifest(out_dir: str | Path, codec_info: dict, shards: list[dict], **extra) -> Path:
@@ -66,25 +78,49 @@ def read_manifest(path: str | Path) -> dict:
         path = path / MANIFEST_NAME
     if not path.is_file():
         raise FileNotFoundError(f"no shard manifest at {path}; create the shards with data/tokenize_audio.py")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path} is not a {MANIFEST_FORMAT} manifest (format={manifest.get('format')!r})")
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path} is not valid JSON ({err}); re-run data/tokenize_audio.py to rewrite it") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise UserError(f"{path} is not a {MANIFEST_FORMAT} manifest (format={found!r})")
     if manifest.get("version", 0) > MANIFEST_VERSION:
-        raise ValueError(f"{path} has manifest version {manifest['version']}; this code reads <= {MANIFEST_VERSION}")
+        raise UserError(f"{path} has manifest version {manifest['version']}; this code reads <= {MANIFEST_VERSION}")
     return manifest
 
 
+def codec_base_name(name: str) -> str:
+    """The codec's identity without family prefix, bandwidth or folder: 'hf-encodec:facebook/encodec_32khz@2.2kbps'
+    and '/models/encodec_32khz/' both give 'encodec_32khz' (shards record a folder codec by its folder name)."""
+    name = re.sub(r"^[A-Za-z][\w-]*:(?!//)", "", str(name).strip())
+    name = re.sub(r"@[\d.]+kbps$", "", name)
+    return name.rstrip("/").split("/")[-1].lower()
+
+
+_FIELDS = (("num_codebooks", "K"), ("codebook_size", "V"), ("frame_rate", "frame rate"),
+           ("sample_rate", "sample rate"), ("channels", "channels"))
+
+
 def check_compatible(manifest: dict, num_codebooks: int | None = None, codebook_size: int | None = None,
-                     frame_rate: float | None = None, where: str = "shards") -> None:
-    """Raise `ManifestMismatchError` if the manifest's K, V or frame rate differ from the model's (None = unchecked)."""
+                     frame_rate: float | None = None, where: str = "shards", codec: str | None = None,
+                     sample_rate: int | None = None, channels: int | None = None) -> None:
+    """Raise `ManifestMismatchError` naming every field of the manifest that differs from the model's expectation:
+    K, V, frame rate, codec (compared by `codec_base_name`), sample rate, channels (None = unchecked)."""
+    wanted = {"num_codebooks": num_codebooks, "codebook_size": codebook_size, "frame_rate": frame_rate,
+              "sample_rate": sample_rate, "channels": channels}
     problems = []
-    for key, want in (("num_codebooks", num_codebooks), ("codebook_size", codebook_size), ("frame_rate", frame_rate)):
-        if want is not None and abs(float(manifest[key]) - float(want)) > 1e-6:
-            problems.append(f"{key}: shards have {manifest[key]}, model expects {want}")
+    for key, label in _FIELDS:
+        want = wanted[key]
+        if want is not None and key in manifest and abs(float(manifest[key]) - float(want)) > 1e-6:
+            problems.append(f"{label} ({key}) {manifest[key]} in the shards, {want} in the model")
+    if codec is not None and manifest.get("codec") and codec_base_name(manifest["codec"]) != codec_base_name(codec):
+        problems.append(f"codec {manifest['codec']!r} in the shards, {codec!r} in the model")
     if problems:
         raise ManifestMismatchError(
-            f"{where} (codec {manifest.get('codec')!r}) do not fit the model: " + "; ".join(problems)
-            + ". Re-tokenize with the model's codec or change the model config."
+            f"{where} do not fit the model: " + "; ".join(problems)
+            + ". Re-tokenize the audio with the model's codec (data/tokenize_audio.py --codec), or set the model's "
+              "codec / sizes to those the shards were made with."
         )
 
 
@@ -153,6 +189,10 @@ def _from_manifest(spec: str, path: Path) -> ShardSet:
     manifest = read_manifest(path)
     root = path.parent if path.is_file() else path
     urls = [str(root / s["url"]) for s in manifest["shards"]]
+    missing = [u for u in urls if not Path(u).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} of the {len(urls)} shards listed in {root / MANIFEST_NAME} are "
+                                f"missing, e.g. {missing[0]}; copy them back or re-run data/tokenize_audio.py")
     return ShardSet(spec, urls, [int(s["num_samples"]) for s in manifest["shards"]], manifest)
 
 
@@ -173,7 +213,8 @@ def resolve_shards(spec: str) -> ShardSet:
         return ShardSet(spec, [_remote_to_pipe(u) for u in expanded], [None] * len(expanded))
     urls = sorted({u for pat in expanded for u in glob.glob(os.path.expanduser(pat))})
     if not urls:
-        raise FileNotFoundError(f"shard spec {spec!r} matches no files")
+        raise FileNotFoundError(f"shard spec {spec!r} matches no files: give a shard folder (with manifest.json), "
+                                "its manifest.json, or tar paths / a glob / a brace range that exist")
     counts: list[int | None] = [None] * len(urls)
     manifest = None
     folder = Path(urls[0]).parent

@@ -7,8 +7,11 @@ and ``manifest.json``.
 
 Multi-GPU / multi-node: the input list is cut into shards of `samples_per_shard` files in a fixed order; rank r of
 world W tokenizes shards r, r + W, ...; each finished shard leaves ``NAME-000000.tar.done.json``; whichever rank
-finds all shards done writes the merged manifest. Re-running skips finished shards (resume).
-Unreadable, silent and too-short files are logged, counted and left out; the rest finishes.
+finds all shards done writes the merged manifest. Re-running skips finished shards (resume); a re-run on a changed
+input says what changed and stops, unless asked to redo the changed shards (``on_change="incremental"``) or all of
+them (``"force"``). Temporary files of killed writes are removed at the next start.
+Per-file problems (unreadable or unsupported format, too many channels, NaN/Inf samples, silent, too short) are
+logged, counted by reason and left out; the rest of the shard finishes.
 """
 
 from __future__ import annotations
@@ -28,13 +31,25 @@ import numpy as np
 import torch
 
 from magnet_lightning.codec import Codec, convert_audio
-from magnet_lightning.data.shards import CODES_MEMBER, JSON_MEMBER, TarShardWriter, write_manifest
+from magnet_lightning.data.shards import (
+    CAPTION_FIELDS,
+    CODES_MEMBER,
+    JSON_MEMBER,
+    MANIFEST_NAME,
+    TarShardWriter,
+    caption_of,
+    codec_base_name,
+    write_manifest,
+)
+from magnet_lightning.errors import UserError
+from magnet_lightning.stale_files import remove_stale
 
 log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus")
-CAPTION_FIELDS = ("caption", "description", "text")
-FILE_PROBLEMS = ("unreadable", "silent", "too_short")
+NOT_AUDIO_EXTENSIONS = (".json", ".txt", ".jsonl", ".csv", ".tar")  # sidecars, lists and our own shards
+FILE_PROBLEMS = ("unreadable", "unsupported", "channels", "non_finite", "silent", "too_short")
+ON_CHANGE = ("error", "incremental", "force")
 
 
 @dataclass
@@ -54,56 +69,111 @@ def make_key(relative_path: str) -> str:
 
 
 def _split_caption(record: dict) -> tuple[str, dict]:
-    caption = next((str(record[f]) for f in CAPTION_FIELDS if record.get(f)), "")
+    caption = caption_of(record)
     metadata = {k: v for k, v in record.items() if k not in CAPTION_FIELDS and k != "path" and v not in (None, "")}
     return caption, metadata
+
+
+def _read_json_object(path: Path, text: str, where: str) -> dict:
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise UserError(f"{where}: not valid JSON ({err.msg} at column {err.colno}); fix or remove it") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    return record
 
 
 def _sidecar(audio: Path) -> tuple[str, dict]:
     meta_path, txt_path = audio.with_suffix(".json"), audio.with_suffix(".txt")
     if meta_path.is_file():
-        return _split_caption(json.loads(meta_path.read_text()))
+        return _split_caption(_read_json_object(meta_path, meta_path.read_text(), str(meta_path)))
     if txt_path.is_file():
         return txt_path.read_text().strip(), {}
     return "", {}
 
 
-def _records(manifest: Path) -> list[dict]:
+def _records(manifest: Path) -> list[tuple[int, dict]]:
+    """(line number, record) of a .jsonl (one object a line) or .csv (header on line 1) manifest."""
     if manifest.suffix == ".csv":
         with open(manifest, newline="") as f:
-            return list(csv.DictReader(f))
-    return [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+            return [(number, row) for number, row in enumerate(csv.DictReader(f), 2)]
+    return [(number, _read_json_object(manifest, line, f"{manifest}:{number}"))
+            for number, line in enumerate(manifest.read_text().splitlines(), 1) if line.strip()]
+
+
+def _folder_files(source: Path) -> list[Path]:
+    """Candidate audio files of a folder: known audio extensions first (sorted), then other files (sorted; tried
+    with the audio reader, counted as 'unsupported' when it cannot read them). Sidecars, shards (an output folder
+    inside the input) and hidden files are not candidates."""
+    known, other, hidden = [], [], 0
+    for path in sorted(source.rglob("*")):
+        if not path.is_file():
+            continue
+        if any(part.startswith(".") for part in path.relative_to(source).parts):
+            hidden += 1
+        elif path.suffix.lower() in AUDIO_EXTENSIONS:
+            known.append(path)
+        elif path.suffix.lower() not in NOT_AUDIO_EXTENSIONS and ".tar.tmp" not in path.name:
+            other.append(path)
+    if hidden:
+        log.info("%s: ignored %d hidden files", source, hidden)
+    if other:
+        log.warning("%s: %d files with other extensions (e.g. %s) will be tried with the audio reader", source,
+                    len(other), other[0].name)
+    return known + other
 
 
 def scan_inputs(source: str | Path) -> list[AudioItem]:
-    """List the tracks of a folder (recursive, sorted) or of a .jsonl/.csv manifest, with unique keys."""
+    """List the tracks of a folder (recursive, sorted) or of a .jsonl/.csv manifest, with unique keys.
+
+    Raises UserError for a missing input, a bad JSON sidecar or manifest line (with its line number) or a record
+    without a path. Tracks without a caption are counted and logged (CAPTION_FIELDS are the fields read).
+    """
     source = Path(source)
     items = []
     if source.is_dir():
-        for path in sorted(p for p in source.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS):
+        for path in _folder_files(source):
             caption, metadata = _sidecar(path)
             items.append(AudioItem(make_key(str(path.relative_to(source))), str(path), caption, metadata))
-    elif source.suffix in (".jsonl", ".csv"):
-        for record in _records(source):
+    elif source.is_file() and source.suffix in (".jsonl", ".csv"):
+        for number, record in _records(source):
             if not record.get("path"):
-                raise ValueError(f"{source}: record without a 'path': {record}")
+                raise UserError(f"{source}:{number}: record without a 'path': {record}")
             path = Path(record["path"])
             path = path if path.is_absolute() else source.parent / path
             caption, metadata = _split_caption(record)
             items.append(AudioItem(make_key(str(record["path"]).lstrip("./")), str(path), caption, metadata))
+    elif not source.exists():
+        raise UserError(f"input {source} does not exist: give an audio folder or a .jsonl/.csv manifest")
     else:
-        raise ValueError(f"input {source} is neither a folder nor a .jsonl/.csv manifest")
+        raise UserError(f"input {source} is neither a folder nor a .jsonl/.csv manifest")
     seen: Counter = Counter()
     for item in items:  # two files may map to the same key (a.wav and a.flac): number the later ones
         seen[item.key] += 1
         if seen[item.key] > 1:
             item.key = f"{item.key}_{seen[item.key] - 1}"
+    _log_missing_captions(items)
     return items
+
+
+def _log_missing_captions(items: list[AudioItem]) -> None:
+    empty = [it for it in items if not it.caption]
+    if empty:
+        fields = sorted({k for it in empty for k in it.metadata})
+        log.warning("%d of %d tracks have no caption (read from %s; sidecar .txt for folders), e.g. %s%s",
+                    len(empty), len(items), "/".join(CAPTION_FIELDS), empty[0].path,
+                    f"; their other fields: {fields[:8]}" if fields else "")
 
 
 def codec_info(codec: Codec) -> dict:
     return {"name": codec.name, "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate,
             "num_codebooks": codec.num_codebooks, "codebook_size": codec.codebook_size, "channels": codec.channels}
+
+
+def _channels_fit(channels: int, target: int) -> bool:
+    """convert_audio's rule: anything down-mixes to mono, mono copies to any width, otherwise widths must match."""
+    return target == 1 or channels == 1 or channels == target
 
 
 class _AudioReader(torch.utils.data.Dataset):
@@ -118,18 +188,30 @@ class _AudioReader(torch.utils.data.Dataset):
         return len(self.items)
 
     def __getitem__(self, i: int):
+        data, sr, problem = self._read(self.items[i].path)
+        if problem is not None:
+            return i, None, problem
+        wav = convert_audio(torch.from_numpy(data.T.copy()), sr, self.sample_rate, self.channels)
+        return i, wav, None
+
+    def _read(self, path: str) -> tuple[np.ndarray | None, int, tuple[str, str] | None]:
+        """(data [N, C] float32, sample rate, None), or (None, 0, (reason, detail)) for a file left out."""
         import soundfile as sf
 
         try:
-            data, sr = sf.read(self.items[i].path, dtype="float32", always_2d=True)  # [N, C]
-        except Exception as e:  # soundfile raises several types for bad or missing files
-            return i, None, ("unreadable", f"{type(e).__name__}: {e}")
+            data, sr = sf.read(path, dtype="float32", always_2d=True)  # [N, C]
+        except Exception as e:  # soundfile raises several types for bad, missing or unknown files
+            reason = "unreadable" if Path(path).suffix.lower() in AUDIO_EXTENSIONS else "unsupported"
+            return None, 0, (reason, f"{type(e).__name__}: {e}")
+        if not np.isfinite(data).all():
+            return None, 0, ("non_finite", f"{int((~np.isfinite(data)).sum())} NaN/Inf samples")
+        if not _channels_fit(data.shape[1], self.channels):
+            return None, 0, ("channels", f"{data.shape[1]} channels; the codec takes {self.channels} (or mono)")
         if data.shape[0] < self.min_duration * sr:
-            return i, None, ("too_short", f"{data.shape[0] / sr:.3f} s < {self.min_duration} s")
+            return None, 0, ("too_short", f"{data.shape[0] / sr:.3f} s < {self.min_duration} s")
         if data.size == 0 or float(np.abs(data).max()) < self.silence_threshold:
-            return i, None, ("silent", f"peak below {self.silence_threshold}")
-        wav = convert_audio(torch.from_numpy(data.T.copy()), sr, self.sample_rate, self.channels)
-        return i, wav, None
+            return None, 0, ("silent", f"peak below {self.silence_threshold}")
+        return data, sr, None
 
 
 def _encode_batch(codec: Codec, wavs: list[torch.Tensor]) -> list[np.ndarray]:
@@ -163,21 +245,27 @@ def _shard_plan_hash(items: list[AudioItem]) -> str:
     return hashlib.sha1("\n".join(f"{it.key}\t{it.path}" for it in items).encode()).hexdigest()[:16]
 
 
+def make_plan(items: list[AudioItem], samples_per_shard: int) -> list[list[AudioItem]]:
+    """The fixed cut of the (ordered) input into shards: shard i holds items [i * n, (i + 1) * n)."""
+    return [items[i: i + samples_per_shard] for i in range(0, len(items), samples_per_shard)]
+
+
 def tokenize_shard(codec: Codec, items: list[AudioItem], tar_path: Path, opts: TokenizeOptions, pbar=None) -> dict:
     """Tokenize `items` into one tar (written to a temp name, then renamed); returns its done-record."""
     reader = _AudioReader(items, codec.sample_rate, codec.channels, opts.min_duration, opts.silence_threshold)
     loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=opts.num_workers)
-    skipped, pending, written = [], [], 0
+    skipped, pending, written, uncaptioned = [], [], 0, 0
     tmp = tar_path.with_suffix(f".tar.tmp{os.getpid()}")
     with TarShardWriter(tmp) as sink:
         def flush():
-            nonlocal written
+            nonlocal written, uncaptioned
             for (idx, wav), codes in zip(pending, _encode_batch(codec, [w for _, w in pending])):
                 it = items[idx]
                 meta = {"caption": it.caption, "metadata": it.metadata, "duration": wav.shape[-1] / codec.sample_rate,
                         "source": it.path, "num_frames": int(codes.shape[1])}
                 sink.write(it.key, {CODES_MEMBER: _npy_bytes(codes), JSON_MEMBER: json.dumps(meta).encode()})
                 written += 1
+                uncaptioned += not it.caption
             pending.clear()
 
         for idx, wav, problem in loader:
@@ -199,57 +287,159 @@ def tokenize_shard(codec: Codec, items: list[AudioItem], tar_path: Path, opts: T
         os.replace(tmp, tar_path)
     else:
         tmp.unlink()
-    return {"url": tar_path.name, "num_samples": written, "skipped": skipped, "codec": codec_info(codec),
-            "plan": _shard_plan_hash(items)}
+    return {"url": tar_path.name, "num_samples": written, "skipped": skipped, "empty_captions": uncaptioned,
+            "codec": codec_info(codec), "plan": _shard_plan_hash(items), "items": [[it.key, it.path] for it in items]}
 
 
 def _done_path(out_dir: Path, name: str, index: int) -> Path:
     return out_dir / f"{name}-{index:06d}.tar.done.json"
 
 
-def merge_manifest(out_dir: Path, name: str, num_shards: int) -> Path | None:
-    """Write manifest.json once every shard has its done-record; returns its path, or None if shards are missing."""
-    done = [_done_path(out_dir, name, i) for i in range(num_shards)]
-    if not all(p.is_file() for p in done):
+def _read_record(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
         return None
-    records = [json.loads(p.read_text()) for p in done]
-    codecs = {json.dumps(r["codec"], sort_keys=True) for r in records}
-    if len(codecs) != 1:
-        raise RuntimeError(f"shards in {out_dir} were made with different codecs: {codecs}")
+    return record if isinstance(record, dict) else None
+
+
+def _matches(record: dict | None, shard: list[AudioItem], codec_ok) -> bool:
+    return record is not None and record.get("plan") == _shard_plan_hash(shard) and codec_ok(record.get("codec", {}))
+
+
+def merge_manifest(out_dir: Path, name: str, plan: list[list[AudioItem]], codec: Codec) -> Path | None:
+    """Write manifest.json once every shard of `plan` has a done-record of its inputs and `codec`; returns its path,
+    or None while shards are missing (another rank may still be working)."""
+    records = [_read_record(_done_path(out_dir, name, i)) for i in range(len(plan))]
+    expected = codec_info(codec)
+    if not all(_matches(r, shard, lambda c: c == expected) for r, shard in zip(records, plan)):
+        return None
     problems = Counter(s["reason"] for r in records for s in r["skipped"])
     shards = [{"url": r["url"], "num_samples": r["num_samples"]} for r in records if r["num_samples"] > 0]
-    return write_manifest(out_dir, records[0]["codec"], shards, name=name,
-                          skipped={p: problems.get(p, 0) for p in FILE_PROBLEMS})
+    return write_manifest(out_dir, expected, shards, name=name, skipped={p: problems.get(p, 0) for p in FILE_PROBLEMS},
+                          empty_captions=sum(int(r.get("empty_captions", 0)) for r in records))
 
 
-def tokenize_dataset(source: str | Path, out_dir: str | Path, codec: Codec, name: str = "shard",
-                     opts: TokenizeOptions | None = None, rank: int = 0, world_size: int = 1) -> dict:
-    """Tokenize this rank's shards of `source` into `out_dir`, skipping finished ones; merge the manifest when all are.
+@dataclass
+class OutputState:
+    """Finished shards of an output folder, compared with the current plan and codec."""
+
+    kept: list[int]
+    """Done shards made from the same inputs with the same codec."""
+    changed: list[int]
+    """Done shards made from other inputs or another codec, or beyond the end of the plan."""
+    description: str
+    """What changed, for the user ('' when nothing did)."""
+
+
+def _examples(paths: set[str]) -> str:
+    return ", ".join(Path(p).name for p in sorted(paths)[:3]) + (", ..." if len(paths) > 3 else "")
+
+
+def inspect_output(out_dir: str | Path, name: str, plan: list[list[AudioItem]], codec_ok) -> OutputState:
+    """Compare the done-records in `out_dir` with `plan`; `codec_ok(record_codec_info) -> bool`."""
+    out_dir = Path(out_dir)
+    kept, changed, old_paths, other_codec = [], [], set(), set()
+    for path in sorted(out_dir.glob(f"{name}-*.tar.done.json")):
+        found = re.fullmatch(rf"{re.escape(name)}-(\d+)\.tar\.done\.json", path.name)
+        if found is None:
+            continue
+        index, record = int(found.group(1)), _read_record(path)
+        old_paths.update(p for _, p in (record or {}).get("items", []))
+        if index < len(plan) and _matches(record, plan[index], codec_ok):
+            kept.append(index)
+            continue
+        changed.append(index)
+        if record is not None and not codec_ok(record.get("codec", {})):
+            other_codec.add(str(record.get("codec", {}).get("name")))
+    if not changed:
+        return OutputState(kept, changed, "")
+    new_paths = {it.path for shard in plan for it in shard}
+    parts = []
+    if old_paths:
+        added = {it.path for i in changed if i < len(plan) for it in plan[i]} - old_paths
+        removed = old_paths - new_paths
+        if added:
+            parts.append(f"{len(added)} new input file(s) ({_examples(added)})")
+        if removed:
+            parts.append(f"{len(removed)} input file(s) gone ({_examples(removed)})")
+    if other_codec:
+        parts.append(f"shards made with another codec ({', '.join(sorted(other_codec))})")
+    parts.append(f"{len(changed)} of {len(kept) + len(changed)} finished shards differ from the current input "
+                 f"(e.g. shard {changed[0]})")
+    return OutputState(kept, changed, "; ".join(parts))
+
+
+def _remove_shard(out_dir: Path, name: str, index: int) -> None:
+    for path in (out_dir / f"{name}-{index:06d}.tar", _done_path(out_dir, name, index)):
+        path.unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(out_dir: Path, name: str, indices: list[int]) -> None:
+    """Temp files of killed writes of this rank's shards (and of the manifest)."""
+    for i in indices:
+        remove_stale(out_dir, f"{name}-{i:06d}.tar.tmp*")
+        remove_stale(out_dir, f"{name}-{i:06d}.tar.done.tmp")
+    remove_stale(out_dir, f"{MANIFEST_NAME}.tmp*")
+
+
+def check_output(out_dir: str | Path, name: str, plan: list[list[AudioItem]], codec_ok, on_change: str) -> OutputState:
+    """The output folder's state; raises UserError (what changed, and the options) if it holds shards of another
+    input or codec and `on_change` is 'error'."""
+    if on_change not in ON_CHANGE:
+        raise ValueError(f"on_change must be one of {ON_CHANGE}, got {on_change!r}")
+    state = inspect_output(out_dir, name, plan, codec_ok)
+    if state.changed and on_change == "error":
+        raise UserError(
+            f"{out_dir} already holds {name!r} shards of a different input: {state.description}. Re-run with "
+            f"--incremental to re-tokenize only the {len(state.changed)} changed shard(s) and keep the other "
+            f"{len(state.kept)}, or --force to re-tokenize everything, or choose a fresh --output folder.")
+    return state
+
+
+def same_codec_name(codec_name: str):
+    """A `codec_ok` test for `check_output` before the codec is loaded: the recorded codec has the same name."""
+    return lambda info: codec_base_name(str(info.get("name", ""))) == codec_base_name(codec_name)
+
+
+def tokenize_dataset(source: str | Path | list[AudioItem], out_dir: str | Path, codec: Codec, name: str = "shard",
+                     opts: TokenizeOptions | None = None, rank: int = 0, world_size: int = 1,
+                     on_change: str = "error") -> dict:
+    """Tokenize this rank's shards of `source` (a folder, a .jsonl/.csv manifest or already scanned items) into
+    `out_dir`, skipping finished ones; merge the manifest when all are.
+
+    on_change: what to do when `out_dir` holds shards made from other inputs or another codec: 'error' (say what
+    changed), 'incremental' (re-tokenize only the changed shards) or 'force' (re-tokenize every shard).
 
     Returns:
         {"shards_done": [...this call's new shard indices], "shards_skipped": [...already done], "written": n,
-         "skipped": {reason: n}, "manifest": path or None}.
+         "skipped": {reason: n}, "empty_captions": n, "manifest": path or None}.
     """
     from tqdm import tqdm
 
     opts = opts or TokenizeOptions()
-    if "." in name or "/" in name:
-        raise ValueError(f"shard name {name!r} must not contain '.' or '/'")
+    if "." in name or "/" in name or not name:
+        raise UserError(f"shard name {name!r} must be non-empty and contain no '.' or '/'")
+    items = list(source) if isinstance(source, list) else scan_inputs(source)
+    if not items:
+        raise UserError(f"no audio files found in {source}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    items = scan_inputs(source)
-    if not items:
-        raise ValueError(f"no audio files found in {source}")
-    plan = [items[i: i + opts.samples_per_shard] for i in range(0, len(items), opts.samples_per_shard)]
+    plan = make_plan(items, opts.samples_per_shard)
+    expected = codec_info(codec)
+    state = check_output(out_dir, name, plan, lambda c: c == expected, on_change)
+    redo = state.changed + (state.kept if on_change == "force" else [])
+    for i in redo:
+        if i % world_size == rank:  # each rank clears only its own shards
+            _remove_shard(out_dir, name, i)
+    if redo:
+        (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # rewritten when every shard is done again
     mine = list(range(rank, len(plan), world_size))
-    summary = {"shards_done": [], "shards_skipped": [], "written": 0, "skipped": Counter()}
+    _remove_stale_temporaries(out_dir, name, mine)
+    summary = {"shards_done": [], "shards_skipped": [], "written": 0, "skipped": Counter(), "empty_captions": 0}
     todo = []
     for i in mine:
-        done = _done_path(out_dir, name, i)
-        if done.is_file():
-            record = json.loads(done.read_text())
-            if record["plan"] != _shard_plan_hash(plan[i]) or record["codec"] != codec_info(codec):
-                raise RuntimeError(f"{done} was made from other inputs or another codec; use a fresh output folder")
+        if _done_path(out_dir, name, i).is_file():
             summary["shards_skipped"].append(i)
         else:
             todo.append(i)
@@ -262,7 +452,8 @@ def tokenize_dataset(source: str | Path, out_dir: str | Path, codec: Codec, name
             os.replace(tmp, _done_path(out_dir, name, i))
             summary["shards_done"].append(i)
             summary["written"] += record["num_samples"]
+            summary["empty_captions"] += record["empty_captions"]
             summary["skipped"].update(s["reason"] for s in record["skipped"])
     summary["skipped"] = dict(summary["skipped"])
-    summary["manifest"] = merge_manifest(out_dir, name, len(plan))
+    summary["manifest"] = merge_manifest(out_dir, name, plan, codec)
     return summary

@@ -8,10 +8,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from magnet_lightning.errors import UserError
+
 from .base import AudioEmbedder, EmbedderHolder, to_mono_at
 from .weights import WEIGHTS_DIR_ENV, resolve_weights, weights_dir
 
 _LOADERS: dict[str, Callable[..., AudioEmbedder]] = {}
+
+
+class UnknownEmbedderError(UserError, KeyError):
+    """An embedder name that is not registered (a typo in a config or a flag)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 def register_embedder(name: str, loader: Callable[..., AudioEmbedder]) -> None:
@@ -26,7 +35,7 @@ def available_embedders() -> list[str]:
 def get_embedder(name: str, **kwargs: Any) -> AudioEmbedder:
     """Build the embedder registered as ``name`` (see each loader for its arguments)."""
     if name not in _LOADERS:
-        raise KeyError(f"Unknown embedder {name!r}; available: {available_embedders()}.")
+        raise UnknownEmbedderError(f"Unknown embedder {name!r}; available: {available_embedders()}.")
     return _LOADERS[name](**kwargs)
 
 

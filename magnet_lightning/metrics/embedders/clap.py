@@ -155,20 +155,21 @@ def load_clap(checkpoint: str | Path | None = None, tokenizer: Any = None, amode
     ``random_weights=True`` (tests) skips the checkpoint; ``check_vocab=False`` accepts a test tokenizer.
     ``tokenizer="bytes"`` (random weights only) uses :class:`ByteTokenizer` instead of roberta-base's.
     """
+    if tokenizer == "bytes" and not random_weights:
+        raise ValueError("tokenizer='bytes' is a stand-in for random-weight demos; real CLAP weights need the "
+                         "roberta-base tokenizer.")
     path = None if random_weights else resolve_weights(checkpoint, "MAGNET_CLAP_CKPT", CLAP_FILE, CLAP_URL)
+    state = None if path is None else _read_state_dict(path)  # read (as data) before building anything
     ensure_hub_offline()
     if tokenizer == "bytes":
-        if not random_weights:
-            raise ValueError("tokenizer='bytes' is a stand-in for random-weight demos; real CLAP weights need the "
-                             "roberta-base tokenizer.")
         tokenizer, check_vocab = ByteTokenizer(), False
     if tokenizer is None or isinstance(tokenizer, (str, Path)):
         tokenizer = load_roberta_tokenizer(tokenizer)
     if check_vocab:
         check_tokenizer(tokenizer)
     module = build_clap_module(amodel, text_config, tokenizer)
-    if path is not None:
-        missing, unexpected = module.model.load_state_dict(_read_state_dict(path), strict=False)
+    if state is not None:
+        missing, unexpected = module.model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise RuntimeError(f"{path} does not match CLAP {amodel}/roberta: missing {missing[:5]}..., "
                                f"unexpected {unexpected[:5]}...")

@@ -103,11 +103,12 @@ def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20
     if tiny is not None:
         from hear21passt.models.passt import PaSST
 
+        state = load_checkpoint(checkpoint) if checkpoint is not None else None  # read (as data) before building
         net = PaSST(img_size=(128, int(tiny.max_seconds * 100) + 1), patch_size=16, stride=10, in_chans=1,
                     num_classes=NUM_CLASSES, embed_dim=tiny.embed_dim, depth=tiny.depth, num_heads=tiny.num_heads,
                     distilled=True)
-        if checkpoint is not None:
-            net.load_state_dict(load_checkpoint(checkpoint), strict=True)
+        if state is not None:
+            net.load_state_dict(state, strict=True)
         return PasstEmbedder(net, tiny.max_seconds).eval().requires_grad_(False)
     if pretrained_length not in VARIANTS:
         raise ValueError(f"pretrained_length must be one of {sorted(VARIANTS)}, got {pretrained_length}.")
@@ -120,10 +121,10 @@ def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20
         return PasstEmbedder(net, float(pretrained_length)).eval().requires_grad_(False)
     path = resolve_weights(checkpoint, "MAGNET_PASST_CKPT", filename, url,
                            extra_dirs=(Path(torch.hub.get_dir()) / "checkpoints",))
+    state = load_checkpoint(path)  # read (as data) before building the network
     from hear21passt.models.passt import checkpoint_filter_fn, get_model
 
     with contextlib.redirect_stdout(io.StringIO()):
         net = get_model(arch=arch, pretrained=False, input_tdim=tdim)
-    state = load_checkpoint(path)
     net.load_state_dict(checkpoint_filter_fn(state, net), strict=True)  # the same key fix-ups hear21passt applies
     return PasstEmbedder(net, float(pretrained_length)).eval().requires_grad_(False)

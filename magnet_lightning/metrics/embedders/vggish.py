@@ -147,6 +147,7 @@ def load_vggish(checkpoint: str | Path | None = None, pca_checkpoint: str | Path
     if use_pca:
         pca_path = resolve_weights(pca_checkpoint, "MAGNET_VGGISH_PCA", "vggish_pca_params-970ea276.pth", PCA_URL)
         pca = load_checkpoint(pca_path)
+    state = load_checkpoint(path)  # read (as data) before building the network
     embedder = VGGishEmbedder(cfg, pca=pca)
-    embedder.net.load_state_dict(load_checkpoint(path), strict=True)
+    embedder.net.load_state_dict(state, strict=True)
     return embedder.eval().requires_grad_(False)

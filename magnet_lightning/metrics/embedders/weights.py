@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from magnet_lightning.safe_load import load_tensors
+
 WEIGHTS_DIR_ENV = "MAGNET_WEIGHTS_DIR"
 
 
@@ -37,15 +39,5 @@ def resolve_weights(explicit: str | os.PathLike | None, env_var: str, filename: 
 
 
 def load_checkpoint(path: str | os.PathLike) -> object:
-    """``torch.load`` on CPU, tensors only when possible; older release files that pickle numpy arrays or training
-    state fall back to full unpickling, with a warning (only use files from their official source)."""
-    import logging
-
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - any unpickling refusal: retry the trusted way
-        logging.getLogger(__name__).warning("%s needs full unpickling (weights_only=False); "
-                                            "only use checkpoints from their official source.", path)
-        return torch.load(path, map_location="cpu", weights_only=False)
+    """An embedder weights file as data only (tensors, numpy arrays); see `magnet_lightning.safe_load`."""
+    return load_tensors(path, source="its release URL in evaluation/README.md")

@@ -1,0 +1,188 @@
+"""Checks the command-line entry points run on their arguments before loading a model.
+
+`peek_checkpoint` reads what a checkpoint says about itself (K, V, the training segment, codec and text encoder
+names) without building the model, the T5 or the codec; the other functions turn a wrong argument into a one-line
+`UserError` naming the flag and the fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from magnet_lightning.errors import UserError, one_line
+
+
+@dataclass(frozen=True)
+class CheckpointFacts:
+    num_codebooks: int
+    codebook_size: int
+    segment_duration: float
+    codec: str
+    text_encoder: str
+
+
+def _load_light(path: Path) -> object:
+    """torch.load as data only, memory-mapped when the file format allows it (tensors are not read)."""
+    import pickle
+
+    import torch
+
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise UserError(f"{path} is not a readable torch checkpoint (it is only ever read as data): "
+                        f"{one_line(err)[:300]}") from None
+
+
+def peek_checkpoint(path: str | Path) -> CheckpointFacts:
+    """Facts of our Lightning checkpoint, an audiocraft state_dict.bin or a released repo id, read without building
+    any model (an audiocraft file's facts come from its xp.cfg; its tensors are memory-mapped, not read)."""
+    from magnet_lightning import hub
+
+    source = hub.resolve_lm(path)
+    raw = _load_light(source.path)
+    if isinstance(raw, dict) and "best_state" in raw:
+        from magnet_lightning.audiocraft_config import ConfigError, read_lm_config
+        from magnet_lightning.convert import codec_reference
+
+        try:
+            spec = read_lm_config(raw.get("xp.cfg"))
+        except ConfigError as err:
+            raise UserError(f"{source.path}: {err}") from None
+        return CheckpointFacts(spec.model.num_codebooks, spec.model.codebook_size, spec.segment_duration,
+                               codec_reference(spec.codec, source), spec.text_encoder)
+    hp = raw.get("hyper_parameters") if isinstance(raw, dict) else None
+    model = (hp or {}).get("model")
+    if not isinstance(model, dict) or "num_codebooks" not in model:
+        raise UserError(f"{source.path}: neither a magnet_lightning checkpoint (hyper_parameters.model) nor an "
+                        "audiocraft state_dict.bin (best_state + xp.cfg)")
+    return CheckpointFacts(int(model["num_codebooks"]), int(model.get("codebook_size", 2048)),
+                           float(hp.get("segment_duration", 10.0)), str(hp.get("codec", "facebook/encodec_32khz")),
+                           str(hp.get("text_encoder", "t5-base")))
+
+
+def positive(flag: str, value: float | None) -> None:
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise UserError(f"{flag} must be a positive number, got {value}")
+
+
+def check_steps(steps: Sequence[int] | None, num_codebooks: int, flag: str = "--steps") -> None:
+    if steps is None:
+        return
+    if any(s < 1 for s in steps):
+        raise UserError(f"{flag} {' '.join(map(str, steps))}: every entry must be >= 1")
+    if len(steps) != num_codebooks:
+        raise UserError(f"{flag} has {len(steps)} entries ({' '.join(map(str, steps))}) but the checkpoint has "
+                        f"{num_codebooks} codebooks: give one number of decoding steps per codebook, e.g. "
+                        f"{flag} {' '.join(['20'] + ['10'] * (num_codebooks - 1))}")
+
+
+def check_decoding(preset: str | None, duration: float, num_codebooks: int, overrides: dict) -> None:
+    """The decoding options as DecodingConfig would take them (ranges of temperature, top-p, ...)."""
+    from magnet_lightning.decoding import decoding_preset
+
+    values = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        decoding_preset(preset or "music", duration, num_codebooks, **values).check(num_codebooks)
+    except (ValueError, TypeError) as err:
+        raise UserError(f"decoding options: {err}") from None
+
+
+def audio_seconds(path: str | Path, flag: str) -> float:
+    """Length of an audio file in seconds (header only); UserError naming `flag` if it cannot be read."""
+    import soundfile
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{flag}: audio file {path} not found")
+    try:
+        info = soundfile.info(str(path))
+    except Exception as err:  # soundfile raises several types for corrupt or unsupported files
+        raise UserError(f"{flag}: cannot read audio file {path}: {one_line(err)}") from None
+    if info.frames == 0:
+        raise UserError(f"{flag}: audio file {path} is empty")
+    return info.frames / info.samplerate
+
+
+def output_folder(path: str | Path, flag: str = "--out") -> None:
+    if Path(path).exists() and not Path(path).is_dir():
+        raise UserError(f"{flag} {path} exists and is not a folder")
+
+
+def output_file(path: str | Path, flag: str = "--out") -> None:
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder: give the file to write")
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UserError(f"{flag} {path}: {parent} is not a folder")
+
+
+@dataclass
+class GenerateInputs:
+    """What `python -m magnet_lightning.generate` needs once its arguments are known to be right."""
+
+    jobs: list[tuple[str, str | None]]
+    overrides: dict[str, Any]
+    prompt: Any = None
+    prompt_rate: int | None = None
+
+
+def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.Namespace], list]) -> GenerateInputs:
+    """Every check of the generate CLI that needs no model: numbers, the output folder, --steps against the
+    checkpoint's K, decoding ranges, the prompt file (its line on error), --prompt-audio against --duration."""
+    if args.infill and not args.prompt_audio:
+        raise UserError("--infill needs --prompt-audio (the clip to edit)")
+    for flag, value in (("--duration", args.duration), ("--batch-size", args.batch_size),
+                        ("--num-samples", args.num_samples), ("--unconditional", args.unconditional)):
+        positive(flag, value)
+    output_folder(args.out)
+    facts = peek_checkpoint(args.ckpt)
+    duration = args.duration or facts.segment_duration
+    check_steps(args.steps, facts.num_codebooks)
+    overrides = {
+        "decoding_steps": args.steps, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+        "max_cfg_coef": args.cfg_max, "min_cfg_coef": args.cfg_min, "span_arrangement": args.span_arrangement,
+        "span_scoring": args.span_scoring, "use_sampling": False if args.greedy else None,
+    }
+    check_decoding(args.preset, duration, facts.num_codebooks, overrides)
+    try:
+        jobs = make_jobs(args)
+    except ValueError as err:  # a malformed prompt file: the message names the file and line
+        raise UserError(f"--prompts: {err}") from None
+    if not jobs:
+        raise UserError(f"--prompts {args.prompts} holds no prompt")
+    inputs = GenerateInputs(jobs, overrides)
+    if args.prompt_audio:
+        check_prompt_audio(args.prompt_audio, duration, args.infill)
+        from magnet_lightning.audio import read_audio
+
+        try:
+            inputs.prompt, inputs.prompt_rate = read_audio(args.prompt_audio)
+        except ValueError as err:
+            raise UserError(f"--prompt-audio: {err}") from None
+    return inputs
+
+
+def check_prompt_audio(path: str, duration: float, infill: Sequence[float] | None) -> None:
+    """A continuation prompt must be shorter than the generation; an infill range must start inside the clip."""
+    seconds = audio_seconds(path, "--prompt-audio")
+    if infill:
+        start, end = infill
+        if not 0 <= start < end or start >= seconds:
+            raise UserError(f"--infill {start:g} {end:g}: need 0 <= START < END with START inside the {seconds:.2f} s "
+                            "of --prompt-audio")
+    elif seconds > duration:
+        raise UserError(f"--prompt-audio is {seconds:.2f} s, longer than the {duration:g} s to generate: pass a "
+                        "longer --duration or a shorter clip")

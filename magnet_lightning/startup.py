@@ -1,0 +1,138 @@
+"""The start-up validation pass of a training run: every mistake that can be found before step 1 is found then.
+
+- `check_training_config` (the CLI, before any class is built): field names of the model / masking / optimizer
+  sections, the T5 on disk, shard specs resolving to existing files, each manifest against the model (K, V, frame
+  rate, codec, sample rate), the ``init_from`` file.
+- At fit start (``MagnetLightningModule.on_fit_start`` and ``AudioMetricsCallback.setup``): the same manifest check
+  on the built objects, the T5 loaded, the callback's codec and embedder weights loaded and checked against the
+  model and the shards (`check_metrics_codec`).
+- `remove_stale_checkpoint_temporaries`: checkpoint temp files of killed writes, removed before training starts.
+
+Each failure is a `UserError` (or FileNotFoundError) naming the field or file and the fix; the CLI prints it as one
+line and exits with code 2 (see `magnet_lightning.errors`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from magnet_lightning.errors import UserError
+
+
+def _plain(value: Any) -> dict:
+    """A config section (jsonargparse Namespace, dict, dataclass or None) as a plain dict."""
+    if value is None:
+        return {}
+    if is_dataclass(value):
+        return asdict(value)
+    if hasattr(value, "as_dict"):
+        return value.as_dict()
+    return dict(value)
+
+
+def _section_classes() -> dict[str, type]:
+    from magnet_lightning.config import MaskingConfig, ModelConfig
+    from magnet_lightning.optim import OptimConfig
+
+    return {"model": ModelConfig, "masking": MaskingConfig, "optimizer": OptimConfig}
+
+
+def check_sections(model_config: Any) -> Any:
+    """Unknown or invalid fields of model.model / model.masking / model.optimizer -> UserError naming them (with
+    the closest known name). Returns the ModelConfig."""
+    built = {}
+    for section, cls in _section_classes().items():
+        values = _plain(getattr(model_config, section, None))
+        known = [f.name for f in fields(cls)]
+        for name in values:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise UserError(f"model.{section}.{name}: unknown field{hint}; the fields are {', '.join(known)}")
+        try:
+            built[section] = cls(**values)
+        except (TypeError, ValueError) as err:
+            raise UserError(f"model.{section}: {err}") from None
+    return built["model"]
+
+
+def _specs(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def check_shards(specs: list[str], num_codebooks: int, codebook_size: int, frame_rate: float, codec: str | None,
+                 sample_rate: int | None) -> None:
+    """Every spec resolves to existing shard files, and every manifest fits the model."""
+    from magnet_lightning.data.shards import check_compatible, resolve_shards
+
+    for spec in specs:
+        shards = resolve_shards(spec)
+        if shards.manifest is not None:
+            check_compatible(shards.manifest, num_codebooks, codebook_size, frame_rate, where=f"shards {spec!r}",
+                             codec=codec, sample_rate=sample_rate)
+
+
+def text_encoder_on_disk(name: str) -> bool:
+    """Whether the T5 `name` (a local folder or a hub name in the HF cache) is there, without loading it."""
+    if name.startswith("random:"):
+        return True
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        return (folder / "config.json").is_file()
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a folder and not a valid hub name
+        return False
+
+
+def check_training_config(config: Any) -> None:
+    """The parsed fit config, before the model, data module, trainer or callbacks are built."""
+    model = config.model
+    model_cfg = check_sections(model)
+    if not model.allow_random_text_encoder and not text_encoder_on_disk(str(model.text_encoder)):
+        from magnet_lightning.conditioning import _missing_weights_error
+
+        raise _missing_weights_error(str(model.text_encoder), FileNotFoundError("not in the local cache"))
+    data = config.data
+    check_shards(_specs(data.train_shards) + _specs(data.val_shards), model_cfg.num_codebooks,
+                 model_cfg.codebook_size, float(model.frame_rate), model.codec, int(model.sample_rate))
+    if model.init_from and "://" not in str(model.init_from) and not Path(model.init_from).is_file():
+        raise FileNotFoundError(f"init_from {model.init_from} not found: give our .ckpt or an audiocraft "
+                                "state_dict.bin")
+
+
+def check_metrics_codec(codec: Any, model_cfg: Any, datamodule: Any, owner: str = "AudioMetricsCallback") -> None:
+    """The codec a metrics callback decodes with must fit the model (K, V) and the shards it trains on."""
+    if (codec.num_codebooks, codec.codebook_size) != (model_cfg.num_codebooks, model_cfg.codebook_size):
+        raise UserError(f"{owner}: codec {codec.name!r} has K={codec.num_codebooks}, V={codec.codebook_size} but the "
+                        f"model has K={model_cfg.num_codebooks}, V={model_cfg.codebook_size}; set its codec to the "
+                        "one the shards were tokenized with")
+    from magnet_lightning.data.shards import check_compatible
+
+    for shards in getattr(datamodule, "train_sets", []) + getattr(datamodule, "val_sets", []):
+        if shards.manifest is not None:
+            check_compatible(shards.manifest, codec.num_codebooks, codec.codebook_size, codec.frame_rate,
+                             where=f"{owner}'s codec {codec.name!r} and shards {shards.spec!r}", codec=codec.name,
+                             sample_rate=codec.sample_rate, channels=codec.channels)
+
+
+def remove_stale_checkpoint_temporaries(trainer: Any) -> list[Path]:
+    """On global rank 0: temp files of killed checkpoint writes (``.NAME.tmp<PID>``) in every local checkpoint
+    folder; a resumed run starts clean."""
+    from magnet_lightning.stale_files import remove_stale
+
+    if not getattr(trainer, "is_global_zero", True):
+        return []
+    removed = []
+    for callback in getattr(trainer, "checkpoint_callbacks", []):
+        folder = getattr(callback, "dirpath", None)
+        if folder and "://" not in str(folder):
+            removed += remove_stale(folder, ".*.tmp*")
+    return removed
