@@ -28,7 +28,7 @@ from magnet_lightning.config import model_preset
 from magnet_lightning.decoding import decode, decoding_preset
 from magnet_lightning.fast_decoding import FastDecoder
 from magnet_lightning.masking import draw_stages, sample_training_masks
-from magnet_lightning.model import MagnetTransformer
+from magnet_lightning.models.magnet import MagnetTransformer
 from magnet_lightning.objective import masked_cross_entropy, stage_targets
 
 SETUPS = {

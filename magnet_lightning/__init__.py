@@ -14,7 +14,7 @@ _EXPORTS = {
     "ModelConfig": "magnet_lightning.config",
     "MaskingConfig": "magnet_lightning.config",
     "model_preset": "magnet_lightning.config",
-    "MagnetTransformer": "magnet_lightning.model",
+    "MagnetTransformer": "magnet_lightning.models.magnet",
     "MagnetLightningModule": "magnet_lightning.lit_module",
     "TextEncoder": "magnet_lightning.conditioning",
     "from_audiocraft": "magnet_lightning.convert",

@@ -14,7 +14,7 @@ import torch
 from magnet_lightning import hub
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.convert import CheckpointError, read_audiocraft
-from magnet_lightning.model import MagnetTransformer
+from magnet_lightning.models.magnet import MagnetTransformer
 
 
 @dataclass

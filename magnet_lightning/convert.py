@@ -26,7 +26,7 @@ import torch
 from magnet_lightning import hub
 from magnet_lightning.audiocraft_config import AudiocraftLM, ConfigError, read_lm_config
 from magnet_lightning.config import ModelConfig
-from magnet_lightning.model import MagnetTransformer
+from magnet_lightning.models.magnet import MagnetTransformer
 
 _TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
 LICENSE = "CC-BY-NC-4.0"

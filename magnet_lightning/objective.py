@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from magnet_lightning.masking import MaskedBatch
-from magnet_lightning.model import MagnetTransformer
+from magnet_lightning.models.magnet import MagnetTransformer
 
 
 def stage_targets(codes: torch.Tensor, stages: torch.Tensor | int) -> torch.Tensor:
