@@ -15,6 +15,7 @@ _EXPORTS = {
     "MaskingConfig": "magnet_lightning.config",
     "model_preset": "magnet_lightning.config",
     "MagnetTransformer": "magnet_lightning.models.magnet",
+    "ARTransformer": "magnet_lightning.models.ar",
     "MagnetLightningModule": "magnet_lightning.lit_module",
     "TextEncoder": "magnet_lightning.conditioning",
     "from_audiocraft": "magnet_lightning.convert",

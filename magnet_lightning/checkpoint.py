@@ -1,6 +1,7 @@
-"""Load a MAGNeT model for inference from any supported file: our Lightning checkpoint (training output or a
-converted one), an audiocraft `state_dict.bin`, or a released hub repo id (facebook/magnet-small-10secs), with the
-metadata generation needs."""
+"""Load a model of either family for inference from any supported file: our Lightning checkpoint (training output or
+a converted one), an audiocraft `state_dict.bin`, or a released hub repo id (facebook/magnet-small-10secs,
+facebook/musicgen-small), with the metadata generation needs. The family is the checkpoint's: hyper-parameter
+`family` ('musicgen', with the pattern's `delays`; absent means 'magnet'), or the xp.cfg's `lm_model`."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ import torch
 from magnet_lightning import hub
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.convert import CheckpointError, read_audiocraft
-from magnet_lightning.models.magnet import MagnetTransformer
+from magnet_lightning.models import CodebookTransformer, build_model
 
 
 @dataclass
 class Pretrained:
-    model: MagnetTransformer
+    model: CodebookTransformer
+    """MagnetTransformer or ARTransformer (`model.family` says which)."""
     text_encoder: str
     """T5 hub name or local path."""
     codec: str
@@ -43,7 +45,10 @@ def _from_lightning(raw: dict, path: Path) -> Pretrained:
     cfg = ModelConfig.from_dict(hp["model"])
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in raw["state_dict"].items() if k.startswith(prefix)}
-    model = MagnetTransformer(cfg)
+    try:
+        model = build_model(hp.get("family", "magnet"), cfg, hp.get("delays"))
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from err
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path}: missing {missing[:5]} / unexpected {unexpected[:5]} weights")
@@ -71,11 +76,9 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{source.path} is not a readable torch checkpoint: {err}") from err
     if isinstance(raw, dict) and "best_state" in raw:
         ckpt = read_audiocraft(source, raw=raw)
-        model = MagnetTransformer(ckpt.config)
-        model.load_state_dict(ckpt.state_dict)
         meta = ckpt.metadata
         return Pretrained(
-            model.eval().to(map_location), meta["text_encoder"], meta["codec"], meta["sample_rate"],
+            ckpt.build_model().to(map_location), meta["text_encoder"], meta["codec"], meta["sample_rate"],
             meta["frame_rate"], meta["span_len"], meta["segment_duration"], meta["decoding"], meta["license"],
             meta["source"],
         )
