@@ -23,6 +23,7 @@ _EXPORTS = {
     "generate": "magnet_lightning.generate",
     "MagnetGenerator": "magnet_lightning.generate",
     "DecodingConfig": "magnet_lightning.decoding",
+    "ARDecodingConfig": "magnet_lightning.ar_decoding",
     "load_codec": "magnet_lightning.codec",
     "TokenDataModule": "magnet_lightning.data.datamodule",
 }

@@ -1,4 +1,4 @@
-"""Token sampling for iterative decoding: temperature, top-k, top-p, greedy, with static shapes.
+"""Token sampling for both families' decoding: temperature, top-k, top-p, greedy, with static shapes.
 
 Sampling uses the exponential race (Gumbel-max): for probabilities p and i.i.d. noise E ~ Exp(1),
 argmax_i p_i / E_i is distributed as Categorical(p / sum p). The noise is drawn by the caller from a
@@ -66,18 +66,22 @@ def sample_tokens(
     top_k: int = 0,
     top_p: float = 0.0,
     confidence_before_top_k: bool = False,
+    min_temperature: float = MIN_TEMPERATURE,
 ) -> Sampled:
-    """Sample one token per position, as audiocraft's MAGNeT step does.
+    """Sample one token per position, as audiocraft's MAGNeT step does (and its autoregressive step, whose
+    temperature is not clamped: `min_temperature=0`).
 
-    probs = softmax(logits / max(temperature, 0.01)); then top-p sampling when top_p > 0, else top-k when top_k > 0,
-    else plain sampling. Greedy tokens (noise None) are the argmax of the logits. A temperature below 0.01 samples at
-    0.01, as the reference does (its annealed temperature reaches 0 at the last step): it is not greedy.
+    probs = softmax(logits / max(temperature, min_temperature)); then top-p sampling when top_p > 0, else top-k when
+    top_k > 0, else plain sampling (audiocraft's `sample_top_p` / `sample_top_k` filters: see top_p_filter and
+    top_k_filter). Greedy tokens (noise None) are the argmax of the logits. By default a temperature below 0.01
+    samples at 0.01, as the reference's MAGNeT does (its annealed temperature reaches 0 at the last step): it is not
+    greedy.
     The confidence is the chosen token's probability under probs, except for a top-k sample, whose confidence is
     taken from the renormalised top-k distribution (the reference filters the probabilities in place) unless
     `confidence_before_top_k`.
 
     Args:
-        logits: [B, T, V] (any float dtype; computed in float32).
+        logits: [B, T, V] (or any [..., V]; any float dtype; computed in float32).
         temperature: 0-dim or [1] float tensor.
         noise: Exp(1) noise [B, T, V] from `draw_noise`, or None for greedy decoding at every step.
     Returns:
@@ -85,7 +89,7 @@ def sample_tokens(
     """
     logits = logits.float()
     temperature = temperature.float().reshape(())
-    probs = torch.softmax(logits / temperature.clamp(min=MIN_TEMPERATURE), dim=-1)  # [B, T, V]
+    probs = torch.softmax(logits / temperature.clamp(min=min_temperature), dim=-1)  # [B, T, V]
     greedy = logits.argmax(dim=-1)  # [B, T]
     if noise is None:
         return Sampled(greedy, probs.gather(-1, greedy[..., None])[..., 0])
