@@ -34,7 +34,7 @@ from magnet_lightning.decoding import ProgressFn, autocast_context, guidance_bat
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.kv_cache import KVCache
 from magnet_lightning.models.layers import TextMemory
-from magnet_lightning.sampling import draw_noise, sample_tokens
+from magnet_lightning.sampling import draw_noise, sample_next_tokens
 
 UNKNOWN = -1
 """Sequence value of a code not generated yet."""
@@ -106,8 +106,7 @@ def choose_tokens(logits: torch.Tensor, use_cfg: bool, config: ARDecodingConfig,
         logits = null + (cond - null) * config.cfg_coef
     if config.greedy:
         return logits.argmax(dim=-1)
-    temperature = torch.tensor(config.temperature, device=logits.device)
-    return sample_tokens(logits, temperature, noise, config.top_k, config.top_p, min_temperature=0.0).tokens
+    return sample_next_tokens(logits, config.temperature, noise, config.top_k, config.top_p)
 
 
 def write_step(sequence: torch.Tensor, tokens: torch.Tensor, step: torch.Tensor) -> torch.Tensor:

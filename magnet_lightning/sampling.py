@@ -51,6 +51,12 @@ def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
     return probs.masked_fill(~keep, 0.0)
 
 
+def race(weights: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The exponential race: argmax_i weights_i / noise_i, a draw from Categorical(weights / sum weights) for noise
+    from `draw_noise`. [..., V] -> long [...]."""
+    return (weights / noise.clamp(min=1e-30)).argmax(dim=-1)
+
+
 def draw_noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
                out: torch.Tensor | None = None) -> torch.Tensor:
     """Exp(1) noise [*shape] float32 for `sample_tokens`; written into `out` when given (a static buffer)."""
@@ -66,22 +72,18 @@ def sample_tokens(
     top_k: int = 0,
     top_p: float = 0.0,
     confidence_before_top_k: bool = False,
-    min_temperature: float = MIN_TEMPERATURE,
 ) -> Sampled:
-    """Sample one token per position, as audiocraft's MAGNeT step does (and its autoregressive step, whose
-    temperature is not clamped: `min_temperature=0`).
+    """Sample one token per position, as audiocraft's MAGNeT step does.
 
-    probs = softmax(logits / max(temperature, min_temperature)); then top-p sampling when top_p > 0, else top-k when
-    top_k > 0, else plain sampling (audiocraft's `sample_top_p` / `sample_top_k` filters: see top_p_filter and
-    top_k_filter). Greedy tokens (noise None) are the argmax of the logits. By default a temperature below 0.01
-    samples at 0.01, as the reference's MAGNeT does (its annealed temperature reaches 0 at the last step): it is not
-    greedy.
+    probs = softmax(logits / max(temperature, 0.01)); then top-p sampling when top_p > 0, else top-k when top_k > 0,
+    else plain sampling. Greedy tokens (noise None) are the argmax of the logits. A temperature below 0.01 samples at
+    0.01, as the reference does (its annealed temperature reaches 0 at the last step): it is not greedy.
     The confidence is the chosen token's probability under probs, except for a top-k sample, whose confidence is
     taken from the renormalised top-k distribution (the reference filters the probabilities in place) unless
     `confidence_before_top_k`.
 
     Args:
-        logits: [B, T, V] (or any [..., V]; any float dtype; computed in float32).
+        logits: [B, T, V] (any float dtype; computed in float32).
         temperature: 0-dim or [1] float tensor.
         noise: Exp(1) noise [B, T, V] from `draw_noise`, or None for greedy decoding at every step.
     Returns:
@@ -89,7 +91,7 @@ def sample_tokens(
     """
     logits = logits.float()
     temperature = temperature.float().reshape(())
-    probs = torch.softmax(logits / temperature.clamp(min=min_temperature), dim=-1)  # [B, T, V]
+    probs = torch.softmax(logits / temperature.clamp(min=MIN_TEMPERATURE), dim=-1)  # [B, T, V]
     greedy = logits.argmax(dim=-1)  # [B, T]
     if noise is None:
         return Sampled(greedy, probs.gather(-1, greedy[..., None])[..., 0])
@@ -99,5 +101,20 @@ def sample_tokens(
         filtered = top_k_filter(probs, top_k)
         if top_k > 0 and not confidence_before_top_k:
             probs = filtered / filtered.sum(dim=-1, keepdim=True)
-    tokens = (filtered / noise.clamp(min=1e-30)).argmax(dim=-1)
+    tokens = race(filtered, noise)
     return Sampled(tokens, probs.gather(-1, tokens[..., None])[..., 0])
+
+
+def sample_next_tokens(logits: torch.Tensor, temperature: float, noise: torch.Tensor, top_k: int = 0,
+                       top_p: float = 0.0) -> torch.Tensor:
+    """One token per row, as audiocraft's autoregressive step samples: softmax(logits / temperature), then top-p
+    sampling when top_p > 0, else top-k when top_k > 0, else plain sampling (no confidence is computed).
+
+    Args:
+        logits: [..., V] (computed in float32); temperature: > 0 (greedy decoding is the caller's argmax).
+        noise: Exp(1) noise [..., V] from `draw_noise`.
+    Returns:
+        long [...] token ids.
+    """
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    return race(top_p_filter(probs, top_p) if top_p > 0.0 else top_k_filter(probs, top_k), noise)

@@ -114,3 +114,24 @@ def test_bad_inputs_are_named():
         generate(model, None, None, 5, prompt=torch.zeros(1, 4, 2, dtype=torch.long), batch_size=2)
     with pytest.raises(ValueError, match="temperature"):
         ARDecodingConfig(temperature=-1.0)
+
+
+@pytest.mark.parametrize("top_k,top_p", [(3, 0.0), (0, 0.6), (0, 0.0)])
+def test_sampling_draws_from_the_reference_distribution(top_k, top_p):
+    """softmax(logits / T), then top-p when top_p > 0 (keep while the mass before a token is <= p), else top-k (keep
+    the k most probable): audiocraft's sample_top_p / sample_top_k, renormalised."""
+    from magnet_lightning.sampling import draw_noise, sample_next_tokens
+
+    logits = torch.tensor([2.0, 1.5, 0.3, 0.1, -1.0])
+    probs = torch.softmax(logits / 0.7, dim=-1)
+    if top_p:
+        keep = (probs.cumsum(0) - probs) <= top_p  # probs are already sorted
+    else:
+        keep = torch.arange(5) < (top_k or 5)
+    expected = probs * keep / (probs * keep).sum()
+    draws = 40000
+    noise = draw_noise((draws, 5), torch.Generator().manual_seed(0), torch.device("cpu"))
+    tokens = sample_next_tokens(logits.expand(draws, -1), 0.7, noise, top_k, top_p)
+    freq = torch.bincount(tokens, minlength=5).float() / draws
+    assert (freq[~keep] == 0).all()
+    torch.testing.assert_close(freq, expected, atol=0.01, rtol=0)

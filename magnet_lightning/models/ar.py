@@ -66,9 +66,10 @@ class ARTransformer(CodebookTransformer):
                        positions: torch.Tensor) -> torch.Tensor:
         """The steps `positions` (long [n], consecutive) of the delayed sequence, sequence [B, K, n], attending to
         the steps the cache already holds -> logits [B, K, n, V]. The cache rows must match B."""
+        visible = cache.visible(positions)
 
         def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            return cache.attend(layer, q, k, v, positions)
+            return cache.attend(layer, q, k, v, positions, visible)
 
         return self.all_logits(self.transformer(self.embed(sequence, positions), memory, attend))
 

@@ -34,12 +34,15 @@ class KVCache:
     def capacity(self) -> int:
         return self._slots.shape[0]
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               positions: torch.Tensor) -> torch.Tensor:
-        """Store k, v [R, H, n, Dh] of steps `positions` (long [n]) and let q [R, H, n, Dh] attend causally over
-        every step written up to its own. -> [R, H, n, Dh]."""
+    def visible(self, positions: torch.Tensor) -> torch.Tensor:
+        """bool [n, L]: the slots each of the steps `positions` (long [n]) may attend to (its own and earlier)."""
+        return self._slots[None, :] <= positions[:, None]
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor,
+               visible: torch.Tensor) -> torch.Tensor:
+        """Store k, v [R, H, n, Dh] of steps `positions` (long [n]) in `layer`'s slots and let q [R, H, n, Dh]
+        attend over the slots `visible` ([n, L], from `visible(positions)`, shared by the layers). -> [R, H, n, Dh]."""
         keys, values = self.keys[layer], self.values[layer]
         keys.index_copy_(2, positions, k.to(keys.dtype))
         values.index_copy_(2, positions, v.to(values.dtype))
-        visible = self._slots[None, :] <= positions[:, None]  # [n, L]
         return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=visible)
