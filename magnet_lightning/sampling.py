@@ -32,7 +32,7 @@ def top_k_filter(probs: torch.Tensor, k: int) -> torch.Tensor:
     not renormalised."""
     if k <= 0 or k >= probs.shape[-1]:
         return probs
-    kth = probs.topk(k, dim=-1).values[..., -1:]
+    kth = probs.kthvalue(probs.shape[-1] - k + 1, dim=-1, keepdim=True).values  # the k-th largest
     return probs.masked_fill(probs < kth, 0.0)
 
 
@@ -116,5 +116,6 @@ def sample_next_tokens(logits: torch.Tensor, temperature: float, noise: torch.Te
     Returns:
         long [...] token ids.
     """
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    logits = logits.float()
+    probs = torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)  # x / 1 is x: one op less
     return race(top_p_filter(probs, top_p) if top_p > 0.0 else top_k_filter(probs, top_k), noise)

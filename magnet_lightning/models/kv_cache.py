@@ -10,6 +10,8 @@ Shapes: R rows (B, or 2B with the CFG null rows), H heads, L capacity in steps, 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -30,19 +32,18 @@ class KVCache:
         return cls(cfg.num_layers, rows, cfg.num_heads, capacity, cfg.dim // cfg.num_heads, weight.device,
                    dtype or weight.dtype)
 
-    @property
-    def capacity(self) -> int:
-        return self._slots.shape[0]
-
     def visible(self, positions: torch.Tensor) -> torch.Tensor:
-        """bool [n, L]: the slots each of the steps `positions` (long [n]) may attend to (its own and earlier)."""
-        return self._slots[None, :] <= positions[:, None]
+        """Additive attention bias [n, L] in the cache's dtype: 0 on the slots each of the steps `positions` (long [n])
+        may attend to (its own and earlier), -inf on the others. Computed once per step for all layers."""
+        hidden = self._slots[None, :] > positions[:, None]
+        return torch.zeros(hidden.shape, dtype=self.keys[0].dtype, device=hidden.device).masked_fill_(hidden, -math.inf)
 
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: torch.Tensor,
                visible: torch.Tensor) -> torch.Tensor:
         """Store k, v [R, H, n, Dh] of steps `positions` (long [n]) in `layer`'s slots and let q [R, H, n, Dh]
-        attend over the slots `visible` ([n, L], from `visible(positions)`, shared by the layers). -> [R, H, n, Dh]."""
+        attend over the slots `visible` allows ([n, L] from `visible(positions)`, shared by the layers).
+        -> [R, H, n, Dh]."""
         keys, values = self.keys[layer], self.values[layer]
         keys.index_copy_(2, positions, k.to(keys.dtype))
         values.index_copy_(2, positions, v.to(values.dtype))
-        return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=visible)
+        return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=visible.to(q.dtype))
