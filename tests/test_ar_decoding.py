@@ -11,6 +11,8 @@ from test_ar_model import tiny_ar
 from magnet_lightning.ar_decoding import ARDecodingConfig, generate
 from magnet_lightning.convert import from_audiocraft
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "audiocraft_musicgen" / "musicgen-small-public"
 GREEDY_CFG3 = ARDecodingConfig(use_sampling=False, cfg_coef=3.0)
 

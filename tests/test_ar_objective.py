@@ -3,11 +3,14 @@ layout, blind to invalid positions (NaN logits, any codes there), and a plain op
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from test_ar_model import tiny_ar
 
 from magnet_lightning.objective import ar_cross_entropy, ar_loss
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def per_codebook_reference(logits, codes, mask):

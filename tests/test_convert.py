@@ -147,6 +147,7 @@ def test_unsupported_config_is_named(tmp_path, field, value):
         read_audiocraft(write(tmp_path / "a.bin", best_state(), xp_cfg(**{field: value})))
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_musicgen_checkpoint_converts_to_an_autoregressive_lightning_checkpoint(tmp_path, capsys):
     from magnet_lightning.models.ar import ARTransformer
 

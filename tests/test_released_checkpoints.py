@@ -104,10 +104,20 @@ def test_released_checkpoint_by_repo_id_generates(tmp_path, hf_cache, name):
     assert result.tokens.shape == (1, 4, 10) and result.audio.shape[-1] == (3200 if audio else 6400)
 
 
-@pytest.mark.parametrize("name", MUSICGEN)
-def test_released_musicgen_by_repo_id_generates_and_continues_audio(tmp_path, hf_cache, name):
-    _, state = _publish(tmp_path, hf_cache, name)
-    gen = MagnetGenerator.from_pretrained(f"facebook/{name}", device="cpu")
+@pytest.mark.usefixtures("one_thread")
+def test_released_musicgen_by_repo_id_loads_each_size(tmp_path, hf_cache):
+    for name in MUSICGEN:
+        _, state = _publish(tmp_path, hf_cache, name)
+        pre = load_pretrained(f"facebook/{name}")
+        assert isinstance(pre.model, ARTransformer) and pre.model.pattern.delays == (0, 1, 2, 3)
+        assert pre.source == f"facebook/{name}" and pre.codec == "facebook/encodec_32khz"
+        torch.testing.assert_close(pre.model.heads[3], state["linears.3.weight"])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_released_musicgen_by_repo_id_generates_and_continues_audio(tmp_path, hf_cache):
+    _, state = _publish(tmp_path, hf_cache, "musicgen-small")
+    gen = MagnetGenerator.from_pretrained("facebook/musicgen-small", device="cpu")
     assert gen.autoregressive and isinstance(gen.model, ARTransformer) and not gen.fast
     assert gen.sample_rate == 32000 and gen.frame_rate == 50 and gen.text_encoder.dim == 768
     assert gen.decoding_config() == ARDecodingConfig(use_sampling=True, cfg_coef=3.0, top_k=250, top_p=0.0,
@@ -122,6 +132,7 @@ def test_released_musicgen_by_repo_id_generates_and_continues_audio(tmp_path, hf
     assert torch.equal(cont.tokens[..., :5], gen.codec.encode(clip[None, :, :3200], 32000))
 
 
+@pytest.mark.usefixtures("one_thread")
 def test_musicgen_api_and_cli_refuse_magnet_options_in_one_line(tmp_path, hf_cache):
     _publish(tmp_path, hf_cache, "musicgen-small")
     gen = MagnetGenerator.from_pretrained("facebook/musicgen-small", device="cpu")
