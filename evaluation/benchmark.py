@@ -1,41 +1,62 @@
-"""Generation latency and training throughput of MAGNeT with random weights.
+"""MAGNeT and the autoregressive (MusicGen-style) model of the same size side by side, random weights (paper Fig. 2):
+generation latency and throughput (seconds of audio per second) for each batch size, the autoregressive KV-cache step
+cost, and training throughput.
 
-    python evaluation/benchmark.py --json OUT.json           # the paper's small model, 10 s (500 frames)
-    python evaluation/benchmark.py --tiny --json OUT.json    # a tiny model and 3 s: a CPU smoke run (< 1 min)
+    python evaluation/benchmark.py --json OUT.json                  # the small models, 10 s (500 frames), B = 1..64
+    python evaluation/benchmark.py --tiny --json OUT.json           # tiny models, 3 s, B = 1, 2, 4: a CPU run
+    python evaluation/benchmark.py --tiny --json OUT.json --png OUT.png --families ar
 
-Generation: end to end from text states [B, S, E] to tokens [B, K, T] (text K/V preparation, every decoding step
-with CFG, sampling), steps [20, 10, 10, 10], median of >= 3 runs after a warm-up run (which also captures the CUDA
-graphs of the fast path). Training: forward + backward + optimizer step on B=16, masked cross-entropy on one random
-stage (the objective of magnet_lightning.objective), AdamW (fused on CUDA), bf16 autocast on CUDA.
-Targets on one H100 (docs: shared performance notes): b1 <= 0.12 s, b16 <= 1.1 s, training >= 120k frames/s.
+Generation: end to end from text states [B, S, E] to tokens [B, K, T], with classifier-free guidance (batch doubled),
+median of >= 3 runs after a warm-up run. MAGNeT: decoding steps [20, 10, 10, 10], the fast path (static buffers, and
+CUDA graphs on CUDA) unless --plain. AR: the reference's sampling (top-k 250, temperature 1, CFG 3), KV cache, T +
+max_delay steps. Throughput = B x seconds of audio / latency. The PNG plots latency against throughput per family.
+KV cache (AR): the median cost of one generated step at batch 1 (cached forward of one new step over [cond; null]
+rows, CFG mix, top-k sampling, token write) against a forward of a single frame without cache (same rows), measured
+interleaved; target <= 1.5x. Training: forward + backward + AdamW step on B=16 (MAGNeT's masked stage loss, AR's
+delay-pattern loss), bf16 autocast on CUDA.
+On CPU the run uses one thread by default and records the load average: on a shared machine, quote it with the figures.
+Targets on one H100 (shared performance notes): MAGNeT small b1 <= 0.12 s, b16 <= 1.1 s; the AR small model b1 <= 3 s,
+b16 <= 4 s; MAGNeT's b1 latency >= 10x lower than AR's.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
+from evaluation.latency_plot import write_latency_plot
+from magnet_lightning.ar_decoding import ARDecodingConfig, decode_step, generate
 from magnet_lightning.config import model_preset
-from magnet_lightning.decoding import decode, decoding_preset
+from magnet_lightning.decoding import autocast_context, decode, decoding_preset, guidance_batch
 from magnet_lightning.fast_decoding import FastDecoder
 from magnet_lightning.masking import draw_stages, sample_training_masks
-from magnet_lightning.model import MagnetTransformer
-from magnet_lightning.objective import masked_cross_entropy, stage_targets
+from magnet_lightning.models.ar import ARTransformer
+from magnet_lightning.models.kv_cache import KVCache
+from magnet_lightning.models.magnet import MagnetTransformer
+from magnet_lightning.objective import ar_loss, masked_cross_entropy, stage_targets
+from magnet_lightning.sampling import draw_noise
 
 SETUPS = {
-    # model preset overrides, text tokens S, frames T
-    "small": {"model": {"codebook_size": 2048, "num_codebooks": 4, "text_dim": 768}, "text_len": 20, "frames": 500},
-    "tiny": {"model": {"codebook_size": 256, "num_codebooks": 4, "text_dim": 32}, "text_len": 20, "frames": 150},
+    # model preset overrides, text tokens S, frames T, default batch sizes
+    "small": {"model": {"codebook_size": 2048, "num_codebooks": 4, "text_dim": 768}, "text_len": 20, "frames": 500,
+              "batches": [1, 2, 4, 8, 16, 32, 64]},
+    "tiny": {"model": {"codebook_size": 256, "num_codebooks": 4, "text_dim": 32}, "text_len": 20, "frames": 150,
+             "batches": [1, 2, 4]},
 }
+FRAME_RATE = 50.0
+MAGNET_STEPS = [20, 10, 10, 10]
+KV_TARGET = 1.5
 
 
 def _sync(device: torch.device) -> None:
@@ -56,41 +77,101 @@ def _median_time(fn, device: torch.device, runs: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def bench_generation(model, batch: int, frames: int, text_len: int, device, runs: int, fast: FastDecoder | None,
-                     seed: int = 0) -> float:
-    """Median seconds of one generation of `batch` items (CFG on, default music decoding)."""
-    config = decoding_preset("music", 10.0, model.cfg.num_codebooks)
+def _text(batch: int, text_len: int, text_dim: int, device, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator(device).manual_seed(seed)
-    states = torch.randn(batch, text_len, model.cfg.text_dim, generator=g, device=device)
-    mask = torch.ones(batch, text_len, dtype=torch.bool, device=device)
-
-    def run():
-        if fast is not None:
-            return fast.decode(states, mask, frames, config, generator=g)
-        return decode(model, states, mask, frames, config, generator=g)
-
-    return _median_time(run, device, runs)
+    states = torch.randn(batch, text_len, text_dim, generator=g, device=device)
+    return states, torch.ones(batch, text_len, dtype=torch.bool, device=device)
 
 
-def bench_training(model, batch: int, frames: int, text_len: int, device, steps: int) -> float:
-    """Frames per second of forward + backward + AdamW step on random codes."""
+def magnet_generation(model: MagnetTransformer, fast: FastDecoder | None, batch: int, frames: int, text_len: int,
+                      device):
+    """A callable generating `batch` items with MAGNeT's default music decoding (CFG on)."""
+    config = decoding_preset("music", 10.0, model.cfg.num_codebooks)
+    states, mask = _text(batch, text_len, model.cfg.text_dim, device)
+    g = torch.Generator(device).manual_seed(0)
+    if fast is not None:
+        return lambda: fast.decode(states, mask, frames, config, generator=g)
+    return lambda: decode(model, states, mask, frames, config, generator=g)
+
+
+def ar_generation(model: ARTransformer, batch: int, frames: int, text_len: int, device):
+    """A callable generating `batch` items autoregressively with the reference's sampling (KV cache, CFG on)."""
+    states, mask = _text(batch, text_len, model.cfg.text_dim, device)
+    g = torch.Generator(device).manual_seed(0)
+    return lambda: generate(model, states, mask, frames, ARDecodingConfig(), generator=g)
+
+
+def bench_family(name: str, make_run, batches: list[int], frames: int, device, runs: int) -> dict:
+    seconds_of_audio = frames / FRAME_RATE
+    latency, throughput = {}, {}
+    for batch in batches:
+        seconds = _median_time(make_run(batch), device, runs)
+        latency[str(batch)] = round(seconds, 4)
+        throughput[str(batch)] = round(batch * seconds_of_audio / seconds, 3)
+        print(f"{name} B={batch}: {seconds:.4f} s, {throughput[str(batch)]:.2f} s of audio / s", flush=True)
+    return {"latency_s": latency, "throughput_audio_s_per_s": throughput}
+
+
+@torch.no_grad()
+def bench_kv_step(model: ARTransformer, frames: int, text_len: int, device, rounds: int, calls: int) -> dict:
+    """Median seconds of one cached generation step and of an uncached forward of one frame, batch 1 with CFG,
+    at the middle of a generation (the cache half full), interleaved round by round."""
+    cfg, pattern = model.cfg, model.pattern
+    codes = torch.randint(0, cfg.codebook_size, (1, cfg.num_codebooks, frames), device=device)
+    sequence = pattern.build(codes, model.special_token_id)  # [1, K, S]
+    position = sequence.shape[-1] // 2
+    step = torch.tensor([position], device=device)
+    config = ARDecodingConfig()
+    with autocast_context(device, None):
+        memory = model.prepare_text(*guidance_batch(*_text(1, text_len, cfg.text_dim, device)))
+        dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+        cache = KVCache.for_model(model, 2, sequence.shape[-1] - 1, dtype)
+        prefix = sequence[..., :position]
+        model.forward_cached(torch.cat([prefix, prefix]), memory, cache, torch.arange(position, device=device))
+        frame = sequence[..., position:position + 1]
+        rows = torch.cat([frame, frame])
+
+        def generated_step():
+            noise = draw_noise((1, cfg.num_codebooks, cfg.codebook_size), None, device)
+            decode_step(model, memory, cache, sequence, step, True, config, noise)
+
+        fns = {"step": generated_step, "model_step": lambda: model.forward_cached(rows, memory, cache, step),
+               "single_frame_forward": lambda: model.forward_sequence(rows, memory)}
+        times: dict[str, list[float]] = {key: [] for key in fns}
+        for fn in fns.values():
+            fn()  # warm-up
+        for _ in range(rounds):
+            for key, fn in fns.items():
+                _sync(device)
+                start = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                _sync(device)
+                times[key].append((time.perf_counter() - start) / calls)
+    med = {key: statistics.median(values) for key, values in times.items()}
+    return {
+        "step_s": round(med["step"], 7), "model_step_s": round(med["model_step"], 7),
+        "single_frame_forward_s": round(med["single_frame_forward"], 7),
+        "step_over_single_frame_forward": round(med["step"] / med["single_frame_forward"], 3),
+        "model_step_over_single_frame_forward": round(med["model_step"] / med["single_frame_forward"], 3),
+        "target": KV_TARGET, "rounds": rounds, "calls_per_round": calls, "position": position,
+        "cache_capacity": sequence.shape[-1] - 1,
+    }
+
+
+def bench_training(model, loss_fn, batch: int, frames: int, text_len: int, device, steps: int) -> float:
+    """Frames per second of forward + backward + AdamW step on random codes; loss_fn(codes, states, mask)."""
     cuda = device.type == "cuda"
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
-    g = torch.Generator(device).manual_seed(0)
     cfg = model.cfg
+    g = torch.Generator(device).manual_seed(0)
     codes = torch.randint(0, cfg.codebook_size, (batch, cfg.num_codebooks, frames), generator=g, device=device)
-    states = torch.randn(batch, text_len, cfg.text_dim, generator=g, device=device)
-    mask = torch.ones(batch, text_len, dtype=torch.bool, device=device)
-    cpu_gen = torch.Generator().manual_seed(0)
+    states, mask = _text(batch, text_len, cfg.text_dim, device)
 
     def step():
-        stages = draw_stages(batch, cfg.num_codebooks, per_sample=False, generator=cpu_gen)
-        masked = sample_training_masks(codes, stages, model.mask_token_id, span_len=3, generator=cpu_gen)
-        stage = int(stages[0])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-            logits = model(masked.inputs, states, mask, stage, heads="stage")
-            loss = masked_cross_entropy(logits, stage_targets(codes, stage), masked.loss_mask)
+            loss = loss_fn(codes, states, mask)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -100,62 +181,113 @@ def bench_training(model, batch: int, frames: int, text_len: int, device, steps:
     return batch * frames / seconds
 
 
-def main(argv=None) -> dict:
+def magnet_loss_fn(model: MagnetTransformer):
+    cpu_gen = torch.Generator().manual_seed(0)
+
+    def loss(codes, states, mask):
+        stages = draw_stages(codes.shape[0], model.cfg.num_codebooks, per_sample=False, generator=cpu_gen)
+        masked = sample_training_masks(codes, stages, model.mask_token_id, span_len=3, generator=cpu_gen)
+        stage = int(stages[0])
+        logits = model(masked.inputs, states, mask, stage, heads="stage")
+        return masked_cross_entropy(logits, stage_targets(codes, stage), masked.loss_mask)
+
+    return loss
+
+
+def _load() -> list[float] | None:
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", required=True, help="where to write the results")
-    p.add_argument("--tiny", action="store_true", help="tiny model, 150 frames (CPU smoke run)")
+    p.add_argument("--png", default=None, help="latency-vs-throughput chart (default: the --json path with .png)")
+    p.add_argument("--tiny", action="store_true", help="tiny models, 150 frames, B = 1, 2, 4 (CPU run)")
+    p.add_argument("--families", nargs="+", choices=["magnet", "ar"], default=["magnet", "ar"])
     p.add_argument("--device", default=None, help="default: cuda if available")
     p.add_argument("--runs", type=int, default=3, help="timed generation runs per batch size (median)")
-    p.add_argument("--train-steps", type=int, default=None, help="timed training steps (median); default 10/3")
-    p.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--batches", type=int, nargs="+", default=None, help="default 1 2 4 ... 64 (1 2 4 with --tiny)")
     p.add_argument("--frames", type=int, default=None, help="override T (default 500, or 150 with --tiny)")
-    p.add_argument("--plain", action="store_true", help="plain decoding loop instead of the fast path")
-    p.add_argument("--no-graphs", action="store_true", help="fast path without CUDA graphs")
-    p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward (fast path)")
+    p.add_argument("--kv-rounds", type=int, default=15, help="interleaved rounds of the KV-cache step measurement")
+    p.add_argument("--kv-calls", type=int, default=20, help="calls per round of the KV-cache step measurement")
+    p.add_argument("--plain", action="store_true", help="MAGNeT: plain decoding loop instead of the fast path")
+    p.add_argument("--no-graphs", action="store_true", help="MAGNeT: fast path without CUDA graphs")
+    p.add_argument("--compile", action="store_true", help="MAGNeT: torch.compile the per-step forward (fast path)")
+    p.add_argument("--train-steps", type=int, default=None, help="timed training steps (median); default 10/3")
     p.add_argument("--skip-train", action="store_true")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (torch.set_num_threads); default: 1 with --tiny on CPU (a smoke run that must not "
-                        "fight other jobs for a few shared cores), else torch's default")
+                   help="CPU threads (torch.set_num_threads); default: 1 on CPU (timings on a shared machine must not "
+                        "fight other jobs for cores), else torch's default")
     args = p.parse_args(argv)
+    if min(args.batches or [1]) < 1 or args.runs < 1 or (args.frames is not None and args.frames < 1):
+        p.error("--batches, --runs and --frames must be positive")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    threads = args.threads or (1 if args.tiny and device.type == "cpu" else None)
+    threads = args.threads or (1 if device.type == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
-
     setup = SETUPS["tiny" if args.tiny else "small"]
     torch.manual_seed(0)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
     cfg = model_preset("tiny" if args.tiny else "small", **setup["model"])
-    model = MagnetTransformer(cfg).to(device).eval()
-    frames, text_len = args.frames or setup["frames"], setup["text_len"]
-    fast = None
-    if not args.plain:
-        fast = FastDecoder(model, cuda_graphs=False if args.no_graphs else None, compile=args.compile)
+    frames, text_len, batches = args.frames or setup["frames"], setup["text_len"], args.batches or setup["batches"]
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
-        "dtype": "bfloat16" if device.type == "cuda" else "float32",
-        "setup": "tiny" if args.tiny else "small", "parameters": sum(p.numel() for p in model.parameters()),
-        "frames": frames, "text_len": text_len, "decoding_steps": [20, 10, 10, 10], "cfg": True,
-        "path": "plain" if fast is None else ("cuda_graphs" if fast.cuda_graphs else "static_buffers_eager")
-        + ("+compile" if args.compile else ""),
-        "torch": torch.__version__, "runs": args.runs, "cpu_threads": torch.get_num_threads(),
+        "dtype": "bfloat16" if device.type == "cuda" else "float32", "setup": "tiny" if args.tiny else "small",
+        "frames": frames, "seconds_of_audio": frames / FRAME_RATE, "text_len": text_len, "cfg": True,
+        "batches": batches, "torch": torch.__version__, "runs": args.runs, "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(), "load_average_before": _load(),
     }
-    for batch in args.batches:
-        seconds = bench_generation(model, batch, frames, text_len, device, args.runs, fast)
-        result[f"gen_latency_s_b{batch}"] = round(seconds, 4)
-        print(f"generation B={batch}: {seconds:.4f} s", flush=True)
-    if not args.skip_train:
+    steps = args.train_steps or (3 if device.type == "cpu" else 10)
+    if "magnet" in args.families:
+        model = MagnetTransformer(cfg).to(device).eval()
+        fast = None if args.plain else FastDecoder(model, cuda_graphs=False if args.no_graphs else None,
+                                                   compile=args.compile)
+        entry = {"parameters": sum(p.numel() for p in model.parameters()), "decoding_steps": MAGNET_STEPS,
+                 "path": "plain" if fast is None else ("cuda_graphs" if fast.cuda_graphs else "static_buffers_eager")
+                 + ("+compile" if args.compile else "")}
+        entry.update(bench_family("magnet", lambda b: magnet_generation(model, fast, b, frames, text_len, device),
+                                  batches, frames, device, args.runs))
         del fast  # frees the bf16 copy and the captured graphs before training
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        steps = args.train_steps or (3 if device.type == "cpu" else 10)
-        rate = bench_training(model, 16, frames, text_len, device, steps)
-        result["train_frames_per_s_b16"] = round(rate, 1)
-        print(f"training B=16 x {frames}: {rate:,.0f} frames/s", flush=True)
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        if not args.skip_train:
+            entry["train_frames_per_s_b16"] = round(
+                bench_training(model, magnet_loss_fn(model), 16, frames, text_len, device, steps), 1)
+        result["magnet"] = entry
+        del model
+    if "ar" in args.families:
+        model = ARTransformer(model_preset("tiny" if args.tiny else "small", **setup["model"],
+                                           subcodes_context=-1)).to(device).eval()
+        entry = {"parameters": sum(p.numel() for p in model.parameters()), "delays": list(model.pattern.delays),
+                 "decoding": asdict(ARDecodingConfig()) | {"kv_cache": True},
+                 "steps": frames + model.pattern.max_delay}
+        entry.update(bench_family("ar", lambda b: ar_generation(model, b, frames, text_len, device), batches, frames,
+                                  device, args.runs))
+        entry["kv_cache"] = bench_kv_step(model, frames, text_len, device, args.kv_rounds, args.kv_calls)
+        print(f"ar KV-cache step: {entry['kv_cache']['step_over_single_frame_forward']}x a single-frame forward "
+              f"(target <= {KV_TARGET})", flush=True)
+        if not args.skip_train:
+            entry["train_frames_per_s_b16"] = round(bench_training(
+                model, lambda c, s, m: ar_loss(model, c, s, m).loss, 16, frames, text_len, device, steps), 1)
+        result["ar"] = entry
+    if "magnet" in result and "ar" in result and 1 in batches:
+        result["b1_latency_ar_over_magnet"] = round(result["ar"]["latency_s"]["1"] / result["magnet"]["latency_s"]["1"],
+                                                   2)
+    result["load_average_after"] = _load()
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    series = {{"magnet": "MAGNeT", "ar": "autoregressive (KV cache)"}[name]: [
+        (int(b), result[name]["latency_s"][b], result[name]["throughput_audio_s_per_s"][b])
+        for b in result[name]["latency_s"]] for name in ("magnet", "ar") if name in result}
+    png = write_latency_plot(series, args.png or out.with_suffix(".png"),
+                             title=f"{result['setup']} models, {frames / FRAME_RATE:g} s, {result['device']}")
     print(json.dumps(result, indent=2))
+    print(f"wrote {out} and {png}")
     return result
 
 

@@ -231,11 +231,11 @@ def check_args(args: argparse.Namespace):
         raise UserError("FAD/KL need references: pass --reference (or shard prompts), or --metrics clap")
     embedder_kwargs(args)
     facts = checks.peek_checkpoint(args.ckpt)
-    checks.check_steps(args.steps, facts.num_codebooks)
+    if facts.family == "magnet":
+        checks.check_steps(args.steps, facts.num_codebooks)
     decoding = decoding_overrides(args)
     preset = decoding.pop("preset", None)
-    checks.check_decoding(preset, args.max_duration or args.duration or facts.segment_duration, facts.num_codebooks,
-                          decoding)
+    checks.check_decoding(facts, args.max_duration or args.duration or facts.segment_duration, preset, decoding)
     return facts
 
 
@@ -273,7 +273,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
         from tqdm import tqdm
 
         calls = math.ceil(math.ceil(len(items) / args.batch_size) / world)
-        bar = tqdm(total=calls * sum(config.decoding_steps), unit="step", desc=f"evaluating ({world} ranks)")
+        steps = gen.num_steps(config, args.max_duration or args.duration)
+        bar = tqdm(total=calls * steps, unit="step", desc=f"evaluating ({world} ranks)")
     with torch.no_grad():
         evaluate_items(gen, suite, items, rank=rank, world_size=world, batch_size=args.batch_size, seed=args.seed,
                        max_duration=args.max_duration, default_duration=args.duration, decoding=decoding,

@@ -14,7 +14,8 @@ _EXPORTS = {
     "ModelConfig": "magnet_lightning.config",
     "MaskingConfig": "magnet_lightning.config",
     "model_preset": "magnet_lightning.config",
-    "MagnetTransformer": "magnet_lightning.model",
+    "MagnetTransformer": "magnet_lightning.models.magnet",
+    "ARTransformer": "magnet_lightning.models.ar",
     "MagnetLightningModule": "magnet_lightning.lit_module",
     "TextEncoder": "magnet_lightning.conditioning",
     "from_audiocraft": "magnet_lightning.convert",
@@ -22,6 +23,7 @@ _EXPORTS = {
     "generate": "magnet_lightning.generate",
     "MagnetGenerator": "magnet_lightning.generate",
     "DecodingConfig": "magnet_lightning.decoding",
+    "ARDecodingConfig": "magnet_lightning.ar_decoding",
     "load_codec": "magnet_lightning.codec",
     "TokenDataModule": "magnet_lightning.data.datamodule",
 }

@@ -1,6 +1,7 @@
-"""Load a MAGNeT model for inference from any supported file: our Lightning checkpoint (training output or a
-converted one), an audiocraft `state_dict.bin`, or a released hub repo id (facebook/magnet-small-10secs), with the
-metadata generation needs."""
+"""Load a model of either family for inference from any supported file: our Lightning checkpoint (training output or
+a converted one), an audiocraft `state_dict.bin`, or a released hub repo id (facebook/magnet-small-10secs,
+facebook/musicgen-small), with the metadata generation needs. The family is the checkpoint's: hyper-parameter
+`family` ('musicgen', with the pattern's `delays`; absent means 'magnet'), or the xp.cfg's `lm_model`."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ import torch
 from magnet_lightning import hub
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.convert import CheckpointError, read_audiocraft
-from magnet_lightning.model import MagnetTransformer
+from magnet_lightning.models import CodebookTransformer, build_model
 
 
 @dataclass
 class Pretrained:
-    model: MagnetTransformer
+    model: CodebookTransformer
+    """MagnetTransformer or ARTransformer (`model.family` says which)."""
     text_encoder: str
     """T5 hub name or local path."""
     codec: str
@@ -43,22 +45,36 @@ def _from_lightning(raw: dict, path: Path) -> Pretrained:
     cfg = ModelConfig.from_dict(hp["model"])
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in raw["state_dict"].items() if k.startswith(prefix)}
-    model = MagnetTransformer(cfg)
+    try:
+        model = build_model(hp.get("family", "magnet"), cfg, hp.get("delays"))
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from err
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(f"{path}: missing {missing[:5]} / unexpected {unexpected[:5]} weights")
+    meta = lightning_metadata(hp)
     return Pretrained(
-        model=model.eval(),
-        text_encoder=hp.get("text_encoder", "t5-base"),
-        codec=hp.get("codec", "facebook/encodec_32khz"),
-        sample_rate=int(hp.get("sample_rate", 32000)),
-        frame_rate=float(hp.get("frame_rate", 50.0)),
-        span_len=int((hp.get("masking") or {}).get("span_len", 3)),
-        segment_duration=float(hp.get("segment_duration", 10.0)),
-        decoding=dict(hp.get("decoding") or {}),
-        license=raw.get("license"),
-        source=str(raw.get("converted_from") or path),
+        model=model.eval(), text_encoder=meta["text_encoder"], codec=meta["codec"], sample_rate=meta["sample_rate"],
+        frame_rate=meta["frame_rate"], span_len=meta["span_len"], segment_duration=meta["segment_duration"],
+        decoding=meta["decoding"], license=raw.get("license"), source=str(raw.get("converted_from") or path),
     )
+
+
+def lightning_metadata(hp: dict) -> dict[str, Any]:
+    """What our checkpoint's hyper-parameters say for generation, with the defaults of older checkpoints."""
+    model = hp.get("model") or {}
+    return {
+        "family": hp.get("family", "magnet"),
+        "num_codebooks": int(model.get("num_codebooks", 4)),
+        "codebook_size": int(model.get("codebook_size", 2048)),
+        "text_encoder": hp.get("text_encoder", "t5-base"),
+        "codec": hp.get("codec", "facebook/encodec_32khz"),
+        "sample_rate": int(hp.get("sample_rate", 32000)),
+        "frame_rate": float(hp.get("frame_rate", 50.0)),
+        "span_len": int((hp.get("masking") or {}).get("span_len", 3)),
+        "segment_duration": float(hp.get("segment_duration", 10.0)),
+        "decoding": dict(hp.get("decoding") or {}),
+    }
 
 
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Pretrained:
@@ -71,11 +87,9 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{source.path} is not a readable torch checkpoint: {err}") from err
     if isinstance(raw, dict) and "best_state" in raw:
         ckpt = read_audiocraft(source, raw=raw)
-        model = MagnetTransformer(ckpt.config)
-        model.load_state_dict(ckpt.state_dict)
         meta = ckpt.metadata
         return Pretrained(
-            model.eval().to(map_location), meta["text_encoder"], meta["codec"], meta["sample_rate"],
+            ckpt.build_model().to(map_location), meta["text_encoder"], meta["codec"], meta["sample_rate"],
             meta["frame_rate"], meta["span_len"], meta["segment_duration"], meta["decoding"], meta["license"],
             meta["source"],
         )

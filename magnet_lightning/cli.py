@@ -137,7 +137,7 @@ class MagnetFSDPStrategy(FSDPStrategy):
 
     def __init__(self, activation_checkpointing: bool = False, sharding_strategy: str = "FULL_SHARD",
                  state_dict_type: str = "full", **kwargs):
-        from magnet_lightning.model import Layer
+        from magnet_lightning.models.layers import Layer
 
         if activation_checkpointing:
             kwargs["activation_checkpointing_policy"] = {Layer}

@@ -3,10 +3,13 @@
     python -m magnet_lightning.convert audiocraft STATE_DICT_BIN_OR_REPO_ID OUT.ckpt
     python -m magnet_lightning.convert audiocraft-codec COMPRESSION_STATE_DICT_BIN_OR_REPO_ID OUT_DIR
 
-The first writes a Lightning checkpoint of `MagnetLightningModule` (plain hyper-parameters, EMA weights as
-`state_dict`), usable for generation, evaluation and fine-tuning (`init_from`). The config is read by audiocraft's
-rules (audiocraft_config.py); the layout differences handled here: the K embedding tables and K output heads are
-stacked into one tensor each, and the T5 projection is renamed. The checkpoint records the codec it needs: a
+Both families are read: MAGNeT (`lm_model: transformer_lm_magnet`) and the autoregressive MusicGen checkpoints
+(`transformer_lm`, causal, delay pattern); they have the same parameters. The first command writes a Lightning
+checkpoint (plain hyper-parameters, EMA weights as `state_dict`): for MAGNeT one of `MagnetLightningModule`, usable
+for generation, evaluation and fine-tuning (`init_from`); for MusicGen the same layout with `family: musicgen` and the
+pattern's `delays` in its hyper-parameters, usable for generation (checkpoint.load_pretrained). The config is read by
+audiocraft's rules (audiocraft_config.py); the layout differences handled here: the K embedding tables and K output
+heads are stacked into one tensor each, and the T5 projection is renamed. The checkpoint records the codec it needs: a
 transformers hub id (`//pretrained/facebook/encodec_32khz` -> `facebook/encodec_32khz`), or, for audiocraft's own
 codecs (`//reference/...`, Audio-MAGNeT's 16 kHz EnCodec), the `compression_state_dict.bin` published beside the
 state dict (same folder or same hub repo). The second writes an audiocraft codec as a `save_pretrained` folder of
@@ -26,7 +29,7 @@ import torch
 from magnet_lightning import hub
 from magnet_lightning.audiocraft_config import AudiocraftLM, ConfigError, read_lm_config
 from magnet_lightning.config import ModelConfig
-from magnet_lightning.model import MagnetTransformer
+from magnet_lightning.models import CodebookTransformer, build_model
 
 _TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
 LICENSE = "CC-BY-NC-4.0"
@@ -41,12 +44,18 @@ class CheckpointError(ValueError):
 class AudiocraftCheckpoint:
     config: ModelConfig
     state_dict: dict[str, torch.Tensor]
-    """Weights renamed to MagnetTransformer's layout."""
+    """Weights renamed to our layout (models/base.py, the same for both families)."""
     metadata: dict[str, Any]
-    """text_encoder, codec, sample_rate, frame_rate, span_len, segment_duration, cfg_dropout, word_dropout,
-    decoding, family, license, source."""
+    """family, delays, text_encoder, codec, sample_rate, frame_rate, span_len, segment_duration, cfg_dropout,
+    word_dropout, decoding, license, source."""
     spec: AudiocraftLM
     """Everything the xp.cfg says, by audiocraft's rules."""
+
+    def build_model(self) -> CodebookTransformer:
+        """The model of this checkpoint's family with its weights, in eval mode."""
+        model = build_model(self.spec.family, self.config, self.spec.delays or None)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
 
 
 def _rename(best_state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -66,6 +75,7 @@ def _rename(best_state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, 
     return {name: value for name, value in out.items() if value is not None}
 
 
+
 def _check_against_model(state: dict[str, torch.Tensor], cfg: ModelConfig, source: dict) -> None:
     expected = _meta_state_dict(cfg)
     missing = sorted(set(expected) - set(state))
@@ -83,8 +93,8 @@ def _check_against_model(state: dict[str, torch.Tensor], cfg: ModelConfig, sourc
 
 
 def _meta_state_dict(cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    with torch.device("meta"):
-        return MagnetTransformer(cfg).state_dict()
+    with torch.device("meta"):  # both families have the same parameters
+        return build_model("magnet", cfg).state_dict()
 
 
 def codec_reference(field: str, source: hub.Source) -> str:
@@ -101,9 +111,11 @@ def codec_reference(field: str, source: hub.Source) -> str:
     return field
 
 
-def _metadata(spec: AudiocraftLM, source: hub.Source) -> dict[str, Any]:
+def audiocraft_metadata(spec: AudiocraftLM, source: hub.Source) -> dict[str, Any]:
+    """What a released checkpoint says for generation and training (its xp.cfg by audiocraft's rules)."""
     return {
         "family": spec.family,
+        "delays": list(spec.delays),
         "text_encoder": spec.text_encoder,
         "codec": codec_reference(spec.codec, source),
         "codec_checkpoint": spec.codec,
@@ -133,8 +145,9 @@ def _load_file(path: Path) -> dict:
 
 
 def read_audiocraft(path: str | os.PathLike | hub.Source, raw: dict | None = None) -> AudiocraftCheckpoint:
-    """Read and validate an audiocraft MAGNeT `state_dict.bin` (a path, a folder holding one, or a released repo
-    id such as facebook/magnet-small-10secs); weights renamed to our layout. `raw`: the file's loaded contents."""
+    """Read and validate an audiocraft `state_dict.bin` of either family (a path, a folder holding one, or a
+    released repo id such as facebook/magnet-small-10secs or facebook/musicgen-small); weights renamed to our layout.
+    `raw`: the file's loaded contents."""
     source = path if isinstance(path, hub.Source) else hub.resolve_lm(path)
     raw = raw if raw is not None else _load_file(source.path)
     best_state = raw["best_state"]
@@ -147,30 +160,30 @@ def read_audiocraft(path: str | os.PathLike | hub.Source, raw: dict | None = Non
         spec = read_lm_config(raw["xp.cfg"], text_dim=int(proj.shape[1]))
     except (ConfigError, ValueError) as err:
         raise CheckpointError(f"{source.path}: {err}") from err
-    if spec.family != "magnet":
-        raise CheckpointError(f"{source.path} is a {spec.family} (autoregressive) checkpoint: this converter reads "
-                              "MAGNeT checkpoints (lm_model: transformer_lm_magnet)")
     state = _rename(best_state, spec.model)
     _check_against_model(state, spec.model, best_state)
-    return AudiocraftCheckpoint(spec.model, state, _metadata(spec, source), spec)
+    return AudiocraftCheckpoint(spec.model, state, audiocraft_metadata(spec, source), spec)
 
 
-def from_audiocraft(path: str | os.PathLike) -> MagnetTransformer:
-    """A `MagnetTransformer` with the weights of an audiocraft MAGNeT `state_dict.bin` (path or released repo id)."""
-    ckpt = read_audiocraft(path)
-    model = MagnetTransformer(ckpt.config)
-    model.load_state_dict(ckpt.state_dict)
-    return model.eval()
+def from_audiocraft(path: str | os.PathLike) -> CodebookTransformer:
+    """The model of an audiocraft `state_dict.bin` (path or released repo id) with its weights, in eval mode: a
+    `MagnetTransformer` for MAGNeT checkpoints, an `ARTransformer` for MusicGen ones."""
+    return read_audiocraft(path).build_model()
 
 
 def lightning_checkpoint(ckpt: AudiocraftCheckpoint) -> dict[str, Any]:
-    """The converted weights as a `MagnetLightningModule` checkpoint dict (plain types only)."""
+    """The converted weights as a Lightning checkpoint dict (plain types only): `MagnetLightningModule`'s
+    hyper-parameters for MAGNeT; for MusicGen `family: musicgen`, `delays` and no masking."""
     import lightning
 
     meta = ckpt.metadata
+    if meta["family"] == "magnet":
+        family = {"masking": {"span_len": meta["span_len"], "per_sample_stage": False, "stage_weights": []}}
+    else:
+        family = {"family": meta["family"], "delays": meta["delays"]}
     hparams = {
         "model": asdict(ckpt.config),
-        "masking": {"span_len": meta["span_len"], "per_sample_stage": False, "stage_weights": []},
+        **family,
         "text_encoder": meta["text_encoder"],
         "cfg_dropout": meta["cfg_dropout"],
         "word_dropout": meta["word_dropout"],
@@ -241,8 +254,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m magnet_lightning.convert", description=__doc__.split("\n\n")[0],
                                      epilog="A mistake is one line and exit code 2; --debug shows the traceback.")
     sub = parser.add_subparsers(dest="format", required=True)
-    ac = sub.add_parser("audiocraft", help="audiocraft MAGNeT state_dict.bin (or repo id) -> Lightning checkpoint")
-    ac.add_argument("src", help="path to state_dict.bin, or a released repo id (facebook/magnet-small-10secs)")
+    ac = sub.add_parser("audiocraft", help="audiocraft MAGNeT or MusicGen state_dict.bin (or repo id) -> "
+                                           "Lightning checkpoint")
+    ac.add_argument("src", help="path to state_dict.bin, or a released repo id (facebook/magnet-small-10secs, "
+                                "facebook/musicgen-small)")
     ac.add_argument("out", help="output .ckpt path")
     codec = sub.add_parser("audiocraft-codec", help="audiocraft compression_state_dict.bin -> transformers folder")
     codec.add_argument("src", help="path to compression_state_dict.bin, or a released repo id")
@@ -261,7 +276,8 @@ def main(argv: list[str] | None = None) -> None:
         if out.exists() and out.resolve() == hub.expand(args.src).resolve():
             raise UserError(f"output {out} is the input file: give another path")
         ckpt = convert_audiocraft(args.src, out)
-    print(f"wrote {args.out}: {ckpt.config} ({ckpt.config.num_parameters() / 1e6:.1f} M parameters)")
+    print(f"wrote {args.out}: {ckpt.spec.family} {ckpt.config} ({ckpt.config.num_parameters() / 1e6:.1f} M "
+          "parameters)")
     print(f"metadata: {ckpt.metadata}")
 
 

@@ -19,11 +19,14 @@ from magnet_lightning.errors import UserError, one_line
 
 @dataclass(frozen=True)
 class CheckpointFacts:
+    family: str
     num_codebooks: int
     codebook_size: int
     segment_duration: float
     codec: str
     text_encoder: str
+    span_len: int = 3
+    decoding: dict | None = None
 
 
 def _load_light(path: Path) -> object:
@@ -55,22 +58,25 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
     raw = _load_light(source.path)
     if isinstance(raw, dict) and "best_state" in raw:
         from magnet_lightning.audiocraft_config import ConfigError, read_lm_config
-        from magnet_lightning.convert import codec_reference
+        from magnet_lightning.convert import audiocraft_metadata
 
         try:
             spec = read_lm_config(raw.get("xp.cfg"))
         except ConfigError as err:
             raise UserError(f"{source.path}: {err}") from None
-        return CheckpointFacts(spec.model.num_codebooks, spec.model.codebook_size, spec.segment_duration,
-                               codec_reference(spec.codec, source), spec.text_encoder)
-    hp = raw.get("hyper_parameters") if isinstance(raw, dict) else None
-    model = (hp or {}).get("model")
-    if not isinstance(model, dict) or "num_codebooks" not in model:
-        raise UserError(f"{source.path}: neither a magnet_lightning checkpoint (hyper_parameters.model) nor an "
-                        "audiocraft state_dict.bin (best_state + xp.cfg)")
-    return CheckpointFacts(int(model["num_codebooks"]), int(model.get("codebook_size", 2048)),
-                           float(hp.get("segment_duration", 10.0)), str(hp.get("codec", "facebook/encodec_32khz")),
-                           str(hp.get("text_encoder", "t5-base")))
+        meta = {**audiocraft_metadata(spec, source), "num_codebooks": spec.model.num_codebooks,
+                "codebook_size": spec.model.codebook_size}
+    else:
+        hp = raw.get("hyper_parameters") if isinstance(raw, dict) else None
+        if not isinstance((hp or {}).get("model"), dict) or "num_codebooks" not in hp["model"]:
+            raise UserError(f"{source.path}: neither a magnet_lightning checkpoint (hyper_parameters.model) nor an "
+                            "audiocraft state_dict.bin (best_state + xp.cfg)")
+        from magnet_lightning.checkpoint import lightning_metadata
+
+        meta = lightning_metadata(hp)
+    return CheckpointFacts(meta["family"], meta["num_codebooks"], meta["codebook_size"],
+                           float(meta["segment_duration"]), str(meta["codec"]), str(meta["text_encoder"]),
+                           int(meta["span_len"]), dict(meta["decoding"]))
 
 
 def positive(flag: str, value: float | None) -> None:
@@ -89,13 +95,17 @@ def check_steps(steps: Sequence[int] | None, num_codebooks: int, flag: str = "--
                         f"{flag} {' '.join(['20'] + ['10'] * (num_codebooks - 1))}")
 
 
-def check_decoding(preset: str | None, duration: float, num_codebooks: int, overrides: dict) -> None:
-    """The decoding options as DecodingConfig would take them (ranges of temperature, top-p, ...)."""
-    from magnet_lightning.decoding import decoding_preset
+def check_decoding(facts: CheckpointFacts, duration: float, preset: str | None, overrides: dict) -> None:
+    """The decoding options as the generator will build them for this checkpoint (ranges of temperature, top-p,
+    options of the other family, ...)."""
+    from magnet_lightning.generate import decoding_config_for
 
-    values = {k: v for k, v in overrides.items() if v is not None}
     try:
-        decoding_preset(preset or "music", duration, num_codebooks, **values).check(num_codebooks)
+        config = decoding_config_for(facts.family, facts.decoding or {}, span_len=facts.span_len,
+                                     segment_duration=facts.segment_duration, num_codebooks=facts.num_codebooks,
+                                     duration=duration, preset=preset, overrides=overrides)
+        if facts.family == "magnet":
+            config.check(facts.num_codebooks)
     except (ValueError, TypeError) as err:
         raise UserError(f"decoding options: {err}") from None
 
@@ -150,13 +160,17 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
     output_folder(args.out)
     facts = peek_checkpoint(args.ckpt)
     duration = args.duration or facts.segment_duration
-    check_steps(args.steps, facts.num_codebooks)
+    if facts.family == "magnet":
+        check_steps(args.steps, facts.num_codebooks)
+    elif args.infill:
+        raise UserError(f"--infill: {args.ckpt} is an autoregressive checkpoint, which only continues a prompt "
+                        "(infilling needs a MAGNeT checkpoint)")
     overrides = {
         "decoding_steps": args.steps, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "max_cfg_coef": args.cfg_max, "min_cfg_coef": args.cfg_min, "span_arrangement": args.span_arrangement,
-        "span_scoring": args.span_scoring, "use_sampling": False if args.greedy else None,
+        "span_scoring": args.span_scoring, "use_sampling": False if args.greedy else None, "cfg_coef": args.cfg_coef,
     }
-    check_decoding(args.preset, duration, facts.num_codebooks, overrides)
+    check_decoding(facts, duration, args.preset, overrides)
     try:
         jobs = make_jobs(args)
     except ValueError as err:  # a malformed prompt file: the message names the file and line

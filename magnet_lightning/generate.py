@@ -6,7 +6,11 @@
         --out edited/
 
 `--prompt-audio` alone continues the clip (its tokens are kept, the rest generated up to --duration); with
-`--infill START END` the clip is edited: only the frames in [START, END) seconds are regenerated.
+`--infill START END` the clip is edited: only the frames in [START, END) seconds are regenerated (MAGNeT only).
+
+The model family is the checkpoint's: MAGNeT checkpoints decode iteratively (decoding.py, options DecodingConfig),
+autoregressive MusicGen ones token by token with a KV cache (ar_decoding.py, options ARDecodingConfig: --greedy,
+--temperature, --top-k, --top-p, --cfg-coef).
 WAV files are loudness-normalised to -14 LUFS and written as 32-bit float (no clipping).
 
 Shapes: B batch, K codebooks, T frames, C channels, N samples.
@@ -30,6 +34,8 @@ from typing import Any
 
 import torch
 
+from magnet_lightning.ar_decoding import ARDecodingConfig
+from magnet_lightning.ar_decoding import generate as ar_generate
 from magnet_lightning.decoding import (
     DECODING_PRESETS,
     DecodingConfig,
@@ -43,6 +49,10 @@ from magnet_lightning.decoding import (
 log = logging.getLogger(__name__)
 
 _DECODING_FIELDS = {f.name for f in fields(DecodingConfig)}
+_AR_FIELDS = {f.name for f in fields(ARDecodingConfig)}
+_AR_RECORDED_SAME_MATHS = {"two_step_cfg"}
+"""Recorded audiocraft options without a field here: two-step CFG gives the same logits as the batched [cond; null]
+rows (the null rows are zero text states, so their padding does not change the conditional rows)."""
 
 
 @dataclass
@@ -53,23 +63,57 @@ class GenerationResult:
     """float [B, C, N] waveform at `sample_rate` (None when audio decoding was not asked for)."""
     sample_rate: int
     texts: list[str | None]
-    config: DecodingConfig
+    config: DecodingConfig | ARDecodingConfig
 
 
 def _is_codes(x: torch.Tensor) -> bool:
     return not torch.is_floating_point(x)
 
 
+def decoding_config_for(family: str, recorded: dict, *, span_len: int, segment_duration: float, num_codebooks: int,
+                        duration: float | None = None, preset: str | None = None,
+                        overrides: dict | None = None) -> DecodingConfig | ARDecodingConfig:
+    """The decoding options of a checkpoint: (MAGNeT) the preset (the checkpoint's, else 'music') <- the options
+    recorded in the checkpoint <- overrides, with the model's training span; (autoregressive) ARDecodingConfig
+    defaults <- the recorded options <- overrides. None overrides are ignored; an option the family does not take (a
+    preset or decoding_steps for the autoregressive family, cfg_coef for MAGNeT) is a ValueError naming it. Shared by
+    the generator and the CLI's argument checks, so both refuse the same things."""
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if family == "musicgen":
+        wrong = sorted(set(given) - _AR_FIELDS) + (["preset"] if preset else [])
+        if wrong:
+            raise ValueError(f"{', '.join(wrong)}: not an option of the autoregressive family (it takes "
+                             f"{', '.join(sorted(_AR_FIELDS))})")
+        unknown = set(recorded) - _AR_FIELDS - _AR_RECORDED_SAME_MATHS
+        if unknown:
+            log.warning("ignoring unknown decoding options recorded in the checkpoint: %s", sorted(unknown))
+        return ARDecodingConfig(**{**{k: v for k, v in recorded.items() if k in _AR_FIELDS}, **given})
+    recorded = dict(recorded)
+    preset = preset or recorded.pop("preset", "music")
+    recorded.pop("preset", None)
+    unknown = set(recorded) - _DECODING_FIELDS
+    if unknown:
+        log.warning("ignoring unknown decoding options recorded in the checkpoint: %s", sorted(unknown))
+    if set(given) - _DECODING_FIELDS:
+        raise ValueError(f"{', '.join(sorted(set(given) - _DECODING_FIELDS))}: not a MAGNeT decoding option")
+    values = {"span_len": span_len, **{k: v for k, v in recorded.items() if k in _DECODING_FIELDS}, **given}
+    return decoding_preset(preset, duration or segment_duration, num_codebooks, **values)
+
+
 class MagnetGenerator:
     """A loaded model with its text encoder and codec, ready to generate many batches.
 
+    The family is the model's (`model.family`): MagnetTransformer decodes iteratively, ARTransformer
+    autoregressively (always with its static KV cache; no CUDA-graph fast path yet, and no infilling).
+
     Args:
-        model: MagnetTransformer (eval mode, on its device).
+        model: MagnetTransformer or ARTransformer (eval mode, on its device).
         text_encoder: TextEncoder (or anything with its call contract), or None for unconditional use only.
         codec: Codec, or None (tokens only; prompts and edits must then be given as tokens).
         frame_rate, sample_rate, span_len, segment_duration: the checkpoint's metadata.
-        decoding_defaults: decoding options recorded in the checkpoint ('preset' + DecodingConfig fields).
-        fast: FastDecoder (static buffers, CUDA graphs, bf16 weights); default: on for CUDA models.
+        decoding_defaults: decoding options recorded in the checkpoint ('preset' + DecodingConfig fields, or
+            ARDecodingConfig fields for the autoregressive family).
+        fast: FastDecoder (static buffers, CUDA graphs, bf16 weights); default: on for CUDA MAGNeT models.
         compile: torch.compile the per-step forward in the fast path.
     """
 
@@ -85,7 +129,10 @@ class MagnetGenerator:
         self.segment_duration = segment_duration
         self.decoding_defaults = dict(decoding_defaults or {})
         self.device = next(model.parameters()).device
-        self.fast = self.device.type == "cuda" if fast is None else fast
+        self.family = getattr(model, "family", "magnet")
+        if self.autoregressive and fast:
+            raise ValueError("fast=True: the autoregressive family has no fast decoder yet (its KV cache is always on)")
+        self.fast = (self.device.type == "cuda" and not self.autoregressive) if fast is None else fast
         self.compile = compile
         self._fast_decoder = None
         if codec is not None and (codec.num_codebooks, codec.codebook_size) != (
@@ -116,21 +163,26 @@ class MagnetGenerator:
                    sample_rate=pre.sample_rate, span_len=pre.span_len, segment_duration=pre.segment_duration,
                    decoding_defaults=pre.decoding, fast=fast, compile=compile)
 
+    @property
+    def autoregressive(self) -> bool:
+        return self.family == "musicgen"
+
     # -- options ---------------------------------------------------------------------------------------------
 
-    def decoding_config(self, duration: float | None = None, preset: str | None = None, **overrides) -> DecodingConfig:
-        """Preset (the checkpoint's, else 'music') <- the checkpoint's recorded options <- overrides.
+    def decoding_config(self, duration: float | None = None, preset: str | None = None,
+                        **overrides) -> DecodingConfig | ARDecodingConfig:
+        """The options of one generation: see `decoding_config_for` (None overrides are ignored)."""
+        return decoding_config_for(self.family, self.decoding_defaults, span_len=self.span_len,
+                                   segment_duration=self.segment_duration,
+                                   num_codebooks=self.model.cfg.num_codebooks, duration=duration, preset=preset,
+                                   overrides=overrides)
 
-        The span length is the model's training span."""
-        recorded = dict(self.decoding_defaults)
-        preset = preset or recorded.pop("preset", "music")
-        recorded.pop("preset", None)
-        unknown = set(recorded) - _DECODING_FIELDS
-        if unknown:
-            log.warning("ignoring unknown decoding options recorded in the checkpoint: %s", sorted(unknown))
-        values = {"span_len": self.span_len, **{k: v for k, v in recorded.items() if k in _DECODING_FIELDS}}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return decoding_preset(preset, duration or self.segment_duration, self.model.cfg.num_codebooks, **values)
+    def num_steps(self, config: DecodingConfig | ARDecodingConfig, duration: float | None = None) -> int:
+        """Model steps of one generation of `duration` seconds without a prompt (for progress bars)."""
+        if isinstance(config, ARDecodingConfig):
+            pattern = self.model.pattern
+            return self.num_frames(duration or self.segment_duration) + pattern.max_delay - pattern.delays[0]
+        return sum(config.decoding_steps)
 
     def num_frames(self, duration: float) -> int:
         if duration <= 0:
@@ -179,7 +231,7 @@ class MagnetGenerator:
         prompt: torch.Tensor | None = None,
         prompt_sample_rate: int | None = None,
         infill: tuple[float, float] | None = None,
-        decoding: DecodingConfig | None = None,
+        decoding: DecodingConfig | ARDecodingConfig | None = None,
         preset: str | None = None,
         seed: int | None = None,
         decode_audio: bool = True,
@@ -195,8 +247,9 @@ class MagnetGenerator:
             prompt: audio [C, N] / [B, C, N] (float, give prompt_sample_rate) or tokens [K, T] / [B, K, T] (long).
                 Alone: continued (its tokens kept). With `infill=(start_s, end_s)`: the clip to edit; only frames in
                 [start, end) are regenerated.
-            decoding: a full DecodingConfig; otherwise preset + checkpoint defaults + `decoding_overrides`
-                (any DecodingConfig field, e.g. temperature=2.0, decoding_steps=[20, 10, 10, 10]).
+            decoding: a full DecodingConfig (ARDecodingConfig for the autoregressive family); otherwise preset +
+                checkpoint defaults + `decoding_overrides` (any field of that config, e.g. temperature=2.0,
+                decoding_steps=[20, 10, 10, 10]).
             seed: seeds a torch.Generator on the model's device (same seed -> same tokens).
         """
         if texts is None:
@@ -208,6 +261,12 @@ class MagnetGenerator:
         if decoding is not None and (decoding_overrides or preset):
             raise ValueError("pass either a DecodingConfig or preset/overrides, not both")
         config = decoding or self.decoding_config(duration, preset, **decoding_overrides)
+        expected = ARDecodingConfig if self.autoregressive else DecodingConfig
+        if not isinstance(config, expected):
+            raise ValueError(f"a {self.family} model decodes with a {expected.__name__}, got {type(config).__name__}")
+        if self.autoregressive:
+            return self._generate_ar(texts, duration, prompt, prompt_sample_rate, infill, config, seed, decode_audio,
+                                     progress)
         given = fixed = None
         if infill is not None:
             if prompt is None:
@@ -222,21 +281,35 @@ class MagnetGenerator:
                 codes = self._codes(prompt, prompt_sample_rate, batch, "prompt")
                 given, fixed = continuation(codes, num_frames, self.model.mask_token_id)
         states, mask = self._text(texts)
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(int(seed))
-        kwargs = {"batch_size": batch, "given": given, "fixed": fixed, "generator": generator, "progress": progress}
+        kwargs = {"batch_size": batch, "given": given, "fixed": fixed, "generator": self._generator(seed),
+                  "progress": progress}
         if self.fast:
             tokens = self._fast().decode(states, mask, num_frames, config, **kwargs)
         else:
             tokens = decode(self.model, states, mask, num_frames, config, **kwargs)
-        audio = None
-        if decode_audio:
-            if self.codec is None:
-                raise ValueError("decode_audio=True needs a codec (or pass decode_audio=False)")
-            with torch.no_grad():
-                audio = self.codec.decode(tokens).float()
-        return GenerationResult(tokens, audio, self.sample_rate, texts, config)
+        return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, config)
+
+    def _generate_ar(self, texts, duration, prompt, prompt_sample_rate, infill, config, seed, decode_audio,
+                     progress) -> GenerationResult:
+        if infill is not None:
+            raise ValueError("infill: the autoregressive family only continues a prompt (infilling is MAGNeT's)")
+        batch = len(texts)
+        codes = None if prompt is None else self._codes(prompt, prompt_sample_rate, batch, "prompt")
+        states, mask = self._text(texts)
+        tokens = ar_generate(self.model, states, mask, self.num_frames(duration or self.segment_duration), config,
+                             codes, batch_size=batch, generator=self._generator(seed), progress=progress)
+        return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, config)
+
+    def _generator(self, seed: int | None) -> torch.Generator | None:
+        return None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
+
+    def _audio(self, tokens: torch.Tensor, decode_audio: bool) -> torch.Tensor | None:
+        if not decode_audio:
+            return None
+        if self.codec is None:
+            raise ValueError("decode_audio=True needs a codec (or pass decode_audio=False)")
+        with torch.no_grad():
+            return self.codec.decode(tokens).float()
 
     def _fast(self):
         if self._fast_decoder is None:
@@ -344,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--cfg-max", type=float, default=None, help="guidance coefficient at the first step")
     p.add_argument("--cfg-min", type=float, default=None, help="guidance coefficient at the last step")
+    p.add_argument("--cfg-coef", type=float, default=None,
+                   help="guidance coefficient of the autoregressive family (default: the checkpoint's, 3.0)")
     p.add_argument("--span-arrangement", choices=["nonoverlap", "stride1"], default=None)
     p.add_argument("--span-scoring", choices=["max", "prod"], default=None)
     p.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
@@ -406,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         manifest = RunManifest(out / "manifest.jsonl")
         batches = [jobs[i:i + args.batch_size] for i in range(0, len(jobs), args.batch_size)]
-        bar = tqdm(total=len(batches) * sum(config.decoding_steps), unit="step", desc="generating")
+        bar = tqdm(total=len(batches) * gen.num_steps(config, args.duration), unit="step", desc="generating")
         for index, batch in enumerate(batches):
             start = bar.n
             result = gen.generate([text for _, text in batch], duration=args.duration, prompt=prompt,

@@ -19,7 +19,7 @@ from magnet_lightning.conditioning import TextDropout, TextEncoder
 from magnet_lightning.config import MaskingConfig, ModelConfig
 from magnet_lightning.ema import EMA
 from magnet_lightning.masking import draw_stages, sample_training_masks
-from magnet_lightning.model import MagnetTransformer
+from magnet_lightning.models.magnet import MagnetTransformer
 from magnet_lightning.objective import magnet_loss
 from magnet_lightning.optim import OptimConfig, build_optimizer, build_scheduler
 

@@ -1,12 +1,23 @@
-"""The training loss: cross-entropy of the stage's head on the masked, non-padded positions of that stage only."""
+"""The training losses of both families.
+
+- MAGNeT: cross-entropy of the stage's head on the masked, non-padded positions of that stage only (`magnet_loss`).
+- Autoregressive (MusicGen): cross-entropy of every codebook at every valid, non-padded position of the delay layout,
+  averaged per codebook and then over the K codebooks, as audiocraft's `MusicGenSolver._compute_cross_entropy`
+  (`ar_loss`; the pure part is `ar_cross_entropy`).
+Both are pure tensor functions without host synchronisation. Text corruption (CFG dropout, word dropout) happens
+before the text encoder and is the same for both (conditioning.TextDropout).
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from magnet_lightning.masking import MaskedBatch
-from magnet_lightning.model import MagnetTransformer
+from magnet_lightning.models.ar import ARTransformer
+from magnet_lightning.models.magnet import MagnetTransformer
 
 
 def stage_targets(codes: torch.Tensor, stages: torch.Tensor | int) -> torch.Tensor:
@@ -35,3 +46,41 @@ def magnet_loss(
     stage = masked.stages.to(codes.device) if per_sample_stage else int(masked.stages[0])
     logits = model(masked.inputs, text_states, text_mask, stage, heads="stage")  # [B, T, V]
     return masked_cross_entropy(logits, stage_targets(codes, stage), masked.loss_mask)
+
+
+class ARLoss(NamedTuple):
+    loss: torch.Tensor
+    """Scalar: the mean over codebooks of each codebook's mean cross-entropy (the training loss)."""
+    per_codebook: torch.Tensor
+    """[K]: each codebook's mean cross-entropy over its scored positions (0 where none is scored); for logging."""
+
+
+def ar_cross_entropy(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor) -> ARLoss:
+    """Cross-entropy of teacher-forced logits [B, K, T, V] against codes [B, K, T] where mask [B, K, T] is True.
+
+    Positions where mask is False never matter: their logits may be NaN (as `ARTransformer.forward` returns them)
+    and their codes any id; they get neither loss nor gradient. No host synchronisation.
+    """
+    safe_logits = logits.masked_fill(~mask[..., None], 0.0)
+    targets = codes.masked_fill(~mask, 0)
+    per_token = F.cross_entropy(safe_logits.flatten(0, 2).float(), targets.flatten(), reduction="none")
+    weights = mask.to(per_token.dtype)
+    per_codebook = (per_token.view_as(weights) * weights).sum(dim=(0, 2)) / weights.sum(dim=(0, 2)).clamp(min=1)
+    return ARLoss(per_codebook.mean(), per_codebook)
+
+
+def ar_loss(
+    model: ARTransformer,
+    codes: torch.Tensor,
+    text_states: torch.Tensor,
+    text_mask: torch.Tensor,
+    padding_mask: torch.Tensor | None = None,
+) -> ARLoss:
+    """The autoregressive objective of a batch: teacher-forced forward of codes [B, K, T] (un-delayed) with text
+    states [B, S, E] / text_mask [B, S], scored on every position valid in the delay layout and not padding
+    (padding_mask [B, T], True = real audio, as the DataModule's batches)."""
+    prediction = model(codes, text_states, text_mask)
+    mask = prediction.mask
+    if padding_mask is not None:
+        mask = mask & padding_mask[:, None, :].to(mask.device)
+    return ar_cross_entropy(prediction.logits, codes, mask)

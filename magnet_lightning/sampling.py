@@ -1,4 +1,4 @@
-"""Token sampling for iterative decoding: temperature, top-k, top-p, greedy, with static shapes.
+"""Token sampling for both families' decoding: temperature, top-k, top-p, greedy, with static shapes.
 
 Sampling uses the exponential race (Gumbel-max): for probabilities p and i.i.d. noise E ~ Exp(1),
 argmax_i p_i / E_i is distributed as Categorical(p / sum p). The noise is drawn by the caller from a
@@ -32,7 +32,7 @@ def top_k_filter(probs: torch.Tensor, k: int) -> torch.Tensor:
     not renormalised."""
     if k <= 0 or k >= probs.shape[-1]:
         return probs
-    kth = probs.topk(k, dim=-1).values[..., -1:]
+    kth = probs.kthvalue(probs.shape[-1] - k + 1, dim=-1, keepdim=True).values  # the k-th largest
     return probs.masked_fill(probs < kth, 0.0)
 
 
@@ -49,6 +49,12 @@ def top_p_filter(probs: torch.Tensor, p: float) -> torch.Tensor:
     keep_sorted = mass_before <= p
     keep = torch.empty_like(keep_sorted).scatter_(-1, order, keep_sorted)
     return probs.masked_fill(~keep, 0.0)
+
+
+def race(weights: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """The exponential race: argmax_i weights_i / noise_i, a draw from Categorical(weights / sum weights) for noise
+    from `draw_noise`. [..., V] -> long [...]."""
+    return (weights / noise.clamp(min=1e-30)).argmax(dim=-1)
 
 
 def draw_noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
@@ -95,5 +101,21 @@ def sample_tokens(
         filtered = top_k_filter(probs, top_k)
         if top_k > 0 and not confidence_before_top_k:
             probs = filtered / filtered.sum(dim=-1, keepdim=True)
-    tokens = (filtered / noise.clamp(min=1e-30)).argmax(dim=-1)
+    tokens = race(filtered, noise)
     return Sampled(tokens, probs.gather(-1, tokens[..., None])[..., 0])
+
+
+def sample_next_tokens(logits: torch.Tensor, temperature: float, noise: torch.Tensor, top_k: int = 0,
+                       top_p: float = 0.0) -> torch.Tensor:
+    """One token per row, as audiocraft's autoregressive step samples: softmax(logits / temperature), then top-p
+    sampling when top_p > 0, else top-k when top_k > 0, else plain sampling (no confidence is computed).
+
+    Args:
+        logits: [..., V] (computed in float32); temperature: > 0 (greedy decoding is the caller's argmax).
+        noise: Exp(1) noise [..., V] from `draw_noise`.
+    Returns:
+        long [...] token ids.
+    """
+    logits = logits.float()
+    probs = torch.softmax(logits if temperature == 1.0 else logits / temperature, dim=-1)  # x / 1 is x: one op less
+    return race(top_p_filter(probs, top_p) if top_p > 0.0 else top_k_filter(probs, top_k), noise)

@@ -9,7 +9,7 @@ import torch
 
 from magnet_lightning.attention import windowed_attention
 from magnet_lightning.config import model_preset
-from magnet_lightning.model import MagnetTransformer
+from magnet_lightning.models.magnet import MagnetTransformer
 
 T, W = 24, 5
 
@@ -28,9 +28,7 @@ def grad_dependence(model: MagnetTransformer, stage: int, device: str = "cpu", d
     x0 = model.embed(codes).detach().requires_grad_(True)
     dep = torch.zeros(T, T, dtype=torch.double)
     for t in range(T):
-        x = x0
-        for layer, kv in zip(model.transformer.layers, memory.keys_values):
-            x = layer(x, kv, stage)
+        x = model.transformer(x0, memory, model.attend_fn(stage))
         (g,) = torch.autograd.grad(x[0, t].sum(), x0)
         dep[t] = g[0].abs().sum(-1).double().cpu()
     return dep

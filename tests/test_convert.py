@@ -49,7 +49,8 @@ def attend(q_in, kv_in, w_in, w_out, allowed, heads=H):
     return torch.cat(outs, -1) @ w_out.T
 
 
-def reference_logits(s, codes, t5, t5_mask, stage, window=W, heads=H):
+def reference_logits(s, codes, t5, t5_mask, stage, window=W, heads=H, causal=False):
+    """MAGNeT's logits at `stage` (window for stages >= 1), or with causal=True a causal model's on a sequence."""
     B, _, T = codes.shape
     D = s["out_norm.weight"].shape[0]
     L = sum(1 for name in s if name.endswith(".norm1.weight"))
@@ -64,6 +65,8 @@ def reference_logits(s, codes, t5, t5_mask, stage, window=W, heads=H):
         text = (t5[b] @ s[proj + "weight"].T + s[proj + "bias"]) * t5_mask[b, :, None]
         t = torch.arange(T)
         allowed = None if stage == 0 else (t[:, None] - t[None, :]).abs() <= window
+        if causal:
+            allowed = t[:, None] >= t[None, :]
         for i in range(L):
             p = f"transformer.layers.{i}."
             y = ln(x, s[p + "norm1.weight"], s[p + "norm1.bias"])
@@ -144,10 +147,26 @@ def test_unsupported_config_is_named(tmp_path, field, value):
         read_audiocraft(write(tmp_path / "a.bin", best_state(), xp_cfg(**{field: value})))
 
 
-def test_autoregressive_checkpoint_is_named(tmp_path):
-    cfg = tiny_xp_cfg("musicgen-small", dim=D, num_heads=H, num_layers=L)
-    with pytest.raises(CheckpointError, match="musicgen"):
-        read_audiocraft(lm_state_dict_bin(tmp_path / "a.bin", cfg))
+@pytest.mark.usefixtures("one_thread")
+def test_musicgen_checkpoint_converts_to_an_autoregressive_lightning_checkpoint(tmp_path, capsys):
+    from magnet_lightning.models.ar import ARTransformer
+
+    src = lm_state_dict_bin(tmp_path / "a.bin", tiny_xp_cfg("musicgen-small", dim=D, num_heads=H, num_layers=L))
+    main(["audiocraft", str(src), str(tmp_path / "out.ckpt")])
+    assert "wrote" in capsys.readouterr().out
+    raw = torch.load(tmp_path / "out.ckpt", weights_only=True)
+    assert raw["hyper_parameters"]["family"] == "musicgen" and raw["hyper_parameters"]["delays"] == [0, 1, 2, 3]
+    pre, direct = load_pretrained(tmp_path / "out.ckpt"), load_pretrained(src)
+    assert isinstance(pre.model, ARTransformer) and pre.model.pattern.delays == (0, 1, 2, 3)
+    assert pre.decoding["cfg_coef"] == 3.0 and pre.decoding["top_k"] == 250
+    codes, t5, mask = torch.randint(0, V, (1, K, 6)), torch.randn(1, 3, E), torch.ones(1, 3, dtype=torch.bool)
+    with torch.no_grad():
+        torch.testing.assert_close(pre.model(codes, t5, mask).logits, direct.model(codes, t5, mask).logits,
+                                   equal_nan=True)
+    raw["hyper_parameters"]["family"] = "rnn"
+    torch.save(raw, tmp_path / "bad.ckpt")
+    with pytest.raises(CheckpointError, match="unknown model family 'rnn'"):
+        load_pretrained(tmp_path / "bad.ckpt")
 
 
 def test_not_a_checkpoint(tmp_path):

@@ -17,7 +17,7 @@ from magnet_lightning.decoding import (
     unit_scores,
 )
 from magnet_lightning.fast_decoding import FastDecoder
-from magnet_lightning.model import MagnetTransformer
+from magnet_lightning.models.magnet import MagnetTransformer
 
 V, K, E = 16, 4, 8
 MASK = V

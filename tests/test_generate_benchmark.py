@@ -1,4 +1,5 @@
-"""The benchmark script runs end to end on CPU (tiny setup, one run) and writes every documented key."""
+"""The benchmark script runs end to end on CPU (tiny setup, one run): MAGNeT and the autoregressive model side by
+side, every documented key, and a latency-vs-throughput PNG with both families drawn."""
 
 import json
 import os
@@ -6,18 +7,32 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from PIL import Image
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_benchmark_tiny_writes_all_keys(tmp_path):
+def test_benchmark_tiny_writes_both_families_and_the_chart(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(ROOT / "evaluation" / "benchmark.py"), "--tiny", "--json", str(out), "--runs", "1",
-           "--batches", "1", "4", "16", "--train-steps", "1", "--frames", "40"]
+           "--batches", "1", "2", "--train-steps", "1", "--frames", "20", "--kv-rounds", "2", "--kv-calls", "2"]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})  # shared 2-core CI: no thread contention
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())
-    for key in ("gen_latency_s_b1", "gen_latency_s_b4", "gen_latency_s_b16", "train_frames_per_s_b16"):
-        assert result[key] > 0, key
-    assert result["device"].startswith("cpu") and result["dtype"] == "float32"
-    assert result["frames"] == 40 and result["decoding_steps"] == [20, 10, 10, 10]
+    assert result["device"].startswith("cpu") and result["cpu_threads"] == 1 and result["frames"] == 20
+    assert result["magnet"]["decoding_steps"] == [20, 10, 10, 10] and result["ar"]["steps"] == 23
+    assert result["ar"]["decoding"]["top_k"] == 250 and result["ar"]["decoding"]["cfg_coef"] == 3.0
+    for family in ("magnet", "ar"):
+        entry = result[family]
+        assert set(entry["latency_s"]) == set(entry["throughput_audio_s_per_s"]) == {"1", "2"}
+        for batch, latency in entry["latency_s"].items():
+            assert entry["throughput_audio_s_per_s"][batch] == pytest.approx(int(batch) * 0.4 / latency, rel=0.02)
+        assert entry["train_frames_per_s_b16"] > 0
+    kv = result["ar"]["kv_cache"]
+    assert kv["step_s"] > 0 and kv["single_frame_forward_s"] > 0 and kv["target"] == 1.5
+    assert result["b1_latency_ar_over_magnet"] > 0 and len(result["load_average_before"]) == 3
+    image = Image.open(out.with_suffix(".png")).convert("RGB")
+    colours = {colour for _, colour in image.getcolors(maxcolors=1 << 20)}
+    assert (31, 119, 180) in colours and (214, 39, 40) in colours  # both families' lines

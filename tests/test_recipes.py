@@ -147,7 +147,8 @@ def test_accumulation_refuses_indivisible_global_batch(global_batch, per_device,
 
 def test_fsdp_strategy_wraps_transformer_layers():
     from magnet_lightning.config import model_preset
-    from magnet_lightning.model import Layer, MagnetTransformer
+    from magnet_lightning.models.layers import Layer
+    from magnet_lightning.models.magnet import MagnetTransformer
 
     model = MagnetTransformer(model_preset("tiny", codebook_size=16, text_dim=32))
     layer = next(m for m in model.modules() if isinstance(m, Layer))

@@ -17,7 +17,7 @@ from magnet_lightning.config import model_preset
 from magnet_lightning.convert import from_audiocraft
 from magnet_lightning.decoding import DecodingConfig, _stride1_reference, continuation, decode, stage_schedule
 from magnet_lightning.fast_decoding import FastDecoder
-from magnet_lightning.model import MagnetTransformer
+from magnet_lightning.models.magnet import MagnetTransformer
 from magnet_lightning.sampling import sample_tokens
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "audiocraft_decode"

@@ -1,8 +1,10 @@
-"""The six released MAGNeT checkpoints, in Meta's exact export format (their real xp.cfg, tiny transformer sizes,
-random weights): they load through `from_audiocraft`, convert through the CLI, and load and generate through
-`MagnetGenerator.from_pretrained(repo_id)` with state dict, codec and T5 all read from a Hugging Face cache laid out
-as `hf download` leaves it. The audio models get a tiny audiocraft-format 16 kHz codec built from its real config."""
+"""The six released MAGNeT checkpoints and the three MusicGen ones, in Meta's exact export format (their real xp.cfg,
+tiny transformer sizes, random weights): they load through `from_audiocraft`, convert through the CLI, and load and
+generate through `MagnetGenerator.from_pretrained(repo_id)` and the generate CLI with state dict, codec and T5 all read
+from a Hugging Face cache laid out as `hf download` leaves it. The audio models get a tiny audiocraft-format 16 kHz
+codec built from its real config."""
 
+import json
 import subprocess
 import sys
 
@@ -10,6 +12,7 @@ import pytest
 import torch
 from audiocraft_files import (
     MAGNET,
+    MUSICGEN,
     TEXT_DIM,
     codec_state_dict_bin,
     hub_cache,
@@ -22,10 +25,13 @@ from audiocraft_files import (
 )
 from test_convert import reference_logits
 
+from magnet_lightning.ar_decoding import ARDecodingConfig
 from magnet_lightning.checkpoint import load_pretrained
 from magnet_lightning.convert import from_audiocraft, read_audiocraft
-from magnet_lightning.generate import MagnetGenerator
+from magnet_lightning.decoding import DecodingConfig
+from magnet_lightning.generate import MagnetGenerator, main
 from magnet_lightning.hub import HubError
+from magnet_lightning.models.ar import ARTransformer
 
 TINY = {"dim": 16, "num_heads": 2, "num_layers": 2}
 
@@ -98,7 +104,59 @@ def test_released_checkpoint_by_repo_id_generates(tmp_path, hf_cache, name):
     assert result.tokens.shape == (1, 4, 10) and result.audio.shape[-1] == (3200 if audio else 6400)
 
 
-@pytest.mark.parametrize("name", ["magnet-small-10secs", "audio-magnet-small"])
+@pytest.mark.usefixtures("one_thread")
+def test_released_musicgen_by_repo_id_loads_each_size(tmp_path, hf_cache):
+    for name in MUSICGEN:
+        _, state = _publish(tmp_path, hf_cache, name)
+        pre = load_pretrained(f"facebook/{name}")
+        assert isinstance(pre.model, ARTransformer) and pre.model.pattern.delays == (0, 1, 2, 3)
+        assert pre.source == f"facebook/{name}" and pre.codec == "facebook/encodec_32khz"
+        torch.testing.assert_close(pre.model.heads[3], state["linears.3.weight"])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_released_musicgen_by_repo_id_generates_and_continues_audio(tmp_path, hf_cache):
+    _, state = _publish(tmp_path, hf_cache, "musicgen-small")
+    gen = MagnetGenerator.from_pretrained("facebook/musicgen-small", device="cpu")
+    assert gen.autoregressive and isinstance(gen.model, ARTransformer) and not gen.fast
+    assert gen.sample_rate == 32000 and gen.frame_rate == 50 and gen.text_encoder.dim == 768
+    assert gen.decoding_config() == ARDecodingConfig(use_sampling=True, cfg_coef=3.0, top_k=250, top_p=0.0,
+                                                     temperature=1.0)
+    torch.testing.assert_close(gen.model.emb[0], state["emb.0.weight"])
+    result = gen.generate(["calm piano"], duration=0.2, seed=0)
+    assert result.tokens.shape == (1, 4, 10) and result.audio.shape[-1] == 6400
+    clip = result.audio[0]  # [C, N]: its first 0.1 s (5 frames) is the prompt
+    cont = gen.generate(["calm piano"], prompt=clip[..., :3200], prompt_sample_rate=32000, duration=0.3, seed=1,
+                        top_k=5)
+    assert cont.tokens.shape == (1, 4, 15) and cont.config.top_k == 5
+    assert torch.equal(cont.tokens[..., :5], gen.codec.encode(clip[None, :, :3200], 32000))
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_musicgen_api_and_cli_refuse_magnet_options_in_one_line(tmp_path, hf_cache):
+    _publish(tmp_path, hf_cache, "musicgen-small")
+    gen = MagnetGenerator.from_pretrained("facebook/musicgen-small", device="cpu")
+    with pytest.raises(ValueError, match="decoding_steps: not an option of the autoregressive family"):
+        gen.generate(["x"], decoding_steps=[2, 1, 1, 1])
+    with pytest.raises(ValueError, match="infill"):
+        gen.generate(["x"], prompt=torch.zeros(4, 10, dtype=torch.long), infill=(0.0, 0.1))
+    with pytest.raises(ValueError, match="decodes with a ARDecodingConfig"):
+        gen.generate(["x"], decoding=DecodingConfig())
+    with pytest.raises(ValueError, match="fast decoder"):
+        MagnetGenerator(gen.model, fast=True)
+    out = tmp_path / "out"
+    assert main(["--ckpt", "facebook/musicgen-small", "--text", "calm piano", "--duration", "0.2", "--out", str(out),
+                 "--seed", "0", "--greedy", "--cfg-coef", "2.5", "--save-tokens", "--no-normalize"]) == 0
+    record = json.loads((out / "manifest.jsonl").read_text())
+    assert record["frames"] == 10 and record["decoding"]["cfg_coef"] == 2.5 and not record["decoding"]["use_sampling"]
+    with pytest.raises(SystemExit, match="steps.*autoregressive"):
+        main(["--ckpt", "facebook/musicgen-small", "--text", "x", "--out", str(out), "--steps", "2", "1", "1", "1"])
+    with pytest.raises(SystemExit, match="--infill: .*autoregressive"):
+        main(["--ckpt", "facebook/musicgen-small", "--text", "x", "--out", str(out), "--prompt-audio", "a.wav",
+              "--infill", "0", "1"])
+
+
+@pytest.mark.parametrize("name", ["magnet-small-10secs", "audio-magnet-small", "musicgen-small"])
 def test_convert_cli_by_repo_id_records_the_codec(tmp_path, hf_cache, name):
     _publish(tmp_path, hf_cache, name)
     out = tmp_path / "converted.ckpt"

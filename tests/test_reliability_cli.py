@@ -289,7 +289,7 @@ def test_model_of_the_right_size_passes_the_checks(ckpt):
     args = SimpleNamespace(infill=None, prompt_audio=None, duration=1.0, batch_size=2, num_samples=1,
                            unconditional=None, out="out", ckpt=str(ckpt), steps=[2, 1, 1, 1], temperature=None,
                            top_k=None, top_p=None, cfg_max=None, cfg_min=None, span_arrangement=None,
-                           span_scoring=None, greedy=False, preset=None, prompts=None)
+                           span_scoring=None, greedy=False, preset=None, prompts=None, cfg_coef=None)
     checked = check_generate_args(args, lambda a: [("0000_x", "x")])
     assert checked.overrides["decoding_steps"] == [2, 1, 1, 1] and TINY_MODEL["num_codebooks"] == 4
 

@@ -1,0 +1,112 @@
+"""The building blocks both families share (audiocraft_checkpoint.md): sinusoidal positions, bias-free multi-head
+attention with a fused q/k/v projection, and the pre-norm layer of self-attention, cross-attention to text and a GELU
+feed-forward block.
+
+The families differ only in which positions self-attention may see, so a layer takes that as a function: `attend(q, k,
+v) -> out` on [B, H, L, Dh] heads (MAGNeT's restricted window, a causal mask, or a KV cache). Parameter names follow
+audiocraft's `best_state` (`transformer.layers.N.self_attn.in_proj_weight`, ...).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from magnet_lightning.config import ModelConfig
+
+AttendFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""attend(q, k, v) -> out, all [B, H, L, Dh] (keys may be longer than queries): one layer's self-attention rule."""
+LayerAttendFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+"""attend(layer_index, q, k, v) -> out: the rule of every layer (a KV cache keeps one slot per layer)."""
+
+
+def sinusoidal_positions(positions: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
+    """positions [T] (any integer or float dtype) -> [T, D] encoding laid out [cos | sin],
+    phase_j(t) = t / max_period^(j / (D/2 - 1)), in float32."""
+    half = dim // 2
+    pos = positions.to(torch.float32)[:, None]  # [T, 1]
+    freqs = torch.arange(half, device=positions.device, dtype=torch.float32)[None, :]  # [1, D/2]
+    phase = pos / (max_period ** (freqs / (half - 1)))
+    return torch.cat([torch.cos(phase), torch.sin(phase)], dim=-1)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with a fused, bias-free q/k/v projection `in_proj_weight` [3D, D] (audiocraft layout)."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.out_proj = nn.Linear(dim, dim, bias=False)
+        # PyTorch's default Linear init, as in the reference (its fused projection is not an nn.Linear).
+        bound = 1 / math.sqrt(dim)
+        nn.init.uniform_(self.in_proj_weight, -bound, bound)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # [B, H, L, Dh]
+
+    def _merge(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_proj(x.transpose(1, 2).flatten(2))  # [B, L, D]
+
+    def self_attention(self, x: torch.Tensor, attend: AttendFn) -> torch.Tensor:
+        """x [B, T, D] -> [B, T, D], positions visible as `attend` allows."""
+        q, k, v = F.linear(x, self.in_proj_weight).chunk(3, dim=-1)
+        return self._merge(attend(self._heads(q), self._heads(k), self._heads(v)))
+
+    def text_keys_values(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """text [B, S, D] -> keys, values [B, H, S, Dh]."""
+        dim = text.shape[-1]
+        k, v = F.linear(text, self.in_proj_weight[dim:]).chunk(2, dim=-1)
+        return self._heads(k), self._heads(v)
+
+    def cross_attention(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """x [B, T, D] attends to all text positions (no key mask: padded states are zero vectors, as the reference)."""
+        q = F.linear(x, self.in_proj_weight[: x.shape[-1]])
+        out = F.scaled_dot_product_attention(self._heads(q), keys.to(q.dtype), values.to(q.dtype))
+        return self._merge(out)
+
+
+class Layer(nn.Module):
+    """Pre-norm block: x += SelfAttn(norm1 x); x += CrossAttn(norm_cross x, text); x += FFN(norm2 x)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.self_attn = Attention(cfg.dim, cfg.num_heads)
+        self.norm_cross = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.cross_attention = Attention(cfg.dim, cfg.num_heads)
+        self.norm2 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
+        self.linear1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
+        self.linear2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
+
+    def forward(self, x: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor], attend: AttendFn) -> torch.Tensor:
+        x = x + self.self_attn.self_attention(self.norm1(x), attend)
+        x = x + self.cross_attention.cross_attention(self.norm_cross(x), *text_kv)
+        return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
+
+
+@dataclass
+class TextMemory:
+    """Text conditioning prepared once per generation: cross-attention keys/values of every layer."""
+
+    keys_values: list[tuple[torch.Tensor, torch.Tensor]]
+    """Per layer, keys and values [B, H, S, Dh]."""
+
+
+class Transformer(nn.Module):
+    """The stack of layers: x [B, T, D] -> [B, T, D] given the text memory and every layer's attention rule."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+
+    def forward(self, x: torch.Tensor, memory: TextMemory, attend: LayerAttendFn) -> torch.Tensor:
+        for index, (layer, kv) in enumerate(zip(self.layers, memory.keys_values)):
+            x = layer(x, kv, partial(attend, index))
+        return x
