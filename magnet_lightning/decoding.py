@@ -89,6 +89,9 @@ class DecodingConfig:
     kept)."""
     mask_upper_stages_in_prompt: bool = False
     """Departure: at stage k, stages above k are MASK on prompt frames too (the reference shows them)."""
+    rescore_weight: float = 1.0
+    """Paper §3.3, Eq. 5 (not in audiocraft): spans are ranked by w * p_MAGNeT + (1 - w) * p_rescorer, w this weight;
+    1.0 is no rescoring. Needs a rescorer (rescoring.py). The paper's Fig. 4 writes the weights the other way round."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "decoding_steps", tuple(int(s) for s in self.decoding_steps))
@@ -106,6 +109,8 @@ class DecodingConfig:
         if self.top_k > 0 and self.top_p > 0:
             raise ValueError(f"top_k={self.top_k} and top_p={self.top_p} are both set: the reference samples with "
                              "top_p and ignores top_k; set one of them to 0")
+        if not 0.0 <= self.rescore_weight <= 1.0:
+            raise ValueError(f"rescore_weight must be in [0, 1] (1: no rescoring), got {self.rescore_weight}")
         if self.stride1_cover not in STRIDE1_COVERS:
             raise ValueError(f"stride1_cover={self.stride1_cover!r}: choose one of {STRIDE1_COVERS}")
 
@@ -397,8 +402,10 @@ def decode_step(
     stage: int,
     config: DecodingConfig,
     use_cfg: bool,
+    rescorer=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One decoding step of `stage`: re-mask, predict (with CFG), sample, write, re-score.
+    """One decoding step of `stage`: re-mask, predict (with CFG), sample, write, re-score (with the rescorer's
+    probabilities of the candidate when one is given and rescore_weight < 1).
 
     Args:
         model: MagnetTransformer; memory: its TextMemory for [cond; null] (2B rows) or B rows without CFG.
@@ -423,7 +430,20 @@ def decode_step(
     sampled = sample_tokens(logits, inputs.temperature.index_select(0, step), noise, config.top_k, config.top_p,
                             config.confidence_before_top_k)
     codes[:, stage] = torch.where(masked, sampled.tokens, row)
-    return codes, unit_scores(sampled.confidence, masked, config)
+    confidence = sampled.confidence
+    if rescorer is not None and config.rescore_weight < 1.0:
+        w = config.rescore_weight
+        confidence = w * confidence + (1.0 - w) * rescorer(codes, stage)
+    return codes, unit_scores(confidence, masked, config)
+
+
+def check_rescorer(rescorer, model, config: DecodingConfig) -> None:
+    """A rescore_weight below 1 needs a rescorer that reads the model's tokens."""
+    if config.rescore_weight < 1.0 and rescorer is None:
+        raise ValueError(f"rescore_weight={config.rescore_weight} needs a rescorer (an autoregressive model, "
+                         "rescoring.ARRescorer); 1.0 means no rescoring")
+    if rescorer is not None:
+        rescorer.check_compatible(model)
 
 
 def resolve_constraints(
@@ -492,6 +512,7 @@ def decode(
     progress: ProgressFn | None = None,
     on_stage_end: StageFn | None = None,
     autocast: bool | None = None,
+    rescorer=None,
 ) -> torch.Tensor:
     """Generate codes with MAGNeT's iterative decoding (the plain path: a Python loop of `decode_step`).
 
@@ -505,11 +526,13 @@ def decode(
             see `continuation` and `infilling`.
         generator: a torch.Generator on the model's device, for reproducible sampling.
         progress: called after every step; on_stage_end: called with the codes after every stage.
+        rescorer: e.g. rescoring.ARRescorer for the same batch; used when config.rescore_weight < 1.
     Returns:
         long [B, K, T] token ids in [0, V).
     """
     cfg = model.cfg
     config.check(cfg.num_codebooks)
+    check_rescorer(rescorer, model, config)
     device = next(model.parameters()).device
     states, mask, batch, conditioned = text_inputs(text_states, text_mask, batch_size, cfg.text_dim, device)
     given, fixed = resolve_constraints(batch, cfg.num_codebooks, num_frames, model.mask_token_id, device, given, fixed)
@@ -528,7 +551,8 @@ def decode(
                 if config.use_sampling:
                     noise = draw_noise((batch, num_frames, cfg.codebook_size), generator, device)
                 step = torch.tensor([j], device=device)
-                codes, scores = decode_step(model, memory, codes, scores, step, inputs, noise, stage, config, use_cfg)
+                codes, scores = decode_step(model, memory, codes, scores, step, inputs, noise, stage, config, use_cfg,
+                                            rescorer)
                 done += 1
                 if progress is not None:
                     progress(done, total)

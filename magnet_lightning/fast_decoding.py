@@ -30,6 +30,7 @@ from magnet_lightning.decoding import (
     StageFn,
     StepInputs,
     autocast_context,
+    check_rescorer,
     decode_step,
     free_units,
     guidance_batch,
@@ -66,13 +67,19 @@ class _PlanKey:
     top_k: int
     top_p: float
     use_sampling: bool
+    stride1_cover: str
+    confidence_before_top_k: bool
+    rescore_weight: float
+    rescorer_text_len: int
+    """0 without a rescorer."""
 
 
 class _Plan:
     """Static buffers (and, on CUDA, one graph per stage) for one generation shape."""
 
-    def __init__(self, decoder: FastDecoder, key: _PlanKey, config: DecodingConfig, memory):
+    def __init__(self, decoder: FastDecoder, key: _PlanKey, config: DecodingConfig, memory, rescorer=None):
         model, device = decoder.model, decoder.device
+        self.rescorer = rescorer  # its text memory is this plan's static buffer (ARRescorer.load refills it)
         cfg = model.cfg
         self.decoder, self.key, self.config = decoder, key, config
         self.memory = memory  # TextMemory whose tensors are the static keys/values
@@ -113,7 +120,8 @@ class _Plan:
         decoder = self.decoder
         with autocast_context(decoder.device, decoder.autocast, cache_enabled=False):
             codes, scores = decode_step(decoder.step_model, self.memory, self.codes, self.scores, self.step,
-                                        self.inputs[stage], self.noise, stage, self.config, self.key.use_cfg)
+                                        self.inputs[stage], self.noise, stage, self.config, self.key.use_cfg,
+                                        self.rescorer)
         self.codes.copy_(codes)
         self.scores.copy_(scores)
         self.step.add_(1)
@@ -172,15 +180,20 @@ class FastDecoder:
         self.pool = torch.cuda.graph_pool_handle() if self.cuda_graphs else None
         self._plans: dict[_PlanKey, _Plan] = {}
 
-    def _plan(self, config: DecodingConfig, batch: int, num_frames: int, use_cfg: bool, memory) -> _Plan:
+    def _plan(self, config: DecodingConfig, batch: int, num_frames: int, use_cfg: bool, memory, rescorer) -> _Plan:
         text_len = memory.keys_values[0][0].shape[-2]
+        rescoring = rescorer is not None and config.rescore_weight < 1.0
+        rescorer_len = rescorer.memory.keys_values[0][0].shape[-2] if rescoring else 0
         key = _PlanKey(batch, num_frames, text_len, use_cfg, config.decoding_steps, config.span_len,
-                       config.span_arrangement, config.span_scoring, config.top_k, config.top_p, config.use_sampling)
+                       config.span_arrangement, config.span_scoring, config.top_k, config.top_p, config.use_sampling,
+                       config.stride1_cover, config.confidence_before_top_k, config.rescore_weight, rescorer_len)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = _Plan(self, key, config, memory)
+            plan = self._plans[key] = _Plan(self, key, config, memory, rescorer if rescoring else None)
         else:
             plan.load_memory(memory)
+            if rescoring:
+                plan.rescorer.load(rescorer)
         plan.config = config
         return plan
 
@@ -198,18 +211,20 @@ class FastDecoder:
         generator: torch.Generator | None = None,
         progress: ProgressFn | None = None,
         on_stage_end: StageFn | None = None,
+        rescorer=None,
     ) -> torch.Tensor:
         """Same contract as `decoding.decode`: long [B, K, T]."""
         config = config or DecodingConfig()
         model, device = self.model, self.device
         config.check(model.cfg.num_codebooks)
+        check_rescorer(rescorer, model, config)
         states, mask, batch, conditioned = text_inputs(text_states, text_mask, batch_size, model.cfg.text_dim, device)
         given, fixed = resolve_constraints(batch, model.cfg.num_codebooks, num_frames, model.mask_token_id, device,
                                            given, fixed)
         use_cfg = conditioned and config.uses_cfg
         with autocast_context(device, self.autocast):
             memory = model.prepare_text(*guidance_batch(states, mask)) if use_cfg else model.prepare_text(states, mask)
-        plan = self._plan(config, batch, num_frames, use_cfg, memory)
+        plan = self._plan(config, batch, num_frames, use_cfg, memory, rescorer)
         plan.fixed.copy_(fixed)
         plan.codes.copy_(initial_codes(given, fixed, model.mask_token_id, config))
         total, done = sum(config.decoding_steps), 0

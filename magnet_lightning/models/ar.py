@@ -62,6 +62,17 @@ class ARTransformer(CodebookTransformer):
         """Delayed sequence [B, K, S] (steps 0 .. S-1) -> logits [B, K, S, V]; output s predicts step s + 1."""
         return self.all_logits(self.transformer(self.embed(sequence), memory, _causal))
 
+    def codebook_logits(self, codes: torch.Tensor, memory: TextMemory, codebook: int) -> torch.Tensor:
+        """Teacher-forced logits of stream `codebook` at every frame: codes [B, K, T] (any id in [0, V], V = the
+        special token, e.g. for codes not known yet) -> [B, T, V]. The sequence runs T + max_delay steps so that every
+        frame of the stream is predicted (what rescoring another model's candidate needs); only that head is computed.
+        """
+        self.check_codes(codes)
+        num_frames, delay = codes.shape[-1], self.pattern.delays[codebook]
+        sequence = self.pattern.build(codes, self.special_token_id, length=num_frames + self.pattern.max_delay)
+        hidden = self.out_norm(self.transformer(self.embed(sequence), memory, _causal))  # [B, S, D]
+        return F.linear(hidden[:, delay:delay + num_frames], self.heads[codebook].to(hidden.dtype))
+
     def forward_cached(self, sequence: torch.Tensor, memory: TextMemory, cache: KVCache,
                        positions: torch.Tensor) -> torch.Tensor:
         """The steps `positions` (long [n], consecutive) of the delayed sequence, sequence [B, K, n], attending to
