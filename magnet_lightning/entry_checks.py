@@ -165,10 +165,12 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
     elif args.infill:
         raise UserError(f"--infill: {args.ckpt} is an autoregressive checkpoint, which only continues a prompt "
                         "(infilling needs a MAGNeT checkpoint)")
+    check_partners(args, facts, duration)
     overrides = {
         "decoding_steps": args.steps, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "max_cfg_coef": args.cfg_max, "min_cfg_coef": args.cfg_min, "span_arrangement": args.span_arrangement,
         "span_scoring": args.span_scoring, "use_sampling": False if args.greedy else None, "cfg_coef": args.cfg_coef,
+        "rescore_weight": getattr(args, "rescore_weight", None),
     }
     check_decoding(facts, duration, args.preset, overrides)
     try:
@@ -187,6 +189,33 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
         except ValueError as err:
             raise UserError(f"--prompt-audio: {err}") from None
     return inputs
+
+
+def check_partners(args: argparse.Namespace, facts: CheckpointFacts, duration: float) -> None:
+    """--rescorer / --rescore-weight and --hybrid-ar / --hybrid-prompt-seconds: a MAGNeT checkpoint, autoregressive
+    partners of the same codec layout, a weight in [0, 1), a prompt shorter than the clip."""
+    rescorer, weight, hybrid = (getattr(args, name, None) for name in ("rescorer", "rescore_weight", "hybrid_ar"))
+    if (rescorer or hybrid) and facts.family != "magnet":
+        raise UserError(f"--rescorer / --hybrid-ar work with a MAGNeT --ckpt; {args.ckpt} is {facts.family}")
+    if rescorer and (weight is None or not 0 <= weight < 1):
+        raise UserError(f"--rescorer needs --rescore-weight W with 0 <= W < 1 (the weight of MAGNeT's own "
+                        f"probability), got {weight}")
+    if weight is not None and weight < 1 and not rescorer:
+        raise UserError("--rescore-weight below 1 needs --rescorer CKPT (an autoregressive checkpoint)")
+    for flag, ckpt in (("--rescorer", rescorer), ("--hybrid-ar", hybrid)):
+        if ckpt:
+            other = peek_checkpoint(ckpt)
+            if other.family != "musicgen" or (other.num_codebooks, other.codebook_size) != (
+                    facts.num_codebooks, facts.codebook_size):
+                raise UserError(f"{flag} {ckpt}: needs an autoregressive checkpoint with K={facts.num_codebooks}, "
+                                f"V={facts.codebook_size}; it is {other.family} with K={other.num_codebooks}, "
+                                f"V={other.codebook_size}")
+    if hybrid:
+        if args.prompt_audio or args.infill:
+            raise UserError("--hybrid-ar generates its own prompt: drop --prompt-audio / --infill")
+        if not 0 < args.hybrid_prompt_seconds < duration:
+            raise UserError(f"--hybrid-prompt-seconds {args.hybrid_prompt_seconds:g} must be between 0 and the "
+                            f"{duration:g} s generated")
 
 
 def check_prompt_audio(path: str, duration: float, infill: Sequence[float] | None) -> None:

@@ -236,6 +236,7 @@ class MagnetGenerator:
         seed: int | None = None,
         decode_audio: bool = True,
         progress: ProgressFn | None = None,
+        rescorer: MagnetGenerator | None = None,
         **decoding_overrides,
     ) -> GenerationResult:
         """Generate a batch.
@@ -251,6 +252,8 @@ class MagnetGenerator:
                 checkpoint defaults + `decoding_overrides` (any field of that config, e.g. temperature=2.0,
                 decoding_steps=[20, 10, 10, 10]).
             seed: seeds a torch.Generator on the model's device (same seed -> same tokens).
+            rescorer: an autoregressive generator (e.g. MusicGen-small for MAGNeT-small) whose probabilities rank the
+                spans with weight 1 - rescore_weight (paper §3.3, Eq. 5; see rescoring.py). MAGNeT only.
         """
         if texts is None:
             texts = [None] * (num_samples or 1)
@@ -265,6 +268,8 @@ class MagnetGenerator:
         if not isinstance(config, expected):
             raise ValueError(f"a {self.family} model decodes with a {expected.__name__}, got {type(config).__name__}")
         if self.autoregressive:
+            if rescorer is not None:
+                raise ValueError("rescorer: rescoring ranks MAGNeT's spans; an autoregressive model has none")
             return self._generate_ar(texts, duration, prompt, prompt_sample_rate, infill, config, seed, decode_audio,
                                      progress)
         given = fixed = None
@@ -283,6 +288,10 @@ class MagnetGenerator:
         states, mask = self._text(texts)
         kwargs = {"batch_size": batch, "given": given, "fixed": fixed, "generator": self._generator(seed),
                   "progress": progress}
+        if rescorer is not None and config.rescore_weight < 1.0:
+            from magnet_lightning.rescoring import rescorer_for
+
+            kwargs["rescorer"] = rescorer_for(rescorer, texts, states, mask, self.text_encoder)
         if self.fast:
             tokens = self._fast().decode(states, mask, num_frames, config, **kwargs)
         else:
@@ -433,6 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default=None, help="override the checkpoint's codec (name or path)")
     p.add_argument("--allow-random-text-encoder", action="store_true",
                    help="demo only: random-weight T5 when its weights are missing")
+    p.add_argument("--rescorer", default=None, metavar="CKPT",
+                   help="an autoregressive checkpoint (e.g. facebook/musicgen-small) that rescores MAGNeT's spans "
+                        "(paper Eq. 5); needs --rescore-weight")
+    p.add_argument("--rescore-weight", type=float, default=None, metavar="W",
+                   help="weight of MAGNeT's own probability, 0 <= W < 1 (1 - W goes to the rescorer)")
+    p.add_argument("--hybrid-ar", default=None, metavar="CKPT",
+                   help="hybrid inference: this autoregressive checkpoint generates the first "
+                        "--hybrid-prompt-seconds, MAGNeT the rest")
+    p.add_argument("--hybrid-prompt-seconds", type=float, default=3.0, metavar="S")
     p.add_argument("--no-fast", action="store_true", help="plain decoding loop (no static buffers / CUDA graphs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward (CUDA)")
     p.epilog = "A wrong argument is one line and exit code 2; --debug (or MAGNET_DEBUG=1) shows the traceback."
@@ -449,6 +467,22 @@ def _jobs(args) -> list[tuple[str, str | None]]:
     if args.num_samples > 1:
         prompts = [(f"{name}_s{j}", text) for name, text in prompts for j in range(args.num_samples)]
     return prompts
+
+
+def _partners(args, gen: MagnetGenerator) -> dict[str, MagnetGenerator]:
+    """The second models of --rescorer and --hybrid-ar (no codec: they only handle tokens; the T5 is shared when it is
+    the same one)."""
+    partners = {}
+    for key in ("rescorer", "hybrid_ar"):
+        ckpt = getattr(args, key)
+        if ckpt:
+            from magnet_lightning.entry_checks import peek_checkpoint
+
+            same_t5 = peek_checkpoint(ckpt).text_encoder == getattr(gen.text_encoder, "name", None)
+            partners[key] = MagnetGenerator.from_pretrained(
+                ckpt, device=gen.device, codec=False, text_encoder=gen.text_encoder if same_t5 else None,
+                allow_random_text_encoder=args.allow_random_text_encoder)
+    return partners
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -476,18 +510,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.ckpt, device=args.device, text_encoder=args.text_encoder, codec=args.codec,
             allow_random_text_encoder=args.allow_random_text_encoder, fast=False if args.no_fast else None,
             compile=args.compile)
+        partners = _partners(args, gen)
         config = gen.decoding_config(args.duration, args.preset, **overrides)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         manifest = RunManifest(out / "manifest.jsonl")
         batches = [jobs[i:i + args.batch_size] for i in range(0, len(jobs), args.batch_size)]
-        bar = tqdm(total=len(batches) * gen.num_steps(config, args.duration), unit="step", desc="generating")
+        steps = gen.num_steps(config, args.duration)
+        if "hybrid_ar" in partners:
+            ar = partners["hybrid_ar"]
+            steps += ar.num_steps(ar.decoding_config(), args.hybrid_prompt_seconds)
+        bar = tqdm(total=len(batches) * steps, unit="step", desc="generating")
         for index, batch in enumerate(batches):
             start = bar.n
-            result = gen.generate([text for _, text in batch], duration=args.duration, prompt=prompt,
-                                  prompt_sample_rate=prompt_rate, infill=tuple(args.infill) if args.infill else None,
-                                  decoding=config, seed=None if args.seed is None else args.seed + index,
-                                  progress=lambda done, _total, start=start: bar.update(start + done - bar.n))
+            seed = None if args.seed is None else args.seed + index
+            kwargs = dict(duration=args.duration, decoding=config, seed=seed, rescorer=partners.get("rescorer"),
+                          progress=lambda done, _total, start=start: bar.update(start + done - bar.n))
+            texts = [text for _, text in batch]
+            if "hybrid_ar" in partners:
+                from magnet_lightning.hybrid import hybrid_generate
+
+                result = hybrid_generate(gen, partners["hybrid_ar"], texts, prompt_seconds=args.hybrid_prompt_seconds,
+                                         **kwargs)
+            else:
+                result = gen.generate(texts, prompt=prompt, prompt_sample_rate=prompt_rate,
+                                      infill=tuple(args.infill) if args.infill else None, **kwargs)
             records = []
             for (name, text), tokens, wav in zip(batch, result.tokens, result.audio):
                 path = out / f"{name}.wav"
@@ -498,8 +545,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     np.save(out / f"{name}.codes.npy", tokens.cpu().numpy().astype(np.int16))
                 records.append({
                     "file": path.name, "text": text, "seconds": wav.shape[-1] / result.sample_rate,
-                    "frames": tokens.shape[-1], "seed": None if args.seed is None else args.seed + index,
-                    "decoding": asdict(config), "ckpt": str(args.ckpt),
+                    "frames": tokens.shape[-1], "seed": seed,
+                    "decoding": asdict(config), "ckpt": str(args.ckpt), "rescorer": args.rescorer,
+                    "hybrid_ar": args.hybrid_ar,
                 })
             manifest.add(records)
         bar.close()

@@ -66,3 +66,20 @@ class ARRescorer:
         self.calls += 1
         logits = self.model.codebook_logits(codes, self.memory, stage).float()  # [B, T, V]
         return torch.softmax(logits, dim=-1).gather(-1, codes[:, stage, :, None])[..., 0]
+
+
+def rescorer_for(generator, texts, text_states: torch.Tensor | None, text_mask: torch.Tensor | None,
+                 text_encoder=None) -> ARRescorer:
+    """The rescorer of one batch, from an autoregressive `MagnetGenerator`: it reuses the MAGNeT model's text states
+    [B, S, E] when both use the same text encoder (e.g. t5-base for MusicGen and music MAGNeT), and encodes the
+    captions with its own otherwise."""
+    if not getattr(generator, "autoregressive", False):
+        raise ValueError("the rescorer must be an autoregressive (MusicGen-family) model")
+    own = generator.text_encoder
+    same = own is text_encoder or (own is not None and text_encoder is not None
+                                   and getattr(own, "name", None) == getattr(text_encoder, "name", None))
+    if text_states is not None and not same:
+        if own is None:
+            raise ValueError("the rescorer has no text encoder for these captions")
+        text_states, text_mask = own(list(texts))
+    return ARRescorer(generator.model, text_states, text_mask, batch_size=len(texts))

@@ -1,0 +1,52 @@
+"""Hybrid inference with two models (paper §3.4, not in audiocraft): an autoregressive model generates the first
+`prompt_seconds` token by token, and MAGNeT generates the rest with those frames fixed (its continuation path: the
+prompt's chunks are never re-masked). Latency sits between the two models': the AR part costs one model step per
+prompt frame, the MAGNeT part the usual sum of decoding steps.
+
+Shapes: B batch, K codebooks, T frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+DEFAULT_PROMPT_SECONDS = 3.0
+
+
+def check_pair(magnet, ar) -> None:
+    """Raise unless `ar` is an autoregressive generator whose tokens `magnet` reads (same codec layout)."""
+    if magnet.autoregressive or not ar.autoregressive:
+        raise ValueError("hybrid inference needs a MAGNeT generator and an autoregressive (MusicGen-family) one")
+    mine, theirs = magnet.model.cfg, ar.model.cfg
+    if (mine.num_codebooks, mine.codebook_size) != (theirs.num_codebooks, theirs.codebook_size) or \
+            magnet.frame_rate != ar.frame_rate:
+        raise ValueError(f"the autoregressive model (K={theirs.num_codebooks}, V={theirs.codebook_size}, "
+                         f"{ar.frame_rate:g} Hz) and MAGNeT (K={mine.num_codebooks}, V={mine.codebook_size}, "
+                         f"{magnet.frame_rate:g} Hz) must share one codec")
+
+
+def hybrid_generate(magnet, ar, texts: Sequence[str | None], *, duration: float | None = None,
+                    prompt_seconds: float = DEFAULT_PROMPT_SECONDS, decoding=None, ar_decoding=None,
+                    seed: int | None = None, decode_audio: bool = True, progress=None, rescorer=None):
+    """Generate `duration` seconds: the first `prompt_seconds` by `ar`, the rest by `magnet` (both MagnetGenerator).
+
+    decoding / ar_decoding: the two models' configs (None: each checkpoint's defaults); seed seeds both.
+    Returns MAGNeT's GenerationResult (tokens [B, K, T] of the whole clip, audio).
+    """
+    check_pair(magnet, ar)
+    duration = duration or magnet.segment_duration
+    if not 0 < prompt_seconds < duration:
+        raise ValueError(f"prompt_seconds={prompt_seconds:g} must be in (0, duration={duration:g})")
+    texts = list(texts)
+    steps = [0]
+
+    def prompt_progress(done, _total):
+        steps[0] = done
+        if progress is not None:
+            progress(done, _total)
+
+    prompt = ar.generate(texts, duration=prompt_seconds, decoding=ar_decoding, seed=seed, decode_audio=False,
+                         progress=prompt_progress).tokens
+    rest = None if progress is None else (lambda done, total: progress(steps[0] + done, total))
+    return magnet.generate(texts, duration=duration, prompt=prompt, decoding=decoding, seed=seed,
+                           decode_audio=decode_audio, progress=rest, rescorer=rescorer)
