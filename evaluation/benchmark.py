@@ -1,6 +1,7 @@
 """MAGNeT and the autoregressive (MusicGen-style) model of the same size side by side, random weights (paper Fig. 2):
-generation latency and throughput (seconds of audio per second) for each batch size, the autoregressive KV-cache step
-cost, and training throughput.
+generation latency and throughput (seconds of audio per second) for each batch size, the same for MAGNeT rescored by
+the AR model and for hybrid inference (AR prompt, MAGNeT rest), the autoregressive KV-cache step cost, and training
+throughput.
 
     python evaluation/benchmark.py --json OUT.json                  # the small models, 10 s (500 frames), B = 1..64
     python evaluation/benchmark.py --tiny --json OUT.json           # tiny models, 3 s, B = 1, 2, 4: a CPU run
@@ -57,6 +58,10 @@ SETUPS = {
 FRAME_RATE = 50.0
 MAGNET_STEPS = [20, 10, 10, 10]
 KV_TARGET = 1.5
+RESCORE_WEIGHT = 0.7
+HYBRID_PROMPT = 150  # frames: 3 s at 50 Hz, the paper's Hybrid-MAGNeT prompt scale
+FAMILIES = {"magnet": "MAGNeT", "ar": "autoregressive (KV cache)", "rescored": "MAGNeT + AR rescoring",
+            "hybrid": "hybrid: AR prompt + MAGNeT"}
 
 
 def _sync(device: torch.device) -> None:
@@ -99,6 +104,40 @@ def ar_generation(model: ARTransformer, batch: int, frames: int, text_len: int, 
     states, mask = _text(batch, text_len, model.cfg.text_dim, device)
     g = torch.Generator(device).manual_seed(0)
     return lambda: generate(model, states, mask, frames, ARDecodingConfig(), generator=g)
+
+
+def rescored_generation(model: MagnetTransformer, rescorer_model: ARTransformer, fast: FastDecoder | None, batch: int,
+                        frames: int, text_len: int, device, weight: float = RESCORE_WEIGHT):
+    """MAGNeT generation whose spans are ranked with an AR rescorer's probabilities (one teacher-forced pass a step)."""
+    from magnet_lightning.rescoring import ARRescorer
+
+    config = decoding_preset("music", 10.0, model.cfg.num_codebooks, rescore_weight=weight)
+    states, mask = _text(batch, text_len, model.cfg.text_dim, device)
+    rescorer = ARRescorer(rescorer_model, states, mask)
+    g = torch.Generator(device).manual_seed(0)
+    if fast is not None:
+        return lambda: fast.decode(states, mask, frames, config, generator=g, rescorer=rescorer)
+    return lambda: decode(model, states, mask, frames, config, generator=g, rescorer=rescorer)
+
+
+def hybrid_generation(model: MagnetTransformer, ar_model: ARTransformer, fast: FastDecoder | None, batch: int,
+                      frames: int, text_len: int, device):
+    """Hybrid inference: the AR model generates the first HYBRID_PROMPT frames (a third of shorter clips), MAGNeT the
+    rest with them fixed (hybrid.py does the same through generators)."""
+    from magnet_lightning.decoding import continuation
+
+    prompt_frames = min(HYBRID_PROMPT, frames // 3)
+    config = decoding_preset("music", 10.0, model.cfg.num_codebooks)
+    states, mask = _text(batch, text_len, model.cfg.text_dim, device)
+    g = torch.Generator(device).manual_seed(0)
+    run = fast.decode if fast is not None else (lambda *a, **k: decode(model, *a, **k))
+
+    def once():
+        prompt = generate(ar_model, states, mask, prompt_frames, ARDecodingConfig(), generator=g)
+        given, fixed = continuation(prompt, frames, model.mask_token_id)
+        return run(states, mask, frames, config, generator=g, given=given, fixed=fixed)
+
+    return once
 
 
 def bench_family(name: str, make_run, batches: list[int], frames: int, device, runs: int) -> dict:
@@ -203,7 +242,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", required=True, help="where to write the results")
     p.add_argument("--png", default=None, help="latency-vs-throughput chart (default: the --json path with .png)")
     p.add_argument("--tiny", action="store_true", help="tiny models, 150 frames, B = 1, 2, 4 (CPU run)")
-    p.add_argument("--families", nargs="+", choices=["magnet", "ar"], default=["magnet", "ar"])
+    p.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=list(FAMILIES),
+                   help="rescored: MAGNeT with the AR model as rescorer (w=0.7); hybrid: AR prompt of 3 s (a third of "
+                        "a shorter clip), MAGNeT the rest")
     p.add_argument("--device", default=None, help="default: cuda if available")
     p.add_argument("--runs", type=int, default=3, help="timed generation runs per batch size (median)")
     p.add_argument("--batches", type=int, nargs="+", default=None, help="default 1 2 4 ... 64 (1 2 4 with --tiny)")
@@ -244,36 +285,43 @@ def main(argv=None) -> dict:
         "cpu_count": os.cpu_count(), "load_average_before": _load(),
     }
     steps = args.train_steps or (3 if device.type == "cpu" else 10)
-    if "magnet" in args.families:
-        model = MagnetTransformer(cfg).to(device).eval()
-        fast = None if args.plain else FastDecoder(model, cuda_graphs=False if args.no_graphs else None,
-                                                   compile=args.compile)
-        entry = {"parameters": sum(p.numel() for p in model.parameters()), "decoding_steps": MAGNET_STEPS,
-                 "path": "plain" if fast is None else ("cuda_graphs" if fast.cuda_graphs else "static_buffers_eager")
-                 + ("+compile" if args.compile else "")}
-        entry.update(bench_family("magnet", lambda b: magnet_generation(model, fast, b, frames, text_len, device),
-                                  batches, frames, device, args.runs))
-        del fast  # frees the bf16 copy and the captured graphs before training
-        if not args.skip_train:
-            entry["train_frames_per_s_b16"] = round(
-                bench_training(model, magnet_loss_fn(model), 16, frames, text_len, device, steps), 1)
-        result["magnet"] = entry
-        del model
-    if "ar" in args.families:
-        model = ARTransformer(model_preset("tiny" if args.tiny else "small", **setup["model"],
-                                           subcodes_context=-1)).to(device).eval()
-        entry = {"parameters": sum(p.numel() for p in model.parameters()), "delays": list(model.pattern.delays),
-                 "decoding": asdict(ARDecodingConfig()) | {"kv_cache": True},
-                 "steps": frames + model.pattern.max_delay}
-        entry.update(bench_family("ar", lambda b: ar_generation(model, b, frames, text_len, device), batches, frames,
-                                  device, args.runs))
-        entry["kv_cache"] = bench_kv_step(model, frames, text_len, device, args.kv_rounds, args.kv_calls)
-        print(f"ar KV-cache step: {entry['kv_cache']['step_over_single_frame_forward']}x a single-frame forward "
-              f"(target <= {KV_TARGET})", flush=True)
-        if not args.skip_train:
-            entry["train_frames_per_s_b16"] = round(bench_training(
-                model, lambda c, s, m: ar_loss(model, c, s, m).loss, 16, frames, text_len, device, steps), 1)
-        result["ar"] = entry
+    magnet = MagnetTransformer(cfg).to(device).eval()
+    ar = ARTransformer(model_preset("tiny" if args.tiny else "small", **setup["model"],
+                                    subcodes_context=-1)).to(device).eval()
+    fast = None if args.plain else FastDecoder(magnet, cuda_graphs=False if args.no_graphs else None,
+                                               compile=args.compile)
+    path = "plain" if fast is None else ("cuda_graphs" if fast.cuda_graphs else "static_buffers_eager")
+    path += "+compile" if args.compile else ""
+    runs = {
+        "magnet": lambda b: magnet_generation(magnet, fast, b, frames, text_len, device),
+        "ar": lambda b: ar_generation(ar, b, frames, text_len, device),
+        "rescored": lambda b: rescored_generation(magnet, ar, fast, b, frames, text_len, device),
+        "hybrid": lambda b: hybrid_generation(magnet, ar, fast, b, frames, text_len, device),
+    }
+    for name in [n for n in FAMILIES if n in args.families]:
+        entry = {"magnet": {"parameters": sum(p.numel() for p in magnet.parameters()), "decoding_steps": MAGNET_STEPS,
+                            "path": path},
+                 "ar": {"parameters": sum(p.numel() for p in ar.parameters()), "delays": list(ar.pattern.delays),
+                        "decoding": asdict(ARDecodingConfig()) | {"kv_cache": True},
+                        "steps": frames + ar.pattern.max_delay},
+                 "rescored": {"rescore_weight": RESCORE_WEIGHT, "rescorer": "the AR model (one pass a step)",
+                              "path": path},
+                 "hybrid": {"prompt_frames": min(HYBRID_PROMPT, frames // 3), "path": path}}[name]
+        entry.update(bench_family(name, runs[name], batches, frames, device, args.runs))
+        result[name] = entry
+    runs.clear()
+    fast = None  # frees the bf16 copy and the captured graphs before training
+    if "ar" in result:
+        result["ar"]["kv_cache"] = bench_kv_step(ar, frames, text_len, device, args.kv_rounds, args.kv_calls)
+        print(f"ar KV-cache step: {result['ar']['kv_cache']['step_over_single_frame_forward']}x a single-frame "
+              f"forward (target <= {KV_TARGET})", flush=True)
+    if not args.skip_train:
+        if "magnet" in result:
+            result["magnet"]["train_frames_per_s_b16"] = round(
+                bench_training(magnet, magnet_loss_fn(magnet), 16, frames, text_len, device, steps), 1)
+        if "ar" in result:
+            result["ar"]["train_frames_per_s_b16"] = round(bench_training(
+                ar, lambda c, s, m: ar_loss(ar, c, s, m).loss, 16, frames, text_len, device, steps), 1)
     if "magnet" in result and "ar" in result and 1 in batches:
         result["b1_latency_ar_over_magnet"] = round(result["ar"]["latency_s"]["1"] / result["magnet"]["latency_s"]["1"],
                                                    2)
@@ -281,9 +329,8 @@ def main(argv=None) -> dict:
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    series = {{"magnet": "MAGNeT", "ar": "autoregressive (KV cache)"}[name]: [
-        (int(b), result[name]["latency_s"][b], result[name]["throughput_audio_s_per_s"][b])
-        for b in result[name]["latency_s"]] for name in ("magnet", "ar") if name in result}
+    series = {FAMILIES[name]: [(int(b), result[name]["latency_s"][b], result[name]["throughput_audio_s_per_s"][b])
+                               for b in result[name]["latency_s"]] for name in FAMILIES if name in result}
     png = write_latency_plot(series, args.png or out.with_suffix(".png"),
                              title=f"{result['setup']} models, {frames / FRAME_RATE:g} s, {result['device']}")
     print(json.dumps(result, indent=2))

@@ -1,5 +1,6 @@
 """The benchmark script runs end to end on CPU (tiny setup, one run): MAGNeT and the autoregressive model side by
-side, every documented key, and a latency-vs-throughput PNG with both families drawn."""
+side, with MAGNeT rescored by the AR model and hybrid inference, every documented key, and a latency-vs-throughput PNG
+with every family drawn."""
 
 import json
 import os
@@ -24,15 +25,16 @@ def test_benchmark_tiny_writes_both_families_and_the_chart(tmp_path):
     assert result["device"].startswith("cpu") and result["cpu_threads"] == 1 and result["frames"] == 20
     assert result["magnet"]["decoding_steps"] == [20, 10, 10, 10] and result["ar"]["steps"] == 23
     assert result["ar"]["decoding"]["top_k"] == 250 and result["ar"]["decoding"]["cfg_coef"] == 3.0
-    for family in ("magnet", "ar"):
+    assert result["rescored"]["rescore_weight"] == 0.7 and result["hybrid"]["prompt_frames"] == 6  # a third of 20
+    for family in ("magnet", "ar", "rescored", "hybrid"):
         entry = result[family]
         assert set(entry["latency_s"]) == set(entry["throughput_audio_s_per_s"]) == {"1", "2"}
         for batch, latency in entry["latency_s"].items():
             assert entry["throughput_audio_s_per_s"][batch] == pytest.approx(int(batch) * 0.4 / latency, rel=0.02)
-        assert entry["train_frames_per_s_b16"] > 0
+    assert result["magnet"]["train_frames_per_s_b16"] > 0 and result["ar"]["train_frames_per_s_b16"] > 0
     kv = result["ar"]["kv_cache"]
     assert kv["step_s"] > 0 and kv["single_frame_forward_s"] > 0 and kv["target"] == 1.5
     assert result["b1_latency_ar_over_magnet"] > 0 and len(result["load_average_before"]) == 3
     image = Image.open(out.with_suffix(".png")).convert("RGB")
     colours = {colour for _, colour in image.getcolors(maxcolors=1 << 20)}
-    assert (31, 119, 180) in colours and (214, 39, 40) in colours  # both families' lines
+    assert {(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)} <= colours  # the four lines
