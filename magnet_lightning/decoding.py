@@ -364,17 +364,18 @@ def guidance_batch(text_states: torch.Tensor, text_mask: torch.Tensor) -> tuple[
 
 
 def initial_codes(given: torch.Tensor, fixed: torch.Tensor, mask_id: int, config: DecodingConfig) -> torch.Tensor:
-    """codes [B, K, T] before stage 0: the given tokens of every stage on fixed frames, MASK elsewhere (as the
+    """codes [B, K, T] before stage 0: the given tokens of every stage where fixed [B, K, T], MASK elsewhere (as the
     reference writes its prompt); all MASK with `mask_upper_stages_in_prompt` (each stage is revealed by init_stage)."""
     if config.mask_upper_stages_in_prompt:
         return torch.full_like(given, mask_id)
-    return torch.where(fixed[:, None, :], given, mask_id)
+    return torch.where(fixed, given, mask_id)
 
 
 def init_stage(codes: torch.Tensor, given: torch.Tensor, fixed: torch.Tensor, stage: int, mask_id: int) -> torch.Tensor:
-    """codes [B, K, T] with stage `stage` set to the given tokens on fixed frames and MASK elsewhere."""
+    """codes [B, K, T] with stage `stage` set to the given tokens on its fixed frames (fixed [B, K, T]) and MASK
+    elsewhere."""
     out = codes.clone()
-    out[:, stage] = torch.where(fixed, given[:, stage], mask_id)
+    out[:, stage] = torch.where(fixed[:, stage], given[:, stage], mask_id)
     return out
 
 
@@ -382,7 +383,7 @@ class StepInputs(NamedTuple):
     """Per-generation constants of a stage, shared by the plain loop and the static buffers of the fast path."""
 
     fixed: torch.Tensor
-    """bool [B, T]: given frames."""
+    """bool [B, T]: given frames of the stage."""
     mask_counts: torch.Tensor
     """long [s, B]."""
     cfg_coef: torch.Tensor
@@ -450,17 +451,22 @@ def resolve_constraints(
     batch: int, num_codebooks: int, num_frames: int, mask_id: int, device: torch.device,
     given: torch.Tensor | None, fixed: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Check or create the given tokens [B, K, T] and fixed-frame mask [B, T] (none fixed by default)."""
+    """Check or create the given tokens [B, K, T] and the fixed mask, returned per stage as [B, K, T] (none fixed by
+    default). `fixed` may be [B, T] (the same frames for every stage) or [B, K, T] (e.g. a delayed prompt)."""
     if (given is None) != (fixed is None):
         raise ValueError("pass both `given` codes and the `fixed` frame mask, or neither")
     if given is None:
         return (torch.full((batch, num_codebooks, num_frames), mask_id, dtype=torch.long, device=device),
-                torch.zeros(batch, num_frames, dtype=torch.bool, device=device))
-    if tuple(given.shape) != (batch, num_codebooks, num_frames) or tuple(fixed.shape) != (batch, num_frames):
-        raise ValueError(f"given must be [{batch}, {num_codebooks}, {num_frames}] and fixed [{batch}, {num_frames}], "
-                         f"got {tuple(given.shape)} and {tuple(fixed.shape)}")
+                torch.zeros(batch, num_codebooks, num_frames, dtype=torch.bool, device=device))
+    shape = (batch, num_codebooks, num_frames)
+    if tuple(given.shape) != shape or tuple(fixed.shape) not in (shape, (batch, num_frames)):
+        raise ValueError(f"given must be [{batch}, {num_codebooks}, {num_frames}] and fixed [{batch}, {num_frames}] "
+                         f"or [{batch}, {num_codebooks}, {num_frames}], got {tuple(given.shape)} and "
+                         f"{tuple(fixed.shape)}")
     given, fixed = given.to(device).long(), fixed.to(device).bool()
-    bad = fixed[:, None, :] & ((given < 0) | (given >= mask_id))
+    if fixed.dim() == 2:
+        fixed = fixed[:, None, :].expand(shape)
+    bad = fixed & ((given < 0) | (given >= mask_id))
     if bool(bad.any()):
         raise ValueError(f"given tokens on fixed frames must be in [0, {mask_id}) (found MASK or out-of-range ids)")
     return given, fixed
@@ -522,8 +528,8 @@ def decode(
         text_mask: bool [B, S].
         num_frames: T, the full output length.
         batch_size: B for unconditional generation.
-        given, fixed: tokens [B, K, T] kept on the frames where fixed [B, T] is True (prompt, infilling context);
-            see `continuation` and `infilling`.
+        given, fixed: tokens [B, K, T] kept where fixed ([B, T], or [B, K, T] per stage) is True (prompt,
+            infilling context); see `continuation` and `infilling`.
         generator: a torch.Generator on the model's device, for reproducible sampling.
         progress: called after every step; on_stage_end: called with the codes after every stage.
         rescorer: e.g. rescoring.ARRescorer for the same batch; used when config.rescore_weight < 1.
@@ -542,10 +548,10 @@ def decode(
         codes = initial_codes(given, fixed, model.mask_token_id, config)
         total, done = sum(config.decoding_steps), 0
         for stage, steps in enumerate(config.decoding_steps):
-            sched = stage_schedule(steps, free_units(fixed, config), config)
-            inputs = StepInputs(fixed, sched.mask_counts, sched.cfg_coef, sched.temperature)
+            sched = stage_schedule(steps, free_units(fixed[:, stage], config), config)
+            inputs = StepInputs(fixed[:, stage], sched.mask_counts, sched.cfg_coef, sched.temperature)
             codes = init_stage(codes, given, fixed, stage, model.mask_token_id)
-            scores = initial_scores(fixed, config)
+            scores = initial_scores(fixed[:, stage], config)
             for j in range(steps):
                 noise = None
                 if config.use_sampling:

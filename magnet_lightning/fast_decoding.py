@@ -85,16 +85,16 @@ class _Plan:
         self.memory = memory  # TextMemory whose tensors are the static keys/values
         self.codes = torch.full((key.batch, cfg.num_codebooks, key.num_frames), model.mask_token_id,
                                 dtype=torch.long, device=device)
-        self.fixed = torch.zeros(key.batch, key.num_frames, dtype=torch.bool, device=device)
-        self.scores = initial_scores(self.fixed, config).clone()
+        self.fixed = torch.zeros(key.batch, cfg.num_codebooks, key.num_frames, dtype=torch.bool, device=device)
+        self.scores = initial_scores(self.fixed[:, 0], config).clone()
         self.step = torch.zeros(1, dtype=torch.long, device=device)
         self.noise = None
         if key.use_sampling:
             self.noise = draw_noise((key.batch, key.num_frames, cfg.codebook_size), None, device)
         self.inputs = [
-            StepInputs(self.fixed, torch.ones(s, key.batch, dtype=torch.long, device=device),
+            StepInputs(self.fixed[:, stage], torch.ones(s, key.batch, dtype=torch.long, device=device),
                        torch.ones(s, device=device), torch.ones(s, device=device))
-            for s in key.decoding_steps
+            for stage, s in enumerate(key.decoding_steps)
         ]
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
 
@@ -107,9 +107,9 @@ class _Plan:
         """Initialise the buffers for `stage`: its row, scores, step counter and schedule."""
         mask_id = self.decoder.model.mask_token_id
         self.codes.copy_(init_stage(self.codes, given, self.fixed, stage, mask_id))
-        self.scores.copy_(initial_scores(self.fixed, config))
+        self.scores.copy_(initial_scores(self.fixed[:, stage], config))
         self.step.zero_()
-        sched = stage_schedule(config.decoding_steps[stage], free_units(self.fixed, config), config)
+        sched = stage_schedule(config.decoding_steps[stage], free_units(self.fixed[:, stage], config), config)
         inputs = self.inputs[stage]
         inputs.mask_counts.copy_(sched.mask_counts)
         inputs.cfg_coef.copy_(sched.cfg_coef)

@@ -84,3 +84,27 @@ def ar_loss(
     if padding_mask is not None:
         mask = mask & padding_mask[:, None, :].to(mask.device)
     return ar_cross_entropy(prediction.logits, codes, mask)
+
+
+class HybridLoss(NamedTuple):
+    loss: torch.Tensor
+    """Scalar: the mean cross-entropy over every scored code (prompt codes and masked generated codes together)."""
+    ar: torch.Tensor
+    """The mean over the prompt codes (for logging; 0 when an item has none)."""
+    nar: torch.Tensor
+    """The mean over the masked generated codes (for logging)."""
+
+
+def hybrid_loss(model, codes: torch.Tensor, batch, text_states: torch.Tensor, text_mask: torch.Tensor) -> HybridLoss:
+    """Hybrid-MAGNeT's objective (models/hybrid.py): one forward of the corrupted codes (masking.HybridBatch) under
+    the hybrid attention mask; cross-entropy of the prompt codes (predicted autoregressively) and of the masked codes
+    of each item's stage after its prompt (predicted as MAGNeT), one mean over all of them, as one loss."""
+    memory = model.prepare_text(text_states, text_mask)
+    logits = model.hybrid_logits(batch.inputs, memory, batch.boundary, batch.stages)  # [B, K, T, V]
+    per_token = F.cross_entropy(logits.flatten(0, 2).float(), codes.flatten(), reduction="none").view_as(codes)
+
+    def mean(mask: torch.Tensor) -> torch.Tensor:
+        weights = mask.to(per_token.dtype)
+        return (per_token * weights).sum() / weights.sum().clamp(min=1)
+
+    return HybridLoss(mean(batch.ar_mask | batch.nar_mask), mean(batch.ar_mask).detach(), mean(batch.nar_mask).detach())
