@@ -37,16 +37,21 @@ class DemoConfig:
     """The demo corpus. `enabled: true` makes the recipe build it (once) and point `data` and `model.codec` at it."""
 
     enabled: bool = False
+    """Build the corpus and train on it (the recipe's data and codec settings are replaced)."""
     root: str = "outputs/demo"
     """Cache folder of the corpus (audio, shards, fitted codec); reused when its settings match."""
     num_train: int = 48
+    """Training tracks."""
     num_val: int = 8
+    """Validation tracks."""
     track_seconds: float = 6.0
+    """Length of every track in seconds."""
     codec: str = "facebook/encodec_32khz"
     """Codec name or local path; missing weights -> same architecture, random weights, fitted codebooks (loudly)."""
     fit_tracks: int = 16
     """Tracks used to fit the codebooks of a random-weight codec."""
     seed: int = 0
+    """Seed of the synthetic tracks and captions."""
 
 
 @dataclass
