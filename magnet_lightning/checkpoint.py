@@ -53,8 +53,13 @@ def _from_lightning(raw: dict, path: Path) -> Pretrained:
 
 
 def load_pretrained(path: str | Path, map_location: str | torch.device = "cpu") -> Pretrained:
-    """Our `.ckpt` (EMA weights when trained with EMA) or an audiocraft `state_dict.bin` -> Pretrained (eval mode)."""
+    """Our `.ckpt` (EMA weights when trained with EMA), an audiocraft `state_dict.bin` or an export folder
+    (`magnet_lightning.export`) -> Pretrained (eval mode)."""
     path = Path(path)
+    from magnet_lightning.export import is_export, load_exported
+
+    if is_export(path):
+        return load_exported(path, map_location)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     try:
