@@ -494,14 +494,12 @@ def generate_samples(ckpt: str, captions: list[str], out_dir: Path, seed: int = 
 
 
 def config_dir() -> Path:
-    """The recipe configs: recipes/configs of this checkout, or the copy installed with the package (the wheel maps
-    recipes/ to `magnet_lightning.recipes`; pyproject.toml)."""
+    """The recipe configs: recipes/configs of this checkout, or where the wheel installs that folder
+    (magnet_lightning/scripts/recipes/configs; pyproject.toml)."""
     checkout = Path(__file__).resolve().parent.parent / "recipes" / "configs"
     if checkout.is_dir():
         return checkout
-    from importlib.resources import files
-
-    return Path(str(files("magnet_lightning.recipes") / "configs"))
+    return Path(__file__).resolve().parent / "scripts" / "recipes" / "configs"
 
 
 def default_args(config_name: str) -> list[str]:
