@@ -387,6 +387,8 @@ class MagnetCLI(LightningCLI):
     def before_fit(self) -> None:
         config = self._sub_config()
         trainer, datamodule = self.trainer, self.datamodule
+        if trainer.is_global_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)  # W&B's start-up git probe warns about a missing folder
         if isinstance(trainer.strategy, FSDPStrategy) and self.model.hparams.ema_every_n_steps > 0:
             raise ValueError("EMA (Lightning WeightAveraging) keeps a full, unsharded copy and does not support FSDP: "
                              "set --model.ema_every_n_steps 0 with FSDP, or train with DDP (the 1.5B model fits DDP "
@@ -507,10 +509,10 @@ def default_args(config_name: str) -> list[str]:
     return ["fit", "--config", str(config_dir() / config_name)]
 
 
-def main(default_config: str, args: list[str] | None = None,
-         model_class: type[L.LightningModule] = MagnetLightningModule) -> MagnetCLI:
-    """Entry point of the recipes: no arguments -> the default config (the CPU demo for music)."""
-    args = sys.argv[1:] if args is None else list(args)
+def recipe_argv(args: list[str], default_config: str) -> list[str]:
+    """The recipe's argv as LightningCLI gets it: no arguments -> `fit` with the default config (the CPU demo for
+    music); no subcommand -> `fit`; `test` / `predict` -> exit 2 with where to go instead."""
+    args = list(args)
     if not args:
         args = default_args(default_config)
         print(f"No arguments: running `{' '.join(args)}` (see recipes/README.md for the paper configs).", flush=True)
@@ -520,5 +522,12 @@ def main(default_config: str, args: list[str] | None = None,
         raise SystemExit(2)
     elif not set(SUBCOMMANDS) & set(args) and not {"-h", "--help"} & set(args[:1]):
         args = ["fit", *args]  # `train_music.py --config X` means `train_music.py fit --config X`
+    return args
+
+
+def main(default_config: str, args: list[str] | None = None,
+         model_class: type[L.LightningModule] = MagnetLightningModule) -> MagnetCLI:
+    """Entry point of the recipes (see `recipe_argv`)."""
+    args = recipe_argv(sys.argv[1:] if args is None else args, default_config)
     sys.argv[1:] = args  # DDP launchers re-run sys.argv for the other ranks: they must see the same arguments
     return MagnetCLI(model_class=model_class)

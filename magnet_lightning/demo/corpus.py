@@ -104,7 +104,7 @@ def get_codec(cfg: DemoConfig, root: Path, fit_wavs: list[np.ndarray], sample_ra
     log.warning("\n%s\nCODEC %r NOT FOUND (%s)\n-> using the SAME ARCHITECTURE WITH RANDOM WEIGHTS, codebooks "
                 "fitted by k-means to the demo corpus.\nTokens carry information, but decoded audio will sound like "
                 "noise.\n"
-                "For real audio, download it (`huggingface-cli download %s`) and delete %s.\n%s",
+                "For real audio, download it (`hf download %s`) and delete %s.\n%s",
                 BANNER, cfg.codec, reason[:200], cfg.codec, root, BANNER)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
