@@ -29,7 +29,7 @@ _MIN_VOCAB = 256  # transformers returns a 5-100 entry tokenizer when files are 
 def _missing_weights_error(name: str, cause: Exception) -> FileNotFoundError:
     return FileNotFoundError(
         f"Text encoder {name!r} is not available offline ({type(cause).__name__}: {cause}).\n"
-        f"Download it once on a machine with network access, e.g. `hf download {name}` (it lands in the "
+        f"Download it once on a machine with network access, e.g. `huggingface-cli download {name}` (it lands in the "
         f"Hugging Face cache, $HF_HOME or ~/.cache/huggingface), or save it with "
         f"`T5EncoderModel.from_pretrained('{name}').save_pretrained(DIR)` plus the tokenizer, and pass DIR as the "
         f"text encoder path."

@@ -98,6 +98,9 @@ def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype:
 
         state = {k: v.detach().to(DTYPES[dtype]).contiguous() for k, v in pretrained.model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "magnet_lightning": FORMAT})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp / WEIGHTS_NAME, 0o666 & ~umask)  # safetensors writes 0600; an export is meant to be shared
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         (tmp / CARD_NAME).write_text(model_card(config))
         os.replace(tmp, out)

@@ -31,8 +31,15 @@ def trained(tmp_path_factory):
 
 
 def test_export_holds_the_ema_weights_and_loads_everywhere(trained, tmp_path):
+    import os
+
     ckpt, codec, _ = trained
-    out = export(ckpt, tmp_path / "model", license="mit")
+    umask = os.umask(0o022)
+    try:
+        out = export(ckpt, tmp_path / "model", license="mit")
+    finally:
+        os.umask(umask)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o644  # shareable, as the umask allows
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     raw = torch.load(ckpt, weights_only=True)
     loaded = load_pretrained(out)

@@ -101,8 +101,8 @@ def tiny_recipe(tmp_path, monkeypatch):
         monkeypatch.setenv(var, str(tmp_path / "wandb_home"))
     override = {
         "run": {"root": str(tmp_path / "runs")},
-        "demo": {"root": str(tmp_path / "corpus"), "num_train": 4, "num_val": 2, "track_seconds": 2.0,
-                 "fit_tracks": 4},
+        "demo": {"root": str(tmp_path / "corpus"), "num_train": 2, "num_val": 1, "track_seconds": 1.2,
+                 "fit_tracks": 2},
         "generate_after_fit": 0,
         "trainer": {
             "log_every_n_steps": 1, "enable_progress_bar": False, "enable_model_summary": False,
@@ -156,4 +156,5 @@ def test_requeued_slurm_job_resumes_from_the_preemption_checkpoint_and_the_same_
     assert requeued.run_dir == run_dir and requeued.trainer.global_step == 3
     assert _train_losses(run_dir) == ["0", "1", "2"]  # one more step: resumed at 2, not at 1 (last.ckpt)
     offline_runs = sorted(p.name for p in (run_dir / "wandb").glob("offline-run-*"))
+    requeued.trainer.loggers[0].experiment.finish()
     assert len(offline_runs) == 2 and all(name.endswith(f"-{wandb_id}") for name in offline_runs)
