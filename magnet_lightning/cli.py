@@ -41,7 +41,7 @@ from jsonargparse import set_parsing_settings
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.strategies import FSDPStrategy
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_only, rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.demo.corpus import DemoConfig
@@ -50,6 +50,7 @@ from magnet_lightning.network import endpoint, reachable
 from magnet_lightning.runs import (
     RUN_DIR_VARIABLE,
     RunConfig,
+    keep_wandb_run_id,
     newest_checkpoint,
     resolve_run_dir,
     resume_candidates,
@@ -369,7 +370,7 @@ class MagnetCLI(LightningCLI):
             init = getattr(entry, "init_args", None)
             if "WandbLogger" in str(getattr(entry, "class_path", "")) and init is not None and \
                     not (init.get("id") or init.get("version")):
-                init.id = wandb_run_id(self.run_dir, write=rank_zero_only.rank == 0)
+                init.id = self.wandb_id = wandb_run_id(self.run_dir)  # written to the folder in before_fit
 
     def _prepare_demo(self, config) -> None:
         from magnet_lightning.demo.corpus import prepare_demo_corpus
@@ -389,6 +390,8 @@ class MagnetCLI(LightningCLI):
         trainer, datamodule = self.trainer, self.datamodule
         if trainer.is_global_zero:
             self.run_dir.mkdir(parents=True, exist_ok=True)  # W&B's start-up git probe warns about a missing folder
+            if getattr(self, "wandb_id", None):
+                keep_wandb_run_id(self.run_dir, self.wandb_id)
         if isinstance(trainer.strategy, FSDPStrategy) and self.model.hparams.ema_every_n_steps > 0:
             raise ValueError("EMA (Lightning WeightAveraging) keeps a full, unsharded copy and does not support FSDP: "
                              "set --model.ema_every_n_steps 0 with FSDP, or train with DDP (the 1.5B model fits DDP "

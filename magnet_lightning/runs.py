@@ -111,20 +111,23 @@ def substitute(value, run_dir: Path):
     return value
 
 
-def wandb_run_id(run_dir: Path, write: bool) -> str:
-    """The W&B run id of this run folder: read from RUN_DIR/wandb_id, or a new one (written there when `write`)."""
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of this run folder: the one kept in RUN_DIR/wandb_id, or a new one (see `keep_wandb_run_id`)."""
+    path = run_dir / WANDB_ID_FILE
+    if path.is_file() and (run_id := path.read_text().strip()):
+        return run_id
+    return secrets.token_hex(4)  # W&B ids: lower-case letters and digits
+
+
+def keep_wandb_run_id(run_dir: Path, run_id: str) -> None:
+    """Write RUN_DIR/wandb_id (atomically) unless it exists: call once the run has started (rank 0)."""
     path = run_dir / WANDB_ID_FILE
     if path.is_file():
-        run_id = path.read_text().strip()
-        if run_id:
-            return run_id
-    run_id = secrets.token_hex(4)  # W&B ids: lower-case letters and digits
-    if write:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(run_id + "\n")
-        os.replace(tmp, path)
-    return run_id
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(run_id + "\n")
+    os.replace(tmp, path)
 
 
 def newest_checkpoint(candidates: Iterable[Path]) -> Path | None:

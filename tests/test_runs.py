@@ -13,6 +13,7 @@ import pytest
 
 from magnet_lightning.runs import (
     RunConfig,
+    keep_wandb_run_id,
     newest_checkpoint,
     resolve_run_dir,
     resume_candidates,
@@ -75,10 +76,13 @@ def test_newest_of_last_and_preemption_checkpoints(tmp_path):
 
 
 def test_wandb_id_is_kept_in_the_run_folder(tmp_path):
-    first = wandb_run_id(tmp_path / "run", write=True)
+    first = wandb_run_id(tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing written before the run starts
+    keep_wandb_run_id(tmp_path / "run", first)
     assert (tmp_path / "run" / "wandb_id").read_text().strip() == first
-    assert wandb_run_id(tmp_path / "run", write=True) == first
-    assert wandb_run_id(tmp_path / "other", write=False) != first and not (tmp_path / "other").exists()
+    assert wandb_run_id(tmp_path / "run") == first
+    keep_wandb_run_id(tmp_path / "run", "other")  # an existing id is never replaced
+    assert wandb_run_id(tmp_path / "run") == first and wandb_run_id(tmp_path / "new") != first
 
 
 def test_placeholder_substitution():
