@@ -33,7 +33,7 @@ class Pretrained:
     decoding: dict[str, Any] = field(default_factory=dict)
     """Decoding defaults recorded at training/conversion time."""
     license: str | None = None
-    """License of the weights when known (CC-BY-NC-4.0 for Meta's released checkpoints)."""
+    """License of the weights when known (cc-by-nc-4.0 for Meta's released checkpoints)."""
     source: str = ""
     """The file or hub repo the weights came from."""
 
@@ -79,7 +79,12 @@ def lightning_metadata(hp: dict) -> dict[str, Any]:
 
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Pretrained:
     """Our `.ckpt` (EMA weights when trained with EMA), an audiocraft `state_dict.bin`, or a released hub repo id
-    (its state_dict.bin is fetched through the Hugging Face cache) -> Pretrained (eval mode)."""
+    (its state_dict.bin is fetched through the Hugging Face cache), or an export folder (`magnet_lightning.export`)
+    -> Pretrained (eval mode)."""
+    from magnet_lightning.export import is_export, load_exported
+
+    if is_export(hub.expand(path)):
+        return load_exported(hub.expand(path), map_location)
     source = hub.resolve_lm(path)
     try:
         raw = torch.load(source.path, map_location="cpu", weights_only=True)

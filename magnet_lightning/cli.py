@@ -1,28 +1,45 @@
 """The training command line behind recipes/train_music.py and recipes/train_audio.py (LightningCLI).
 
 `MagnetCLI` adds to Lightning's CLI (``--config``, ``--print_config``, dotted overrides, ``fit --ckpt_path``):
-- ``--global_batch_size N``: kept whatever the world size, by setting ``accumulate_grad_batches = N / (batch × world)``
-  (an error if it does not divide);
+- strict parsing: typed dataclass configs end to end, so an unknown key (``--model.optimizer.lrr``) fails at parse
+  time naming the valid fields; no abbreviated options (``--trainer.max_step`` is refused); every field's
+  documentation in ``fit --help``;
+- a run folder per run (``run.root`` / ``run.name``, ``{run_dir}`` in config values: `magnet_lightning.runs`), the
+  W&B run id kept in it, and ``--ckpt_path last`` = the newest of ``last.ckpt`` and SLURM's ``hpc_ckpt_N.ckpt``;
+- ``--global_batch_size N``: kept whatever the world size, by setting ``accumulate_grad_batches = N / (batch ×
+  world)`` (an error if it does not divide);
 - ``--init_from PATH``: start from our checkpoint or a converted audiocraft one (fine-tuning), same as
   ``--model.init_from``;
 - ``--demo.enabled true``: build (once, cached) the synthetic demo corpus and point the data and codec at it;
 - W&B offline automatically when no API key or no network; the resolved config logged to the run;
 - atomic checkpoint writes (`AtomicCheckpointIO`), gradient-norm and D-Adaptation step-size logging
-  (`GradNormMonitor`), FSDP with the transformer `Layer` as wrap unit (`MagnetFSDPStrategy`).
+  (`GradNormMonitor`), FSDP with the transformer `Layer` as wrap unit (`MagnetFSDPStrategy`), a progress bar in
+  optimizer steps (`StepProgressBar`).
+
+Subcommands: ``fit`` and ``validate``. Generation and evaluation have their own programs (``python -m
+magnet_lightning.generate``, ``evaluation/evaluate.py``).
+
+Model families: `main(default_config, model_class=...)` takes any LightningModule whose constructor has the
+arguments the recipe links and reads (``seed``, ``frame_rate``, ``segment_duration``, ``init_from``,
+``ema_every_n_steps``; see docs/CONTRACTS.md), so a second family gets its own recipe script and configs without a
+change here.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from jsonargparse import set_parsing_settings
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -31,12 +48,23 @@ from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.demo.corpus import DemoConfig
 from magnet_lightning.errors import pop_debug_flag, user_errors
 from magnet_lightning.lit_module import MagnetLightningModule
-from magnet_lightning.network import reachable
+from magnet_lightning.network import endpoint, reachable
+from magnet_lightning.runs import (
+    RUN_DIR_VARIABLE,
+    RunConfig,
+    keep_wandb_run_id,
+    newest_checkpoint,
+    resolve_run_dir,
+    resume_candidates,
+    substitute,
+    wandb_run_id,
+)
 from magnet_lightning.startup import check_training_config, remove_stale_checkpoint_temporaries
 
+set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docstrings become --help text
+
 log = logging.getLogger(__name__)
-SUBCOMMANDS = {"fit", "validate", "test", "predict"}
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+SUBCOMMANDS = ("fit", "validate")
 
 
 # ------------------------------------------------------------------------------------------------ checkpoint writes
@@ -146,21 +174,29 @@ class MagnetFSDPStrategy(FSDPStrategy):
 
 
 # ------------------------------------------------------------------------------------------------ W&B
-def _wandb_key_present() -> bool:
+def _wandb_host() -> tuple[str, str]:
+    """(base URL, host) of the W&B server: WANDB_BASE_URL (a self-hosted server) or api.wandb.ai."""
+    base = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    return base, endpoint(base)[0]
+
+
+def _wandb_key_present(host: str) -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+    return netrc.is_file() and host in netrc.read_text(errors="ignore")
 
 
 def choose_wandb_mode() -> str:
-    """Set WANDB_MODE=offline unless the user chose a mode, a key is configured and api.wandb.ai answers."""
+    """Set WANDB_MODE=offline unless the user chose a mode, a key is configured and the W&B server answers (directly
+    or through the proxy the proxy variables name)."""
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
-    if not _wandb_key_present():
-        reason = "no W&B API key (WANDB_API_KEY or ~/.netrc)"
-    elif not reachable(os.environ.get("WANDB_BASE_URL", "api.wandb.ai").split("://")[-1].split("/")[0]):
-        reason = "api.wandb.ai is not reachable"
+    base, host = _wandb_host()
+    if not _wandb_key_present(host):
+        reason = f"no W&B API key (WANDB_API_KEY or a ~/.netrc entry for {host})"
+    elif not reachable(base):
+        reason = f"{base} is not reachable"
     else:
         return "online"
     os.environ["WANDB_MODE"] = "offline"
@@ -193,16 +229,77 @@ def accumulation_for(global_batch: int, per_device: int, world_size: int) -> int
     return global_batch // per_step
 
 
+# ------------------------------------------------------------------------------------------------ strict parsing
+_UNKNOWN = re.compile(r"unrecognized arguments: (--[\w.]+)|[Kk]ey '([\w.]+)' is not expected|"
+                      r"does not accept nested key '([\w.]+)'|does not accept option '([\w.]+)'")
+
+
+class StrictArgumentParser(LightningArgumentParser):
+    """LightningArgumentParser without abbreviated options, whose unknown-key errors name the valid keys.
+
+    With abbreviations (argparse's default) ``--trainer.max_step`` silently means ``--trainer.max_steps``, and
+    ``--model.optimizer.lr`` would be matched by ``--model.optimizer.l``. A user error exits with code 2 and a short
+    message (usage line, then ``error: ...``), never a traceback.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str, ex: Exception | None = None):
+        if self.exit_on_error:  # not while jsonargparse tries the alternatives of a union type internally
+            message = explain_unknown_key(self, message)
+        return super().error(message, ex)
+
+
+def option_names(parser) -> list[str]:
+    """Every dotted option name of `parser` (and of its subcommand parsers), without the leading dashes."""
+    import argparse
+
+    names = []
+    for action in parser._actions:
+        names += [o[2:] for o in action.option_strings if o.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                names += option_names(sub)
+    return names
+
+
+def explain_unknown_key(parser, message: str) -> str:
+    """`message` plus, for an unknown key ``a.b.c``, the valid keys under ``a.b`` (and the closest match)."""
+    match = _UNKNOWN.search(message)
+    if not match:
+        return message
+    key = next(g for g in match.groups() if g).lstrip("-")
+    group, _, name = key.rpartition(".")
+    prefix = f"{group}." if group else ""
+    known = sorted({n[len(prefix):] for n in option_names(parser) if n.startswith(prefix)
+                    and "." not in n[len(prefix):] and not n.endswith("+")} - {"help", "config"})
+    if not known:
+        return message
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" did you mean '{prefix}{close[0]}'?" if close else ""
+    return f"{message.rstrip('. ')}. '{key}' is not an option;{hint} Valid keys under '{group or '(top level)'}': " \
+           f"{', '.join(known)}."
+
+
 # ------------------------------------------------------------------------------------------------ the CLI
 class MagnetCLI(LightningCLI):
-    """LightningCLI over `MagnetLightningModule` + `TokenDataModule` (see the module docstring)."""
+    """LightningCLI over a model family's LightningModule (default `MagnetLightningModule`) + `TokenDataModule`
+    (see the module docstring)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, model_class: type[L.LightningModule] = MagnetLightningModule, **kwargs):
         kwargs.setdefault("save_config_callback", LoggedSaveConfigCallback)
         kwargs.setdefault("auto_configure_optimizers", False)  # the optimizer is model.optimizer
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", StrictArgumentParser)
         kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"} if _has_omegaconf() else {})
-        super().__init__(MagnetLightningModule, TokenDataModule, *args, **kwargs)
+        super().__init__(model_class, TokenDataModule, *args, **kwargs)
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit and validate; `test` / `predict` have no use here (generate.py / evaluate.py serve generation)."""
+        return {name: keys for name, keys in LightningCLI.subcommands().items() if name in SUBCOMMANDS}
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--global_batch_size", type=int | None, default=None,
@@ -213,6 +310,7 @@ class MagnetCLI(LightningCLI):
                             help="Write this many WAVs from the final checkpoint for validation captions (rank 0).")
         parser.add_argument("--cache_text_embeddings", type=bool, default=False,
                             help="Encode each distinct caption once (fixed captions: no word dropout/augmentation).")
+        parser.add_class_arguments(RunConfig, "run")
         parser.add_class_arguments(DemoConfig, "demo")
         # One value for both (Lightning refuses differing hparams of the same name in module and datamodule).
         parser.link_arguments("data.segment_duration", "model.segment_duration")
@@ -220,26 +318,35 @@ class MagnetCLI(LightningCLI):
         parser.link_arguments("model.frame_rate", "data.frame_rate")
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
-        """Adds `AtomicCheckpointIO` unless the config names a CheckpointIO plugin itself."""
+        """Adds `AtomicCheckpointIO` unless the config names a CheckpointIO plugin itself, `StepProgressBar` unless
+        it names a progress bar, and the val-loss history of the end-of-run summary."""
         from lightning.fabric.plugins import CheckpointIO
+        from lightning.pytorch.callbacks import ProgressBar
 
-        configured = self._get(self.config_init, "trainer", default={}).get("plugins")
-        plugins = kwargs.get("plugins", configured) or []
+        from magnet_lightning.callbacks.progress import StepProgressBar
+
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        plugins = kwargs.get("plugins", trainer_cfg.get("plugins")) or []
         plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):
             plugins.append(AtomicCheckpointIO())
         kwargs["plugins"] = plugins
-        callbacks = kwargs.get("callbacks", self._get(self.config_init, "trainer", default={}).get("callbacks")) or []
-        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
-        kwargs["callbacks"] = [*callbacks, ValLossHistory()]
+        callbacks = kwargs.get("callbacks", trainer_cfg.get("callbacks")) or []
+        callbacks = [*(callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]), ValLossHistory()]
+        if trainer_cfg.get("enable_progress_bar", True) is not False and \
+                not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(StepProgressBar())
+        kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 
     # -- before the classes exist
     def before_instantiate_classes(self) -> None:
         config = self._sub_config()
-        logger_cfg = str(config.get("trainer", {}).get("logger"))
-        if "WandbLogger" in logger_cfg:
+        self._set_run_dir(config)
+        loggers = config.get("trainer", {}).get("logger")
+        if "WandbLogger" in str(loggers):
             choose_wandb_mode()
+            self._keep_wandb_id(loggers)
         if config.get("init_from"):
             config.model.init_from = config.init_from
         if config.demo.enabled:
@@ -249,6 +356,26 @@ class MagnetCLI(LightningCLI):
 
     def _sub_config(self):
         return self.config[self.subcommand] if self.subcommand else self.config
+
+    def _set_run_dir(self, config) -> None:
+        """Choose the run folder and put it wherever the config says ``{run_dir}``."""
+        resume = self.subcommand == "fit" and config.get("ckpt_path") == "last"
+        run_dir = resolve_run_dir(RunConfig(**vars(config.run)), resume)
+        for key in ("trainer", "model", "data"):
+            if key in config:
+                config[key] = substitute(config[key], run_dir)
+        self.run_dir = run_dir
+        os.environ[RUN_DIR_VARIABLE] = str(run_dir)  # processes Lightning spawns for DDP choose the same folder
+        rank_zero_info(f"run folder: {run_dir}")
+
+    def _keep_wandb_id(self, loggers) -> None:
+        """Give each WandbLogger without an id this run folder's W&B id (kept in RUN_DIR/wandb_id), so a resumed or
+        requeued run continues the same W&B run (Lightning's WandbLogger resumes an existing id)."""
+        for entry in loggers if isinstance(loggers, list) else [loggers]:
+            init = getattr(entry, "init_args", None)
+            if "WandbLogger" in str(getattr(entry, "class_path", "")) and init is not None and \
+                    not (init.get("id") or init.get("version")):
+                init.id = self.wandb_id = wandb_run_id(self.run_dir)  # written to the folder in before_fit
 
     def _prepare_demo(self, config) -> None:
         from magnet_lightning.demo.corpus import prepare_demo_corpus
@@ -267,6 +394,10 @@ class MagnetCLI(LightningCLI):
         config = self._sub_config()
         trainer, datamodule = self.trainer, self.datamodule
         remove_stale_checkpoint_temporaries(trainer)
+        if trainer.is_global_zero:
+            self.run_dir.mkdir(parents=True, exist_ok=True)  # W&B's start-up git probe warns about a missing folder
+            if getattr(self, "wandb_id", None):
+                keep_wandb_run_id(self.run_dir, self.wandb_id)
         if isinstance(trainer.strategy, FSDPStrategy) and self.model.hparams.ema_every_n_steps > 0:
             raise ValueError("EMA (Lightning WeightAveraging) keeps a full, unsharded copy and does not support FSDP: "
                              "set --model.ema_every_n_steps 0 with FSDP, or train with DDP (the 1.5B model fits DDP "
@@ -286,6 +417,22 @@ class MagnetCLI(LightningCLI):
             logger.log_hyperparams({"global_batch_size": effective, "world_size": trainer.world_size,
                                     "accumulate_grad_batches": trainer.accumulate_grad_batches})
 
+    def fit(self, model: L.LightningModule, datamodule: L.LightningDataModule | None = None,
+            ckpt_path: str | None = None, **kwargs: Any) -> None:
+        """`trainer.fit`, where ``ckpt_path='last'`` means the newest of the checkpoint callbacks' ``last*.ckpt``
+        and the SLURM preemption checkpoints ``hpc_ckpt_N.ckpt`` (Lightning's own 'last' ignores the latter)."""
+        if ckpt_path == "last":
+            ckpt_path = self.resume_checkpoint()
+            rank_zero_info(f"resuming from {ckpt_path}" if ckpt_path else "--ckpt_path last: no checkpoint yet, "
+                           "starting from scratch")
+        self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+
+    def resume_checkpoint(self) -> str | None:
+        trainer = self.trainer
+        folders = [Path(c.dirpath) for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)]
+        newest = newest_checkpoint(resume_candidates(Path(trainer.default_root_dir), folders))
+        return str(newest) if newest else None
+
     def after_fit(self) -> None:
         if not self.trainer.is_global_zero:
             return
@@ -299,16 +446,16 @@ class MagnetCLI(LightningCLI):
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("eval/")}
         if metrics:
             lines.append("final eval metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
-        lines.append("outputs:")
+        lines.append(f"outputs (run folder {self.run_dir}):")
         ckpt_cb = self.trainer.checkpoint_callback
         if ckpt_cb is not None:
-            lines.append(f"  checkpoints: {ckpt_cb.dirpath} (last: {ckpt_cb.last_model_path or '-'}, "
-                         f"best: {ckpt_cb.best_model_path or '-'})")
+            lines.append(f"  checkpoints: {ckpt_cb.dirpath} (last: {Path(ckpt_cb.last_model_path or '-').name}, "
+                         f"best: {Path(ckpt_cb.best_model_path or '-').name})")
         for logger in self.trainer.loggers:
             lines.append(f"  {type(logger).__name__}: {_logger_dir(logger)}")
         if config.generate_after_fit and ckpt_cb is not None and ckpt_cb.last_model_path:
             wavs = generate_samples(ckpt_cb.last_model_path, self._captions(config.generate_after_fit),
-                                    Path(ckpt_cb.dirpath).parent / "samples")
+                                    self.run_dir / "samples", text_encoder=self.model.text_encoder)
             lines.append(f"  generated WAVs: {wavs[0].parent} ({len(wavs)} files)")
         lines.append("=" * 88)
         print("\n".join(lines), flush=True)
@@ -339,11 +486,14 @@ def _logger_dir(logger) -> str:
     return str(getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None))
 
 
-def generate_samples(ckpt: str, captions: list[str], out_dir: Path, seed: int = 0) -> list[Path]:
-    """Generate one clip per caption from `ckpt` and write -14 LUFS WAVs to `out_dir`; returns the paths."""
+def generate_samples(ckpt: str, captions: list[str], out_dir: Path, seed: int = 0,
+                     text_encoder: Any = None) -> list[Path]:
+    """Generate one clip per caption from `ckpt` and write -14 LUFS WAVs to `out_dir`; returns the paths.
+    `text_encoder`: a loaded one to reuse (default: the checkpoint's, loaded again)."""
     from magnet_lightning.generate import MagnetGenerator, _slug, write_wav
 
-    generator = MagnetGenerator.from_pretrained(ckpt, device="cpu", allow_random_text_encoder=True)
+    generator = MagnetGenerator.from_pretrained(ckpt, device="cpu", text_encoder=text_encoder,
+                                                allow_random_text_encoder=True)
     result = generator.generate(captions, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -354,19 +504,40 @@ def generate_samples(ckpt: str, captions: list[str], out_dir: Path, seed: int = 
     return paths
 
 
+def config_dir() -> Path:
+    """The recipe configs: recipes/configs of this checkout, or where the wheel installs that folder
+    (magnet_lightning/scripts/recipes/configs; pyproject.toml)."""
+    checkout = Path(__file__).resolve().parent.parent / "recipes" / "configs"
+    if checkout.is_dir():
+        return checkout
+    return Path(__file__).resolve().parent / "scripts" / "recipes" / "configs"
+
+
 def default_args(config_name: str) -> list[str]:
     """argv for a recipe started with no arguments: `fit` with recipes/configs/<config_name>."""
-    return ["fit", "--config", str(RECIPES_DIR / "configs" / config_name)]
+    return ["fit", "--config", str(config_dir() / config_name)]
 
 
-def main(default_config: str, args: list[str] | None = None) -> MagnetCLI:
-    """Entry point of the recipes: no arguments -> the default config (the CPU demo for music)."""
-    args = pop_debug_flag(sys.argv[1:] if args is None else args)  # --debug -> MAGNET_DEBUG=1 (full tracebacks)
+def recipe_argv(args: list[str], default_config: str) -> list[str]:
+    """The recipe's argv as LightningCLI gets it: no arguments -> `fit` with the default config (the CPU demo for
+    music); no subcommand -> `fit`; `test` / `predict` -> exit 2 with where to go instead."""
+    args = list(args)
     if not args:
         args = default_args(default_config)
         print(f"No arguments: running `{' '.join(args)}` (see recipes/README.md for the paper configs).", flush=True)
-    elif not SUBCOMMANDS & set(args) and not {"-h", "--help"} & set(args[:1]):
+    elif args[0] in ("test", "predict"):
+        sys.stderr.write(f"error: `{args[0]}` is not a subcommand of this recipe (use fit or validate); generate audio "
+                         "with `python -m magnet_lightning.generate`, evaluate with `evaluation/evaluate.py`.\n")
+        raise SystemExit(2)
+    elif not set(SUBCOMMANDS) & set(args) and not {"-h", "--help"} & set(args[:1]):
         args = ["fit", *args]  # `train_music.py --config X` means `train_music.py fit --config X`
+    return args
+
+
+def main(default_config: str, args: list[str] | None = None,
+         model_class: type[L.LightningModule] = MagnetLightningModule) -> MagnetCLI:
+    """Entry point of the recipes (see `recipe_argv`)."""
+    args = recipe_argv(pop_debug_flag(sys.argv[1:] if args is None else args), default_config)  # --debug: tracebacks
     sys.argv[1:] = args  # DDP launchers re-run sys.argv for the other ranks: they must see the same arguments
     with user_errors(CheckpointError):  # a user mistake: one line, exit code 2
-        return MagnetCLI()
+        return MagnetCLI(model_class=model_class)

@@ -32,8 +32,8 @@ from magnet_lightning.config import ModelConfig
 from magnet_lightning.models import CodebookTransformer, build_model
 
 _TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
-LICENSE = "CC-BY-NC-4.0"
-"""License of Meta's released audiocraft weights, recorded in converted checkpoints."""
+LICENSE = "cc-by-nc-4.0"
+"""License of Meta's released audiocraft weights (the Hugging Face license id), recorded in converted checkpoints."""
 
 
 class CheckpointError(ValueError):

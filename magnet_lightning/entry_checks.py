@@ -52,8 +52,19 @@ def _load_light(path: Path) -> object:
 def peek_checkpoint(path: str | Path) -> CheckpointFacts:
     """Facts of our Lightning checkpoint, an audiocraft state_dict.bin or a released repo id, read without building
     any model (an audiocraft file's facts come from its xp.cfg; its tensors are memory-mapped, not read)."""
-    from magnet_lightning import hub
+    import json
 
+    from magnet_lightning import hub
+    from magnet_lightning.export import CONFIG_NAME, is_export
+
+    folder = hub.expand(path)
+    if is_export(folder):  # an export folder: its config.json says everything
+        config = json.loads(((folder if folder.is_dir() else folder.parent) / CONFIG_NAME).read_text())
+        model = config.get("model") or {}
+        return CheckpointFacts(config.get("family", "magnet"), int(model.get("num_codebooks", 4)),
+                               int(model.get("codebook_size", 2048)), float(config.get("segment_duration", 10.0)),
+                               str(config.get("codec")), str(config.get("text_encoder")),
+                               int(config.get("span_len", 3)), dict(config.get("decoding") or {}))
     source = hub.resolve_lm(path)
     raw = _load_light(source.path)
     if isinstance(raw, dict) and "best_state" in raw:

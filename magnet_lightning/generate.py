@@ -563,6 +563,9 @@ class _CallableModule(types.ModuleType):
 
 
 if __name__ == "__main__":
+    from magnet_lightning.entrypoints import prepare
+
+    prepare()  # the hub probe (no minute of retries offline) and known third-party warnings quiet
     sys.exit(main())
 else:
     sys.modules[__name__].__class__ = _CallableModule

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import lightning as L
@@ -25,11 +25,11 @@ from magnet_lightning.optim import OptimConfig, build_optimizer, build_scheduler
 
 
 def _as(cls, value):
-    """A dataclass from a dataclass, a dict or None (defaults)."""
+    """A fresh dataclass from a dataclass, a dict (checkpoints, Python callers) or None (defaults)."""
     if value is None:
         return cls()
     if isinstance(value, cls):
-        return value
+        return replace(value)
     if isinstance(value, dict):
         known = {f.name for f in fields(cls)}
         unknown = set(value) - known
@@ -37,6 +37,45 @@ def _as(cls, value):
             raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
         return cls(**value)
     raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
+
+
+@dataclass
+class DecodingDefaults:
+    """Decoding settings stored in the checkpoint for generation: a preset, then any field set here (None: the
+    preset's value; see `magnet_lightning.decoding.DecodingConfig`)."""
+
+    preset: str = "music"
+    """'music' (temperature 3, top-p 0.9, CFG 10 -> 1) or 'audio' (temperature 3.5, top-p 0.8, CFG 20 -> 1)."""
+    decoding_steps: list[int] | None = None
+    """Steps per codebook stage, e.g. [20, 10, 10, 10] (10 s) or [60, 10, 10, 10] (30 s); None: by duration."""
+    temperature: float | None = None
+    """Sampling temperature at the first step of each stage."""
+    anneal_temperature: bool | None = None
+    """Linearly anneal the temperature to 0 over each stage."""
+    top_k: int | None = None
+    """Keep the k most probable tokens (0: off)."""
+    top_p: float | None = None
+    """Nucleus sampling mass (0: off)."""
+    max_cfg_coef: float | None = None
+    """Classifier-free guidance coefficient at the first step."""
+    min_cfg_coef: float | None = None
+    """Classifier-free guidance coefficient at the last step."""
+    span_arrangement: str | None = None
+    """'nonoverlap' (music) or 'stride1' (audio)."""
+    span_scoring: str | None = None
+    """'max' or 'prod' (chunk unconfidence in 'nonoverlap' mode)."""
+    use_sampling: bool | None = None
+    """False: greedy decoding."""
+
+    def __post_init__(self) -> None:
+        from magnet_lightning.decoding import DECODING_PRESETS
+
+        if self.preset not in DECODING_PRESETS:
+            raise ValueError(f"decoding.preset={self.preset!r}: choose one of {sorted(DECODING_PRESETS)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The preset and the fields that are set (what generation reads from the checkpoint)."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def derive_seed(*parts: Any) -> int:
@@ -48,25 +87,36 @@ class MagnetLightningModule(L.LightningModule):
     """Trains a `MagnetTransformer` with MAGNeT's span-masked objective.
 
     Args:
-        model: transformer sizes (ModelConfig or dict).
-        masking: span length and stage sampling (MaskingConfig or dict).
-        optimizer: optimizer and schedule (OptimConfig or dict).
+        model: transformer sizes (a ModelConfig; a dict also works from Python).
+        masking: span length and stage sampling (MaskingConfig).
+        optimizer: optimizer and schedule (OptimConfig).
         text_encoder: T5 hub name or local path ('t5-base' music, 't5-large' audio); 'random:NAME' for a random one.
         allow_random_text_encoder: if the T5 weights are missing, use random weights (loudly) instead of failing.
         text_encoder_dtype: 'auto' (bf16 on CUDA), 'bfloat16', 'float16' or 'float32'.
-        cfg_dropout, word_dropout, cfg_dropout_per_sample: training text corruption (TextDropout).
-        ema_decay, ema_every_n_steps: weight EMA used for validation and export; ema_every_n_steps=0 disables it.
+        cfg_dropout: probability of dropping a micro-batch's captions (classifier-free guidance training).
+        word_dropout: probability of dropping each word of a kept caption.
+        cfg_dropout_per_sample: draw the caption dropout per sample instead of once per micro-batch.
+        ema_decay: decay of the weight EMA used for validation and export.
+        ema_every_n_steps: optimizer steps between EMA updates; 0 disables the EMA.
         seed: base of every random draw of the objective.
         val_all_stages: score every stage on each validation batch (K forwards) for a low-variance val/loss.
         init_from: weights to start from (our checkpoint or an audiocraft state_dict.bin), e.g. for fine-tuning.
-        codec, sample_rate, frame_rate, segment_duration, decoding: metadata stored for generation.
+        codec: codec name or path the shards were tokenized with (stored for generation and evaluation).
+        sample_rate: the codec's sample rate (Hz).
+        frame_rate: codec frames per second (50 for EnCodec 32 kHz).
+        segment_duration: training crop in seconds (follows data.segment_duration in the recipes).
+        decoding: decoding defaults stored in the checkpoint for generation (DecodingDefaults).
+
+    Logged: ``train/loss``, ``train/ppl``, ``train/loss_stage{k}`` (the mean loss of the micro-batches that drew
+    stage k since the last log step, only for stages drawn in that window; one-stage-per-batch mode only),
+    ``val/loss``, ``val/ppl`` and ``val/loss_stage{k}``.
     """
 
     def __init__(
         self,
-        model: ModelConfig | dict | None = None,
-        masking: MaskingConfig | dict | None = None,
-        optimizer: OptimConfig | dict | None = None,
+        model: ModelConfig = ModelConfig(),
+        masking: MaskingConfig = MaskingConfig(),
+        optimizer: OptimConfig = OptimConfig(),
         text_encoder: str = "t5-base",
         allow_random_text_encoder: bool = False,
         text_encoder_dtype: str = "auto",
@@ -82,20 +132,21 @@ class MagnetLightningModule(L.LightningModule):
         sample_rate: int = 32000,
         frame_rate: float = 50.0,
         segment_duration: float = 10.0,
-        decoding: dict | None = None,
+        decoding: DecodingDefaults = DecodingDefaults(),
     ):
         super().__init__()
         hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         model_cfg, masking_cfg = _as(ModelConfig, model), _as(MaskingConfig, masking)
         optim_cfg = _as(OptimConfig, optimizer)
         hparams.update(model=asdict(model_cfg), masking=asdict(masking_cfg), optimizer=asdict(optim_cfg))
-        hparams["decoding"] = dict(decoding or {})
+        hparams["decoding"] = _as(DecodingDefaults, decoding).to_dict()
         self.save_hyperparameters(hparams)
         self.model_cfg, self.masking_cfg, self.optim_cfg = model_cfg, masking_cfg, optim_cfg
         self.model = MagnetTransformer(model_cfg)
         self.text_dropout = TextDropout(cfg_dropout, word_dropout, cfg_dropout_per_sample)
         self._text_encoder: TextEncoder | None = None
         self._batch_idx = 0
+        self._stage_losses: dict[int, list[float]] = {}
         if init_from:
             self.load_weights(init_from)
 
@@ -154,9 +205,24 @@ class MagnetLightningModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", torch.exp(loss.detach()))
         if not self.masking_cfg.per_sample_stage:
-            # Per-stage keys differ between steps: logged per step, never synced across ranks.
-            self.log(f"train/loss_stage{int(stages[0])}", loss.detach(), on_step=True, on_epoch=False)
+            self._stage_losses.setdefault(int(stages[0]), []).append(float(loss.detach()))
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Per-stage losses go to the loggers directly, at Lightning's log steps: a key logged through `self.log`
+        would be re-emitted with its last value at every later log step of the epoch, also when its stage was not
+        drawn (stale points). Each key holds the mean over the window's micro-batches that drew its stage."""
+        trainer = self.trainer
+        if not self._stage_losses or trainer.fit_loop._should_accumulate() or trainer.log_every_n_steps == 0:
+            return
+        # The rule and step number of Lightning's own train logging: optimizer step N (1-based) is logged as N - 1
+        # when N is a multiple of log_every_n_steps.
+        if trainer.global_step % trainer.log_every_n_steps and not (trainer.should_stop or trainer.fast_dev_run):
+            return
+        metrics = {f"train/loss_stage{k}": sum(v) / len(v) for k, v in sorted(self._stage_losses.items())}
+        self._stage_losses = {}
+        for logger in self.loggers:  # rank 0 only: Lightning's loggers ignore other ranks
+            logger.log_metrics(metrics, step=trainer.global_step - 1)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         codes = batch["codes"]

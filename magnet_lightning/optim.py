@@ -22,7 +22,9 @@ class OptimConfig:
     lr: float = 1e-4
     """Peak learning rate (a multiplier of the adapted step size for 'dadam': use 1.0)."""
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """Adam's (beta1, beta2)."""
     eps: float = 1e-8
+    """Adam's epsilon."""
     weight_decay: float = 0.1
     """Decoupled weight decay, applied to every parameter as in the reference."""
     schedule: str = "cosine"

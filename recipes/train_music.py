@@ -14,9 +14,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a fresh clone
 
-from magnet_lightning.network import hub_offline_without_network  # noqa: E402
+from magnet_lightning.entrypoints import prepare  # noqa: E402
 
-hub_offline_without_network()  # before transformers / huggingface_hub are imported
+prepare()  # hub offline without network, known third-party warnings quiet: before transformers is imported
 
 from magnet_lightning.cli import main  # noqa: E402 (after the path and hub set-up above)
 

@@ -103,7 +103,7 @@ def test_metadata_and_lightning_checkpoint_round_trip(tmp_path, capsys):
     meta = read_audiocraft(src).metadata
     assert meta["text_encoder"] == "t5-base" and meta["codec"] == "facebook/encodec_32khz"
     assert meta["span_len"] == 3 and meta["decoding"]["decoding_steps"] == [20, 10, 10, 10]
-    assert meta["license"] == "CC-BY-NC-4.0" and meta["family"] == "magnet"
+    assert meta["license"] == "cc-by-nc-4.0" and meta["family"] == "magnet"
     main(["audiocraft", str(src), str(tmp_path / "out.ckpt")])
     assert "wrote" in capsys.readouterr().out
     pre = load_pretrained(tmp_path / "out.ckpt")

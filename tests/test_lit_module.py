@@ -148,3 +148,51 @@ def test_bf16_mixed_precision_steps(tmp_path):
     trainer(tmp_path, 3, callbacks=[rec], precision="bf16-mixed").fit(module, loader(FixedBatches(3, vary=True)))
     assert len(rec.losses) == 3 and all(math.isfinite(v) for v in rec.losses)
     assert module.model.emb.dtype == torch.float32  # master weights stay float32
+
+
+def test_per_stage_losses_in_the_logged_history_are_fresh(tmp_path, monkeypatch):
+    """Read the CSV history: at each log step exactly the stages drawn in that window appear, each with the mean
+    loss of its micro-batches in the window, and no key repeats a value from an earlier window."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from magnet_lightning import lit_module
+
+    drawn: list[int] = []  # the stage of each micro-batch
+    real_draw = lit_module.draw_stages
+
+    def recording_draw(*args, **kwargs):
+        stages = real_draw(*args, **kwargs)
+        drawn.append(int(stages[0]))
+        return stages
+
+    monkeypatch.setattr(lit_module, "draw_stages", recording_draw)
+    module = tiny_module()
+    rec = LossRecorder()
+    steps, every = 12, 3
+    t = L.Trainer(default_root_dir=tmp_path, max_steps=steps, accelerator="cpu", log_every_n_steps=every,
+                  logger=CSVLogger(tmp_path, name="csv"), enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, callbacks=[rec])
+    t.fit(module, loader(FixedBatches(steps, vary=True)))
+    with open(next(tmp_path.glob("csv/version_0/metrics.csv"))) as f:
+        rows = list(csv.DictReader(f))
+    logged: dict[int, dict[str, float]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith("train/loss_stage") and value:
+                logged.setdefault(int(row["step"]), {})[key] = float(value)
+    assert len(drawn) == len(rec.losses) == steps
+    assert len(set(drawn)) > 1  # the test needs several stages
+    expected: dict[int, dict[str, float]] = {}
+    for window in range(steps // every):
+        picks = range(window * every, (window + 1) * every)
+        per_stage: dict[str, list[float]] = {}
+        for i in picks:
+            per_stage.setdefault(f"train/loss_stage{drawn[i]}", []).append(rec.losses[i])
+        expected[(window + 1) * every - 1] = {k: sum(v) / len(v) for k, v in per_stage.items()}
+    assert set(logged) == set(expected)  # Lightning's log steps (optimizer step N is logged as N - 1)
+    for step, values in expected.items():
+        assert set(logged[step]) == set(values), step  # only the stages drawn in the window
+        for key, value in values.items():
+            assert logged[step][key] == pytest.approx(value, rel=1e-5), (step, key)

@@ -91,6 +91,24 @@ def test_paper_config_builds_with_reference_hyperparameters(name, meta_models):
     assert any(getattr(c, "save_last", False) for c in trainer["callbacks"])
     assert [type(lg).__name__ for lg in trainer["logger"]] == ["WandbLogger"]
 
+    # FAD (VGGish), KL (PaSST) and CLAP on the held-out validation items, with real weights only
+    from magnet_lightning.callbacks import AudioDemoCallback, AudioMetricsCallback
+
+    (metrics,) = [c for c in trainer["callbacks"] if isinstance(c, AudioMetricsCallback)]
+    assert metrics.metric_names == ["fad", "kl", "clap"] and metrics.prompts is None
+    assert {**{"fad": "vggish", "kl": "passt", "clap": "clap"}, **metrics.embedders} == {
+        "fad": "vggish", "kl": "passt", "clap": "clap"} and not metrics.allow_random_embedders
+    assert metrics.embedder_kwargs.get("passt", {}).get("pretrained_length", 20) == (10 if text_dim == 1024 else 20)
+    assert metrics.every_n_steps > 0 and len(metrics.decoding["decoding_steps"]) == 4
+    # the fixed-prompt demo: curated prompts, a CFG sweep that includes no guidance
+    (demo,) = [c for c in trainer["callbacks"] if isinstance(c, AudioDemoCallback)]
+    assert len(demo.prompts) >= 3 and len(demo.cfg_coefs) >= 2 and 1.0 in demo.cfg_coefs and demo.every_n_steps > 0
+    # everything in this run's folder (SLURM's hpc_ckpt_N.ckpt go to default_root_dir)
+    assert cli.run_dir.parent == (Path.cwd() / "outputs" / name) and trainer["default_root_dir"] == str(cli.run_dir)
+    assert {c.dirpath for c in trainer["callbacks"] if type(c).__name__ == "ModelCheckpoint"} == {
+        str(cli.run_dir / "checkpoints")}
+    assert trainer["logger"][0].save_dir == str(cli.run_dir)
+
 
 def test_demo_config_builds_without_preparing_the_corpus(meta_models):
     cli = _build(CONFIGS / "demo_music.yaml", "--demo.enabled", "false")
@@ -213,7 +231,8 @@ def test_hub_goes_offline_only_without_network(monkeypatch):
 def _fake_trainer(strategy, world_size: int):
     from types import SimpleNamespace
 
-    return SimpleNamespace(strategy=strategy, world_size=world_size, accumulate_grad_batches=1, loggers=[])
+    return SimpleNamespace(strategy=strategy, world_size=world_size, accumulate_grad_batches=1, loggers=[],
+                           is_global_zero=False)
 
 
 def test_before_fit_sets_accumulation_from_world_size(meta_models):

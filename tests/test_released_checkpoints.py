@@ -165,7 +165,7 @@ def test_convert_cli_by_repo_id_records_the_codec(tmp_path, hf_cache, name):
     assert run.returncode == 0, run.stderr
     pre = load_pretrained(out)
     assert pre.codec == (f"facebook/{name}" if name.startswith("audio") else "facebook/encodec_32khz")
-    assert pre.license == "CC-BY-NC-4.0" and pre.source == f"facebook/{name}"
+    assert pre.license == "cc-by-nc-4.0" and pre.source == f"facebook/{name}"
     direct = load_pretrained(f"facebook/{name}")
     assert torch.equal(pre.model.emb, direct.model.emb)
 

@@ -71,7 +71,7 @@ def test_recipe_config_typo_subprocess(tmp_path):
     proc = run_script([str(ROOT / "recipes" / "train_music.py"), "fit", "--config", str(DEMO), "--demo.enabled",
                        "false", "--model.model.dimm", "3"], tmp_path)
     assert proc.returncode == 2
-    assert_one_line(proc.stderr, "model.model.dimm", "did you mean 'dim'")
+    assert_one_line(proc.stderr, "model.model.dimm", "did you mean 'model.model.dim'")
     assert not (tmp_path / "outputs").exists()
 
 

@@ -29,8 +29,11 @@ missing weight file stops the run before step 1 (clear error naming the file); `
 builds missing ones with random seeded weights, with a loud warning (CPU demos only: such numbers mean nothing
 outside the run).
 
-On global rank 0, with a ``WandbLogger``, it also logs ``eval/examples`` (a table: id, prompt, generated and
-reference audio, CLAP score, mel-spectrogram pictures) and ``eval/mel`` (the generated clips' mel pictures).
+On global rank 0 it also logs the first ``log_examples`` clips (generated and reference audio, caption with CLAP
+score, spectrogram figures) to every logger (`magnet_lightning.callbacks.media`): with a ``WandbLogger``
+``eval/examples`` (a table: id, prompt, generated and reference audio, CLAP score, spectrograms), ``eval/audio``,
+``eval/audio_reference`` and ``eval/mel``; TensorBoard ``eval/generated/NN`` and ``eval/reference/NN`` audio,
+images and text; other loggers files under their ``log_dir``.
 """
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ class AudioMetricsCallback(L.Callback):
         prompts, reference_audio: an explicit prompt file and reference folder instead of the validation items.
         codec: codec name/path for decoding (default: the module's ``hparams.codec``).
         lufs: loudness of generated clips before scoring (None: as generated).
-        log_examples: clips logged to W&B (rank 0's first ones).
+        log_examples: clips logged to the loggers (rank 0's first ones).
         progress_bar: show a tqdm bar of decoding steps on rank 0.
     """
 
@@ -246,8 +249,8 @@ class AudioMetricsCallback(L.Callback):
         if suite.skipped:
             log.warning("AudioMetricsCallback: %d items skipped on rank %d (too short).", suite.skipped,
                         trainer.global_rank)
-        if trainer.is_global_zero:
-            self._log_wandb(trainer, examples)
+        if trainer.is_global_zero and examples:
+            self._log_media(trainer, examples)
         return results
 
     def _bar(self, trainer: L.Trainer, generator: Any, num_items: int, min_calls: int) -> Any:
@@ -260,14 +263,7 @@ class AudioMetricsCallback(L.Callback):
         steps = generator.num_steps(generator.decoding_config(self.max_duration, **self.decoding), self.max_duration)
         return tqdm(total=calls * steps, desc="eval/audio metrics", unit="step", leave=False, dynamic_ncols=True)
 
-    def _log_wandb(self, trainer: L.Trainer, examples: list[Example]) -> None:
-        from lightning.pytorch.loggers import WandbLogger
+    def _log_media(self, trainer: L.Trainer, examples: list[Example]) -> None:
+        from magnet_lightning.callbacks.media import log_examples
 
-        loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
-        if not loggers or not examples:
-            return
-        from magnet_lightning.callbacks.wandb_media import examples_payload
-
-        payload = examples_payload(examples)
-        for logger in loggers:
-            logger.experiment.log({**payload, "trainer/global_step": trainer.global_step})
+        log_examples(trainer, examples, prefix="eval")

@@ -37,16 +37,21 @@ class DemoConfig:
     """The demo corpus. `enabled: true` makes the recipe build it (once) and point `data` and `model.codec` at it."""
 
     enabled: bool = False
+    """Build the corpus and train on it (the recipe's data and codec settings are replaced)."""
     root: str = "outputs/demo"
     """Cache folder of the corpus (audio, shards, fitted codec); reused when its settings match."""
     num_train: int = 48
+    """Training tracks."""
     num_val: int = 8
+    """Validation tracks."""
     track_seconds: float = 6.0
+    """Length of every track in seconds."""
     codec: str = "facebook/encodec_32khz"
     """Codec name or local path; missing weights -> same architecture, random weights, fitted codebooks (loudly)."""
     fit_tracks: int = 16
     """Tracks used to fit the codebooks of a random-weight codec."""
     seed: int = 0
+    """Seed of the synthetic tracks and captions."""
 
 
 @dataclass
@@ -99,7 +104,7 @@ def get_codec(cfg: DemoConfig, root: Path, fit_wavs: list[np.ndarray], sample_ra
     log.warning("\n%s\nCODEC %r NOT FOUND (%s)\n-> using the SAME ARCHITECTURE WITH RANDOM WEIGHTS, codebooks "
                 "fitted by k-means to the demo corpus.\nTokens carry information, but decoded audio will sound like "
                 "noise.\n"
-                "For real audio, download it (`huggingface-cli download %s`) and delete %s.\n%s",
+                "For real audio, download it (`hf download %s`) and delete %s.\n%s",
                 BANNER, cfg.codec, reason[:200], cfg.codec, root, BANNER)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
