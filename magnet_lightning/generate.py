@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 
 _DECODING_FIELDS = {f.name for f in fields(DecodingConfig)}
 _AR_FIELDS = {f.name for f in fields(ARDecodingConfig)}
+_OTHER_FAMILY_RECORDS = {"musicgen": {"preset", "prompt_seconds"},
+                         "magnet": {"cfg_coef", "two_step_cfg", "prompt_seconds"},
+                         "hybrid": {"cfg_coef", "two_step_cfg", "prompt_seconds"}}
+"""Options a training run records for every family (lit_module.DecodingDefaults) that a family's decoding ignores."""
 _AR_RECORDED_SAME_MATHS = {"two_step_cfg"}
 """Recorded audiocraft options without a field here: two-step CFG gives the same logits as the batched [cond; null]
 rows (the null rows are zero text states, so their padding does not change the conditional rows)."""
@@ -79,6 +83,7 @@ def decoding_config_for(family: str, recorded: dict, *, span_len: int, segment_d
     preset or decoding_steps for the autoregressive family, cfg_coef for MAGNeT) is a ValueError naming it. Shared by
     the generator and the CLI's argument checks, so both refuse the same things."""
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    recorded = {k: v for k, v in recorded.items() if k not in _OTHER_FAMILY_RECORDS[family]}
     if family == "musicgen":
         wrong = sorted(set(given) - _AR_FIELDS) + (["preset"] if preset else [])
         if wrong:
@@ -130,9 +135,9 @@ class MagnetGenerator:
         self.decoding_defaults = dict(decoding_defaults or {})
         self.device = next(model.parameters()).device
         self.family = getattr(model, "family", "magnet")
-        if self.autoregressive and fast:
-            raise ValueError("fast=True: the autoregressive family has no fast decoder yet (its KV cache is always on)")
-        self.fast = (self.device.type == "cuda" and not self.autoregressive) if fast is None else fast
+        if self.family != "magnet" and fast:
+            raise ValueError(f"fast=True: the {self.family} family has no fast decoder yet")
+        self.fast = (self.device.type == "cuda" and self.family == "magnet") if fast is None else fast
         self.compile = compile
         self._fast_decoder = None
         if codec is not None and (codec.num_codebooks, codec.codebook_size) != (
@@ -167,6 +172,12 @@ class MagnetGenerator:
     def autoregressive(self) -> bool:
         return self.family == "musicgen"
 
+    @property
+    def guidance_option(self) -> str:
+        """The decoding option of the guidance strength: `cfg_coef` (autoregressive) or `max_cfg_coef` (MAGNeT's
+        coefficient at the first step)."""
+        return "cfg_coef" if self.autoregressive else "max_cfg_coef"
+
     # -- options ---------------------------------------------------------------------------------------------
 
     def decoding_config(self, duration: float | None = None, preset: str | None = None,
@@ -182,7 +193,20 @@ class MagnetGenerator:
         if isinstance(config, ARDecodingConfig):
             pattern = self.model.pattern
             return self.num_frames(duration or self.segment_duration) + pattern.max_delay - pattern.delays[0]
+        if self.family == "hybrid":
+            pattern = self.model.pattern
+            prompt = self.hybrid_prompt_frames(duration)
+            return sum(config.decoding_steps) + (prompt + pattern.max_delay - pattern.delays[0] if prompt else 0)
         return sum(config.decoding_steps)
+
+    def hybrid_prompt_frames(self, duration: float | None = None, prompt_seconds: float | None = None) -> int:
+        """Hybrid-MAGNeT: frames generated autoregressively (the checkpoint's prompt_seconds, default 3 s; always
+        fewer than the clip's)."""
+        from magnet_lightning.hybrid_decoding import DEFAULT_PROMPT_SECONDS
+
+        seconds = prompt_seconds if prompt_seconds is not None else \
+            self.decoding_defaults.get("prompt_seconds") or DEFAULT_PROMPT_SECONDS
+        return min(self._frame(seconds), self.num_frames(duration or self.segment_duration) - 1)
 
     def num_frames(self, duration: float) -> int:
         if duration <= 0:
@@ -272,6 +296,10 @@ class MagnetGenerator:
                 raise ValueError("rescorer: rescoring ranks MAGNeT's spans; an autoregressive model has none")
             return self._generate_ar(texts, duration, prompt, prompt_sample_rate, infill, config, seed, decode_audio,
                                      progress)
+        if self.family == "hybrid":
+            if prompt is not None or infill is not None or rescorer is not None:
+                raise ValueError("Hybrid-MAGNeT generates its own prompt: no prompt, infill or rescorer")
+            return self._generate_hybrid(texts, duration, config, seed, decode_audio, progress)
         given = fixed = None
         if infill is not None:
             if prompt is None:
@@ -307,6 +335,15 @@ class MagnetGenerator:
         states, mask = self._text(texts)
         tokens = ar_generate(self.model, states, mask, self.num_frames(duration or self.segment_duration), config,
                              codes, batch_size=batch, generator=self._generator(seed), progress=progress)
+        return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, config)
+
+    def _generate_hybrid(self, texts, duration, config, seed, decode_audio, progress) -> GenerationResult:
+        from magnet_lightning.hybrid_decoding import generate as hybrid_generate
+
+        states, mask = self._text(texts)
+        num_frames = self.num_frames(duration or self.segment_duration)
+        tokens = hybrid_generate(self.model, states, mask, num_frames, self.hybrid_prompt_frames(duration), config,
+                                 batch_size=len(texts), generator=self._generator(seed), progress=progress)
         return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, config)
 
     def _generator(self, seed: int | None) -> torch.Generator | None:

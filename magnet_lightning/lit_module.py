@@ -1,8 +1,15 @@
-"""LightningModule for MAGNeT: draw stage -> span masks -> forward -> masked cross-entropy of that stage -> log.
+"""The LightningModule of every model family, one objective each (objective.py):
 
-Randomness is a pure function of (seed, optimizer step, micro-batch, rank), so a resumed run draws exactly the masks
-an uninterrupted one would, ranks draw the same stage in lock-step (as the reference) but different spans, and
-validation masks are fixed. Hyper-parameters are stored as plain types (checkpoints load with weights_only=True).
+- 'magnet': draw stage -> span masks -> forward -> masked cross-entropy of that stage;
+- 'musicgen' (autoregressive): teacher-forced cross-entropy of every codebook over the delay pattern;
+- 'hybrid' (Hybrid-MAGNeT): per item an autoregressive prompt of random length, then MAGNeT's masking of one stage;
+  one cross-entropy over the prompt codes and the masked codes.
+
+Everything else is shared: text conditioning with CFG and word dropout, optimizer and schedule, EMA, fine-tuning
+(`init_from`), start-up checks, logging. Randomness is a pure function of (seed, optimizer step, micro-batch, rank),
+so a resumed run draws exactly the masks an uninterrupted one would, ranks draw the same stage in lock-step (as the
+reference) but different spans, and validation masks are fixed. Hyper-parameters are stored as plain types
+(checkpoints load with weights_only=True).
 """
 
 from __future__ import annotations
@@ -18,9 +25,9 @@ import torch
 from magnet_lightning.conditioning import TextDropout, TextEncoder
 from magnet_lightning.config import MaskingConfig, ModelConfig
 from magnet_lightning.ema import EMA
-from magnet_lightning.masking import draw_stages, sample_training_masks
-from magnet_lightning.models.magnet import MagnetTransformer
-from magnet_lightning.objective import magnet_loss
+from magnet_lightning.masking import draw_stages, hybrid_training_masks, sample_training_masks
+from magnet_lightning.models import FAMILIES, build_model
+from magnet_lightning.objective import ar_loss, hybrid_loss, magnet_loss
 from magnet_lightning.optim import OptimConfig, build_optimizer, build_scheduler
 
 
@@ -66,6 +73,12 @@ class DecodingDefaults:
     """'max' or 'prod' (chunk unconfidence in 'nonoverlap' mode)."""
     use_sampling: bool | None = None
     """False: greedy decoding."""
+    cfg_coef: float | None = None
+    """Autoregressive family: the classifier-free guidance coefficient (audiocraft's default 3.0)."""
+    two_step_cfg: bool | None = None
+    """Autoregressive family, recorded from audiocraft: its two-step CFG gives the batched rows' logits here."""
+    prompt_seconds: float | None = None
+    """Hybrid-MAGNeT: seconds generated autoregressively before MAGNeT takes over (default 3)."""
 
     def __post_init__(self) -> None:
         from magnet_lightning.decoding import DECODING_PRESETS
@@ -84,11 +97,14 @@ def derive_seed(*parts: Any) -> int:
 
 
 class MagnetLightningModule(L.LightningModule):
-    """Trains a `MagnetTransformer` with MAGNeT's span-masked objective.
+    """Trains a model of one family (`family`) with its objective: MAGNeT's span-masked one by default.
 
     Args:
         model: transformer sizes (a ModelConfig; a dict also works from Python).
-        masking: span length and stage sampling (MaskingConfig).
+        family: 'magnet' (MagnetTransformer), 'musicgen' (ARTransformer: the autoregressive baseline) or 'hybrid'
+            (HybridMagnetTransformer: one model, an autoregressive prompt then MAGNeT).
+        delays: the delay pattern of the 'musicgen' and 'hybrid' families (default 0, 1, ..., K-1).
+        masking: span length and stage sampling (MaskingConfig) of 'magnet' and 'hybrid'.
         optimizer: optimizer and schedule (OptimConfig).
         text_encoder: T5 hub name or local path ('t5-base' music, 't5-large' audio); 'random:NAME' for a random one.
         allow_random_text_encoder: if the T5 weights are missing, use random weights (loudly) instead of failing.
@@ -107,14 +123,18 @@ class MagnetLightningModule(L.LightningModule):
         segment_duration: training crop in seconds (follows data.segment_duration in the recipes).
         decoding: decoding defaults stored in the checkpoint for generation (DecodingDefaults).
 
-    Logged: ``train/loss``, ``train/ppl``, ``train/loss_stage{k}`` (the mean loss of the micro-batches that drew
-    stage k since the last log step, only for stages drawn in that window; one-stage-per-batch mode only),
-    ``val/loss``, ``val/ppl`` and ``val/loss_stage{k}``.
+    Logged: ``train/loss``, ``train/ppl``, ``val/loss``, ``val/ppl``, and per family: ``train/loss_stage{k}`` (the
+    mean loss of the micro-batches that drew stage k since the last log step, only for stages drawn in that window;
+    one-stage-per-batch mode only) and ``val/loss_stage{k}`` ('magnet'); ``train/loss_codebook{k}`` and
+    ``val/loss_codebook{k}`` ('musicgen'); ``train/loss_ar``, ``train/loss_nar``, ``val/loss_ar``, ``val/loss_nar``
+    ('hybrid').
     """
 
     def __init__(
         self,
         model: ModelConfig = ModelConfig(),
+        family: str = "magnet",
+        delays: list[int] | None = None,
         masking: MaskingConfig = MaskingConfig(),
         optimizer: OptimConfig = OptimConfig(),
         text_encoder: str = "t5-base",
@@ -142,7 +162,12 @@ class MagnetLightningModule(L.LightningModule):
         hparams["decoding"] = _as(DecodingDefaults, decoding).to_dict()
         self.save_hyperparameters(hparams)
         self.model_cfg, self.masking_cfg, self.optim_cfg = model_cfg, masking_cfg, optim_cfg
-        self.model = MagnetTransformer(model_cfg)
+        if family not in FAMILIES:
+            raise ValueError(f"family={family!r}: choose one of {FAMILIES}")
+        if delays is not None and family == "magnet":
+            raise ValueError("delays: MAGNeT has no delay pattern (it is the 'musicgen' and 'hybrid' families')")
+        self.family = family
+        self.model = build_model(family, model_cfg, delays)
         self.text_dropout = TextDropout(cfg_dropout, word_dropout, cfg_dropout_per_sample)
         self._text_encoder: TextEncoder | None = None
         self._batch_idx = 0
@@ -175,6 +200,9 @@ class MagnetLightningModule(L.LightningModule):
         from magnet_lightning.checkpoint import load_pretrained
 
         pretrained = load_pretrained(path, map_location="cpu")
+        if pretrained.model.family != self.family:
+            raise ValueError(f"{path} holds a {pretrained.model.family} model, this run trains the {self.family} "
+                             f"family (set model.family)")
         if pretrained.model.cfg != self.model_cfg:
             raise ValueError(f"{path}: its model config {pretrained.model.cfg} differs from this run's "
                              f"{self.model_cfg}")
@@ -188,25 +216,42 @@ class MagnetLightningModule(L.LightningModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         self._batch_idx = batch_idx
-        codes = batch["codes"]
         rank = self.global_rank
-        stage_gen = torch.Generator().manual_seed(self._micro_batch_seed("stage"))
-        stages = draw_stages(
-            codes.shape[0], codes.shape[1], self.masking_cfg.per_sample_stage, stage_gen,
-            self.masking_cfg.stage_weights or None,
-        )
-        mask_gen = torch.Generator().manual_seed(self._micro_batch_seed("mask", rank))
-        masked = sample_training_masks(
-            codes, stages, self.model.mask_token_id, self.masking_cfg.span_len, batch.get("padding_mask"), mask_gen
-        )
         texts = self.text_dropout(batch["text"], random.Random(self._micro_batch_seed("text", rank)))
         states, text_mask = self.encode_text(texts)
-        loss = magnet_loss(self.model, codes, masked, states, text_mask, self.masking_cfg.per_sample_stage)
+        stage_gen = torch.Generator().manual_seed(self._micro_batch_seed("stage"))
+        mask_gen = torch.Generator().manual_seed(self._micro_batch_seed("mask", rank))
+        loss, parts = self._family_loss(batch, states, text_mask, stage_gen, mask_gen, train=True)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", torch.exp(loss.detach()))
-        if not self.masking_cfg.per_sample_stage:
-            self._stage_losses.setdefault(int(stages[0]), []).append(float(loss.detach()))
+        for key, value in parts.items():
+            self.log(f"train/{key}", value)
         return loss
+
+    def _family_loss(self, batch: dict, states: torch.Tensor, text_mask: torch.Tensor, stage_gen: torch.Generator,
+                     mask_gen: torch.Generator, train: bool, stage: int | None = None) -> tuple[torch.Tensor, dict]:
+        """(loss, extra logged values) of a batch under this family's objective; `stage` fixes MAGNeT's stage."""
+        codes, padding = batch["codes"], batch.get("padding_mask")
+        if self.family == "musicgen":
+            result = ar_loss(self.model, codes, states, text_mask, padding)
+            return result.loss, {f"loss_codebook{k}": v for k, v in enumerate(result.per_codebook.detach())}
+        per_sample = self.masking_cfg.per_sample_stage
+        if stage is None:
+            stages = draw_stages(codes.shape[0], codes.shape[1], per_sample, stage_gen,
+                                 self.masking_cfg.stage_weights or None)
+        else:
+            stages = torch.full((codes.shape[0],), stage, dtype=torch.long)
+        if self.family == "hybrid":
+            hybrid = hybrid_training_masks(codes, self.model.pattern.delays, stages, self.model.mask_token_id,
+                                           self.masking_cfg.span_len, padding, mask_gen)
+            result = hybrid_loss(self.model, codes, hybrid, states, text_mask)
+            return result.loss, {"loss_ar": result.ar, "loss_nar": result.nar}
+        masked = sample_training_masks(codes, stages, self.model.mask_token_id, self.masking_cfg.span_len, padding,
+                                       mask_gen)
+        loss = magnet_loss(self.model, codes, masked, states, text_mask, per_sample and stage is None)
+        if train and not per_sample:
+            self._stage_losses.setdefault(int(stages[0]), []).append(float(loss.detach()))
+        return loss, {}
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Per-stage losses go to the loggers directly, at Lightning's log steps: a key logged through `self.log`
@@ -225,28 +270,37 @@ class MagnetLightningModule(L.LightningModule):
             logger.log_metrics(metrics, step=trainer.global_step - 1)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        codes = batch["codes"]
-        batch_size, num_codebooks = codes.shape[:2]
+        batch_size, num_codebooks = batch["codes"].shape[:2]
         states, text_mask = self.encode_text(list(batch["text"]))
-        if self.hparams.val_all_stages:
-            stage_list = list(range(num_codebooks))
+        if self.family != "magnet":  # one pass scores every codebook (AR), or a seeded prompt and stage (hybrid)
+            gen = torch.Generator().manual_seed(derive_seed(self.hparams.seed, "val", batch_idx, self.global_rank))
+            mean, parts = self._family_loss(batch, states, text_mask, gen, gen, train=False)
+            for key, value in parts.items():
+                self.log(f"val/{key}", value, sync_dist=True, batch_size=batch_size)
         else:
-            stage_list = [batch_idx % num_codebooks]
-        losses = []
-        for stage in stage_list:
-            seed = derive_seed(self.hparams.seed, "val", batch_idx, self.global_rank, stage)
-            gen = torch.Generator().manual_seed(seed)
-            stages = torch.full((batch_size,), stage, dtype=torch.long)
-            masked = sample_training_masks(
-                codes, stages, self.model.mask_token_id, self.masking_cfg.span_len, batch.get("padding_mask"), gen
-            )
-            loss = magnet_loss(self.model, codes, masked, states, text_mask, per_sample_stage=False)
-            losses.append(loss)
-            if self.hparams.val_all_stages:
-                self.log(f"val/loss_stage{stage}", loss, sync_dist=True, batch_size=batch_size)
-        mean = torch.stack(losses).mean()
+            stage_list = list(range(num_codebooks)) if self.hparams.val_all_stages else [batch_idx % num_codebooks]
+            losses = []
+            for stage in stage_list:
+                gen = torch.Generator().manual_seed(derive_seed(self.hparams.seed, "val", batch_idx, self.global_rank,
+                                                                stage))
+                loss, _ = self._family_loss(batch, states, text_mask, gen, gen, train=False, stage=stage)
+                losses.append(loss)
+                if self.hparams.val_all_stages:
+                    self.log(f"val/loss_stage{stage}", loss, sync_dist=True, batch_size=batch_size)
+            mean = torch.stack(losses).mean()
         self.log("val/loss", mean, prog_bar=True, sync_dist=True, batch_size=batch_size)
         self.log("val/ppl", torch.exp(mean), sync_dist=True, batch_size=batch_size)
+
+    def generator(self, codec: Any = None, model: torch.nn.Module | None = None):
+        """A `MagnetGenerator` of this module's family and settings (for callbacks): `model` default the live
+        weights (pass the EMA copy to generate with it), `codec` a Codec or None (tokens only)."""
+        from magnet_lightning.generate import MagnetGenerator
+
+        hp = self.hparams
+        return MagnetGenerator(model if model is not None else self.model, self.text_encoder.to(self.device), codec,
+                               frame_rate=hp.frame_rate, sample_rate=hp.sample_rate, span_len=self.masking_cfg.span_len,
+                               segment_duration=hp.segment_duration, decoding_defaults=dict(hp.get("decoding") or {}),
+                               fast=False)
 
     # ----------------------------------------------------------------------------------------------- set-up
     def configure_optimizers(self):

@@ -41,13 +41,13 @@ def meta_models(monkeypatch):
     """Transformers built on the meta device (shapes and parameter counts, no memory for 1.8B weights)."""
     from magnet_lightning import lit_module
 
-    real = lit_module.MagnetTransformer
+    real = lit_module.build_model
 
-    def on_meta(cfg):
+    def on_meta(family, cfg, delays=None):
         with torch.device("meta"):
-            return real(cfg)
+            return real(family, cfg, delays)
 
-    monkeypatch.setattr(lit_module, "MagnetTransformer", on_meta)
+    monkeypatch.setattr(lit_module, "build_model", on_meta)
 
 
 def _build(config: Path, *extra: str) -> _BuildOnlyCLI:
@@ -55,8 +55,54 @@ def _build(config: Path, *extra: str) -> _BuildOnlyCLI:
     return _BuildOnlyCLI(args=["--config", str(config), *extra], run=False)
 
 
+FAMILY = {  # the other families' recipes: (family, params (M) range, optimizer, lr, EMA every n steps, strategy)
+    "musicgen_small": ("musicgen", (400, 440), "dadam", 1.0, 10, "ddp"),
+    "musicgen_medium": ("musicgen", (1780, 1900), "adamw", 1e-4, 0, "MagnetFSDPStrategy"),
+    "hybrid_magnet_small_30s": ("hybrid", (400, 440), "dadam", 1.0, 10, "ddp"),
+}
+DEMOS = {"demo_music": "magnet", "demo_musicgen": "musicgen", "demo_hybrid": "hybrid"}
+
+
 def test_every_config_is_listed():
-    assert {p.stem for p in CONFIGS.glob("*.yaml")} == set(PAPER) | {"demo_music"}
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == set(PAPER) | set(FAMILY) | set(DEMOS)
+
+
+@pytest.mark.parametrize("name", sorted(FAMILY))
+def test_family_config_builds_with_its_reference_hyperparameters(name, meta_models):
+    """MusicGen small / medium as their released xp.cfg; Hybrid-MAGNeT small as the branch's config."""
+    family, params, opt, lr, ema_every, strategy = FAMILY[name]
+    cli = _build(CONFIGS / f"{name}.yaml")
+    hp, trainer, model = cli.model.hparams, cli.trainer_kwargs, cli.model.model
+    assert model.family == family and hp.family == family and model.pattern.delays == (0, 1, 2, 3)
+    assert params[0] <= cli.model.model_cfg.num_parameters() / 1e6 <= params[1]
+    o = cli.model.optim_cfg
+    assert (o.name, o.lr, o.schedule, o.warmup_steps, tuple(o.betas), o.weight_decay) == (
+        opt, lr, "cosine", 4000, (0.9, 0.95), 0.1)
+    assert (hp.cfg_dropout, hp.word_dropout, hp.text_encoder, hp.ema_every_n_steps) == (0.3, 0.3, "t5-base",
+                                                                                       ema_every)
+    assert cli.config.global_batch_size == 192 and hp.segment_duration == 30.0
+    chosen = trainer["strategy"]
+    assert (chosen if isinstance(chosen, str) else type(chosen).__name__).rsplit(".", 1)[-1] == strategy
+    from magnet_lightning.callbacks import AudioDemoCallback, AudioMetricsCallback
+    from magnet_lightning.generate import decoding_config_for
+
+    decoding = decoding_config_for(family, hp.decoding, span_len=3, segment_duration=30.0, num_codebooks=4)
+    if family == "musicgen":
+        assert (decoding.top_k, decoding.temperature, decoding.cfg_coef) == (250, 1.0, 3.0)
+    else:
+        assert decoding.decoding_steps == (60, 10, 10, 10) and hp.decoding["prompt_seconds"] == 3.0
+        assert cli.model.masking_cfg.per_sample_stage and cli.model.masking_cfg.span_len == 3
+    (metrics,) = [c for c in trainer["callbacks"] if isinstance(c, AudioMetricsCallback)]
+    assert metrics.metric_names == ["fad", "kl", "clap"] and not metrics.allow_random_embedders
+    (demo,) = [c for c in trainer["callbacks"] if isinstance(c, AudioDemoCallback)]
+    assert 1.0 in demo.cfg_coefs and len(demo.prompts) >= 3
+
+
+@pytest.mark.parametrize("name", sorted(DEMOS))
+def test_demo_configs_share_the_corpus_and_differ_by_family(name):
+    cli = _build(CONFIGS / f"{name}.yaml", "--demo.enabled", "false")
+    assert cli.model.model.family == DEMOS[name] and cli.config.demo.root == "outputs/demo/corpus"
+    assert cli.config.run.root == ("outputs/demo/runs" if name == "demo_music" else f"outputs/{name}/runs")
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))

@@ -2,8 +2,9 @@
 strengths, logged as audio and spectrograms to every logger (`magnet_lightning.callbacks.media`).
 
 The same prompts and seeds each time, so the clips of step 10k and step 20k differ only by training. The sweep is
-over ``max_cfg_coef``, the classifier-free guidance coefficient at the first decoding step (MAGNeT anneals it to
-``min_cfg_coef`` at the last): 1 is no guidance, the music default is 10. Weights: the EMA copy when an EMA
+over the classifier-free guidance coefficient: MAGNeT's ``max_cfg_coef`` at the first decoding step (annealed to
+``min_cfg_coef`` at the last; the music default is 10), the autoregressive family's ``cfg_coef`` (default 3); 1 is no
+guidance. Weights: the EMA copy when an EMA
 callback holds one (the weights that are exported), else the live weights.
 
 Every rank generates (no collective is skipped under FSDP; under DDP the other ranks would only wait), global rank
@@ -96,18 +97,13 @@ class AudioDemoCallback(L.Callback):
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Clip]:
         """Generate the demo clips now and log them (rank 0); returns them."""
         from magnet_lightning.codec import load_codec
-        from magnet_lightning.generate import MagnetGenerator
         from magnet_lightning.metrics.loudness import loudness_normalize
 
         self._last_step = trainer.global_step
         if self._codec is None:
             self._codec = load_codec(self.codec_name or pl_module.hparams.codec, device=pl_module.device)
-        hp = pl_module.hparams
         model = self._weights(trainer, pl_module)
-        device = pl_module.device
-        generator = MagnetGenerator(model, pl_module.text_encoder.to(device), self._codec.to(device),
-                                    span_len=pl_module.masking_cfg.span_len, segment_duration=hp.segment_duration,
-                                    decoding_defaults=dict(hp.get("decoding") or {}), fast=False)
+        generator = pl_module.generator(self._codec.to(pl_module.device), model=model)
         clips = []
         was_training = model.training
         model.eval()
@@ -115,7 +111,7 @@ class AudioDemoCallback(L.Callback):
             with torch.no_grad():
                 for coef in self.cfg_coefs:
                     result = generator.generate(self.prompts, duration=self.duration, seed=self.seed,
-                                                **{**self.decoding, "max_cfg_coef": coef})
+                                                **{**self.decoding, generator.guidance_option: coef})
                     for i, (prompt, wav) in enumerate(zip(self.prompts, result.audio.float().cpu())):
                         if self.lufs is not None:
                             wav = loudness_normalize(wav, result.sample_rate, self.lufs)

@@ -197,12 +197,7 @@ class AudioMetricsCallback(L.Callback):
         return self._codec, self._suite.to(pl_module.device)
 
     def _generator(self, pl_module: L.LightningModule, codec: Any) -> Any:
-        from magnet_lightning.generate import MagnetGenerator
-
-        hp = pl_module.hparams
-        return MagnetGenerator(pl_module.model, pl_module.text_encoder.to(pl_module.device), codec,
-                               span_len=pl_module.masking_cfg.span_len, segment_duration=hp.segment_duration,
-                               decoding_defaults=dict(hp.get("decoding") or {}), fast=False)
+        return pl_module.generator(codec)
 
     def _max_calls(self, trainer: L.Trainer, pl_module: L.LightningModule, calls: int) -> int:
         """The largest per-rank generate-call count (every rank must make that many)."""
