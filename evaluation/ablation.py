@@ -10,7 +10,8 @@ and batch 16 (median of --latency-runs after a warm-up, tokens only, text states
 run), FAD, KL and CLAP on the prompt set exactly as evaluation/evaluate.py computes them (same items, seeds,
 references, loudness). Where the VGGish / PaSST / CLAP weights are absent, --fad-embedder codec gives FAD on the
 codec's latents and --allow-random-embedders random-weight PaSST / CLAP; the table says which embedder each column
-used. Writes the JSON report and a Markdown table beside it (OUT with .md).
+used; a token-space FAD (the codec quantizer's latents of generated vs reference tokens, no embedder weights) is
+reported too. Writes the JSON report and a Markdown table beside it (OUT with .md).
 
 The checkpoints must share one codec (same K, V and frame rate) and take the same captions; the AR model's T5 is
 reused when it is the MAGNeT model's.
@@ -44,6 +45,8 @@ class Setting:
     base: Any
     """The MagnetGenerator whose codec, sample rate and frame rate the outputs use."""
     details: dict[str, Any] = field(default_factory=dict)
+    tokens: list[torch.Tensor] = field(default_factory=list)
+    """Every generated clip's tokens [K, T] since the last reset (for the token-space FAD)."""
 
     @property
     def codec(self):
@@ -58,7 +61,10 @@ class Setting:
         return self.base.frame_rate
 
     def generate(self, texts, *, duration=None, seed=None, decode_audio=True, progress=None, **_):
-        return self.run(list(texts), duration=duration, seed=seed, decode_audio=decode_audio, progress=progress)
+        result = self.run(list(texts), duration=duration, seed=seed, decode_audio=decode_audio, progress=progress)
+        if decode_audio:  # an evaluated batch (latency runs and throw-away batches decode nothing)
+            self.tokens.extend(result.tokens.cpu())
+        return result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +170,30 @@ def build_settings(args: argparse.Namespace, magnet, ar, hybrid) -> list[Setting
     return rows
 
 
+def reference_tokens(items, references, codec) -> list[torch.Tensor]:
+    """The items' reference tokens [K, T]: a shard's own codes, or the reference audio encoded by the codec."""
+    out = []
+    for item in items:
+        if item.codes is not None:
+            out.append(torch.as_tensor(item.codes).long())
+        else:
+            out.append(codec.encode(references(item)[None], codec.sample_rate)[0].cpu())
+    return out
+
+
+def token_fad(codec, generated: list[torch.Tensor], reference: list[torch.Tensor]) -> float:
+    """Fréchet distance between the frames of the codec quantizer's latents (codec.dequantize) of generated and of
+    reference tokens: a distance in token space that needs no embedder weights and does not go through the decoder
+    (with the demo's random-weight codec, decoding and re-encoding hide most differences between token streams)."""
+    from magnet_lightning.metrics.fad import FrechetAudioDistance
+
+    fad = FrechetAudioDistance(num_features=codec.latent_dim)
+    for real, streams in ((False, generated), (True, reference)):
+        for codes in streams:
+            fad.update(codec.dequantize(codes[None])[0].T.double().cpu(), real=real)
+    return float(fad.compute())
+
+
 def latency(setting: Setting, batch: int, duration: float, runs: int, device: torch.device) -> float:
     """Median seconds of one generation of `batch` captions (tokens only), after a warm-up."""
     texts = [f"an example caption number {i}" for i in range(batch)]
@@ -215,6 +245,8 @@ def ablation(args: argparse.Namespace) -> dict[str, Any]:
                            codec=codec).to(device)
     magnet, ar, hybrid = load_models(args, device, codec)
     references = ReferenceLoader(codec)  # decoded / read once, shared by every row
+    with torch.no_grad():
+        real_tokens = reference_tokens(items, references, codec)
     duration = args.max_duration or args.duration or magnet.segment_duration
     rows = []
     for setting in build_settings(args, magnet, ar, hybrid):
@@ -223,7 +255,7 @@ def ablation(args: argparse.Namespace) -> dict[str, Any]:
             evaluate_items(setting, suite, items, batch_size=args.batch_size, seed=args.seed,
                            max_duration=args.max_duration, default_duration=args.duration, lufs=args.lufs,
                            references=references)
-            metrics = suite.compute()
+            metrics = {**suite.compute(), "token_fad": token_fad(codec, setting.tokens, real_tokens)}
             times = {f"b{b}": round(latency(setting, b, duration, args.latency_runs, device), 4)
                      for b in args.latency_batches}
         rows.append({"name": setting.name, **setting.details, "latency_s": times, "metrics": metrics})
@@ -248,9 +280,14 @@ def markdown(report: dict[str, Any]) -> str:
     metrics = list(report["rows"][0]["metrics"])
     mark = " (random weights)" if settings["random_embedders"] else ""
     names = {"fad": "FAD", "kl": "KL", "clap": "CLAP"}
-    header = ["setting"] + [f"latency {b} (s)" for b in batches] + [
-        f"{names[m]} [{settings['embedders'][m]}{mark if settings['embedders'][m] != 'codec' else ''}]"
-        for m in metrics]
+
+    def column(metric: str) -> str:
+        if metric == "token_fad":
+            return "token FAD [codec quantizer latents]"
+        embedder = settings["embedders"][metric]
+        return f"{names[metric]} [{embedder}{mark if embedder != 'codec' else ''}]"
+
+    header = ["setting"] + [f"latency {b} (s)" for b in batches] + [column(m) for m in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in report["rows"]:
         cells = [row["name"]] + [f"{row['latency_s'][b]:.3f}" for b in batches] + [

@@ -133,6 +133,12 @@ class Codec(nn.Module):
         """codes [B, K, T] long -> waveform [B, C, N] float at `sample_rate`."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [B, K, T] long -> the quantizer's latents [B, D, T] (the sum of the K codebook vectors): what the
+        decoder reads, computed from the tokens alone (a token-space embedding for metrics)."""
+        return self.model.quantizer.decode(codes.to(self.device).long().transpose(0, 1)).float()
+
     def extra_repr(self) -> str:
         return (
             f"name={self.name!r}, sample_rate={self.sample_rate}, channels={self.channels}, "

@@ -52,7 +52,7 @@ def test_ablation_rows_table_and_consistency(ckpts):
                      "Hybrid-MAGNeT (one model)", "AR alone"]
     for row in report["rows"]:
         assert set(row["latency_s"]) == {"b1", "b2"} and all(v > 0 for v in row["latency_s"].values())
-        assert set(row["metrics"]) == {"fad", "kl", "clap"}
+        assert set(row["metrics"]) == {"fad", "kl", "clap", "token_fad"} and row["metrics"]["token_fad"] > 0
     assert report["num_items"] == 3 and report["settings"]["random_embedders"] is True
     table = out.with_suffix(".md").read_text()
     assert table.count("\n|") == 6 and "(random weights)" in table and "latency b1 (s)" in table
@@ -72,3 +72,14 @@ def test_wrong_checkpoints_are_one_line_errors(ckpts, capsys):
             ablation.main([*args, *base])
         assert exit_info.value.code == 2 and message in str(exit_info.value)
     assert not (root / "x.json").exists()
+
+
+def test_token_fad_is_zero_for_the_same_tokens_and_grows_with_a_shift(assets):  # noqa: F811
+    from magnet_lightning.codec import load_codec
+
+    codec = load_codec(str(assets[0] / "codec"))
+    g = torch.Generator().manual_seed(0)
+    real = [torch.randint(0, 8, (4, 40), generator=g) for _ in range(6)]
+    other = [torch.randint(8, 16, (4, 40), generator=g) for _ in range(6)]
+    assert ablation.token_fad(codec, real, real) == pytest.approx(0.0, abs=1e-6)
+    assert ablation.token_fad(codec, other, real) > 5 * ablation.token_fad(codec, real[:3], real[3:])

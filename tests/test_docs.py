@@ -189,7 +189,7 @@ def _check(command: str, monkeypatch, capsys, inline: bool = False) -> None:
         assert (ROOT / script).is_file(), script
         if script in RECIPES:
             return _check_recipe(args, monkeypatch, capsys)
-        if script == "evaluation/evaluate.py":
+        if script in ("evaluation/evaluate.py", "evaluation/ablation.py"):
             return _parse(_module_from(script).build_parser(), args, capsys)
         if script == "data/tokenize_audio.py":
             try:
