@@ -220,7 +220,7 @@ def load_models(args: argparse.Namespace, device: torch.device, codec):
     def partner(ckpt):
         from magnet_lightning.entry_checks import peek_checkpoint
 
-        same = peek_checkpoint(ckpt).text_encoder == getattr(shared_t5, "name", None)
+        same = shared_t5 is not None and shared_t5.serves(peek_checkpoint(ckpt).text_encoder)
         return MagnetGenerator.from_pretrained(ckpt, device=device, codec=codec,
                                                text_encoder=shared_t5 if same else None,
                                                allow_random_text_encoder=args.allow_random_text_encoder)

@@ -125,6 +125,11 @@ class TextEncoder:
         encoder.is_random = True
         return encoder
 
+    def serves(self, name: str | None) -> bool:
+        """Whether this encoder is the one a checkpoint names (its random stand-in counts: it is the same seeded
+        architecture), so two models can share it."""
+        return name is not None and self.name.removeprefix("random:") == name.removeprefix("random:")
+
     @classmethod
     def from_modules(cls, model: Any, tokenizer: Any, name: str = "custom", dtype: str = "auto") -> TextEncoder:
         return cls(model, tokenizer, name, dtype)

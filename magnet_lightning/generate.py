@@ -515,7 +515,7 @@ def _partners(args, gen: MagnetGenerator) -> dict[str, MagnetGenerator]:
         if ckpt:
             from magnet_lightning.entry_checks import peek_checkpoint
 
-            same_t5 = peek_checkpoint(ckpt).text_encoder == getattr(gen.text_encoder, "name", None)
+            same_t5 = gen.text_encoder is not None and gen.text_encoder.serves(peek_checkpoint(ckpt).text_encoder)
             partners[key] = MagnetGenerator.from_pretrained(
                 ckpt, device=gen.device, codec=False, text_encoder=gen.text_encoder if same_t5 else None,
                 allow_random_text_encoder=args.allow_random_text_encoder)

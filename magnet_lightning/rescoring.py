@@ -76,8 +76,7 @@ def rescorer_for(generator, texts, text_states: torch.Tensor | None, text_mask: 
     if not getattr(generator, "autoregressive", False):
         raise ValueError("the rescorer must be an autoregressive (MusicGen-family) model")
     own = generator.text_encoder
-    same = own is text_encoder or (own is not None and text_encoder is not None
-                                   and getattr(own, "name", None) == getattr(text_encoder, "name", None))
+    same = own is text_encoder or (own is not None and text_encoder is not None and own.serves(text_encoder.name))
     if text_states is not None and not same:
         if own is None:
             raise ValueError("the rescorer has no text encoder for these captions")

@@ -91,3 +91,10 @@ def test_cli_partner_mistakes_are_one_line(assets, ar_ckpt, tmp_path, capsys, ex
         main(["--ckpt", str(ckpt), "--text", "x", "--out", str(tmp_path / "o"), *extra])
     assert exit_info.value.code == 2 and message in str(exit_info.value)
     assert not (tmp_path / "o").exists()
+
+
+def test_partners_share_the_text_encoder_a_checkpoint_names(pair):
+    magnet, _ = pair
+    encoder = magnet.text_encoder  # random:tiny, the checkpoints' text encoder
+    assert encoder.serves("random:tiny") and encoder.serves("tiny")
+    assert not encoder.serves("t5-base") and not encoder.serves(None)
