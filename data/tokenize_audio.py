@@ -56,7 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the output holds shards of an older input: re-tokenize only the shards that changed")
     change.add_argument("--force", action="store_true", help="re-tokenize every shard, even finished ones")
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    from magnet_lightning.hub import expand_args
+
+    return expand_args(p.parse_args(argv), "input", "output", "codec")  # ~ and $VARS in paths
 
 
 def check_args(args: argparse.Namespace) -> None:

@@ -301,8 +301,12 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
     from magnet_lightning.convert import CheckpointError
+    from magnet_lightning.hub import expand_args
+
+    args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
+    expand_args(args, "magnet", "ar", "hybrid", "prompts", "reference", "out", "vggish_ckpt", "passt_ckpt", "clap_ckpt",
+                "clap_tokenizer")
 
     with user_errors(CheckpointError):
         report = ablation(args)

@@ -320,8 +320,11 @@ def write_report(report: dict[str, Any], path: str | Path) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from magnet_lightning.convert import CheckpointError
     from magnet_lightning.errors import pop_debug_flag, user_errors
+    from magnet_lightning.hub import expand_args
 
     args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
+    expand_args(args, "ckpt", "prompts", "reference", "out", "codec", "text_encoder", "vggish_ckpt", "passt_ckpt",
+                "clap_ckpt", "clap_tokenizer")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         with user_errors(CheckpointError):

@@ -529,11 +529,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from magnet_lightning.errors import pop_debug_flag, user_errors
 
     args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
-    from magnet_lightning.hub import expand
+    from magnet_lightning.hub import expand_args
 
-    for name in ("out", "prompts", "prompt_audio"):  # ~ and $VARS in user paths
-        if getattr(args, name):
-            setattr(args, name, str(expand(getattr(args, name))))
+    expand_args(args, "out", "prompts", "prompt_audio", "ckpt", "rescorer", "hybrid_ar", "codec", "text_encoder")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with user_errors(CheckpointError):
         from tqdm import tqdm

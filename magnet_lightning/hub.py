@@ -56,6 +56,15 @@ def expand(path: str | os.PathLike) -> Path:
     return Path(os.path.expandvars(os.path.expanduser(str(path))))
 
 
+def expand_args(args, *names: str):
+    """Expand `~` and $VARS in the path arguments `names` of an argparse namespace (in place); returns it."""
+    for name in names:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not looks_like_repo_id(value):
+            setattr(args, name, str(expand(value)))
+    return args
+
+
 def looks_like_repo_id(name: str) -> bool:
     """'org/name' that is not an existing path."""
     return bool(_REPO_ID.match(name)) and not expand(name).exists()

@@ -103,9 +103,12 @@ def check_training_config(config: Any) -> None:
     data = config.data
     check_shards(_specs(data.train_shards) + _specs(data.val_shards), model_cfg.num_codebooks,
                  model_cfg.codebook_size, float(model.frame_rate), model.codec, int(model.sample_rate))
-    if model.init_from and "://" not in str(model.init_from) and not Path(model.init_from).is_file():
-        raise FileNotFoundError(f"init_from {model.init_from} not found: give our .ckpt or an audiocraft "
-                                "state_dict.bin")
+    if model.init_from and "://" not in str(model.init_from):
+        from magnet_lightning import hub
+        from magnet_lightning.export import is_export
+
+        if not is_export(hub.expand(model.init_from)):
+            hub.resolve_lm(model.init_from)  # a file, a folder, or a released repo id fetched now: fails here if absent
 
 
 def check_metrics_codec(codec: Any, model_cfg: Any, datamodule: Any, owner: str = "AudioMetricsCallback") -> None:

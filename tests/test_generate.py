@@ -164,3 +164,15 @@ def test_cli_unreadable_prompt_audio_exits_with_the_reason(assets, tmp_path):
     with pytest.raises(SystemExit, match="--prompt-audio: cannot read audio file .*bad.wav"):
         main(["--ckpt", str(ckpt), "--text", "x", "--prompt-audio", str(tmp_path / "bad.wav"),
               "--out", str(tmp_path / "o")])
+
+
+def test_cli_expands_home_in_every_path(assets, tmp_path, monkeypatch):
+    import shutil
+
+    ckpt, _ = assets
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copy(ckpt, tmp_path / "model.ckpt")
+    (tmp_path / "captions.txt").write_text("calm piano\n")
+    assert main(["--ckpt", "~/model.ckpt", "--prompts", "~/captions.txt", "--out", "~/samples", "--steps",
+                 *map(str, STEPS)]) == 0
+    assert (tmp_path / "samples" / "0000.wav").is_file() and not (tmp_path / "~").exists()
