@@ -1,5 +1,6 @@
-"""Two-process CPU DDP (gloo) training of a tiny model: no hang, no unused-parameter error (only one stage's head is
-computed each step, and DDP runs with find_unused_parameters=False), and both ranks end with identical weights."""
+"""Two-process CPU DDP (gloo) training of a tiny model of each family: no hang, no unused-parameter error (MAGNeT
+computes only one stage's head each step, and DDP runs with find_unused_parameters=False), and both ranks end with
+identical weights and the same synced validation loss."""
 
 import json
 import os
@@ -21,7 +22,7 @@ SCRIPT = textwrap.dedent(
     from helpers import FixedBatches, loader, tiny_module
 
     if __name__ == "__main__":
-        module = tiny_module(masking={{"per_sample_stage": {per_sample}}}, ema_every_n_steps=2)
+        module = tiny_module(family={family!r}, masking={{"per_sample_stage": {per_sample}}}, ema_every_n_steps=2)
         trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=4, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             limit_val_batches=2, val_check_interval=4)
@@ -35,10 +36,12 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("per_sample", [False, True])
-def test_two_process_ddp_training(tmp_path, per_sample):
+@pytest.mark.parametrize("family,per_sample", [("magnet", False), ("magnet", True), ("musicgen", False),
+                                               ("hybrid", True)])
+def test_two_process_ddp_training(tmp_path, family, per_sample):
     script = tmp_path / "train_ddp.py"
-    source = SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), per_sample=per_sample, out=str(tmp_path))
+    source = SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), family=family, per_sample=per_sample,
+                           out=str(tmp_path))
     script.write_text(source)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline"}
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,

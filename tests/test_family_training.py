@@ -1,13 +1,6 @@
 """The autoregressive and Hybrid-MAGNeT families through the one LightningModule: they learn (overfit one batch),
-log their own keys, resume exactly, run 2-process DDP in sync, checkpoints rebuild their model for generation, and
-fine-tuning refuses a checkpoint of another family."""
-
-import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
+log their own keys, resume exactly, checkpoints rebuild their model for generation, and fine-tuning refuses a
+checkpoint of another family (2-process DDP of every family: test_ddp_training.py)."""
 
 import lightning as L
 import pytest
@@ -17,7 +10,6 @@ from test_lit_module import LossRecorder, trainer
 
 from magnet_lightning.checkpoint import load_pretrained
 
-ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = ["musicgen", "hybrid"]
 
 
@@ -88,39 +80,3 @@ def test_fine_tuning_refuses_another_family(tmp_path):
         tiny_module(delays=[0, 1, 2, 3])
     with pytest.raises(ValueError, match="family="):
         tiny_module(family="diffusion")
-
-
-SCRIPT = textwrap.dedent(
-    """
-    import json, os, sys
-    import lightning as L
-    sys.path[:0] = [{root!r}, {tests!r}]
-    from helpers import FixedBatches, loader, tiny_module
-
-    if __name__ == "__main__":
-        module = tiny_module(family={family!r}, masking={{"per_sample_stage": True}}, ema_every_n_steps=2)
-        trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=3, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            limit_val_batches=2, val_check_interval=3)
-        trainer.fit(module, loader(FixedBatches(6, vary=True)), loader(FixedBatches(4, vary=True)))
-        digest = float(sum(p.double().sum() for p in module.model.parameters()))
-        out = {{"steps": trainer.global_step, "digest": digest, "val": float(trainer.callback_metrics["val/loss"])}}
-        with open(os.path.join({out!r}, f"rank{{trainer.global_rank}}.json"), "w") as f:
-            json.dump(out, f)
-    """
-)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("family", FAMILIES)
-def test_family_two_process_ddp_stays_in_sync(tmp_path, family):
-    script = tmp_path / "train_ddp.py"
-    script.write_text(SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), family=family, out=str(tmp_path)))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline"}
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [r["steps"] for r in results] == [3, 3]
-    assert results[0]["digest"] == pytest.approx(results[1]["digest"], rel=1e-9)
-    assert results[0]["val"] == pytest.approx(results[1]["val"], rel=1e-6)
