@@ -291,7 +291,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in report["rows"]:
         cells = [row["name"]] + [f"{row['latency_s'][b]:.3f}" for b in batches] + [
-            f"{row['metrics'][m]:.4f}" for m in metrics]
+            f"{row['metrics'][m]:.4g}" for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"{report['num_items']} items, seed {settings['seed']}, latency at "

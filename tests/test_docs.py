@@ -116,6 +116,7 @@ def _check_recipe(args: list[str], monkeypatch, capsys) -> None:
 def _module_from(path: str):
     spec = importlib.util.spec_from_file_location(f"doc_{Path(path).stem}", ROOT / path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses (and pickling) look their module up there
     spec.loader.exec_module(module)
     return module
 
