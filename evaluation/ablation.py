@@ -319,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from magnet_lightning.entrypoints import prepare
+    from magnet_lightning.prelude import prepare
 
     prepare()
     sys.exit(main())

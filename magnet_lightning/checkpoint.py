@@ -77,12 +77,49 @@ def lightning_metadata(hp: dict) -> dict[str, Any]:
     }
 
 
+FORMAT, VERSION = "magnet_lightning.pretrained", 1
+"""The export folder (written by magnet_lightning.export): config.json of this format and version + safetensors."""
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
+
+
+def is_export(path: str | Path) -> bool:
+    """True for an export folder, or its config.json / model.safetensors."""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    return (path.is_dir() or path.name in (CONFIG_NAME, WEIGHTS_NAME)) and (folder / CONFIG_NAME).is_file()
+
+
+def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> Pretrained:
+    """An export folder (or its config.json / model.safetensors) -> Pretrained (eval mode, float32 weights)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    if config.get("format") != FORMAT or config.get("version") != VERSION:
+        raise CheckpointError(f"{folder / CONFIG_NAME} is not a magnet_lightning export (format {FORMAT!r}, version "
+                              f"{VERSION}); found format {config.get('format')!r}, version {config.get('version')!r}")
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise FileNotFoundError(f"{weights} not found: the export folder is incomplete")
+    model = build_model(config.get("family", "magnet"), ModelConfig.from_dict(config["model"]), config.get("delays"))
+    state = {k: v.float() for k, v in load_file(str(weights), device="cpu").items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{weights}: missing {missing[:5]} / unexpected {unexpected[:5]} weights")
+    return Pretrained(model=model.eval().to(map_location), text_encoder=config["text_encoder"],
+                      codec=config["codec"], sample_rate=int(config["sample_rate"]),
+                      frame_rate=float(config["frame_rate"]), span_len=int(config["span_len"]),
+                      segment_duration=float(config["segment_duration"]), decoding=dict(config.get("decoding") or {}),
+                      license=config.get("license"), source=str(folder))
+
+
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Pretrained:
     """Our `.ckpt` (EMA weights when trained with EMA), an audiocraft `state_dict.bin`, or a released hub repo id
     (its state_dict.bin is fetched through the Hugging Face cache), or an export folder (`magnet_lightning.export`)
     -> Pretrained (eval mode)."""
-    from magnet_lightning.export import is_export, load_exported
-
     if is_export(hub.expand(path)):
         return load_exported(hub.expand(path), map_location)
     source = hub.resolve_lm(path)

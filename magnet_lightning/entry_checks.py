@@ -55,7 +55,7 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
     import json
 
     from magnet_lightning import hub
-    from magnet_lightning.export import CONFIG_NAME, is_export
+    from magnet_lightning.checkpoint import CONFIG_NAME, is_export
 
     folder = hub.expand(path)
     if is_export(folder):  # an export folder: its config.json says everything
@@ -109,7 +109,7 @@ def check_steps(steps: Sequence[int] | None, num_codebooks: int, flag: str = "--
 def check_decoding(facts: CheckpointFacts, duration: float, preset: str | None, overrides: dict) -> None:
     """The decoding options as the generator will build them for this checkpoint (ranges of temperature, top-p,
     options of the other family, ...)."""
-    from magnet_lightning.generate import decoding_config_for
+    from magnet_lightning.decoding_options import decoding_config_for
 
     try:
         config = decoding_config_for(facts.family, facts.decoding or {}, span_len=facts.span_len,

@@ -30,21 +30,13 @@ from typing import Any
 import torch
 
 from magnet_lightning import hub
-from magnet_lightning.checkpoint import Pretrained, load_pretrained
+from magnet_lightning.checkpoint import CONFIG_NAME, FORMAT, VERSION, WEIGHTS_NAME, is_export, load_pretrained
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.convert import LICENSE as AUDIOCRAFT_LICENSE
 from magnet_lightning.convert import CheckpointError
 
-FORMAT, VERSION = "magnet_lightning.pretrained", 1
-CONFIG_NAME, WEIGHTS_NAME, CARD_NAME = "config.json", "model.safetensors", "README.md"
+CARD_NAME = "README.md"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def is_export(path: str | Path) -> bool:
-    """True for an export folder, or its config.json / model.safetensors."""
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    return (path.is_dir() or path.name in (CONFIG_NAME, WEIGHTS_NAME)) and (folder / CONFIG_NAME).is_file()
 
 
 def _provenance(ckpt: Path) -> tuple[bool | None, str | None]:
@@ -130,33 +122,6 @@ def model_card(config: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> Pretrained:
-    """An export folder (or its config.json / model.safetensors) -> Pretrained (eval mode, float32 weights)."""
-    from safetensors.torch import load_file
-
-    from magnet_lightning.models import build_model
-
-    path = Path(path)
-    folder = path if path.is_dir() else path.parent
-    config = json.loads((folder / CONFIG_NAME).read_text())
-    if config.get("format") != FORMAT or config.get("version") != VERSION:
-        raise CheckpointError(f"{folder / CONFIG_NAME} is not a magnet_lightning export (format {FORMAT!r}, version "
-                              f"{VERSION}); found format {config.get('format')!r}, version {config.get('version')!r}")
-    weights = folder / WEIGHTS_NAME
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights} not found: the export folder is incomplete")
-    model = build_model(config.get("family", "magnet"), ModelConfig.from_dict(config["model"]), config.get("delays"))
-    state = {k: v.float() for k, v in load_file(str(weights), device="cpu").items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{weights}: missing {missing[:5]} / unexpected {unexpected[:5]} weights")
-    return Pretrained(model=model.eval().to(map_location), text_encoder=config["text_encoder"],
-                      codec=config["codec"], sample_rate=int(config["sample_rate"]),
-                      frame_rate=float(config["frame_rate"]), span_len=int(config["span_len"]),
-                      segment_duration=float(config["segment_duration"]), decoding=dict(config.get("decoding") or {}),
-                      license=config.get("license"), source=str(folder))
-
-
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = True, token: str | None = None) -> str:
     """Upload an export folder to the Hugging Face model repo `repo_id` (created if needed); returns its URL."""
     from huggingface_hub import HfApi
@@ -196,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from magnet_lightning.entrypoints import prepare
+    from magnet_lightning.prelude import prepare
 
     prepare()
     sys.exit(main())

@@ -105,7 +105,7 @@ def check_training_config(config: Any) -> None:
                  model_cfg.codebook_size, float(model.frame_rate), model.codec, int(model.sample_rate))
     if model.init_from and "://" not in str(model.init_from):
         from magnet_lightning import hub
-        from magnet_lightning.export import is_export
+        from magnet_lightning.checkpoint import is_export
 
         if not is_export(hub.expand(model.init_from)):
             hub.resolve_lm(model.init_from)  # a file, a folder, or a released repo id fetched now: fails here if absent
