@@ -162,3 +162,15 @@ def test_prompt_frames_show_every_stage_unless_masked_as_in_training(monkeypatch
     decode(model, None, None, 12, config.replace(mask_upper_stages_in_prompt=True), batch_size=1, given=given,
            fixed=fixed)
     assert (seen[0][0, 1:, :6] == 8).all() and torch.equal(seen[0][0, 0, :6], prompt[0, 0])
+
+
+def test_a_chunk_is_scored_over_all_its_frames_as_the_reference():
+    from magnet_lightning.decoding import FIXED_SCORE, unit_scores
+
+    confidence = torch.tensor([[0.9, 0.2, 0.3, 0.5, 0.4, 0.1, 0.7]])  # 7 frames: chunks of 3, 3 and 1
+    masked = torch.tensor([[False, True, True, False, False, False, True]])  # frame 0 is a prompt frame
+    maximum = unit_scores(confidence, masked, DecodingConfig(span_len=3))
+    assert maximum[0, 0].item() == pytest.approx(1 - 0.9), "the prompt frame's probability counts, as in audiocraft"
+    assert maximum[0, 1].item() == FIXED_SCORE and maximum[0, 2].item() == pytest.approx(1 - 0.7)
+    product = unit_scores(confidence, masked, DecodingConfig(span_len=3, span_scoring="prod"))
+    assert product[0, 0].item() == pytest.approx(-sum(torch.tensor([0.9, 0.2, 0.3]).log()).item(), rel=1e-5)
