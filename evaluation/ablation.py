@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from evaluation.evaluate import check_readable, embedder_kwargs, is_shards, load_items, write_report  # noqa: E402
 from magnet_lightning.errors import UserError, pop_debug_flag, user_errors  # noqa: E402
+from magnet_lightning.hybrid_decoding import DEFAULT_PROMPT_SECONDS  # noqa: E402
 
 
 @dataclass
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", default=None, help="reference audio folder or token shards")
     p.add_argument("--out", required=True, help="JSON report path (the Markdown table goes beside it, .md)")
     p.add_argument("--weights", type=float, nargs="+", default=[0.7, 0.5], help="rescoring weights w < 1")
-    p.add_argument("--hybrid-prompt-seconds", type=float, default=3.0,
+    p.add_argument("--hybrid-prompt-seconds", type=float, default=DEFAULT_PROMPT_SECONDS,
                    help="seconds the AR model generates before MAGNeT (two-model hybrid; Hybrid-MAGNeT uses its "
                         "checkpoint's setting)")
     p.add_argument("--metrics", nargs="+", default=["fad", "kl", "clap"], choices=["fad", "kl", "clap"])

@@ -45,6 +45,7 @@ from magnet_lightning.decoding import (
     infilling,
 )
 from magnet_lightning.decoding_options import decoding_config_for
+from magnet_lightning.hybrid_decoding import DEFAULT_PROMPT_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,6 @@ class MagnetGenerator:
     def hybrid_prompt_frames(self, duration: float | None = None, prompt_seconds: float | None = None) -> int:
         """Hybrid-MAGNeT: frames generated autoregressively (the checkpoint's prompt_seconds, default 3 s; always
         fewer than the clip's)."""
-        from magnet_lightning.hybrid_decoding import DEFAULT_PROMPT_SECONDS
-
         seconds = prompt_seconds if prompt_seconds is not None else \
             self.decoding_defaults.get("prompt_seconds") or DEFAULT_PROMPT_SECONDS
         return min(self._frame(seconds), self.num_frames(duration or self.segment_duration) - 1)
@@ -445,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hybrid-ar", default=None, metavar="CKPT",
                    help="hybrid inference: this autoregressive checkpoint generates the first "
                         "--hybrid-prompt-seconds, MAGNeT the rest")
-    p.add_argument("--hybrid-prompt-seconds", type=float, default=3.0, metavar="S")
+    p.add_argument("--hybrid-prompt-seconds", type=float, default=DEFAULT_PROMPT_SECONDS, metavar="S")
     p.add_argument("--no-fast", action="store_true", help="plain decoding loop (no static buffers / CUDA graphs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward (CUDA)")
     p.epilog = "A wrong argument is one line and exit code 2; --debug (or MAGNET_DEBUG=1) shows the traceback."
