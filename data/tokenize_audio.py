@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh
 
 import torch  # noqa: E402
 
-from magnet_lightning.codec import DEFAULT_CODEC, load_codec  # noqa: E402
+from magnet_lightning.codec.codecs import DEFAULT_CODEC, load_codec  # noqa: E402
 from magnet_lightning.data.tokenize import (  # noqa: E402
     TokenizeOptions,
     check_output,
@@ -56,7 +56,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the output holds shards of an older input: re-tokenize only the shards that changed")
     change.add_argument("--force", action="store_true", help="re-tokenize every shard, even finished ones")
     p.add_argument("--no-progress", action="store_true")
-    from magnet_lightning.hub import expand_args
+    from magnet_lightning.checkpoint.hub import expand_args
 
     return expand_args(p.parse_args(argv), "input", "output", "codec")  # ~ and $VARS in paths
 

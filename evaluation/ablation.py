@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from evaluation.evaluate import check_readable, embedder_kwargs, is_shards, load_items, write_report  # noqa: E402
 from magnet_lightning.errors import UserError, pop_debug_flag, user_errors  # noqa: E402
-from magnet_lightning.hybrid_decoding import DEFAULT_PROMPT_SECONDS  # noqa: E402
+from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS  # noqa: E402
 
 
 @dataclass
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace):
     """Every check that needs no model: numbers, files, and the checkpoints' families and codec layouts."""
-    from magnet_lightning import entry_checks as checks
+    from magnet_lightning.cli import checks
 
     for flag, value in (("--batch-size", args.batch_size), ("--limit", args.limit), ("--duration", args.duration),
                         ("--max-duration", args.max_duration), ("--latency-runs", args.latency_runs),
@@ -136,7 +136,7 @@ def check_args(args: argparse.Namespace):
 
 def build_settings(args: argparse.Namespace, magnet, ar, hybrid) -> list[Setting]:
     """The rows of the ablation, in table order."""
-    from magnet_lightning.hybrid import hybrid_generate
+    from magnet_lightning.generation.two_model import hybrid_generate
 
     steps = {"decoding_steps": args.steps} if args.steps else {}
 
@@ -212,14 +212,14 @@ def latency(setting: Setting, batch: int, duration: float, runs: int, device: to
 
 
 def load_models(args: argparse.Namespace, device: torch.device, codec):
-    from magnet_lightning.generate import MagnetGenerator
+    from magnet_lightning.generation.generator import MagnetGenerator
 
     magnet = MagnetGenerator.from_pretrained(args.magnet, device=device, codec=codec,
                                              allow_random_text_encoder=args.allow_random_text_encoder)
     shared_t5 = magnet.text_encoder
 
     def partner(ckpt):
-        from magnet_lightning.entry_checks import peek_checkpoint
+        from magnet_lightning.cli.checks import peek_checkpoint
 
         same = shared_t5 is not None and shared_t5.serves(peek_checkpoint(ckpt).text_encoder)
         return MagnetGenerator.from_pretrained(ckpt, device=device, codec=codec,
@@ -230,7 +230,7 @@ def load_models(args: argparse.Namespace, device: torch.device, codec):
 
 
 def ablation(args: argparse.Namespace) -> dict[str, Any]:
-    from magnet_lightning.codec import load_codec
+    from magnet_lightning.codec.codecs import load_codec
     from magnet_lightning.metrics.generation_eval import ReferenceLoader, evaluate_items
     from magnet_lightning.metrics.suite import AudioEvalSuite
 
@@ -302,8 +302,8 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from magnet_lightning.convert import CheckpointError
-    from magnet_lightning.hub import expand_args
+    from magnet_lightning.checkpoint.hub import expand_args
+    from magnet_lightning.errors import CheckpointError
 
     args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
     expand_args(args, "magnet", "ar", "hybrid", "prompts", "reference", "out", "vggish_ckpt", "passt_ckpt", "clap_ckpt",
@@ -320,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from magnet_lightning.prelude import prepare
+    from magnet_lightning.cli.prelude import prepare
 
     prepare()
     sys.exit(main())

@@ -37,16 +37,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
 from evaluation.latency_plot import write_latency_plot
-from magnet_lightning.ar_decoding import ARDecodingConfig, decode_step, generate
 from magnet_lightning.config import model_preset
-from magnet_lightning.decoding import autocast_context, decode, decoding_preset, guidance_batch
-from magnet_lightning.fast_decoding import FastDecoder
-from magnet_lightning.masking import draw_stages, sample_training_masks
+from magnet_lightning.generation.autoregressive import ARDecodingConfig, decode_step, generate
+from magnet_lightning.generation.fast import FastDecoder
+from magnet_lightning.generation.magnet import autocast_context, decode, decoding_preset, guidance_batch
+from magnet_lightning.generation.sampling import draw_noise
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.kv_cache import KVCache
 from magnet_lightning.models.magnet import MagnetTransformer
-from magnet_lightning.objective import ar_loss, masked_cross_entropy, stage_targets
-from magnet_lightning.sampling import draw_noise
+from magnet_lightning.training.masking import draw_stages, sample_training_masks
+from magnet_lightning.training.objective import ar_loss, masked_cross_entropy, stage_targets
 
 SETUPS = {
     # model preset overrides, text tokens S, frames T, default batch sizes
@@ -109,7 +109,7 @@ def ar_generation(model: ARTransformer, batch: int, frames: int, text_len: int, 
 def rescored_generation(model: MagnetTransformer, rescorer_model: ARTransformer, fast: FastDecoder | None, batch: int,
                         frames: int, text_len: int, device, weight: float = RESCORE_WEIGHT):
     """MAGNeT generation whose spans are ranked with an AR rescorer's probabilities (one teacher-forced pass a step)."""
-    from magnet_lightning.rescoring import ARRescorer
+    from magnet_lightning.generation.rescoring import ARRescorer
 
     config = decoding_preset("music", 10.0, model.cfg.num_codebooks, rescore_weight=weight)
     states, mask = _text(batch, text_len, model.cfg.text_dim, device)
@@ -124,7 +124,7 @@ def hybrid_generation(model: MagnetTransformer, ar_model: ARTransformer, fast: F
                       frames: int, text_len: int, device):
     """Hybrid inference: the AR model generates the first HYBRID_PROMPT frames (a third of shorter clips), MAGNeT the
     rest with them fixed (hybrid.py does the same through generators)."""
-    from magnet_lightning.decoding import continuation
+    from magnet_lightning.generation.magnet import continuation
 
     prompt_frames = min(HYBRID_PROMPT, frames // 3)
     config = decoding_preset("music", 10.0, model.cfg.num_codebooks)

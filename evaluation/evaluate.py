@@ -217,7 +217,7 @@ def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_args(args: argparse.Namespace):
     """Every check that needs no model; returns the checkpoint's facts (K, V, codec name)."""
-    from magnet_lightning import entry_checks as checks
+    from magnet_lightning.cli import checks
 
     for flag, value in (("--batch-size", args.batch_size), ("--limit", args.limit), ("--duration", args.duration),
                         ("--max-duration", args.max_duration)):
@@ -243,8 +243,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
     """Run the evaluation; returns the report on global rank 0 (None elsewhere).
 
     Order: arguments, items and references, codec, embedders (their weights), and only then the model and T5."""
-    from magnet_lightning.codec import load_codec
-    from magnet_lightning.generate import MagnetGenerator
+    from magnet_lightning.codec.codecs import load_codec
+    from magnet_lightning.generation.generator import MagnetGenerator
     from magnet_lightning.metrics.generation_eval import evaluate_items
     from magnet_lightning.metrics.suite import AudioEvalSuite
 
@@ -307,7 +307,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:
     """The JSON report, written atomically (a temp file renamed over the target)."""
-    from magnet_lightning.stale_files import remove_stale
+    from magnet_lightning.utils.stale_files import remove_stale
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -318,9 +318,8 @@ def write_report(report: dict[str, Any], path: str | Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from magnet_lightning.convert import CheckpointError
-    from magnet_lightning.errors import pop_debug_flag, user_errors
-    from magnet_lightning.hub import expand_args
+    from magnet_lightning.checkpoint.hub import expand_args
+    from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
 
     args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
     expand_args(args, "ckpt", "prompts", "reference", "out", "codec", "text_encoder", "vggish_ckpt", "passt_ckpt",

@@ -25,6 +25,11 @@ class UserError(Exception):
     """A mistake in the user's arguments, config or files; its message names the problem and the fix."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read (wrong format, another model's weights, a refused setting), with the
+    reason."""
+
+
 class UserExit(SystemExit):
     """Exit code 2 that still carries the one-line message (``str(exit)``) for in-process callers and tests."""
 

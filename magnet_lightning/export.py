@@ -1,167 +1,18 @@
-"""Slim inference exports: the generation weights and their settings as safetensors + JSON (Hugging Face layout).
-
-    python -m magnet_lightning.export CKPT OUT [--dtype bfloat16] [--license LICENSE] [--push-to-hub USER/REPO]
-
-CKPT is anything `checkpoint.load_pretrained` reads (a training checkpoint: its EMA weights when trained with EMA;
-a converted or audiocraft checkpoint). OUT is a new folder:
-
-- ``model.safetensors``: the transformer's weights only (no live copy, optimizer or loop state);
-- ``config.json``: ``{"format": "magnet_lightning.pretrained", "version": 1, "model": {ModelConfig},
-  "text_encoder", "codec", "sample_rate", "frame_rate", "span_len", "segment_duration", "decoding", "license",
-  "source"}`` (the T5 and codec are named, not copied: they load from the Hugging Face cache or their paths);
-- ``README.md``: a model card whose metadata carries the license.
-
-OUT loads wherever a checkpoint does: ``MagnetGenerator.from_pretrained(OUT)``, ``load_pretrained(OUT)``,
-``python -m magnet_lightning.generate --ckpt OUT``, ``--init_from OUT``. Weights converted from audiocraft (or
-fine-tuned from them) are CC-BY-NC 4.0, and the export says so; ``--push-to-hub`` uploads OUT to a model repo.
-"""
+"""`python -m magnet_lightning.export` (the same program as `magnet-export`, see `cli/export.py`); the export itself
+is `checkpoint/export.py`."""
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import shutil
 import sys
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
-
-import torch
-
-from magnet_lightning import hub
-from magnet_lightning.checkpoint import CONFIG_NAME, FORMAT, VERSION, WEIGHTS_NAME, is_export, load_pretrained
-from magnet_lightning.config import ModelConfig
-from magnet_lightning.convert import LICENSE as AUDIOCRAFT_LICENSE
-from magnet_lightning.convert import CheckpointError
-
-CARD_NAME = "README.md"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _provenance(ckpt: Path) -> tuple[bool | None, str | None]:
-    """(weights descend from audiocraft's release: True / False / None = unknown, the fine-tuning source)."""
-    if is_export(ckpt):
-        config = json.loads(((ckpt if ckpt.is_dir() else ckpt.parent) / CONFIG_NAME).read_text())
-        return config.get("license") == AUDIOCRAFT_LICENSE, None
-    try:  # tensors on the meta device: only the metadata is read
-        raw = torch.load(ckpt, map_location="meta", weights_only=True, mmap=True)
-    except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
-        raw = torch.load(ckpt, map_location="cpu", weights_only=True)
-    if "best_state" in raw or raw.get("converted_from"):
-        return True, None
-    init_from = (raw.get("hyper_parameters") or {}).get("init_from")
-    return (None, str(init_from)) if init_from else (False, None)
-
-
-def choose_license(ckpt: Path, given: str | None) -> str:
-    """The export's license: CC-BY-NC 4.0 for audiocraft-derived weights, else `given` (or 'unspecified')."""
-    derived, init_from = _provenance(ckpt)
-    if derived:
-        if given and given.lower() != AUDIOCRAFT_LICENSE:
-            raise ValueError(f"{ckpt} holds weights converted from audiocraft, which are {AUDIOCRAFT_LICENSE}: "
-                             f"--license {given} is not allowed")
-        return AUDIOCRAFT_LICENSE
-    if derived is None and not given:
-        raise ValueError(f"{ckpt} was fine-tuned from {init_from}, whose license this export cannot know: pass "
-                         f"--license ({AUDIOCRAFT_LICENSE} if it was a released audiocraft checkpoint)")
-    return given or "unspecified"
-
-
-def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype: str = "float32") -> Path:
-    """Write the export folder `out` (it must not exist yet) from `ckpt`; returns `out`. Atomic: written under a
-    temporary name next to `out`, then renamed."""
-    out = hub.expand(out)
-    ckpt = hub.expand(ckpt) if is_export(hub.expand(ckpt)) else hub.resolve_lm(ckpt).path
-    if out.exists():
-        raise FileExistsError(f"{out} exists: choose a new folder (an export is never written over another)")
-    if dtype not in DTYPES:
-        raise ValueError(f"--dtype {dtype}: choose one of {sorted(DTYPES)}")
-    pretrained = load_pretrained(ckpt, map_location="cpu")
-    chosen = choose_license(ckpt, license)
-    model = pretrained.model
-    config = {"format": FORMAT, "version": VERSION, "family": model.family, "model": asdict(model.cfg),
-              "delays": list(model.pattern.delays) if hasattr(model, "pattern") else None,
-              "text_encoder": pretrained.text_encoder, "codec": pretrained.codec,
-              "sample_rate": pretrained.sample_rate, "frame_rate": pretrained.frame_rate,
-              "span_len": pretrained.span_len, "segment_duration": pretrained.segment_duration,
-              "decoding": pretrained.decoding, "license": chosen, "dtype": dtype, "source": ckpt.name}
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        from safetensors.torch import save_file
-
-        state = {k: v.detach().to(DTYPES[dtype]).contiguous() for k, v in pretrained.model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "magnet_lightning": FORMAT})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp / WEIGHTS_NAME, 0o666 & ~umask)  # safetensors writes 0600; an export is meant to be shared
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        (tmp / CARD_NAME).write_text(model_card(config))
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def model_card(config: dict[str, Any]) -> str:
-    cfg = ModelConfig.from_dict(config["model"])
-    lines = ["---", f"license: {config['license'] if config['license'] != 'unspecified' else 'other'}",
-             "library_name: magnet_lightning", "tags: [text-to-audio, magnet, music-generation]", "---", "",
-             f"# {config.get('family', 'magnet')} checkpoint (magnet_lightning export)", "",
-             f"{cfg.num_parameters() / 1e6:.1f} M parameters ({cfg.num_layers} layers x {cfg.dim}), "
-             f"{cfg.num_codebooks} codebooks of {cfg.codebook_size}; text encoder `{config['text_encoder']}`, codec "
-             f"`{config['codec']}` ({config['sample_rate']} Hz); trained on {config['segment_duration']:g}-s "
-             "segments.", "", "```python", "from magnet_lightning import MagnetGenerator", "",
-             'generator = MagnetGenerator.from_pretrained("PATH_OR_FOLDER")',
-             'audio = generator.generate(["calm piano"], duration=10, seed=0).audio', "```", ""]
-    if config["license"] == AUDIOCRAFT_LICENSE:
-        lines += ["The weights derive from Meta's audiocraft MAGNeT release and are licensed CC-BY-NC 4.0 "
-                  "(non-commercial use only).", ""]
-    return "\n".join(lines)
-
-
-def push_to_hub(folder: str | Path, repo_id: str, private: bool = True, token: str | None = None) -> str:
-    """Upload an export folder to the Hugging Face model repo `repo_id` (created if needed); returns its URL."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-    api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model",
-                      commit_message="Upload magnet_lightning export")
-    return str(url)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m magnet_lightning.export", description=__doc__.split("\n\n")[0])
-    p.add_argument("ckpt", help="training checkpoint (.ckpt), converted checkpoint or audiocraft state_dict.bin")
-    p.add_argument("out", help="new folder for model.safetensors, config.json and README.md")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the stored weights")
-    p.add_argument("--license", default=None,
-                   help=f"license of the weights (forced to {AUDIOCRAFT_LICENSE} for audiocraft-derived weights)")
-    p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="also upload OUT to this model repo")
-    p.add_argument("--public", action="store_true", help="with --push-to-hub: a public repo (default private)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        out = export(args.ckpt, args.out, args.license, args.dtype)
-    except (FileNotFoundError, FileExistsError, CheckpointError, ValueError) as err:
-        parser.exit(2, f"error: {err}\n")
-    size = (out / WEIGHTS_NAME).stat().st_size / 1e6
-    print(f"wrote {out}: {WEIGHTS_NAME} ({size:.1f} MB), {CONFIG_NAME} (license "
-          f"{json.loads((out / CONFIG_NAME).read_text())['license']}), {CARD_NAME}")
-    if args.push_to_hub:
-        print(f"uploaded to {push_to_hub(out, args.push_to_hub, private=not args.public)}")
-    return 0
-
 
 if __name__ == "__main__":
-    from magnet_lightning.prelude import prepare
+    from magnet_lightning.cli.prelude import prepare
 
-    prepare()
+    prepare()  # before transformers / huggingface_hub load: the hub probe, known warnings quiet
+    from magnet_lightning.cli.export import main  # after prepare(), on purpose
+
     sys.exit(main())
+else:
+    from magnet_lightning.checkpoint.export import export, push_to_hub
+
+    __all__ = ["export", "push_to_hub"]

@@ -12,11 +12,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a fresh clone
 
-from magnet_lightning.prelude import prepare  # noqa: E402
+from magnet_lightning.cli.prelude import prepare  # noqa: E402
 
 prepare()  # hub offline without network, known third-party warnings quiet: before transformers is imported
 
-from magnet_lightning.cli import main  # noqa: E402 (after the path and hub set-up above)
+from magnet_lightning.cli.train import main  # noqa: E402 (after the path and hub set-up above)
 
 if __name__ == "__main__":
     main(default_config="demo_music.yaml")

@@ -10,7 +10,7 @@ TINY_MODEL = dict(dim=32, num_heads=4, num_layers=2, ffn_dim=64, num_codebooks=4
 
 
 def tiny_module(**overrides):
-    from magnet_lightning.lit_module import MagnetLightningModule
+    from magnet_lightning.training.lit_module import MagnetLightningModule
 
     kwargs = dict(
         model=TINY_MODEL, text_encoder="random:tiny", optimizer=dict(lr=3e-3, warmup_steps=0, schedule="constant"),

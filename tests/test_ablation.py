@@ -75,7 +75,7 @@ def test_wrong_checkpoints_are_one_line_errors(ckpts, capsys):
 
 
 def test_token_fad_is_zero_for_the_same_tokens_and_grows_with_a_shift(assets):  # noqa: F811
-    from magnet_lightning.codec import load_codec
+    from magnet_lightning.codec.codecs import load_codec
 
     codec = load_codec(str(assets[0] / "codec"))
     g = torch.Generator().manual_seed(0)

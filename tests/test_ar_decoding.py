@@ -8,8 +8,8 @@ import pytest
 import torch
 from test_ar_model import tiny_ar
 
-from magnet_lightning.ar_decoding import ARDecodingConfig, generate
-from magnet_lightning.convert import from_audiocraft
+from magnet_lightning.checkpoint.audiocraft import from_audiocraft
+from magnet_lightning.generation.autoregressive import ARDecodingConfig, generate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -122,7 +122,7 @@ def test_bad_inputs_are_named():
 def test_sampling_draws_from_the_reference_distribution(top_k, top_p):
     """softmax(logits / T), then top-p when top_p > 0 (keep while the mass before a token is <= p), else top-k (keep
     the k most probable): audiocraft's sample_top_p / sample_top_k, renormalised."""
-    from magnet_lightning.sampling import draw_noise, sample_next_tokens
+    from magnet_lightning.generation.sampling import draw_noise, sample_next_tokens
 
     logits = torch.tensor([2.0, 1.5, 0.3, 0.1, -1.0])
     probs = torch.softmax(logits / 0.7, dim=-1)

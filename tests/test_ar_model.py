@@ -11,8 +11,8 @@ from audiocraft_files import MUSICGEN, lm_best_state, lm_state_dict_bin, tiny_xp
 from test_convert import reference_logits
 
 import magnet_lightning
+from magnet_lightning.checkpoint.audiocraft import from_audiocraft, read_audiocraft
 from magnet_lightning.config import model_preset
-from magnet_lightning.convert import from_audiocraft, read_audiocraft
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.kv_cache import KVCache
 

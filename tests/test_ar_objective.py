@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from test_ar_model import tiny_ar
 
-from magnet_lightning.objective import ar_cross_entropy, ar_loss
+from magnet_lightning.training.objective import ar_cross_entropy, ar_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,8 +7,8 @@ import warnings
 import pytest
 import torch
 
-from magnet_lightning.attention import windowed_attention
 from magnet_lightning.config import model_preset
+from magnet_lightning.models.attention import windowed_attention
 from magnet_lightning.models.magnet import MagnetTransformer
 
 T, W = 24, 5

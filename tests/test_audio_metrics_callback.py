@@ -134,7 +134,7 @@ def test_callback_logs_three_metrics_and_wandb_media(tmp_path, codec_dir, monkey
 
 
 def test_metrics_use_ema_weights_and_run_only_every_n_steps(tmp_path, codec_dir):
-    from magnet_lightning.ema import EMA
+    from magnet_lightning.training.ema import EMA
 
     module = make_module(codec_dir, ema_every_n_steps=1, ema_decay=0.5)
     seen = []
@@ -246,7 +246,7 @@ def test_random_embedders_need_the_opt_in(tmp_path, monkeypatch):
 def test_codec_encode_latents_shapes(family):
     from test_codec import tiny_hf_model, tiny_pkg_model
 
-    from magnet_lightning.codec import EncodecPackageCodec, HFEncodecCodec
+    from magnet_lightning.codec.codecs import EncodecPackageCodec, HFEncodecCodec
 
     codec = HFEncodecCodec(tiny_hf_model(), "t") if family == "hf" else EncodecPackageCodec(tiny_pkg_model())
     wav = torch.randn(2, 2, 3000)  # stereo at 24 kHz: down-mixed and resampled like encode()

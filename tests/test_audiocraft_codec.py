@@ -11,9 +11,9 @@ import torch
 import yaml
 from audiocraft_files import codec_best_state, codec_state_dict_bin, pretrained_codec_bin, tiny_codec_cfg
 
-from magnet_lightning.audiocraft_codec import CodecFileError, encodec_config
-from magnet_lightning.audiocraft_config import ConfigError
-from magnet_lightning.codec import load_codec
+from magnet_lightning.checkpoint.audiocraft_config import ConfigError
+from magnet_lightning.codec.audiocraft import CodecFileError, encodec_config
+from magnet_lightning.codec.codecs import load_codec
 
 
 def _conv(x, state, prefix, stride=1, dilation=1, transposed=False):

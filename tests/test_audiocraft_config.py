@@ -5,7 +5,7 @@ import pytest
 import yaml
 from audiocraft_files import MAGNET, MUSICGEN, released_cfg_text
 
-from magnet_lightning.audiocraft_config import ConfigError, leaves, read_lm_config, read_xp_cfg
+from magnet_lightning.checkpoint.audiocraft_config import ConfigError, leaves, read_lm_config, read_xp_cfg
 
 
 @pytest.mark.parametrize("name", MAGNET + MUSICGEN)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from magnet_lightning.cli import main
+from magnet_lightning.cli.train import main
 
 CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"
 PAPER = str(CONFIGS / "music_small_10s.yaml")
@@ -73,11 +73,11 @@ def _help_entries(text: str) -> dict[str, str]:
 
 
 def test_fit_help_documents_every_model_run_and_demo_field(capsys):
+    from magnet_lightning.cli.runs import RunConfig
     from magnet_lightning.config import MaskingConfig, ModelConfig
     from magnet_lightning.demo.corpus import DemoConfig
-    from magnet_lightning.lit_module import DecodingDefaults, MagnetLightningModule
-    from magnet_lightning.optim import OptimConfig
-    from magnet_lightning.runs import RunConfig
+    from magnet_lightning.training.lit_module import DecodingDefaults, MagnetLightningModule
+    from magnet_lightning.training.optim import OptimConfig
 
     with pytest.raises(SystemExit):
         main("demo_music.yaml", ["fit", "--help"])

@@ -6,8 +6,8 @@ import urllib.error
 import pytest
 import torch
 
-from magnet_lightning.codec import EncodecPackageCodec, HFEncodecCodec, convert_audio, load_codec
-from magnet_lightning.codec_fit import fit_codebooks, kmeans
+from magnet_lightning.codec.codecs import EncodecPackageCodec, HFEncodecCodec, convert_audio, load_codec
+from magnet_lightning.codec.fit import fit_codebooks, kmeans
 
 
 def tiny_hf_model(**overrides):

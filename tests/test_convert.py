@@ -8,8 +8,10 @@ import pytest
 import torch
 from audiocraft_files import lm_best_state, lm_state_dict_bin, tiny_xp_cfg
 
-from magnet_lightning.checkpoint import load_pretrained
-from magnet_lightning.convert import CheckpointError, from_audiocraft, main, read_audiocraft
+from magnet_lightning.checkpoint.audiocraft import from_audiocraft, read_audiocraft
+from magnet_lightning.checkpoint.pretrained import load_pretrained
+from magnet_lightning.cli.convert import main
+from magnet_lightning.errors import CheckpointError
 
 D, H, L, K, V, E, W = 32, 4, 2, 4, 2048, 768, 5  # the music configs' K, V, T5 width and window; tiny D, H, L
 
@@ -114,7 +116,7 @@ def test_metadata_and_lightning_checkpoint_round_trip(tmp_path, capsys):
         assert torch.equal(pre.model(codes, t5, mask, 1), direct.model(codes, t5, mask, 1))
     assert pre.model.cfg.subcodes_context == W and pre.codec == "facebook/encodec_32khz"
 
-    from magnet_lightning.lit_module import MagnetLightningModule
+    from magnet_lightning.training.lit_module import MagnetLightningModule
 
     module = MagnetLightningModule.load_from_checkpoint(tmp_path / "out.ckpt", weights_only=True)
     assert torch.equal(module.model.emb, pre.model.emb)

@@ -4,9 +4,10 @@ full length, seeds, unconditional generation, and the fast path's equality with 
 import pytest
 import torch
 
-from magnet_lightning import decoding
 from magnet_lightning.config import model_preset
-from magnet_lightning.decoding import (
+from magnet_lightning.generation import magnet as decoding
+from magnet_lightning.generation.fast import FastDecoder
+from magnet_lightning.generation.magnet import (
     DecodingConfig,
     continuation,
     decode,
@@ -16,7 +17,6 @@ from magnet_lightning.decoding import (
     stage_schedule,
     unit_scores,
 )
-from magnet_lightning.fast_decoding import FastDecoder
 from magnet_lightning.models.magnet import MagnetTransformer
 
 V, K, E = 16, 4, 8

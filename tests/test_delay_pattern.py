@@ -4,7 +4,7 @@ where the pattern has no code, and logits read back so that code (k, t) gets the
 import pytest
 import torch
 
-from magnet_lightning.delay_pattern import DelayPattern
+from magnet_lightning.models.delay_pattern import DelayPattern
 
 SPECIAL = 99
 DELAYS = [(0, 1, 2, 3), (0, 2, 2, 5), (1, 1, 3)]

@@ -34,8 +34,8 @@ def test_tracks_are_deterministic_and_captions_match_their_choices():
 
 
 def test_cached_text_encoder_matches_batch_encoding():
-    from magnet_lightning.conditioning import TextEncoder
     from magnet_lightning.demo.text_cache import CachedTextEncoder
+    from magnet_lightning.models.conditioning import TextEncoder
 
     encoder = TextEncoder.random("tiny")
     cached = CachedTextEncoder(encoder)
@@ -79,7 +79,7 @@ def test_missing_codec_gets_a_fitted_random_codec(tmp_path, monkeypatch):
     corpus = prepare_demo_corpus(cfg)
     assert corpus.random_codec and corpus.codec == str((tmp_path / "demo" / "codec").resolve())
 
-    from magnet_lightning.codec import load_codec
+    from magnet_lightning.codec.codecs import load_codec
 
     codec = load_codec(corpus.codec)  # the saved, fitted codec reloads: decoding uses the same tokens
     wav = torch.from_numpy(render(draw_spec(0), 1.5, 16000))[None, None]
@@ -89,7 +89,7 @@ def test_missing_codec_gets_a_fitted_random_codec(tmp_path, monkeypatch):
 
 
 def test_total_grad_norm_matches_torch():
-    from magnet_lightning.cli import total_grad_norm
+    from magnet_lightning.callbacks.monitors import total_grad_norm
 
     model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 2))
     model(torch.randn(4, 5)).pow(2).sum().backward()

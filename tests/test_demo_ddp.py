@@ -35,7 +35,7 @@ def _override(tmp_path: Path) -> Path:
                 {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                  "init_args": {"dirpath": str(run / "checkpoints"), "save_last": True, "save_top_k": 0,
                                "every_n_train_steps": STEPS}},
-                {"class_path": "magnet_lightning.cli.GradNormMonitor"},
+                {"class_path": "magnet_lightning.callbacks.monitors.GradNormMonitor"},
             ],
         },
         "model": {"model": {"dim": 32, "num_heads": 4, "num_layers": 2, "ffn_dim": 64, "text_dim": 32},

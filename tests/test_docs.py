@@ -88,7 +88,7 @@ class _Parser(Exception):
 @cache
 def _recipe_parser():
     """The recipe CLI's parser, built once (building it costs seconds; parsing a command much less)."""
-    from magnet_lightning.cli import MagnetCLI
+    from magnet_lightning.cli.train import MagnetCLI
 
     class Grab(MagnetCLI):
         def parse_arguments(self, parser, args):
@@ -103,7 +103,7 @@ def _recipe_parser():
 
 def _check_recipe(args: list[str], monkeypatch, capsys) -> None:
     """What `main()` would parse, with --print_config appended (or the command's own --help): exit 0."""
-    from magnet_lightning.cli import recipe_argv
+    from magnet_lightning.cli.train import recipe_argv
 
     argv = recipe_argv(args, "demo_music.yaml")
     if not {"-h", "--help"} & set(argv):
@@ -176,11 +176,11 @@ def _check(command: str, monkeypatch, capsys, inline: bool = False) -> None:
         if module == "pytest":
             return  # this suite
         if module == "magnet_lightning.generate":
-            from magnet_lightning.generate import build_parser
+            from magnet_lightning.cli.generate import build_parser
 
             return _parse(build_parser(), args, capsys)
         if module == "magnet_lightning.export":
-            from magnet_lightning.export import build_parser
+            from magnet_lightning.cli.export import build_parser
 
             return _parse(build_parser(), args, capsys)
         subcommand = [args[0]] if module == "magnet_lightning.convert" and args else []

@@ -93,7 +93,7 @@ def test_missing_and_unreadable_references(assets):
 
 
 def write_shards(folder, codec_dir):
-    from magnet_lightning.codec import load_codec
+    from magnet_lightning.codec.codecs import load_codec
     from magnet_lightning.data.shards import TarShardWriter, write_manifest
 
     codec = load_codec(codec_dir)

@@ -12,8 +12,9 @@ import torch
 from helpers import TINY_MODEL, FixedBatches, loader, tiny_module
 from test_audio_metrics_callback import save_tiny_codec
 
-from magnet_lightning.checkpoint import load_pretrained
-from magnet_lightning.export import AUDIOCRAFT_LICENSE, export, main
+from magnet_lightning.checkpoint.export import AUDIOCRAFT_LICENSE, export
+from magnet_lightning.checkpoint.pretrained import load_pretrained
+from magnet_lightning.cli.export import main
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_export_holds_the_ema_weights_and_loads_everywhere(trained, tmp_path):
 
 
 def test_export_generates_through_the_cli_and_initialises_training(trained, tmp_path):
-    from magnet_lightning.generate import main as generate_main
+    from magnet_lightning.cli.generate import main as generate_main
 
     ckpt, codec, _ = trained
     out = export(ckpt, tmp_path / "model")
@@ -86,7 +87,7 @@ def test_bfloat16_export_is_half_the_size(trained, tmp_path):
 def test_license_follows_the_origin_of_the_weights(tmp_path):
     from test_convert import best_state, write
 
-    from magnet_lightning.convert import convert_audiocraft
+    from magnet_lightning.checkpoint.audiocraft import convert_audiocraft
 
     src = write(tmp_path / "state_dict.bin", best_state(seed=1))
     convert_audiocraft(src, tmp_path / "converted.ckpt")

@@ -8,7 +8,7 @@ import torch
 from helpers import TINY_MODEL, FixedBatches, loader, tiny_module
 from test_lit_module import LossRecorder, trainer
 
-from magnet_lightning.checkpoint import load_pretrained
+from magnet_lightning.checkpoint.pretrained import load_pretrained
 
 FAMILIES = ["musicgen", "hybrid"]
 
@@ -60,7 +60,7 @@ def test_family_resumes_exactly_and_checkpoint_generates(tmp_path, family):
         torch.testing.assert_close(a, b)
     pre = load_pretrained(tmp_path / "ckpt" / "last.ckpt")
     assert pre.model.family == family and pre.model.pattern.delays == (0, 1, 2, 3)
-    from magnet_lightning.generate import MagnetGenerator
+    from magnet_lightning.generation.generator import MagnetGenerator
 
     gen = MagnetGenerator(pre.model, full.text_encoder, None, frame_rate=50.0, segment_duration=0.3,
                           decoding_defaults=pre.decoding | ({"prompt_seconds": 0.1} if family == "hybrid" else {}))

@@ -10,7 +10,9 @@ import soundfile
 import torch
 from helpers import TINY_MODEL, tiny_module
 
-from magnet_lightning.generate import MagnetGenerator, generate, main, read_prompts
+from magnet_lightning.cli.generate import main
+from magnet_lightning.data.prompts import read_prompts
+from magnet_lightning.generation.generator import MagnetGenerator, generate
 
 DURATION = 0.5  # 25 frames: not a multiple of the span length 3
 STEPS = [3, 2, 2, 2]

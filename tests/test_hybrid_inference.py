@@ -9,9 +9,10 @@ import torch
 from helpers import TINY_MODEL
 from test_generate import DURATION, STEPS, assets  # noqa: F401  (the shared tiny MAGNeT checkpoint and codec)
 
+from magnet_lightning.cli.generate import main
 from magnet_lightning.config import ModelConfig
-from magnet_lightning.generate import MagnetGenerator, main
-from magnet_lightning.hybrid import hybrid_generate
+from magnet_lightning.generation.generator import MagnetGenerator
+from magnet_lightning.generation.two_model import hybrid_generate
 from magnet_lightning.models.ar import ARTransformer
 
 

@@ -5,14 +5,14 @@ and leaves no MASK."""
 import pytest
 import torch
 
-from magnet_lightning.ar_decoding import ARDecodingConfig
-from magnet_lightning.ar_decoding import generate as ar_generate
 from magnet_lightning.config import model_preset
-from magnet_lightning.decoding import DecodingConfig
-from magnet_lightning.hybrid_decoding import generate
-from magnet_lightning.masking import draw_stages, hybrid_training_masks
+from magnet_lightning.generation.autoregressive import ARDecodingConfig
+from magnet_lightning.generation.autoregressive import generate as ar_generate
+from magnet_lightning.generation.hybrid_magnet import generate
+from magnet_lightning.generation.magnet import DecodingConfig
 from magnet_lightning.models.hybrid import HybridMagnetTransformer
-from magnet_lightning.objective import hybrid_loss
+from magnet_lightning.training.masking import draw_stages, hybrid_training_masks
+from magnet_lightning.training.objective import hybrid_loss
 
 V, K, E, W = 16, 4, 8, 2
 MASK = V

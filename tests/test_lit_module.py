@@ -8,9 +8,9 @@ import pytest
 import torch
 from helpers import TINY_MODEL, FixedBatches, loader, tiny_module
 
-from magnet_lightning.conditioning import TextDropout
-from magnet_lightning.ema import bias_corrected_ema
-from magnet_lightning.optim import OptimConfig, lr_factor
+from magnet_lightning.models.conditioning import TextDropout
+from magnet_lightning.training.ema import bias_corrected_ema
+from magnet_lightning.training.optim import OptimConfig, lr_factor
 
 
 class LossRecorder(L.Callback):
@@ -157,7 +157,7 @@ def test_per_stage_losses_in_the_logged_history_are_fresh(tmp_path, monkeypatch)
 
     from lightning.pytorch.loggers import CSVLogger
 
-    from magnet_lightning import lit_module
+    from magnet_lightning.training import lit_module
 
     drawn: list[int] = []  # the stage of each micro-batch
     real_draw = lit_module.draw_stages

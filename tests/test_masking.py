@@ -6,7 +6,7 @@ from math import comb
 import pytest
 import torch
 
-from magnet_lightning.masking import (
+from magnet_lightning.training.masking import (
     cosine_schedule,
     draw_stages,
     expected_span_coverage,

@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from magnet_lightning import network
-from magnet_lightning.cli import choose_wandb_mode
+from magnet_lightning.cli.wandb_setup import choose_wandb_mode
+from magnet_lightning.utils import network
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
                    "no_proxy")

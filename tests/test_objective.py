@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from magnet_lightning.masking import mask_codes
-from magnet_lightning.objective import masked_cross_entropy, stage_targets
+from magnet_lightning.training.masking import mask_codes
+from magnet_lightning.training.objective import masked_cross_entropy, stage_targets
 
 
 def test_loss_ignores_unscored_positions():

@@ -24,7 +24,7 @@ def _pyproject() -> dict:
 
 
 def test_every_package_is_listed_and_console_scripts_resolve():
-    from magnet_lightning import entrypoints
+    from magnet_lightning.cli import entrypoints
 
     tool = _pyproject()["tool"]["setuptools"]
     found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "magnet_lightning").rglob("__init__.py")}
@@ -34,7 +34,7 @@ def test_every_package_is_listed_and_console_scripts_resolve():
         "magnet_lightning.scripts.recipes": "recipes", "magnet_lightning.scripts.data": "data",
         "magnet_lightning.scripts.evaluation": "evaluation"}
     scripts = _pyproject()["project"]["scripts"]
-    assert scripts == {name: f"magnet_lightning.entrypoints:{fn}" for name, fn in SCRIPTS.items()}
+    assert scripts == {name: f"magnet_lightning.cli.entrypoints:{fn}" for name, fn in SCRIPTS.items()}
     assert all(callable(getattr(entrypoints, fn)) for fn in SCRIPTS.values())
 
 
@@ -59,7 +59,7 @@ def test_installed_wheel_has_the_configs_and_programs(tmp_path):
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True,
                    capture_output=True)
     env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    probe = ("import magnet_lightning.cli as c, pathlib; d = c.config_dir(); "
+    probe = ("import magnet_lightning.cli.train as c, pathlib; d = c.config_dir(); "
              "print(d); print(sorted(p.name for p in d.glob('*.yaml')))")
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, check=True, capture_output=True,
                          text=True).stdout.splitlines()
@@ -67,10 +67,10 @@ def test_installed_wheel_has_the_configs_and_programs(tmp_path):
     assert "demo_music.yaml" in out[1] and "music_small_10s.yaml" in out[1]
     assert {f"magnet-{n}" for n in ("train", "generate", "tokenize", "evaluate", "convert", "export")} <= {
         p.name for p in (target / "bin").iterdir()}
-    from magnet_lightning import entrypoints
+    from magnet_lightning.cli import entrypoints
 
     # what magnet-tokenize / magnet-evaluate run when installed: the wheel's copies of the scripts
-    installed = target / "magnet_lightning" / "entrypoints.py"
+    installed = target / "magnet_lightning" / "cli" / "entrypoints.py"
     probe = (f"import importlib.util as u; s = u.spec_from_file_location('e', {str(installed)!r}); "
              "m = u.module_from_spec(s); s.loader.exec_module(m); "
              "print(m._script('data', 'tokenize_audio.py')); print(m._script('evaluation', 'evaluate.py'))")

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from magnet_lightning.cli import MagnetCLI, MagnetFSDPStrategy, accumulation_for, main
-from magnet_lightning.decoding import DecodingConfig
+from magnet_lightning.cli.train import MagnetCLI, accumulation_for, main
+from magnet_lightning.generation.magnet import DecodingConfig
+from magnet_lightning.training.strategies import MagnetFSDPStrategy
 
 CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"
 PAPER = {  # name: (params (M) range, global batch, segment s, optimizer, lr, schedule, warmup, steps, text dim)
@@ -39,7 +40,7 @@ def _plain_argv(monkeypatch):
 @pytest.fixture
 def meta_models(monkeypatch):
     """Transformers built on the meta device (shapes and parameter counts, no memory for 1.8B weights)."""
-    from magnet_lightning import lit_module
+    from magnet_lightning.training import lit_module
 
     real = lit_module.build_model
 
@@ -84,7 +85,7 @@ def test_family_config_builds_with_its_reference_hyperparameters(name, meta_mode
     chosen = trainer["strategy"]
     assert (chosen if isinstance(chosen, str) else type(chosen).__name__).rsplit(".", 1)[-1] == strategy
     from magnet_lightning.callbacks import AudioDemoCallback, AudioMetricsCallback
-    from magnet_lightning.decoding_options import decoding_config_for
+    from magnet_lightning.generation.options import decoding_config_for
 
     decoding = decoding_config_for(family, hp.decoding, span_len=3, segment_duration=30.0, num_codebooks=4)
     if family == "musicgen":
@@ -175,7 +176,7 @@ def test_fine_tune_from_audiocraft_checkpoint_via_recipe(tmp_path):
     """--init_from a converted-format audiocraft state_dict.bin loads its weights (and wins over model.init_from)."""
     from test_convert import D, E, H, K, L, V, W, best_state, write
 
-    from magnet_lightning.checkpoint import load_pretrained
+    from magnet_lightning.checkpoint.pretrained import load_pretrained
 
     src = write(tmp_path / "state_dict.bin", best_state(seed=3))
     sizes = {"dim": D, "num_heads": H, "num_layers": L, "ffn_dim": 4 * D, "num_codebooks": K, "codebook_size": V,
@@ -243,7 +244,7 @@ def test_print_config_through_the_script_implies_fit():
 
 
 def test_wandb_goes_offline_without_a_key(monkeypatch, tmp_path):
-    from magnet_lightning.cli import choose_wandb_mode
+    from magnet_lightning.cli.wandb_setup import choose_wandb_mode
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -259,7 +260,7 @@ def test_wandb_goes_offline_without_a_key(monkeypatch, tmp_path):
 def test_hub_goes_offline_only_without_network(monkeypatch):
     import os
 
-    from magnet_lightning import network
+    from magnet_lightning.utils import network
 
     for v in network.HUB_VARIABLES:
         monkeypatch.delenv(v, raising=False)

@@ -25,12 +25,13 @@ from audiocraft_files import (
 )
 from test_convert import reference_logits
 
-from magnet_lightning.ar_decoding import ARDecodingConfig
-from magnet_lightning.checkpoint import load_pretrained
-from magnet_lightning.convert import from_audiocraft, read_audiocraft
-from magnet_lightning.decoding import DecodingConfig
-from magnet_lightning.generate import MagnetGenerator, main
-from magnet_lightning.hub import HubError
+from magnet_lightning.checkpoint.audiocraft import from_audiocraft, read_audiocraft
+from magnet_lightning.checkpoint.hub import HubError
+from magnet_lightning.checkpoint.pretrained import load_pretrained
+from magnet_lightning.cli.generate import main
+from magnet_lightning.generation.autoregressive import ARDecodingConfig
+from magnet_lightning.generation.generator import MagnetGenerator
+from magnet_lightning.generation.magnet import DecodingConfig
 from magnet_lightning.models.ar import ARTransformer
 
 TINY = {"dim": 16, "num_heads": 2, "num_layers": 2}
@@ -176,7 +177,7 @@ def test_local_audio_checkpoint_finds_its_codec_beside_it(tmp_path):
     lm_state_dict_bin(files / "state_dict.bin", tiny_xp_cfg("audio-magnet-small", **TINY))
     meta = read_audiocraft(files / "state_dict.bin").metadata
     assert meta["codec"] == str(files / "compression_state_dict.bin")
-    from magnet_lightning.codec import load_codec
+    from magnet_lightning.codec.codecs import load_codec
 
     with pytest.raises(FileNotFoundError, match="compression_state_dict.bin.*hf download facebook/audio-magnet-small"):
         load_codec(meta["codec"])

@@ -130,7 +130,7 @@ def test_debug_shows_the_traceback(tmp_path):
 
 # ------------------------------------------------------------------------------------------------- training
 def _train(tmp_path, monkeypatch, capfd, *extra) -> str:
-    from magnet_lightning.cli import main
+    from magnet_lightning.cli.train import main
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["train_music.py"])
@@ -168,7 +168,7 @@ def test_training_stale_checkpoint_temporaries_are_removed(tmp_path):
     """A checkpoint write killed mid-way leaves .last.ckpt.tmp<PID>; the next start removes it (rank 0)."""
     from types import SimpleNamespace
 
-    from magnet_lightning.startup import remove_stale_checkpoint_temporaries
+    from magnet_lightning.cli.startup import remove_stale_checkpoint_temporaries
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()
@@ -182,7 +182,7 @@ def test_training_stale_checkpoint_temporaries_are_removed(tmp_path):
 
 # ------------------------------------------------------------------------------------------------- generate
 def _generate(args, capfd) -> str:
-    from magnet_lightning.generate import main
+    from magnet_lightning.cli.generate import main
 
     return in_process(main, args, capfd)
 
@@ -224,7 +224,7 @@ def test_generate_missing_checkpoint(tmp_path, capfd):
 
 
 def test_generate_rerun_keeps_one_record_per_file(assets, tmp_path):  # noqa: F811 - the imported fixture
-    from magnet_lightning.generate import main
+    from magnet_lightning.cli.generate import main
 
     ckpt_path, _ = assets
     out = tmp_path / "out"
@@ -284,7 +284,7 @@ def test_model_of_the_right_size_passes_the_checks(ckpt):
     """A control: the same checkpoint with right arguments passes every check of the generate CLI."""
     from types import SimpleNamespace
 
-    from magnet_lightning.entry_checks import check_generate_args
+    from magnet_lightning.cli.checks import check_generate_args
 
     args = SimpleNamespace(infill=None, prompt_audio=None, duration=1.0, batch_size=2, num_samples=1,
                            unconditional=None, out="out", ckpt=str(ckpt), steps=[2, 1, 1, 1], temperature=None,
@@ -298,7 +298,7 @@ def test_generate_steps_are_checked_against_an_audiocraft_file(tmp_path, capfd):
     """The checkpoint's K is read from an audiocraft state_dict.bin too (xp.cfg n_q), before any model is built."""
     from test_convert import best_state, write
 
-    from magnet_lightning.entry_checks import peek_checkpoint
+    from magnet_lightning.cli.checks import peek_checkpoint
 
     src = write(tmp_path / "state_dict.bin", best_state())
     facts = peek_checkpoint(src)

@@ -19,7 +19,7 @@ from test_codec import tiny_hf_model
 from test_data_module import INFO, K, V, make_dm, sample, write_dataset
 from test_tokenize_audio import OPTS, SR, make_audio_folder, read_tar
 
-from magnet_lightning.codec import HFEncodecCodec
+from magnet_lightning.codec.codecs import HFEncodecCodec
 from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.data.pipeline import SkipCounter, iter_shard
 from magnet_lightning.data.shards import (

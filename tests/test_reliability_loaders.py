@@ -76,7 +76,7 @@ def _weights_dir(path, tmp_path, monkeypatch):
 
 
 def _encodec_24khz(path, tmp_path, monkeypatch):
-    from magnet_lightning.codec import load_codec
+    from magnet_lightning.codec.codecs import load_codec
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     target = Path(torch.hub.get_dir()) / "checkpoints" / "encodec_24khz-d7cc33bc.th"
@@ -88,7 +88,7 @@ def _encodec_24khz(path, tmp_path, monkeypatch):
 def _hf_encodec_dir(path, tmp_path, monkeypatch):
     from test_codec import tiny_hf_model
 
-    from magnet_lightning.codec import load_codec
+    from magnet_lightning.codec.codecs import load_codec
 
     folder = tmp_path / "codec"
     tiny_hf_model().config.save_pretrained(folder)
@@ -97,19 +97,19 @@ def _hf_encodec_dir(path, tmp_path, monkeypatch):
 
 
 def _checkpoint(path, tmp_path, monkeypatch):
-    from magnet_lightning.checkpoint import load_pretrained
+    from magnet_lightning.checkpoint.pretrained import load_pretrained
 
     load_pretrained(path)
 
 
 def _peek(path, tmp_path, monkeypatch):
-    from magnet_lightning.entry_checks import peek_checkpoint
+    from magnet_lightning.cli.checks import peek_checkpoint
 
     peek_checkpoint(path)
 
 
 def _audiocraft(path, tmp_path, monkeypatch):
-    from magnet_lightning.convert import read_audiocraft
+    from magnet_lightning.checkpoint.audiocraft import read_audiocraft
 
     read_audiocraft(path)
 
@@ -164,7 +164,7 @@ def test_malicious_pickle_is_refused_and_never_runs(loader_name, tmp_path, monke
 @pytest.mark.parametrize("loader_name", ["vggish", "vggish_pca", "passt_tiny", "clap", "weights_dir",
                                          "encodec_24khz"])
 def test_refusal_is_a_one_line_user_error_naming_the_object(loader_name, tmp_path, monkeypatch):
-    from magnet_lightning.safe_load import UnsafeWeightsError
+    from magnet_lightning.utils.safe_load import UnsafeWeightsError
 
     path = malicious_file(tmp_path / "evil.pt", tmp_path / "marker")
     with pytest.raises(UnsafeWeightsError, match=r"refused: it needs the Python object exec,") as info:
@@ -190,7 +190,7 @@ def test_encodec_24khz_never_downloads(tmp_path, monkeypatch):
     """No weights in the torch hub cache: a clear error naming the file and the folder, and no download attempt."""
     import urllib.request
 
-    from magnet_lightning.codec import load_codec
+    from magnet_lightning.codec.codecs import load_codec
 
     calls = []
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: calls.append(a))
@@ -204,7 +204,7 @@ def test_encodec_24khz_never_downloads(tmp_path, monkeypatch):
 def test_encodec_24khz_loads_its_cached_weights(tmp_path, monkeypatch):
     import encodec
 
-    from magnet_lightning.codec import load_codec
+    from magnet_lightning.codec.codecs import load_codec
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     reference = encodec.EncodecModel.encodec_model_24khz(pretrained=False)
@@ -219,7 +219,7 @@ def test_encodec_24khz_loads_its_cached_weights(tmp_path, monkeypatch):
 
 def test_tiny_model_checkpoint_of_the_right_size_is_not_refused(tmp_path):
     """The entry-point peek reads our checkpoints (a control for the refusals above)."""
-    from magnet_lightning.entry_checks import peek_checkpoint
+    from magnet_lightning.cli.checks import peek_checkpoint
 
     module = tiny_module()
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, tmp_path / "ok.ckpt")
@@ -229,7 +229,7 @@ def test_tiny_model_checkpoint_of_the_right_size_is_not_refused(tmp_path):
 
 def test_a_corrupt_file_is_named_as_corrupt_not_as_unsafe(tmp_path):
     from magnet_lightning.errors import UserError
-    from magnet_lightning.safe_load import UnsafeWeightsError, load_tensors
+    from magnet_lightning.utils.safe_load import UnsafeWeightsError, load_tensors
 
     for content in (b"x", b"PK\x03\x04 truncated zip"):
         (tmp_path / "bad.pt").write_bytes(content)

@@ -63,7 +63,7 @@ def test_callback_codec_must_fit_the_model(tmp_path, codec_dir):  # noqa: F811
 def test_config_typos_are_named_with_the_closest_field(section, values, message):
     from types import SimpleNamespace
 
-    from magnet_lightning.startup import check_sections
+    from magnet_lightning.cli.startup import check_sections
 
     config = SimpleNamespace(model=None, masking=None, optimizer=None)
     check_sections(config)  # defaults are fine

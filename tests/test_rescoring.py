@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from magnet_lightning.config import model_preset
-from magnet_lightning.decoding import DecodingConfig, decode
-from magnet_lightning.fast_decoding import FastDecoder
+from magnet_lightning.generation.fast import FastDecoder
+from magnet_lightning.generation.magnet import DecodingConfig, decode
+from magnet_lightning.generation.rescoring import ARRescorer
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.magnet import MagnetTransformer
-from magnet_lightning.rescoring import ARRescorer
 
 V, K, E = 16, 4, 8
 MASK = V

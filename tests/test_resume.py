@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers import FixedBatches, loader, tiny_module
 
-from magnet_lightning.cli import AtomicCheckpointIO
+from magnet_lightning.training.checkpoint_io import AtomicCheckpointIO
 
 STEPS, ACCUMULATE, BATCHES_PER_EPOCH = 8, 2, 8  # 8 micro-batches per epoch = 4 optimizer steps per epoch
 
@@ -126,7 +126,7 @@ def _recipe_fit(tmp_path, monkeypatch, ckpt_dir, log_dir, max_steps: int, resume
 
     import yaml
 
-    from magnet_lightning.cli import main
+    from magnet_lightning.cli.train import main
 
     override = {
         "demo": {"root": str(tmp_path / "corpus"), "num_train": 4, "num_val": 2, "track_seconds": 2.0,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from magnet_lightning.runs import (
+from magnet_lightning.cli.runs import (
     RunConfig,
     keep_wandb_run_id,
     newest_checkpoint,
@@ -141,7 +141,7 @@ def _train_losses(run_dir: Path) -> list[str]:
 
 def test_requeued_slurm_job_resumes_from_the_preemption_checkpoint_and_the_same_wandb_run(tiny_recipe, monkeypatch,
                                                                                            tmp_path):
-    from magnet_lightning.cli import main
+    from magnet_lightning.cli.train import main
 
     for key, value in SLURM.items():
         monkeypatch.setenv(key, value)

@@ -13,8 +13,8 @@ import soundfile as sf
 import torch
 from test_codec import tiny_hf_model, tiny_pkg_model, varied_audio
 
-from magnet_lightning.codec import EncodecPackageCodec, HFEncodecCodec
-from magnet_lightning.codec_fit import fit_codebooks
+from magnet_lightning.codec.codecs import EncodecPackageCodec, HFEncodecCodec
+from magnet_lightning.codec.fit import fit_codebooks
 from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.data.shards import read_manifest
 from magnet_lightning.data.tokenize import TokenizeOptions, make_key, scan_inputs, tokenize_dataset

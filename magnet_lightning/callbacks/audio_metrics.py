@@ -146,7 +146,7 @@ class AudioMetricsCallback(L.Callback):
         here instead of at the first evaluation, ``every_n_steps`` steps later."""
         if stage not in ("fit", "validate"):
             return
-        from magnet_lightning.startup import check_metrics_codec
+        from magnet_lightning.cli.startup import check_metrics_codec
 
         codec, _ = self._setup(pl_module)
         check_metrics_codec(codec, pl_module.model.cfg, trainer.datamodule)
@@ -186,7 +186,7 @@ class AudioMetricsCallback(L.Callback):
     # ------------------------------------------------------------------------------------------- evaluation
     def _setup(self, pl_module: L.LightningModule) -> tuple[Any, AudioEvalSuite]:
         if self._codec is None:
-            from magnet_lightning.codec import load_codec
+            from magnet_lightning.codec.codecs import load_codec
 
             self._codec = load_codec(self.codec_name or pl_module.hparams.codec, device=pl_module.device)
             self._references = ReferenceLoader(self._codec)

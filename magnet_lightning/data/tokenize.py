@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from magnet_lightning.codec import Codec, convert_audio
+from magnet_lightning.codec.codecs import Codec, convert_audio
 from magnet_lightning.data.shards import (
     CAPTION_FIELDS,
     CODES_MEMBER,
@@ -42,7 +42,7 @@ from magnet_lightning.data.shards import (
     write_manifest,
 )
 from magnet_lightning.errors import UserError
-from magnet_lightning.stale_files import remove_stale
+from magnet_lightning.utils.stale_files import remove_stale
 
 log = logging.getLogger(__name__)
 

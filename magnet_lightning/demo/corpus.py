@@ -90,8 +90,8 @@ def get_codec(cfg: DemoConfig, root: Path, fit_wavs: list[np.ndarray], sample_ra
     """(codec, name to reload it, is_random): the real codec if available, else a fitted random one saved to disk."""
     import torch
 
-    from magnet_lightning.codec import HFEncodecCodec, load_codec
-    from magnet_lightning.codec_fit import fit_codebooks
+    from magnet_lightning.codec.codecs import HFEncodecCodec, load_codec
+    from magnet_lightning.codec.fit import fit_codebooks
 
     try:
         return load_codec(cfg.codec), cfg.codec, False

@@ -5,11 +5,12 @@ the number of ranks and memory does not grow with the number of clips. Built wit
 precomputed embeddings / probabilities; built with one (``get_embedder``) they take audio. Embedders are held
 outside the module tree, so a metric that is a child of a LightningModule never puts them in checkpoints or DDP.
 """
+from magnet_lightning.utils.loudness import integrated_loudness, loudness_normalize, peak_normalize
+
 from .clap_score import CLAPScore
 from .embedders import AudioEmbedder, available_embedders, get_embedder, register_embedder
 from .fad import FrechetAudioDistance, frechet_distance, gaussian_from_sums
 from .kl import KLDivergence, kl_ref_gen
-from .loudness import integrated_loudness, loudness_normalize, peak_normalize
 
 __all__ = ["AudioEmbedder", "CLAPScore", "FrechetAudioDistance", "KLDivergence", "available_embedders",
            "frechet_distance", "gaussian_from_sums", "get_embedder", "integrated_loudness", "kl_ref_gen",

@@ -3,7 +3,7 @@ shards (captions in the json, reference = the shard's codes decoded by the codec
 
 - Caption file: a CSV with an id column (``id``, ``ytid``, ``audiocap_id``, ``youtube_id`` or ``name``) and a
   caption column (``caption`` or ``text``) — MusicCaps / AudioCaps style —, or a .txt / .jsonl prompt file (see
-  `magnet_lightning.generate.read_prompts`).
+  `magnet_lightning.generation.generator.read_prompts`).
 - Reference folder: ``<id>.wav`` (or .flac / .ogg / .mp3) for each id, read with soundfile.
 
 A missing or unreadable reference file raises (``on_bad="error"``, default) or is skipped, counted and logged
@@ -42,7 +42,7 @@ def read_captions(path: str | Path) -> list[tuple[str, str]]:
     """(id, caption) pairs of a CSV / .txt / .jsonl caption file; a record without id or caption is an error."""
     path = Path(path)
     if path.suffix.lower() != ".csv":
-        from magnet_lightning.generate import read_prompts
+        from magnet_lightning.generation.generator import read_prompts
 
         return read_prompts(path)
     if not path.is_file():

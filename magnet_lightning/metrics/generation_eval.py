@@ -21,9 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..audio import read_audio
+from magnet_lightning.utils.audio import read_audio
+from magnet_lightning.utils.loudness import loudness_normalize
+
 from .eval_set import EvalItem
-from .loudness import loudness_normalize
 from .suite import AudioEvalSuite
 
 logger = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from magnet_lightning.config import ModelConfig
-from magnet_lightning.delay_pattern import DelayPattern
 from magnet_lightning.models.base import CodebookTransformer
+from magnet_lightning.models.delay_pattern import DelayPattern
 from magnet_lightning.models.kv_cache import KVCache
 from magnet_lightning.models.layers import TextMemory
 

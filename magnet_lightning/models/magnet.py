@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from magnet_lightning.attention import windowed_attention
+from magnet_lightning.models.attention import windowed_attention
 from magnet_lightning.models.base import CodebookTransformer
 from magnet_lightning.models.layers import LayerAttendFn, TextMemory
 

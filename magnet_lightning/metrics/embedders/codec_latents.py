@@ -51,11 +51,11 @@ class CodecLatentEmbedder(AudioEmbedder):
 
 def load_codec_embedder(codec: Any = None, name_or_path: str | None = None, dim: int | None = None,
                         **codec_kwargs: Any) -> CodecLatentEmbedder:
-    """Wrap a codec object, or load one with ``magnet_lightning.codec.load_codec(name_or_path, **codec_kwargs)``."""
+    """Wrap a codec object, or load one with ``codec.codecs.load_codec(name_or_path, **codec_kwargs)``."""
     if codec is None:
         if name_or_path is None:
             raise ValueError("Give codec=<Codec> or name_or_path=<codec name or path>.")
-        from magnet_lightning.codec import load_codec
+        from magnet_lightning.codec.codecs import load_codec
 
         codec = load_codec(name_or_path, **codec_kwargs)
     return CodecLatentEmbedder(codec, dim=dim)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from magnet_lightning.safe_load import load_tensors
+from magnet_lightning.utils.safe_load import load_tensors
 
 WEIGHTS_DIR_ENV = "MAGNET_WEIGHTS_DIR"
 
@@ -39,5 +39,5 @@ def resolve_weights(explicit: str | os.PathLike | None, env_var: str, filename: 
 
 
 def load_checkpoint(path: str | os.PathLike) -> object:
-    """An embedder weights file as data only (tensors, numpy arrays); see `magnet_lightning.safe_load`."""
+    """An embedder weights file as data only (tensors, numpy arrays); see `magnet_lightning.utils.safe_load`."""
     return load_tensors(path, source="its release URL in evaluation/README.md")

@@ -10,17 +10,17 @@ import runpy
 import sys
 from pathlib import Path
 
-from magnet_lightning.prelude import prepare
+from magnet_lightning.cli.prelude import prepare
 
 
 # ------------------------------------------------------------------------------------------------ console scripts
 def _script(folder: str, name: str) -> Path:
     """A script shipped beside the package: this checkout's folder, or the wheel's copy (pyproject.toml maps the
     repository's recipes/, data/ and evaluation/ into `magnet_lightning.scripts`)."""
-    checkout = Path(__file__).resolve().parent.parent / folder / name
+    checkout = Path(__file__).resolve().parents[2] / folder / name
     if checkout.is_file():
         return checkout
-    return Path(__file__).resolve().parent / "scripts" / folder / name
+    return Path(__file__).resolve().parents[1] / "scripts" / folder / name
 
 
 def _run_script(folder: str, name: str) -> None:
@@ -32,14 +32,14 @@ def _run_script(folder: str, name: str) -> None:
 
 def train() -> None:
     prepare()
-    from magnet_lightning.cli import main
+    from magnet_lightning.cli.train import main
 
     main(default_config="demo_music.yaml")
 
 
 def generate() -> int:
     prepare()
-    from magnet_lightning.generate import main
+    from magnet_lightning.cli.generate import main
 
     return main()
 
@@ -54,13 +54,13 @@ def evaluate() -> None:
 
 def convert() -> None:
     prepare()
-    from magnet_lightning.convert import main
+    from magnet_lightning.cli.convert import main
 
     main()
 
 
 def export() -> int:
     prepare()
-    from magnet_lightning.export import main
+    from magnet_lightning.cli.export import main
 
     return main()

@@ -7,8 +7,8 @@ from __future__ import annotations
 import logging
 from dataclasses import fields
 
-from magnet_lightning.ar_decoding import ARDecodingConfig
-from magnet_lightning.decoding import DecodingConfig, decoding_preset
+from magnet_lightning.generation.autoregressive import ARDecodingConfig
+from magnet_lightning.generation.magnet import DecodingConfig, decoding_preset
 
 log = logging.getLogger(__name__)
 

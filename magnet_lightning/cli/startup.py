@@ -35,7 +35,7 @@ def _plain(value: Any) -> dict:
 
 def _section_classes() -> dict[str, type]:
     from magnet_lightning.config import MaskingConfig, ModelConfig
-    from magnet_lightning.optim import OptimConfig
+    from magnet_lightning.training.optim import OptimConfig
 
     return {"model": ModelConfig, "masking": MaskingConfig, "optimizer": OptimConfig}
 
@@ -97,15 +97,15 @@ def check_training_config(config: Any) -> None:
     model = config.model
     model_cfg = check_sections(model)
     if not model.allow_random_text_encoder and not text_encoder_on_disk(str(model.text_encoder)):
-        from magnet_lightning.conditioning import _missing_weights_error
+        from magnet_lightning.models.conditioning import _missing_weights_error
 
         raise _missing_weights_error(str(model.text_encoder), FileNotFoundError("not in the local cache"))
     data = config.data
     check_shards(_specs(data.train_shards) + _specs(data.val_shards), model_cfg.num_codebooks,
                  model_cfg.codebook_size, float(model.frame_rate), model.codec, int(model.sample_rate))
     if model.init_from and "://" not in str(model.init_from):
-        from magnet_lightning import hub
-        from magnet_lightning.checkpoint import is_export
+        from magnet_lightning.checkpoint import hub
+        from magnet_lightning.checkpoint.pretrained import is_export
 
         if not is_export(hub.expand(model.init_from)):
             hub.resolve_lm(model.init_from)  # a file, a folder, or a released repo id fetched now: fails here if absent
@@ -129,7 +129,7 @@ def check_metrics_codec(codec: Any, model_cfg: Any, datamodule: Any, owner: str 
 def remove_stale_checkpoint_temporaries(trainer: Any) -> list[Path]:
     """On global rank 0: temp files of killed checkpoint writes (``.NAME.tmp<PID>``) in every local checkpoint
     folder; a resumed run starts clean."""
-    from magnet_lightning.stale_files import remove_stale
+    from magnet_lightning.utils.stale_files import remove_stale
 
     if not getattr(trainer, "is_global_zero", True):
         return []

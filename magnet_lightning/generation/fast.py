@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from magnet_lightning.decoding import (
+from magnet_lightning.generation.magnet import (
     DecodingConfig,
     ProgressFn,
     StageFn,
@@ -41,7 +41,7 @@ from magnet_lightning.decoding import (
     stage_schedule,
     text_inputs,
 )
-from magnet_lightning.sampling import draw_noise
+from magnet_lightning.generation.sampling import draw_noise
 
 
 class _CompiledForward:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from magnet_lightning.utils.loudness import loudness_normalize
+
 
 def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     """[C, N] float32 and the sample rate; raises ValueError naming the file if it cannot be read or is empty."""
@@ -18,3 +20,12 @@ def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     if data.shape[0] == 0:
         raise ValueError(f"audio file {path} is empty")
     return torch.from_numpy(data.T.copy()), int(sample_rate)
+
+
+def write_wav(path: Path, wav: torch.Tensor, sample_rate: int, lufs: float | None = -14.0) -> None:
+    """Write [C, N] as 32-bit float WAV, loudness-normalised to `lufs` (None: as is)."""
+    import soundfile
+
+    if lufs is not None:
+        wav = loudness_normalize(wav, sample_rate, lufs)
+    soundfile.write(str(path), wav.detach().cpu().float().numpy().T, sample_rate, subtype="FLOAT")

@@ -4,7 +4,7 @@
 - strict parsing: typed dataclass configs end to end, so an unknown key (``--model.optimizer.lrr``) fails at parse
   time naming the valid fields; no abbreviated options (``--trainer.max_step`` is refused); every field's
   documentation in ``fit --help``;
-- a run folder per run (``run.root`` / ``run.name``, ``{run_dir}`` in config values: `magnet_lightning.runs`), the
+- a run folder per run (``run.root`` / ``run.name``, ``{run_dir}`` in config values: `magnet_lightning.cli.runs`), the
   W&B run id kept in it, and ``--ckpt_path last`` = the newest of ``last.ckpt`` and SLURM's ``hpc_ckpt_N.ckpt``;
 - ``--global_batch_size N``: kept whatever the world size, by setting ``accumulate_grad_batches = N / (batch ×
   world)`` (an error if it does not divide);
@@ -27,29 +27,21 @@ change here.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from jsonargparse import set_parsing_settings
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.strategies import FSDPStrategy
-from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from magnet_lightning.convert import CheckpointError
-from magnet_lightning.data.datamodule import TokenDataModule
-from magnet_lightning.demo.corpus import DemoConfig
-from magnet_lightning.errors import pop_debug_flag, user_errors
-from magnet_lightning.lit_module import MagnetLightningModule
-from magnet_lightning.network import endpoint, reachable
-from magnet_lightning.runs import (
+from magnet_lightning.callbacks.monitors import ValLossHistory
+from magnet_lightning.cli.parser import StrictArgumentParser
+from magnet_lightning.cli.runs import (
     RUN_DIR_VARIABLE,
     RunConfig,
     keep_wandb_run_id,
@@ -59,7 +51,13 @@ from magnet_lightning.runs import (
     substitute,
     wandb_run_id,
 )
-from magnet_lightning.startup import check_training_config, remove_stale_checkpoint_temporaries
+from magnet_lightning.cli.startup import check_training_config, remove_stale_checkpoint_temporaries
+from magnet_lightning.cli.wandb_setup import LoggedSaveConfigCallback, choose_wandb_mode
+from magnet_lightning.data.datamodule import TokenDataModule
+from magnet_lightning.demo.corpus import DemoConfig
+from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
+from magnet_lightning.training.checkpoint_io import AtomicCheckpointIO
+from magnet_lightning.training.lit_module import MagnetLightningModule
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docstrings become --help text
 
@@ -68,152 +66,15 @@ SUBCOMMANDS = ("fit", "validate")
 
 
 # ------------------------------------------------------------------------------------------------ checkpoint writes
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes a checkpoint to a temporary file *in the target folder*, fsyncs it, then renames it over the target.
-
-    Lightning's own writer stages local files in the system temp folder and moves them: across file systems (node
-    /tmp -> shared storage) that move is a copy, so a job killed mid-copy leaves a truncated ``last.ckpt``. A rename
-    within one folder is atomic: readers see the old or the new checkpoint, never half of one. Remote URLs
-    (s3://, gs://, ...) use Lightning's writer (object stores replace objects atomically).
-    """
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
-        if "://" in str(path):
-            return super().save_checkpoint(checkpoint, path, storage_options)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # some file systems refuse directory fsync
-        pass
-    finally:
-        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------------ logging callback
-def total_grad_norm(parameters, reduce=None) -> torch.Tensor:
-    """L2 norm of all gradients (float32); `reduce(tensor, reduce_op="sum")` sums squares over shards (FSDP)."""
-    square = None
-    for p in parameters:
-        if p.grad is not None:
-            part = p.grad.detach().float().pow(2).sum()
-            square = part if square is None else square + part
-    if square is None:
-        return torch.zeros(())
-    if reduce is not None:
-        square = reduce(square, reduce_op="sum")
-    return square.sqrt()
-
-
-class GradNormMonitor(L.Callback):
-    """Logs ``train/grad_norm`` (total L2 norm of the unscaled gradients, before clipping) every `log_every_n_steps`
-    optimizer steps, and ``train/dadapt_d`` (D-Adaptation's step size) when the optimizer has one.
-
-    Under a sharded strategy (FSDP) each rank holds a disjoint shard of the gradients, so squared norms are summed
-    over ranks; under DDP the gradients are already identical on all ranks.
-    """
-
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
-        every = max(1, trainer.log_every_n_steps)
-        if trainer.global_step % every:
-            return
-        reduce = trainer.strategy.reduce if isinstance(trainer.strategy, FSDPStrategy) else None
-        pl_module.log("train/grad_norm", total_grad_norm(pl_module.parameters(), reduce), on_step=True,
-                      on_epoch=False)
-        d = optimizer.param_groups[0].get("d")
-        if d is not None:
-            pl_module.log("train/dadapt_d", float(d), on_step=True, on_epoch=False)
-
-
-class ValLossHistory(L.Callback):
-    """Remembers (step, val/loss) of every validation, so the end of a run can report first and last."""
-
-    def __init__(self):
-        self.history: list[tuple[int, float]] = []
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        value = trainer.callback_metrics.get("val/loss")
-        if value is not None and not trainer.sanity_checking:
-            self.history.append((trainer.global_step, float(value)))
 
 
 # ------------------------------------------------------------------------------------------------ FSDP
-class MagnetFSDPStrategy(FSDPStrategy):
-    """FSDP with one wrap unit per transformer `Layer` (the 1.5B model on many GPUs).
-
-    Args:
-        activation_checkpointing: recompute each Layer's activations in the backward pass (less memory).
-        **kwargs: any other `FSDPStrategy` argument (sharding_strategy, state_dict_type, cpu_offload, ...).
-    """
-
-    def __init__(self, activation_checkpointing: bool = False, sharding_strategy: str = "FULL_SHARD",
-                 state_dict_type: str = "full", **kwargs):
-        from magnet_lightning.models.layers import Layer
-
-        if activation_checkpointing:
-            kwargs["activation_checkpointing_policy"] = {Layer}
-        super().__init__(auto_wrap_policy={Layer}, sharding_strategy=sharding_strategy,
-                         state_dict_type=state_dict_type, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------ W&B
-def _wandb_host() -> tuple[str, str]:
-    """(base URL, host) of the W&B server: WANDB_BASE_URL (a self-hosted server) or api.wandb.ai."""
-    base = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
-    return base, endpoint(base)[0]
-
-
-def _wandb_key_present(host: str) -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
-    return netrc.is_file() and host in netrc.read_text(errors="ignore")
-
-
-def choose_wandb_mode() -> str:
-    """Set WANDB_MODE=offline unless the user chose a mode, a key is configured and the W&B server answers (directly
-    or through the proxy the proxy variables name)."""
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    base, host = _wandb_host()
-    if not _wandb_key_present(host):
-        reason = f"no W&B API key (WANDB_API_KEY or a ~/.netrc entry for {host})"
-    elif not reachable(base):
-        reason = f"{base} is not reachable"
-    else:
-        return "online"
-    os.environ["WANDB_MODE"] = "offline"
-    rank_zero_warn(f"W&B runs OFFLINE ({reason}); upload later with `wandb sync <run dir>`.")
-    return "offline"
-
-
-class LoggedSaveConfigCallback(SaveConfigCallback):
-    """Writes config.yaml (Lightning's behaviour) and also stores the resolved config in the W&B run."""
-
-    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        from lightning.pytorch.loggers import WandbLogger
-
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                config = self.config.clone().as_dict()
-                logger.experiment.config.update({"cli": config}, allow_val_change=True)
 
 
 # ------------------------------------------------------------------------------------------------ batch arithmetic
@@ -230,57 +91,6 @@ def accumulation_for(global_batch: int, per_device: int, world_size: int) -> int
 
 
 # ------------------------------------------------------------------------------------------------ strict parsing
-_UNKNOWN = re.compile(r"unrecognized arguments: (--[\w.]+)|[Kk]ey '([\w.]+)' is not expected|"
-                      r"does not accept nested key '([\w.]+)'|does not accept option '([\w.]+)'")
-
-
-class StrictArgumentParser(LightningArgumentParser):
-    """LightningArgumentParser without abbreviated options, whose unknown-key errors name the valid keys.
-
-    With abbreviations (argparse's default) ``--trainer.max_step`` silently means ``--trainer.max_steps``, and
-    ``--model.optimizer.lr`` would be matched by ``--model.optimizer.l``. A user error exits with code 2 and a short
-    message (usage line, then ``error: ...``), never a traceback.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["allow_abbrev"] = False
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str, ex: Exception | None = None):
-        if self.exit_on_error:  # not while jsonargparse tries the alternatives of a union type internally
-            message = explain_unknown_key(self, message)
-        return super().error(message, ex)
-
-
-def option_names(parser) -> list[str]:
-    """Every dotted option name of `parser` (and of its subcommand parsers), without the leading dashes."""
-    import argparse
-
-    names = []
-    for action in parser._actions:
-        names += [o[2:] for o in action.option_strings if o.startswith("--")]
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                names += option_names(sub)
-    return names
-
-
-def explain_unknown_key(parser, message: str) -> str:
-    """`message` plus, for an unknown key ``a.b.c``, the valid keys under ``a.b`` (and the closest match)."""
-    match = _UNKNOWN.search(message)
-    if not match:
-        return message
-    key = next(g for g in match.groups() if g).lstrip("-")
-    group, _, name = key.rpartition(".")
-    prefix = f"{group}." if group else ""
-    known = sorted({n[len(prefix):] for n in option_names(parser) if n.startswith(prefix)
-                    and "." not in n[len(prefix):] and not n.endswith("+")} - {"help", "config"})
-    if not known:
-        return message
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f" did you mean '{prefix}{close[0]}'?" if close else ""
-    return f"{message.rstrip('. ')}. '{key}' is not an option;{hint} Valid keys under '{group or '(top level)'}': " \
-           f"{', '.join(known)}."
 
 
 # ------------------------------------------------------------------------------------------------ the CLI
@@ -352,7 +162,7 @@ class MagnetCLI(LightningCLI):
         if config.demo.enabled:
             self._prepare_demo(config)
         if self.subcommand == "fit":
-            check_training_config(config)  # one-line errors before anything is built (magnet_lightning.startup)
+            check_training_config(config)  # one-line errors before anything is built (magnet_lightning.cli.startup)
 
     def _sub_config(self):
         return self.config[self.subcommand] if self.subcommand else self.config
@@ -490,7 +300,7 @@ def generate_samples(ckpt: str, captions: list[str], out_dir: Path, seed: int = 
                      text_encoder: Any = None) -> list[Path]:
     """Generate one clip per caption from `ckpt` and write -14 LUFS WAVs to `out_dir`; returns the paths.
     `text_encoder`: a loaded one to reuse (default: the checkpoint's, loaded again)."""
-    from magnet_lightning.generate import MagnetGenerator, _slug, write_wav
+    from magnet_lightning.generation.generator import MagnetGenerator, _slug, write_wav
 
     generator = MagnetGenerator.from_pretrained(ckpt, device="cpu", text_encoder=text_encoder,
                                                 allow_random_text_encoder=True)
@@ -507,10 +317,10 @@ def generate_samples(ckpt: str, captions: list[str], out_dir: Path, seed: int = 
 def config_dir() -> Path:
     """The recipe configs: recipes/configs of this checkout, or where the wheel installs that folder
     (magnet_lightning/scripts/recipes/configs; pyproject.toml)."""
-    checkout = Path(__file__).resolve().parent.parent / "recipes" / "configs"
+    checkout = Path(__file__).resolve().parents[2] / "recipes" / "configs"
     if checkout.is_dir():
         return checkout
-    return Path(__file__).resolve().parent / "scripts" / "recipes" / "configs"
+    return Path(__file__).resolve().parents[1] / "scripts" / "recipes" / "configs"
 
 
 def default_args(config_name: str) -> list[str]:

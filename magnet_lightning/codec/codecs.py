@@ -253,7 +253,7 @@ def _load_encodec_package(name: str, bandwidth: float | None, device: str | torc
     """The package's architecture with its weights read from the torch hub cache: never downloaded, data only."""
     import encodec
 
-    from magnet_lightning.safe_load import load_tensors
+    from magnet_lightning.utils.safe_load import load_tensors
 
     builder = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
                "encodec_48khz": encodec.EncodecModel.encodec_model_48khz}[name]
@@ -271,7 +271,7 @@ def _load_encodec_package(name: str, bandwidth: float | None, device: str | torc
 
 
 def _load_audiocraft_codec(path: Path, name: str, bandwidth: float | None, device: str | torch.device) -> Codec:
-    from magnet_lightning.audiocraft_codec import build_encodec, read_compression_state
+    from magnet_lightning.codec.audiocraft import build_encodec, read_compression_state
 
     pkg = read_compression_state(path)
     if "pretrained" in pkg:  # the file only names a transformers model, e.g. facebook/encodec_32khz
@@ -293,7 +293,7 @@ def load_codec(name_or_path: str = DEFAULT_CODEC, bandwidth: float | None = None
         bandwidth: target bandwidth in kbps (chooses K); None = the HF model's first / the package model's largest.
         device: where to put the model.
     """
-    from magnet_lightning import hub
+    from magnet_lightning.checkpoint import hub
 
     if name_or_path in _ENCODEC_PKG_WEIGHTS:
         return _load_encodec_package(name_or_path, bandwidth, device)

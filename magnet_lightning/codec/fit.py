@@ -5,7 +5,7 @@ tests without downloadable weights, `fit_codebooks` runs k-means per RVQ level o
 clusters the latents, level k clusters what levels < k left unexplained (the residual), which is how RVQ quantizes.
 The encoder stays random, but distinct sounds then give distinct token streams.
 
-Works for both codec families in `magnet_lightning.codec` (their codebook buffers share the names
+Works for both codec families in `magnet_lightning.codec.codecs` (their codebook buffers share the names
 ``embed, embed_avg, cluster_size, inited``).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from magnet_lightning.codec import Codec, EncodecPackageCodec, HFEncodecCodec, convert_audio
+from magnet_lightning.codec.codecs import Codec, EncodecPackageCodec, HFEncodecCodec, convert_audio
 
 
 def _encoder_and_codebooks(codec: Codec):

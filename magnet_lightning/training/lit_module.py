@@ -22,13 +22,13 @@ from typing import Any
 import lightning as L
 import torch
 
-from magnet_lightning.conditioning import TextDropout, TextEncoder
 from magnet_lightning.config import MaskingConfig, ModelConfig
-from magnet_lightning.ema import EMA
-from magnet_lightning.masking import draw_stages, hybrid_training_masks, sample_training_masks
 from magnet_lightning.models import FAMILIES, build_model
-from magnet_lightning.objective import ar_loss, hybrid_loss, magnet_loss
-from magnet_lightning.optim import OptimConfig, build_optimizer, build_scheduler
+from magnet_lightning.models.conditioning import TextDropout, TextEncoder
+from magnet_lightning.training.ema import EMA
+from magnet_lightning.training.masking import draw_stages, hybrid_training_masks, sample_training_masks
+from magnet_lightning.training.objective import ar_loss, hybrid_loss, magnet_loss
+from magnet_lightning.training.optim import OptimConfig, build_optimizer, build_scheduler
 
 
 def _as(cls, value):
@@ -49,7 +49,7 @@ def _as(cls, value):
 @dataclass
 class DecodingDefaults:
     """Decoding settings stored in the checkpoint for generation: a preset, then any field set here (None: the
-    preset's value; see `magnet_lightning.decoding.DecodingConfig`)."""
+    preset's value; see `magnet_lightning.generation.magnet.DecodingConfig`)."""
 
     preset: str = "music"
     """'music' (temperature 3, top-p 0.9, CFG 10 -> 1) or 'audio' (temperature 3.5, top-p 0.8, CFG 20 -> 1)."""
@@ -81,7 +81,7 @@ class DecodingDefaults:
     """Hybrid-MAGNeT: seconds generated autoregressively before MAGNeT takes over (default 3)."""
 
     def __post_init__(self) -> None:
-        from magnet_lightning.decoding import DECODING_PRESETS
+        from magnet_lightning.generation.magnet import DECODING_PRESETS
 
         if self.preset not in DECODING_PRESETS:
             raise ValueError(f"decoding.preset={self.preset!r}: choose one of {sorted(DECODING_PRESETS)}")
@@ -197,7 +197,7 @@ class MagnetLightningModule(L.LightningModule):
 
     def load_weights(self, path: str) -> None:
         """Load transformer weights from our checkpoint or an audiocraft state_dict.bin (sizes must match)."""
-        from magnet_lightning.checkpoint import load_pretrained
+        from magnet_lightning.checkpoint.pretrained import load_pretrained
 
         pretrained = load_pretrained(path, map_location="cpu")
         if pretrained.model.family != self.family:
@@ -294,7 +294,7 @@ class MagnetLightningModule(L.LightningModule):
     def generator(self, codec: Any = None, model: torch.nn.Module | None = None):
         """A `MagnetGenerator` of this module's family and settings (for callbacks): `model` default the live
         weights (pass the EMA copy to generate with it), `codec` a Codec or None (tokens only)."""
-        from magnet_lightning.generate import MagnetGenerator
+        from magnet_lightning.generation.generator import MagnetGenerator
 
         hp = self.hparams
         return MagnetGenerator(model if model is not None else self.model, self.text_encoder.to(self.device), codec,

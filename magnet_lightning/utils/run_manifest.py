@@ -18,7 +18,7 @@ class RunManifest:
     """Records keyed by their ``"file"`` field, in first-written order."""
 
     def __init__(self, path: str | Path) -> None:
-        from magnet_lightning.stale_files import remove_stale
+        from magnet_lightning.utils.stale_files import remove_stale
 
         self.path = Path(path)
         self.records: dict[str, dict] = {}

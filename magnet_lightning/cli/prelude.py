@@ -36,7 +36,7 @@ def quiet_known_warnings() -> None:
 
 def prepare() -> None:
     """Call first in every entry point (before transformers / huggingface_hub are imported)."""
-    from magnet_lightning.network import hub_offline_without_network
+    from magnet_lightning.utils.network import hub_offline_without_network
 
     hub_offline_without_network()
     quiet_known_warnings()

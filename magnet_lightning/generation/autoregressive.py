@@ -30,11 +30,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from magnet_lightning.decoding import ProgressFn, autocast_context, guidance_batch, text_inputs
+from magnet_lightning.generation.magnet import ProgressFn, autocast_context, guidance_batch, text_inputs
+from magnet_lightning.generation.sampling import draw_noise, sample_next_tokens
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.kv_cache import KVCache
 from magnet_lightning.models.layers import TextMemory
-from magnet_lightning.sampling import draw_noise, sample_next_tokens
 
 UNKNOWN = -1
 """Sequence value of a code not generated yet."""

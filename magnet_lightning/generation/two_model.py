@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from magnet_lightning.hybrid_decoding import DEFAULT_PROMPT_SECONDS
+from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
 
 
 def check_pair(magnet, ar) -> None:

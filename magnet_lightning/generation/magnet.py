@@ -43,7 +43,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from magnet_lightning.sampling import draw_noise, sample_tokens
+from magnet_lightning.generation.sampling import draw_noise, sample_tokens
 
 FIXED_SCORE = -1e4
 """Score of units that must never be re-masked (scores are 'unconfidence': the highest are re-masked)."""

@@ -14,13 +14,16 @@ through torch's weight-norm compatibility hook.
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from magnet_lightning.audiocraft_config import ConfigError, lookup, read_xp_cfg
+from magnet_lightning.checkpoint import hub
+from magnet_lightning.checkpoint.audiocraft_config import ConfigError, lookup, read_xp_cfg
+from magnet_lightning.errors import CheckpointError
 
 _SEANET_FIXED = {  # seanet.<key>: the only value transformers' EnCodec implements
     "activation": "ELU", "activation_params": {"alpha": 1.0}, "norm": "weight_norm", "norm_params": {},
@@ -115,3 +118,25 @@ def build_encodec(pkg: dict[str, Any], source: str):
     if num_q != int(lookup(read_xp_cfg(pkg["xp.cfg"]), "rvq.n_q")):
         raise CodecFileError(f"{source}: bandwidth {config.target_bandwidths[0]} kbps gives {num_q} codebooks")
     return model.eval()
+
+
+def convert_codec(src: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
+    """Write an audiocraft codec (compression_state_dict.bin, or a released repo id) as a transformers
+    `save_pretrained` folder, loadable with `codec.load_codec(out_dir)`. Returns the folder."""
+    path = hub.expand(src)
+    if not path.is_file():
+        path = hub.fetch(str(src), hub.CODEC_FILE) if str(src) in hub.RELEASED else path
+    if not path.is_file():
+        raise FileNotFoundError(f"codec file {src} not found: give an audiocraft {hub.CODEC_FILE} or a released repo "
+                                "id such as facebook/audio-magnet-small")
+    pkg = read_compression_state(path)
+    if "pretrained" in pkg:
+        raise CheckpointError(f"{path} only names the transformers model {pkg['pretrained']!r}: load that id directly "
+                              "(nothing to convert)")
+    out = hub.expand(out_dir)
+    if out.exists():
+        raise CheckpointError(f"{out} already exists: remove it or choose another folder")
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    build_encodec(pkg, str(path)).save_pretrained(tmp)
+    tmp.replace(out)
+    return out

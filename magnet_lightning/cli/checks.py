@@ -54,8 +54,8 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
     any model (an audiocraft file's facts come from its xp.cfg; its tensors are memory-mapped, not read)."""
     import json
 
-    from magnet_lightning import hub
-    from magnet_lightning.checkpoint import CONFIG_NAME, is_export
+    from magnet_lightning.checkpoint import hub
+    from magnet_lightning.checkpoint.pretrained import CONFIG_NAME, is_export
 
     folder = hub.expand(path)
     if is_export(folder):  # an export folder: its config.json says everything
@@ -68,8 +68,8 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
     source = hub.resolve_lm(path)
     raw = _load_light(source.path)
     if isinstance(raw, dict) and "best_state" in raw:
-        from magnet_lightning.audiocraft_config import ConfigError, read_lm_config
-        from magnet_lightning.convert import audiocraft_metadata
+        from magnet_lightning.checkpoint.audiocraft import audiocraft_metadata
+        from magnet_lightning.checkpoint.audiocraft_config import ConfigError, read_lm_config
 
         try:
             spec = read_lm_config(raw.get("xp.cfg"))
@@ -82,7 +82,7 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
         if not isinstance((hp or {}).get("model"), dict) or "num_codebooks" not in hp["model"]:
             raise UserError(f"{source.path}: neither a magnet_lightning checkpoint (hyper_parameters.model) nor an "
                             "audiocraft state_dict.bin (best_state + xp.cfg)")
-        from magnet_lightning.checkpoint import lightning_metadata
+        from magnet_lightning.checkpoint.pretrained import lightning_metadata
 
         meta = lightning_metadata(hp)
     return CheckpointFacts(meta["family"], meta["num_codebooks"], meta["codebook_size"],
@@ -109,7 +109,7 @@ def check_steps(steps: Sequence[int] | None, num_codebooks: int, flag: str = "--
 def check_decoding(facts: CheckpointFacts, duration: float, preset: str | None, overrides: dict) -> None:
     """The decoding options as the generator will build them for this checkpoint (ranges of temperature, top-p,
     options of the other family, ...)."""
-    from magnet_lightning.decoding_options import decoding_config_for
+    from magnet_lightning.generation.options import decoding_config_for
 
     try:
         config = decoding_config_for(facts.family, facts.decoding or {}, span_len=facts.span_len,
@@ -193,7 +193,7 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
     inputs = GenerateInputs(jobs, overrides)
     if args.prompt_audio:
         check_prompt_audio(args.prompt_audio, duration, args.infill)
-        from magnet_lightning.audio import read_audio
+        from magnet_lightning.utils.audio import read_audio
 
         try:
             inputs.prompt, inputs.prompt_rate = read_audio(args.prompt_audio)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from magnet_lightning.ar_decoding import ARDecodingConfig
-from magnet_lightning.ar_decoding import generate as ar_generate
-from magnet_lightning.decoding import DecodingConfig, ProgressFn, decode
+from magnet_lightning.generation.autoregressive import ARDecodingConfig
+from magnet_lightning.generation.autoregressive import generate as ar_generate
+from magnet_lightning.generation.magnet import DecodingConfig, ProgressFn, decode
 from magnet_lightning.models.hybrid import BoundHybrid, HybridMagnetTransformer
 
 DEFAULT_PROMPT_SECONDS = 3.0

@@ -15,9 +15,9 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from magnet_lightning.masking import MaskedBatch
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.magnet import MagnetTransformer
+from magnet_lightning.training.masking import MaskedBatch
 
 
 def stage_targets(codes: torch.Tensor, stages: torch.Tensor | int) -> torch.Tensor:

@@ -12,9 +12,10 @@ from typing import Any
 
 import torch
 
-from magnet_lightning import hub
+from magnet_lightning.checkpoint import hub
+from magnet_lightning.checkpoint.audiocraft import read_audiocraft
 from magnet_lightning.config import ModelConfig
-from magnet_lightning.convert import CheckpointError, read_audiocraft
+from magnet_lightning.errors import CheckpointError
 from magnet_lightning.models import CodebookTransformer, build_model
 
 

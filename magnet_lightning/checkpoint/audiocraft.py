@@ -1,0 +1,216 @@
+"""Import released audiocraft checkpoints (`state_dict.bin`: `best_state` + `xp.cfg` YAML) and codecs.
+
+    python -m magnet_lightning.convert audiocraft STATE_DICT_BIN_OR_REPO_ID OUT.ckpt
+    python -m magnet_lightning.convert audiocraft-codec COMPRESSION_STATE_DICT_BIN_OR_REPO_ID OUT_DIR
+
+Both families are read: MAGNeT (`lm_model: transformer_lm_magnet`) and the autoregressive MusicGen checkpoints
+(`transformer_lm`, causal, delay pattern); they have the same parameters. The first command writes a Lightning
+checkpoint (plain hyper-parameters, EMA weights as `state_dict`): for MAGNeT one of `MagnetLightningModule`, usable
+for generation, evaluation and fine-tuning (`init_from`); for MusicGen the same layout with `family: musicgen` and the
+pattern's `delays` in its hyper-parameters, usable for generation (checkpoint.load_pretrained). The config is read by
+audiocraft's rules (audiocraft_config.py); the layout differences handled here: the K embedding tables and K output
+heads are stacked into one tensor each, and the T5 projection is renamed. The checkpoint records the codec it needs: a
+transformers hub id (`//pretrained/facebook/encodec_32khz` -> `facebook/encodec_32khz`), or, for audiocraft's own
+codecs (`//reference/...`, Audio-MAGNeT's 16 kHz EnCodec), the `compression_state_dict.bin` published beside the
+state dict (same folder or same hub repo). The second writes an audiocraft codec as a `save_pretrained` folder of
+`transformers.EncodecModel`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from magnet_lightning.checkpoint import hub
+from magnet_lightning.checkpoint.audiocraft_config import AudiocraftLM, ConfigError, read_lm_config
+from magnet_lightning.config import ModelConfig
+from magnet_lightning.errors import CheckpointError
+from magnet_lightning.models import CodebookTransformer, build_model
+
+_TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
+LICENSE = "cc-by-nc-4.0"
+"""License of Meta's released audiocraft weights (the Hugging Face license id), recorded in converted checkpoints."""
+
+
+@dataclass
+class AudiocraftCheckpoint:
+    config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    """Weights renamed to our layout (models/base.py, the same for both families)."""
+    metadata: dict[str, Any]
+    """family, delays, text_encoder, codec, sample_rate, frame_rate, span_len, segment_duration, cfg_dropout,
+    word_dropout, decoding, license, source."""
+    spec: AudiocraftLM
+    """Everything the xp.cfg says, by audiocraft's rules."""
+
+    def build_model(self) -> CodebookTransformer:
+        """The model of this checkpoint's family with its weights, in eval mode."""
+        model = build_model(self.spec.family, self.config, self.spec.delays or None)
+        model.load_state_dict(self.state_dict)
+        return model.eval()
+
+
+def _rename(best_state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    state = dict(best_state)
+    k = cfg.num_codebooks
+    try:
+        emb = torch.stack([state.pop(f"emb.{i}.weight") for i in range(k)])
+        heads = torch.stack([state.pop(f"linears.{i}.weight") for i in range(k)])
+    except KeyError as err:
+        raise CheckpointError(f"missing key {err.args[0]} for n_q={k}") from err
+    except RuntimeError as err:
+        raise CheckpointError(f"embedding or head tables of different shapes: {err}") from err
+    out = {"emb": emb, "heads": heads}
+    for suffix in ("weight", "bias"):
+        out[f"text_proj.{suffix}"] = state.pop(_TEXT_PROJ + suffix, None)
+    out.update({name: value for name, value in state.items() if name.startswith(("transformer.", "out_norm."))})
+    return {name: value for name, value in out.items() if value is not None}
+
+
+def _check_against_model(state: dict[str, torch.Tensor], cfg: ModelConfig, source: dict) -> None:
+    expected = _meta_state_dict(cfg)
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise CheckpointError(f"missing keys: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    ignored = {n for n in source if not n.startswith(("transformer.", "out_norm.", "emb.", "linears.", _TEXT_PROJ))}
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise CheckpointError(f"unexpected keys (not part of a {cfg.num_layers}-layer model): {extra[:8]}")
+    if ignored:
+        raise CheckpointError(f"unknown keys in best_state: {sorted(ignored)[:8]}")
+    for name, ref in expected.items():
+        if tuple(state[name].shape) != tuple(ref.shape):
+            raise CheckpointError(f"{name}: shape {tuple(state[name].shape)}, expected {tuple(ref.shape)} for {cfg}")
+
+
+def _meta_state_dict(cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    with torch.device("meta"):  # both families have the same parameters
+        return build_model("magnet", cfg).state_dict()
+
+
+def codec_reference(field: str, source: hub.Source) -> str:
+    """The codec a checkpoint needs, as `codec.load_codec` takes it.
+
+    `//pretrained/NAME` -> NAME (a transformers EnCodec); `//reference/...` (audiocraft's own codec, not public
+    under that name) -> the compression_state_dict.bin published beside the state dict: the hub repo id when the
+    checkpoint came from the hub, else that file's path (which must exist when the codec is loaded).
+    """
+    if field.startswith("//pretrained/"):
+        return field.removeprefix("//pretrained/")
+    if field.startswith("//reference/"):
+        return source.repo_id or str(source.path.parent / hub.CODEC_FILE)
+    return field
+
+
+def audiocraft_metadata(spec: AudiocraftLM, source: hub.Source) -> dict[str, Any]:
+    """What a released checkpoint says for generation and training (its xp.cfg by audiocraft's rules)."""
+    return {
+        "family": spec.family,
+        "delays": list(spec.delays),
+        "text_encoder": spec.text_encoder,
+        "codec": codec_reference(spec.codec, source),
+        "codec_checkpoint": spec.codec,
+        "sample_rate": spec.sample_rate,
+        "frame_rate": spec.frame_rate,
+        "span_len": spec.span_len,
+        "segment_duration": spec.segment_duration,
+        "cfg_dropout": spec.cfg_dropout,
+        "word_dropout": spec.word_dropout,
+        "decoding": dict(spec.generation),
+        "license": LICENSE,
+        "source": source.repo_id or str(source.path),
+    }
+
+
+def _load_file(path: Path) -> dict:
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for corrupt or foreign files
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
+    if not isinstance(raw, dict) or "best_state" not in raw or "xp.cfg" not in raw:
+        keys = sorted(raw)[:8] if isinstance(raw, dict) else type(raw).__name__
+        raise CheckpointError(
+            f"{path} is not an audiocraft state_dict.bin (needs 'best_state' and 'xp.cfg'; has {keys})"
+        )
+    return raw
+
+
+def read_audiocraft(path: str | os.PathLike | hub.Source, raw: dict | None = None) -> AudiocraftCheckpoint:
+    """Read and validate an audiocraft `state_dict.bin` of either family (a path, a folder holding one, or a
+    released repo id such as facebook/magnet-small-10secs or facebook/musicgen-small); weights renamed to our layout.
+    `raw`: the file's loaded contents."""
+    source = path if isinstance(path, hub.Source) else hub.resolve_lm(path)
+    raw = raw if raw is not None else _load_file(source.path)
+    best_state = raw["best_state"]
+    if isinstance(best_state, dict) and "model" in best_state and "emb.0.weight" not in best_state:
+        best_state = best_state["model"]  # un-exported solver checkpoints nest the weights one level deeper
+    proj = best_state.get(_TEXT_PROJ + "weight")
+    if proj is None:
+        raise CheckpointError(f"missing key {_TEXT_PROJ}weight (the T5 projection)")
+    try:
+        spec = read_lm_config(raw["xp.cfg"], text_dim=int(proj.shape[1]))
+    except (ConfigError, ValueError) as err:
+        raise CheckpointError(f"{source.path}: {err}") from err
+    state = _rename(best_state, spec.model)
+    _check_against_model(state, spec.model, best_state)
+    return AudiocraftCheckpoint(spec.model, state, audiocraft_metadata(spec, source), spec)
+
+
+def from_audiocraft(path: str | os.PathLike) -> CodebookTransformer:
+    """The model of an audiocraft `state_dict.bin` (path or released repo id) with its weights, in eval mode: a
+    `MagnetTransformer` for MAGNeT checkpoints, an `ARTransformer` for MusicGen ones."""
+    return read_audiocraft(path).build_model()
+
+
+def lightning_checkpoint(ckpt: AudiocraftCheckpoint) -> dict[str, Any]:
+    """The converted weights as a Lightning checkpoint dict (plain types only): `MagnetLightningModule`'s
+    hyper-parameters for MAGNeT; for MusicGen `family: musicgen`, `delays` and no masking."""
+    import lightning
+
+    meta = ckpt.metadata
+    if meta["family"] == "magnet":
+        family = {"masking": {"span_len": meta["span_len"], "per_sample_stage": False, "stage_weights": []}}
+    else:
+        family = {"family": meta["family"], "delays": meta["delays"]}
+    hparams = {
+        "model": asdict(ckpt.config),
+        **family,
+        "text_encoder": meta["text_encoder"],
+        "cfg_dropout": meta["cfg_dropout"],
+        "word_dropout": meta["word_dropout"],
+        "codec": meta["codec"],
+        "sample_rate": meta["sample_rate"],
+        "frame_rate": meta["frame_rate"],
+        "segment_duration": meta["segment_duration"],
+        "decoding": meta["decoding"],
+    }
+    return {
+        "state_dict": {f"model.{name}": value for name, value in ckpt.state_dict.items()},
+        "hyper_parameters": hparams,
+        "pytorch-lightning_version": lightning.__version__,
+        "epoch": 0,
+        "global_step": 0,
+        "converted_from": meta["source"],
+        "license": meta["license"],
+    }
+
+
+def _atomic_save(obj: Any, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def convert_audiocraft(src: str | os.PathLike, out: str | os.PathLike) -> AudiocraftCheckpoint:
+    """Write `src` (audiocraft state_dict.bin, or a released repo id) as a Lightning checkpoint at `out`, atomically."""
+    ckpt = read_audiocraft(src)
+    _atomic_save(lightning_checkpoint(ckpt), hub.expand(out))
+    return ckpt

@@ -1,0 +1,46 @@
+"""`magnet-convert` / `python -m magnet_lightning.convert`: an audiocraft release file (or repo id) as our Lightning
+checkpoint, or its 16 kHz codec as a transformers folder."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from magnet_lightning.checkpoint import hub
+from magnet_lightning.checkpoint.audiocraft import convert_audiocraft
+from magnet_lightning.checkpoint.audiocraft_config import ConfigError
+from magnet_lightning.codec.audiocraft import CodecFileError, convert_codec
+from magnet_lightning.errors import CheckpointError, UserError, pop_debug_flag, user_errors
+from magnet_lightning.utils.stale_files import remove_stale
+
+
+def main(argv: list[str] | None = None) -> None:
+
+
+    parser = argparse.ArgumentParser(prog="python -m magnet_lightning.convert", description=__doc__.split("\n\n")[0],
+                                     epilog="A mistake is one line and exit code 2; --debug shows the traceback.")
+    sub = parser.add_subparsers(dest="format", required=True)
+    ac = sub.add_parser("audiocraft", help="audiocraft MAGNeT or MusicGen state_dict.bin (or repo id) -> "
+                                           "Lightning checkpoint")
+    ac.add_argument("src", help="path to state_dict.bin, or a released repo id (facebook/magnet-small-10secs, "
+                                "facebook/musicgen-small)")
+    ac.add_argument("out", help="output .ckpt path")
+    codec = sub.add_parser("audiocraft-codec", help="audiocraft compression_state_dict.bin -> transformers folder")
+    codec.add_argument("src", help="path to compression_state_dict.bin, or a released repo id")
+    codec.add_argument("out", help="output folder (EncodecModel.save_pretrained layout)")
+    args = parser.parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
+
+    with user_errors(CheckpointError, CodecFileError, ConfigError):
+        out = hub.expand(args.out)
+        remove_stale(out.parent, f".{out.name}.tmp*")  # left by a killed conversion
+        if args.format == "audiocraft-codec":
+            print(f"wrote {convert_codec(args.src, out)}")
+            return
+        if out.is_dir():
+            raise UserError(f"output {out} is a folder: give the .ckpt file to write, e.g. {out / 'model.ckpt'}")
+        if out.exists() and out.resolve() == hub.expand(args.src).resolve():
+            raise UserError(f"output {out} is the input file: give another path")
+        ckpt = convert_audiocraft(args.src, out)
+    print(f"wrote {args.out}: {ckpt.spec.family} {ckpt.config} ({ckpt.config.num_parameters() / 1e6:.1f} M "
+          "parameters)")
+    print(f"metadata: {ckpt.metadata}")
