@@ -43,8 +43,13 @@ sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 sys.path.insert(0, str(ROOT / "tests"))  # the release-format file writer
 
 from evaluation.memory_cases import CASES, RELEASES, RankContext, release_file  # noqa: E402
+from magnet_lightning.config import MODEL_PRESETS  # noqa: E402
 
 TARGET_RSS, TARGET_TIME = 1.25, 0.35
+NOTES = ("peak_over_model", "peak_above_baseline_over_model", "time_over_reference", "before_step_rss_gb",
+         "fwd_bwd_peak_rss_gb", "step_peak_rss_gb", "before_step_cuda_gb", "fwd_bwd_peak_cuda_gb", "step_peak_cuda_gb",
+         "fwd_bwd_seconds", "local_parameters_m", "loss")
+"""The figures a row's notes column shows, when it has them."""
 
 
 def _status(field: str) -> int | None:
@@ -81,14 +86,26 @@ def worker(args: argparse.Namespace) -> None:
     if cuda:
         torch.cuda.set_device(device)
     torch.set_num_threads(args.threads)
-    run, _ = CASES[args.worker]
-    figures = run(variant, RankContext(args.rank, args.world_size, device, Path(args.workdir)))
-    figures.update(rank=args.rank, peak_rss_gb=round(_rss_peak() / 1e9, 3), baseline_rss_gb=round(baseline / 1e9, 3))
+    figures = CASES[args.worker].run(variant, RankContext(args.rank, args.world_size, device, Path(args.workdir)))
+    phases = [figures[k] for k in ("fwd_bwd_peak_rss_gb", "step_peak_rss_gb") if k in figures]  # peaks reset there
+    peak = max([round(_rss_peak() / 1e9, 3), *phases])
+    figures.update(rank=args.rank, peak_rss_gb=peak, baseline_rss_gb=round(baseline / 1e9, 3))
     if cuda:
         figures["cuda_max_allocated_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 3)
     Path(args.out).write_text(json.dumps(figures))
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _available_gb() -> float | None:
+    """MemAvailable of the machine (Linux), GB."""
+    meminfo = Path("/proc/meminfo")
+    if not meminfo.is_file():
+        return None
+    for line in meminfo.read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024 / 1e9
+    return None
 
 
 def _free_port() -> int:
@@ -113,7 +130,8 @@ def run_variant(case: str, variant: dict, args: argparse.Namespace) -> dict:
                    if Path(f"{tmp}/{r}.json").is_file()]
     row = {"case": case, **variant, "per_rank": results}
     if len(results) < ranks:
-        row["error"] = next((e.strip().splitlines()[-1] for e in errors if e.strip()), "a rank died (out of memory?)")
+        last = next((e.strip().splitlines()[-1] for e in errors if e.strip()), "a rank died (out of memory?)")
+        row["error"] = f"failed: {last}"
     return row
 
 
@@ -161,14 +179,12 @@ def markdown(report: dict) -> str:
         ranks = row["per_rank"]
         if not ranks:
             lines.append(f"| {row['case']} | {row['size']} | {_label(row)} | {row['ranks']} | - | - | - | - | - | "
-                         f"failed: {row.get('error', '')} |")
+                         f"{row.get('error', 'failed')} |")
             continue
         peak = " / ".join(f"{r['peak_rss_gb']:.2f}" for r in ranks)
         cuda = " / ".join(f"{r['cuda_max_allocated_gb']:.2f}" for r in ranks if "cuda_max_allocated_gb" in r) or "-"
         first = ranks[0]
-        notes = [f"{key} {first[key]}" for key in ("peak_over_model", "peak_above_baseline_over_model",
-                                                   "time_over_reference", "local_parameters_m", "loss")
-                 if key in first]
+        notes = [f"{key} {first[key]}" for key in NOTES if key in first]
         lines.append(f"| {row['case']} | {row['size']} | {_label(row)} | {row['ranks']} | {peak} | "
                      f"{first['baseline_rss_gb']:.2f} | {first['model_gb']:.2f} | "
                      f"{max(r['seconds'] for r in ranks):.2f} | {cuda} | {', '.join(notes)} |")
@@ -183,12 +199,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", nargs="+", default=["load", "train"], choices=sorted(CASES))
     p.add_argument("--load-sizes", nargs="+", default=["small"], choices=sorted(RELEASES))
-    p.add_argument("--train-sizes", nargs="+", default=["small"], choices=sorted(RELEASES))
+    p.add_argument("--train-sizes", nargs="+", default=["small"], choices=sorted(MODEL_PRESETS),
+                   help="model presets (tiny: a quick check of the set-up)")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "magnet_memory_benchmark",
                    help="where the release-format files are written once and reused")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per variant")
+    p.add_argument("--ranks", type=int, help="processes of the multi-process variants (default: theirs, 2)")
+    p.add_argument("--force", action="store_true", help="run variants that need more memory than is available")
     p.add_argument("--json", type=Path, help="write the report here")
     p.add_argument("--md", type=Path, help="write the Markdown table here")
     for name in ("--worker", "--variant", "--out"):  # internal: one rank of one variant
@@ -208,9 +227,16 @@ def main(argv=None) -> dict:
     rows = []
     for case in args.cases:
         sizes = args.load_sizes if case == "load" else args.train_sizes
-        for variant in CASES[case][1](sizes):
+        for variant in CASES[case].variants(sizes):
+            if args.ranks and variant["ranks"] > 1:
+                variant["ranks"] = args.ranks
             start = time.perf_counter()
-            rows.append(run_variant(case, variant, args))
+            needs, free = CASES[case].needs_gb(variant), _available_gb()
+            if free is not None and needs > free and not args.force:
+                skipped = f"skipped: needs about {needs:.1f} GB, {free:.1f} GB available (--force runs it)"
+                rows.append({"case": case, **variant, "per_rank": [], "error": skipped})
+            else:
+                rows.append(run_variant(case, variant, args))
             print(f"{case} {variant}: {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     summarise(rows)
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None

@@ -31,9 +31,10 @@ from torch.distributed.fsdp import fully_shard
 from torch.utils.checkpoint import checkpoint
 
 from magnet_lightning.checkpoint.audiocraft import from_audiocraft, read_audiocraft
-from magnet_lightning.checkpoint.lazy_load import empty_model
+from magnet_lightning.checkpoint.lazy_load import empty_model, resolve_dtype
 from magnet_lightning.config import model_preset
 from magnet_lightning.models import build_model
+from magnet_lightning.models.layers import TextMemory
 from magnet_lightning.training.masking import draw_stages, sample_training_masks
 from magnet_lightning.training.objective import masked_cross_entropy, stage_targets
 
@@ -110,9 +111,32 @@ def _init_(model: torch.nn.Module, buffers: dict[str, torch.Tensor]) -> None:
             buffer.copy_(buffers[name])
 
 
+class _KeysValuesInLayer:
+    """A layer's text keys/values computed when the layer unpacks them (inside its forward), not up front."""
+
+    def __init__(self, attention: torch.nn.Module, text: torch.Tensor):
+        self.attention, self.text = attention, text
+
+    def __iter__(self):
+        return iter(self.attention.text_keys_values(self.text))  # keys, values [B, H, S, Dh]
+
+
+def text_memory_inside_layers(model: torch.nn.Module) -> None:
+    """`prepare_text` reads every layer's cross-attention weights before the layers run, i.e. outside their FSDP2
+    groups (still sharded there); here each layer computes its own text keys/values in its forward instead (the
+    same arithmetic)."""
+
+    def prepare_text(text_states: torch.Tensor, text_mask: torch.Tensor) -> TextMemory:
+        text = model.text_proj(text_states) * text_mask[..., None].to(text_states.dtype)  # [B, S, D]
+        return TextMemory([_KeysValuesInLayer(layer.cross_attention, text) for layer in model.transformer.layers])
+
+    model.prepare_text = prepare_text
+
+
 def _sharded_model(cfg, ctx: RankContext, checkpointing: bool) -> torch.nn.Module:
     """FSDP2: built on the meta device, every layer then the root sharded, each rank materialising its shard only."""
     model = empty_model("magnet", cfg)
+    text_memory_inside_layers(model)
     buffers = {name: b.clone() for name, b in model.named_buffers()}
     if checkpointing:
         checkpoint_layers(model)
@@ -131,7 +155,8 @@ def _replicated_model(cfg, ctx: RankContext, checkpointing: bool) -> torch.nn.Mo
     if ctx.world_size == 1:
         return model
     ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    # Gradients as views of the all-reduce buckets: one copy of the gradients, not two.
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True)
 
 
 def _stage_loss(model: torch.nn.Module, inner: torch.nn.Module, codes, states, mask, gen) -> torch.Tensor:
@@ -142,7 +167,30 @@ def _stage_loss(model: torch.nn.Module, inner: torch.nn.Module, codes, states, m
     return masked_cross_entropy(logits, stage_targets(codes, stage), masked.loss_mask)
 
 
+def reset_peak(device: torch.device) -> None:
+    """Start a new peak: VmHWM back to the current RSS (Linux: /proc/self/clear_refs), CUDA's peak statistics."""
+    clear = Path("/proc/self/clear_refs")
+    if clear.exists():
+        clear.write_text("5")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gb(device: torch.device) -> dict:
+    """The peak since `reset_peak`: RSS (VmHWM) and on CUDA max_memory_allocated, GB."""
+    status = Path("/proc/self/status")
+    out = {}
+    if status.is_file():
+        hwm = status.read_text().split("VmHWM:")[1].split()[0]
+        out["rss"] = round(int(hwm) * 1024 / 1e9, 3)
+    if device.type == "cuda":
+        out["cuda"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 3)
+    return out
+
+
 def run_train(variant: dict, ctx: RankContext) -> dict:
+    """One step; the peaks of its two phases apart: forward + backward (activations, where checkpointing acts) and
+    the optimizer step (AdamW's moments created at the first step)."""
     cfg = model_preset(variant["size"], codebook_size=2048, num_codebooks=4, text_dim=TEXT_DIM)
     torch.manual_seed(0)
     make = _sharded_model if variant["strategy"] == "fsdp2" else _replicated_model
@@ -155,16 +203,28 @@ def run_train(variant: dict, ctx: RankContext) -> dict:
     mask = torch.ones(variant["batch"], TEXT_LEN, dtype=torch.bool)
     codes, states, mask = codes.to(ctx.device), states.to(ctx.device), mask.to(ctx.device)
     cuda = ctx.device.type == "cuda"
+    _sync(ctx.device)
+    reset_peak(ctx.device)
+    before = peak_gb(ctx.device)  # the RSS now: weights (and on CUDA what is allocated)
     start = time.perf_counter()
     with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cuda):
         loss = _stage_loss(model, inner, codes, states, mask, g)
     loss.backward()
+    _sync(ctx.device)
+    forward_backward, middle = peak_gb(ctx.device), time.perf_counter()
+    reset_peak(ctx.device)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     _sync(ctx.device)
+    step = peak_gb(ctx.device)
     local = sum(p.to_local().numel() if hasattr(p, "to_local") else p.numel() for p in model.parameters())
-    return {"seconds": round(time.perf_counter() - start, 2), "loss": round(float(loss), 4),
-            "local_parameters_m": round(local / 1e6, 1), "model_gb": _gb(cfg.num_parameters() * 4)}
+    figures = {"seconds": round(time.perf_counter() - start, 2), "fwd_bwd_seconds": round(middle - start, 2),
+               "loss": round(float(loss), 4), "local_parameters_m": round(local / 1e6, 1),
+               "model_gb": _gb(cfg.num_parameters() * 4)}
+    figures.update({f"before_step_{k}_gb": v for k, v in before.items()})
+    figures.update({f"fwd_bwd_peak_{k}_gb": v for k, v in forward_backward.items()})
+    figures.update({f"step_peak_{k}_gb": v for k, v in step.items()})
+    return figures
 
 
 def _sync(device: torch.device) -> None:
@@ -188,9 +248,42 @@ def train_variants(sizes: list[str]) -> list[dict]:
             for size in sizes for strategy in ("ddp", "fsdp2") for ckpt in (False, True)]
 
 
-CASES: dict[str, tuple[Callable[[dict, RankContext], dict], Callable[[list[str]], list[dict]]]] = {
-    "load": (run_load, load_variants),
-    "train": (run_train, train_variants),
+IMPORTS_GB = 0.6
+"""RSS of a worker after its imports (python, torch with its CUDA libraries, magnet_lightning)."""
+
+
+def _parameters(size: str) -> int:
+    return model_preset(size, codebook_size=2048, num_codebooks=4, text_dim=TEXT_DIM).num_parameters()
+
+
+def load_needs_gb(variant: dict) -> float:
+    """Host memory the variant needs at its peak (all ranks): the reference path holds the float16 file's tensors
+    and the float32 model; ours one model in the requested dtype."""
+    params = _parameters(variant["size"])
+    if variant["loader"] == "reference":
+        return IMPORTS_GB + params * (2 + 4) / 1e9
+    return IMPORTS_GB + params * resolve_dtype(variant["dtype"]).itemsize * 1.1 / 1e9
+
+
+def train_needs_gb(variant: dict) -> float:
+    """Float32 weights, gradients and AdamW's two moments (16 bytes a parameter) per rank, 1/ranks of it under
+    FSDP2, plus the imports and about 1 GB of activations and gathered layers."""
+    share = 1 / variant["ranks"] if variant["strategy"] == "fsdp2" else 1
+    return variant["ranks"] * (IMPORTS_GB + 1.0 + _parameters(variant["size"]) * 16 * share / 1e9)
+
+
+@dataclass
+class Case:
+    run: Callable[[dict, RankContext], dict]
+    """One rank of one variant -> its figures."""
+    variants: Callable[[list[str]], list[dict]]
+    """The variants for the given model sizes (each with its number of `ranks`)."""
+    needs_gb: Callable[[dict], float]
+    """Host memory a variant needs, all its ranks together (the driver skips what the machine cannot hold)."""
+
+
+CASES: dict[str, Case] = {
+    "load": Case(run_load, load_variants, load_needs_gb),
+    "train": Case(run_train, train_variants, train_needs_gb),
 }
-"""name -> (run one rank of a variant, the variants for the given model sizes)."""
 
