@@ -206,6 +206,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per variant")
+    p.add_argument("--only", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="run only the variants with these fields (strategy=ddp, dtype=float32, checkpointing=True)")
     p.add_argument("--ranks", type=int, help="processes of the multi-process variants (default: theirs, 2)")
     p.add_argument("--force", action="store_true", help="run variants that need more memory than is available")
     p.add_argument("--json", type=Path, help="write the report here")
@@ -228,6 +230,8 @@ def main(argv=None) -> dict:
     for case in args.cases:
         sizes = args.load_sizes if case == "load" else args.train_sizes
         for variant in CASES[case].variants(sizes):
+            if any(str(variant.get(key)) != value for key, value in (o.split("=", 1) for o in args.only)):
+                continue
             if args.ranks and variant["ranks"] > 1:
                 variant["ranks"] = args.ranks
             start = time.perf_counter()

@@ -17,6 +17,8 @@ from magnet_lightning.checkpoint.audiocraft import convert_audiocraft, from_audi
 from magnet_lightning.checkpoint.export import export
 from magnet_lightning.checkpoint.lazy_load import empty_model, resolve_dtype
 from magnet_lightning.checkpoint.pretrained import load_pretrained
+from magnet_lightning.config import ModelConfig
+from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,8 +90,6 @@ def test_no_random_initialisation_runs(tmp_path):
 
 
 def test_empty_model_has_meta_parameters_and_real_buffers():
-    from magnet_lightning.config import ModelConfig
-
     model = empty_model("magnet", ModelConfig(dim=16, num_heads=2, num_layers=1, codebook_size=8, num_codebooks=3))
     assert all(p.is_meta for p in model.parameters())
     assert torch.equal(model._code_offsets, torch.tensor([[0], [9], [18]]))
@@ -168,3 +168,9 @@ def test_peak_memory_is_one_copy_of_the_model(tmp_path):
     assert _peak_over_model(path, reference=False) <= 1.25
     assert _peak_over_model(path, reference=False, dtype="float16") <= 1.25
     assert _peak_over_model(path, reference=True) > 1.4
+
+
+def test_generator_loads_in_the_requested_dtype(tmp_path):
+    path = release_file(tmp_path / "state_dict.bin")
+    generator = MagnetGenerator.from_pretrained(path, device="cpu", dtype="bfloat16", text_encoder=False, codec=False)
+    assert_identical(generator.model, copying_load(path), torch.bfloat16)
