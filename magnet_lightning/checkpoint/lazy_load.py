@@ -141,7 +141,8 @@ def assign_weights(model: nn.Module, state: Mapping[str, torch.Tensor], dtype: s
     """Fill `model` (from `empty_model`) with `state` (its state_dict names; exactly its keys), each tensor converted
     once into `dtype` (default float32) on `device` (default cpu). The model's other buffers move to `device`.
     Tensors of `state` that view a file mapping (read_torch_file, safetensors) must be as loaded (never written):
-    their pages are handed back as they are converted. Raises CheckpointError naming `source` for missing or unexpected weights or a wrong shape."""
+    their pages are handed back as they are converted. Raises CheckpointError naming `source` for missing or
+    unexpected weights or a wrong shape."""
     dtype, device = resolve_dtype(dtype), torch.device(device or "cpu")
     expected = model.state_dict(keep_vars=True)
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
