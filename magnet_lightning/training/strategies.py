@@ -104,8 +104,9 @@ class MagnetFSDPStrategy(ModelParallelStrategy):
 
 
 def register_strategy_names() -> None:
-    """Register 'fsdp2' (and the legacy dotted names) in Lightning's StrategyRegistry, once."""
-    for name in (STRATEGY_NAME, *LEGACY_NAMES):
+    """Register 'fsdp2' (and the legacy dotted names) in Lightning's StrategyRegistry, once (the Trainer looks
+    a strategy string up lower-cased)."""
+    for name in (STRATEGY_NAME, *(legacy.lower() for legacy in LEGACY_NAMES)):
         if name not in StrategyRegistry:
             StrategyRegistry.register(name, MagnetFSDPStrategy, description="FSDP2 of magnet_lightning")
 
