@@ -16,6 +16,7 @@ from typing import Any
 
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
@@ -91,7 +92,8 @@ class MagnetFSDPStrategy(ModelParallelStrategy):
         tensors: dict[str, Any] = {"state_dict": live}
         tensors.update({f"optimizer_{i}": get_optimizer_state_dict(self.model, opt)
                         for i, opt in enumerate(self.optimizers)})
-        with_ema = "current_model_state" in stored_keys(path)
+        fitting = self.lightning_module.trainer.state.fn == TrainerFn.FITTING
+        with_ema = fitting and "current_model_state" in stored_keys(path)  # validate: the EMA weights, as DDP
         if with_ema:  # 'state_dict' holds the average: read it into copies, the live weights from 'current_model_state'
             tensors["state_dict"] = {key: value.detach().clone() for key, value in live.items()}
             tensors["current_model_state"] = live
