@@ -51,17 +51,20 @@ class MagnetFSDPStrategy(ModelParallelStrategy):
             'bfloat16', 'float16' or 'float32'; master weights and optimizer state stay float32.
         reduce_dtype: dtype of the gradient reduction.
         reshard_after_forward: free each Layer's gathered parameters after its forward.
+        activation_checkpointing: recompute each Layer's activations in the backward pass (the same as
+            ``--model.activation_checkpointing true``; kept here for the FSDP1 strategy's option of that name).
         save_distributed_checkpoint: True: sharded checkpoint folders; False: one full file gathered on rank 0.
         process_group_backend: 'nccl' / 'gloo' (default: by device).
         timeout: collective timeout.
     """
 
     def __init__(self, param_dtype: str = "auto", reduce_dtype: str = "float32", reshard_after_forward: bool = True,
-                 save_distributed_checkpoint: bool = True, process_group_backend: str | None = None,
-                 timeout: timedelta | None = default_pg_timeout):
+                 activation_checkpointing: bool = False, save_distributed_checkpoint: bool = True,
+                 process_group_backend: str | None = None, timeout: timedelta | None = default_pg_timeout):
         super().__init__(save_distributed_checkpoint=save_distributed_checkpoint,
                          process_group_backend=process_group_backend, timeout=timeout)
         self.sharding = ShardingConfig(param_dtype, reduce_dtype, reshard_after_forward)
+        self.activation_checkpointing = activation_checkpointing
 
     def setup_environment(self) -> None:
         # one data-parallel dimension over all processes (the parent's 'auto' would make nodes x tensor parallel)
@@ -71,6 +74,8 @@ class MagnetFSDPStrategy(ModelParallelStrategy):
 
     def shard(self, model: nn.Module) -> nn.Module:
         """Called from the LightningModule's `configure_model` with its family model."""
+        if self.activation_checkpointing:
+            model.transformer.activation_checkpointing = True
         return shard_model(model, self.device_mesh["data_parallel"], self.sharding, self.root_device)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath, storage_options: Any | None = None) -> None:
