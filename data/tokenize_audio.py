@@ -20,6 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
 
+from magnet_lightning.cli.prelude import prepare  # noqa: E402
+
+prepare()  # the start-up of every entry point (hub probe once, known warnings quiet): before transformers loads
+
 import torch  # noqa: E402
 
 from magnet_lightning.codec.codecs import DEFAULT_CODEC, load_codec  # noqa: E402

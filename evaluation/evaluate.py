@@ -31,9 +31,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
+from magnet_lightning.cli.prelude import prepare  # noqa: E402
+
+prepare()  # the start-up of every entry point (hub probe once, known warnings quiet): before transformers loads
+
+import torch  # noqa: E402
+
 from magnet_lightning.errors import UserError  # noqa: E402
 
 log = logging.getLogger("evaluate")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from magnet_lightning.errors import UserError, one_line
+from magnet_lightning.utils.provenance import looks_local
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class CheckpointFacts:
     text_encoder: str
     span_len: int = 3
     decoding: dict | None = None
+    random_parts: tuple[str, ...] = ()
+    """Parts recorded as random-weight stand-ins ('codec', 'text_encoder')."""
 
 
 def _load_light(path: Path) -> object:
@@ -55,16 +58,18 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
     import json
 
     from magnet_lightning.checkpoint import hub
-    from magnet_lightning.checkpoint.pretrained import CONFIG_NAME, is_export
+    from magnet_lightning.checkpoint.pretrained import CONFIG_NAME, export_codec, is_export, recorded_random_parts
 
     folder = hub.expand(path)
     if is_export(folder):  # an export folder: its config.json says everything
-        config = json.loads(((folder if folder.is_dir() else folder.parent) / CONFIG_NAME).read_text())
+        folder = folder if folder.is_dir() else folder.parent
+        config = json.loads((folder / CONFIG_NAME).read_text())
         model = config.get("model") or {}
+        codec = export_codec(folder, config)
         return CheckpointFacts(config.get("family", "magnet"), int(model.get("num_codebooks", 4)),
                                int(model.get("codebook_size", 2048)), float(config.get("segment_duration", 10.0)),
-                               str(config.get("codec")), str(config.get("text_encoder")),
-                               int(config.get("span_len", 3)), dict(config.get("decoding") or {}))
+                               codec, str(config.get("text_encoder")), int(config.get("span_len", 3)),
+                               dict(config.get("decoding") or {}), tuple(recorded_random_parts(config, codec)))
     source = hub.resolve_lm(path)
     raw = _load_light(source.path)
     if isinstance(raw, dict) and "best_state" in raw:
@@ -85,9 +90,10 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
         from magnet_lightning.checkpoint.pretrained import lightning_metadata
 
         meta = lightning_metadata(hp)
+        meta["random_parts"] = recorded_random_parts(raw, meta["codec"])
     return CheckpointFacts(meta["family"], meta["num_codebooks"], meta["codebook_size"],
                            float(meta["segment_duration"]), str(meta["codec"]), str(meta["text_encoder"]),
-                           int(meta["span_len"]), dict(meta["decoding"]))
+                           int(meta["span_len"]), dict(meta["decoding"]), tuple(meta.get("random_parts") or ()))
 
 
 def positive(flag: str, value: float | None) -> None:
@@ -177,6 +183,7 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
         raise UserError(f"--infill: {args.ckpt} is an autoregressive checkpoint, which only continues a prompt "
                         "(infilling needs a MAGNeT checkpoint)")
     check_partners(args, facts, duration)
+    check_text_encoder(facts, args.text_encoder, args.allow_random_text_encoder)
     overrides = {
         "decoding_steps": args.steps, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "max_cfg_coef": args.cfg_max, "min_cfg_coef": args.cfg_min, "span_arrangement": args.span_arrangement,
@@ -200,6 +207,23 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
         except ValueError as err:
             raise UserError(f"--prompt-audio: {err}") from None
     return inputs
+
+
+def check_text_encoder(facts: CheckpointFacts, override: str | None, allow_random: bool) -> None:
+    """The T5 the checkpoint names (or `override`) is on disk, or --allow-random-text-encoder was given; the error
+    says which, and that a checkpoint trained with the random stand-in needs that flag to get the same one."""
+    from magnet_lightning.cli.startup import text_encoder_on_disk
+
+    name = override or facts.text_encoder
+    if allow_random or text_encoder_on_disk(name):
+        return
+    if "text_encoder" in facts.random_parts:
+        raise UserError(f"this checkpoint was trained with a random-weight stand-in of {name!r} (its weights were "
+                        "missing); pass --allow-random-text-encoder to generate with the same stand-in")
+    fetch = "" if looks_local(name) else f"download it (`hf download {name}`) or "
+    raise UserError(f"text encoder {name!r} is not on disk: {fetch}pass its folder with --text-encoder DIR; "
+                    "--allow-random-text-encoder uses a random-weight stand-in instead (the audio will not follow "
+                    "the text)")
 
 
 def check_partners(args: argparse.Namespace, facts: CheckpointFacts, duration: float) -> None:

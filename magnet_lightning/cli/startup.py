@@ -100,6 +100,7 @@ def check_training_config(config: Any) -> None:
         from magnet_lightning.models.conditioning import _missing_weights_error
 
         raise _missing_weights_error(str(model.text_encoder), FileNotFoundError("not in the local cache"))
+    check_schedule(model.optimizer, config.get("trainer", {}).get("max_steps"))
     data = config.data
     check_shards(_specs(data.train_shards) + _specs(data.val_shards), model_cfg.num_codebooks,
                  model_cfg.codebook_size, float(model.frame_rate), model.codec, int(model.sample_rate))
@@ -109,6 +110,18 @@ def check_training_config(config: Any) -> None:
 
         if not is_export(hub.expand(model.init_from)):
             hub.resolve_lm(model.init_from)  # a file, a folder, or a released repo id fetched now: fails here if absent
+
+
+def check_schedule(optimizer: Any, max_steps: int | None) -> None:
+    """A cosine schedule must outlast its warm-up: checked here, before any process group starts."""
+    from magnet_lightning.training.optim import OptimConfig
+
+    cfg = OptimConfig(**_plain(optimizer))
+    total = cfg.total_steps or (max_steps if max_steps and max_steps > 0 else 0)
+    if cfg.schedule == "cosine" and total and total <= cfg.warmup_steps:
+        raise UserError(f"the cosine schedule's warm-up ({cfg.warmup_steps} steps) is not shorter than training "
+                        f"({total} steps, trainer.max_steps / model.optimizer.total_steps): lower "
+                        "--model.optimizer.warmup_steps or raise --trainer.max_steps")
 
 
 def check_metrics_codec(codec: Any, model_cfg: Any, datamodule: Any, owner: str = "AudioMetricsCallback") -> None:

@@ -40,6 +40,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from magnet_lightning.callbacks.monitors import ValLossHistory
+from magnet_lightning.cli.misconfig import FitStarted, lightning_misconfigurations
 from magnet_lightning.cli.parser import StrictArgumentParser
 from magnet_lightning.cli.runs import (
     RUN_DIR_VARIABLE,
@@ -55,7 +56,7 @@ from magnet_lightning.cli.startup import check_training_config, remove_stale_che
 from magnet_lightning.cli.wandb_setup import LoggedSaveConfigCallback, choose_wandb_mode
 from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.demo.corpus import DemoConfig
-from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
+from magnet_lightning.errors import CheckpointError, UserError, pop_debug_flag, user_errors
 from magnet_lightning.training.checkpoint_io import AtomicCheckpointIO
 from magnet_lightning.training.lit_module import MagnetLightningModule
 
@@ -142,12 +143,19 @@ class MagnetCLI(LightningCLI):
             plugins.append(AtomicCheckpointIO())
         kwargs["plugins"] = plugins
         callbacks = kwargs.get("callbacks", trainer_cfg.get("callbacks")) or []
-        callbacks = [*(callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]), ValLossHistory()]
+        self.fit_started = FitStarted()
+        callbacks = [*(callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]), ValLossHistory(),
+                     self.fit_started]
         if trainer_cfg.get("enable_progress_bar", True) is not False and \
                 not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(StepProgressBar())
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
+
+    def instantiate_classes(self) -> None:
+        """Lightning's misconfigurations while the trainer, model and callbacks are built: one line."""
+        with lightning_misconfigurations("trainer / model / callbacks configuration"):
+            super().instantiate_classes()
 
     # -- before the classes exist
     def before_instantiate_classes(self) -> None:
@@ -159,6 +167,8 @@ class MagnetCLI(LightningCLI):
             self._keep_wandb_id(loggers)
         if config.get("init_from"):
             config.model.init_from = config.init_from
+        if config.demo.enabled and demo_overridden(config):
+            config.demo.enabled = False
         if config.demo.enabled:
             self._prepare_demo(config)
         if self.subcommand == "fit":
@@ -235,7 +245,8 @@ class MagnetCLI(LightningCLI):
             ckpt_path = self.resume_checkpoint()
             rank_zero_info(f"resuming from {ckpt_path}" if ckpt_path else "--ckpt_path last: no checkpoint yet, "
                            "starting from scratch")
-        self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+        with lightning_misconfigurations("at the start of fit", started=lambda: self.fit_started.started):
+            self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
 
     def resume_checkpoint(self) -> str | None:
         trainer = self.trainer
@@ -277,6 +288,22 @@ class MagnetCLI(LightningCLI):
         batches = self.datamodule.val_dataloader() or []
         texts = [t for batch in batches for t in batch["text"]]
         return (texts or ["calm piano melody"])[:n]
+
+
+def demo_overridden(config) -> bool:
+    """Whether the user's own data turns the demo off: ``--data.train_shards`` / ``--data.val_shards`` given with the
+    demo config mean "train on these" (said on stderr), never silently replaced by the demo corpus. A ``model.codec``
+    other than ``demo.codec`` with the demo on would be replaced too: refused in one line."""
+    data = config.data
+    if data.get("train_shards") or data.get("val_shards"):
+        rank_zero_info("demo off: training on --data.train_shards / --data.val_shards (with --model.codec "
+                       f"{config.model.codec}: the codec your shards were tokenized with)")
+        return True
+    if str(config.model.codec) != str(config.demo.codec):
+        raise UserError(f"--model.codec {config.model.codec} with the demo on: the demo tokenizes its corpus with "
+                        f"demo.codec ({config.demo.codec}); set --demo.codec {config.model.codec} instead, or train on "
+                        "your own shards (--data.train_shards / --data.val_shards turn the demo off)")
+    return False
 
 
 def _has_omegaconf() -> bool:
@@ -328,19 +355,27 @@ def default_args(config_name: str) -> list[str]:
     return ["fit", "--config", str(config_dir() / config_name)]
 
 
+def _names_config(args: list[str]) -> bool:
+    return any(a in ("-c", "--config") or a.startswith("--config=") for a in args)
+
+
 def recipe_argv(args: list[str], default_config: str) -> list[str]:
-    """The recipe's argv as LightningCLI gets it: no arguments -> `fit` with the default config (the CPU demo for
-    music); no subcommand -> `fit`; `test` / `predict` -> exit 2 with where to go instead."""
+    """The recipe's argv as LightningCLI gets it: no subcommand -> `fit`; no ``--config`` -> the default config (the
+    CPU demo for music) first, so `--demo.root X` alone still runs the demo; `test` / `predict` -> exit 2 with where
+    to go instead. Notices go to stderr (stdout stays clean for ``--print_config``)."""
     args = list(args)
-    if not args:
-        args = default_args(default_config)
-        print(f"No arguments: running `{' '.join(args)}` (see recipes/README.md for the paper configs).", flush=True)
-    elif args[0] in ("test", "predict"):
+    if args[:1] and args[0] in ("test", "predict"):
         sys.stderr.write(f"error: `{args[0]}` is not a subcommand of this recipe (use fit or validate); generate audio "
                          "with `python -m magnet_lightning.generate`, evaluate with `evaluation/evaluate.py`.\n")
         raise SystemExit(2)
-    elif not set(SUBCOMMANDS) & set(args) and not {"-h", "--help"} & set(args[:1]):
+    if {"-h", "--help"} & set(args[:1]):
+        return args
+    if not args or args[0] not in SUBCOMMANDS:
         args = ["fit", *args]  # `train_music.py --config X` means `train_music.py fit --config X`
+    if not _names_config(args) and not {"-h", "--help"} & set(args):
+        args[1:1] = default_args(default_config)[1:]
+        print(f"No --config: running `{' '.join(args)}` (see recipes/README.md for the paper configs).",
+              file=sys.stderr, flush=True)
     return args
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from magnet_lightning.utils.provenance import is_random_folder, looks_local
+
 DEFAULT_CODEC = "facebook/encodec_32khz"
 
 # File names the `encodec` package downloads through torch.hub for pretrained=True.
@@ -76,6 +78,10 @@ class Codec(nn.Module):
     frame_rate: float
     num_codebooks: int
     codebook_size: int
+    random_weights: bool = False
+    """True for a random-weight stand-in (a folder with `utils.provenance.RANDOM_MARKER`)."""
+    source: str = ""
+    """Where it was loaded from: an absolute folder or file path, or the hub id."""
 
     def _freeze(self) -> None:
         self.eval()
@@ -235,6 +241,9 @@ def _load_hf_encodec(name_or_path: str, bandwidth: float | None, device: str | t
     from transformers import EncodecModel
 
     local = Path(name_or_path).expanduser()
+    if not local.is_dir() and looks_local(name_or_path):
+        raise FileNotFoundError(f"codec folder {name_or_path} not found (looked in {local.resolve()}): pass the "
+                                "folder that holds the codec's config.json and model.safetensors")
     try:
         model = EncodecModel.from_pretrained(str(local) if local.is_dir() else name_or_path)
     except (OSError, ValueError) as e:
@@ -246,7 +255,10 @@ def _load_hf_encodec(name_or_path: str, bandwidth: float | None, device: str | t
             "model.safetensors (from EncodecModel.save_pretrained)."
         ) from e
     name = local.name if local.is_dir() else name_or_path
-    return HFEncodecCodec(model, name=f"hf-encodec:{name}", bandwidth=bandwidth).to(device)
+    codec = HFEncodecCodec(model, name=f"hf-encodec:{name}", bandwidth=bandwidth)
+    codec.source = str(local.resolve()) if local.is_dir() else name_or_path
+    codec.random_weights = local.is_dir() and is_random_folder(local)
+    return codec.to(device)
 
 
 def _load_encodec_package(name: str, bandwidth: float | None, device: str | torch.device) -> EncodecPackageCodec:
