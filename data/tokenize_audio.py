@@ -38,6 +38,12 @@ from magnet_lightning.data.tokenize import (  # noqa: E402
 from magnet_lightning.errors import UserError, pop_debug_flag, user_errors  # noqa: E402
 
 
+def default_workers() -> int:
+    """4 audio readers, or fewer on a small machine: one core stays for the encoding process itself."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cores - 1))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, help="audio folder (sidecar .json/.txt captions) or .jsonl/.csv manifest")
@@ -49,7 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="tracks encoded together")
     p.add_argument("--max-batch-seconds", type=float, default=600.0,
                    help="cap on batch size x longest track in seconds (bounds GPU memory for long tracks)")
-    p.add_argument("--num-workers", type=int, default=4, help="audio-reading processes")
+    p.add_argument("--num-workers", type=int, default=default_workers(),
+                   help="audio-reading processes (default: 4, at most the CPU cores but one)")
     p.add_argument("--min-duration", type=float, default=1.0, help="skip files shorter than this (s)")
     p.add_argument("--silence-threshold", type=float, default=1e-4, help="skip files whose peak is below this")
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda:0, ...")

@@ -38,6 +38,7 @@ prepare()  # the start-up of every entry point (hub probe once, known warnings q
 
 import torch  # noqa: E402
 
+from magnet_lightning.cli.help import DefaultsOnce  # noqa: E402
 from magnet_lightning.errors import UserError  # noqa: E402
 
 log = logging.getLogger("evaluate")
@@ -45,7 +46,7 @@ log = logging.getLogger("evaluate")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsOnce)
     p.add_argument("--ckpt", required=True, help="our .ckpt or an audiocraft state_dict.bin")
     p.add_argument("--prompts", required=True, help="caption CSV/.txt/.jsonl, or token shards")
     p.add_argument("--reference", default=None, help="reference audio folder or token shards")
@@ -243,6 +244,38 @@ def check_args(args: argparse.Namespace):
     return facts
 
 
+def build_suite(args: argparse.Namespace, facts: Any, embedders: dict[str, str], codec: Any, device: torch.device):
+    """The metric suite; a missing T5 and every missing embedder weight file are named in one error."""
+    from magnet_lightning.cli import checks
+    from magnet_lightning.metrics.suite import AudioEvalSuite
+
+    try:
+        checks.check_text_encoder(facts, args.text_encoder, args.allow_random_text_encoder)
+        missing_t5 = ""
+    except UserError as err:
+        missing_t5 = str(err)
+    try:
+        suite = AudioEvalSuite(args.metrics, embedders, embedder_kwargs(args), args.allow_random_embedders,
+                               args.seed, codec=codec).to(device)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(" | ".join(m for m in (missing_t5, str(err)) if m)) from None
+    if missing_t5:
+        raise UserError(missing_t5)
+    return suite
+
+
+def random_weights(facts: Any, gen: Any, suite: Any) -> dict[str, Any]:
+    """Which parts of this evaluation had random weights, and the sentence that says so (empty when none)."""
+    from magnet_lightning.utils.provenance import describe_random
+
+    parts = {"codec": bool(getattr(gen.codec, "random_weights", False)),
+             "text_encoder": bool(getattr(gen.text_encoder, "is_random", False)),
+             "embedders": suite.random_embedders,
+             "checkpoint_trained_with": list(facts.random_parts)}
+    used = [name for name in ("codec", "text_encoder", "embedders") if parts[name]]
+    return {**parts, "note": describe_random(used + list(facts.random_parts))}
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
     """Run the evaluation; returns the report on global rank 0 (None elsewhere).
 
@@ -250,7 +283,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
     from magnet_lightning.codec.codecs import load_codec
     from magnet_lightning.generation.generator import MagnetGenerator
     from magnet_lightning.metrics.generation_eval import evaluate_items
-    from magnet_lightning.metrics.suite import AudioEvalSuite
 
     facts = check_args(args)
     rank, world, device = init_distributed(args.device)
@@ -263,8 +295,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
         raise UserError("no evaluation items left (see the skip messages above)")
     codec = load_codec(args.codec or facts.codec, device=device)
     embedders = {"fad": args.fad_embedder, "kl": args.kl_embedder, "clap": args.clap_embedder}
-    suite = AudioEvalSuite(args.metrics, embedders, embedder_kwargs(args), args.allow_random_embedders, args.seed,
-                           codec=codec).to(device)
+    suite = build_suite(args, facts, embedders, codec, device)
     if suite.needs_reference and any(i.path is None and i.codes is None for i in items):
         raise UserError("FAD/KL need references: pass --reference (or shard prompts), or --metrics clap")
     gen = MagnetGenerator.from_pretrained(args.ckpt, device=device, text_encoder=args.text_encoder, codec=codec,
@@ -294,6 +325,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
         "metrics": metrics,
         "num_items": len(items) - too_short,
         "skipped": skipped,
+        "random_weights": random_weights(facts, gen, suite),
         "settings": {
             "ckpt": str(args.ckpt), "prompts": args.prompts, "reference": args.reference, "metrics": args.metrics,
             "embedders": {m: embedders[m] for m in args.metrics}, "embedder_kwargs": embedder_kwargs(args),
@@ -335,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if report is not None:
                 write_report(report, args.out)
                 log.info("metrics %s -> %s", report["metrics"], args.out)
+                if report["random_weights"]["note"]:
+                    log.warning("%s (recorded in the report)", report["random_weights"]["note"])
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

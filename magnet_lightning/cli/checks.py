@@ -183,7 +183,7 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
         raise UserError(f"--infill: {args.ckpt} is an autoregressive checkpoint, which only continues a prompt "
                         "(infilling needs a MAGNeT checkpoint)")
     check_partners(args, facts, duration)
-    check_text_encoder(facts, args.text_encoder, args.allow_random_text_encoder)
+    check_text_encoder(facts, getattr(args, "text_encoder", None), getattr(args, "allow_random_text_encoder", False))
     overrides = {
         "decoding_steps": args.steps, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "max_cfg_coef": args.cfg_max, "min_cfg_coef": args.cfg_min, "span_arrangement": args.span_arrangement,

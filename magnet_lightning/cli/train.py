@@ -53,6 +53,7 @@ from magnet_lightning.cli.runs import (
     wandb_run_id,
 )
 from magnet_lightning.cli.startup import check_training_config, remove_stale_checkpoint_temporaries
+from magnet_lightning.cli.summary import end_of_run_summary
 from magnet_lightning.cli.wandb_setup import LoggedSaveConfigCallback, choose_wandb_mode
 from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.demo.corpus import DemoConfig
@@ -255,31 +256,8 @@ class MagnetCLI(LightningCLI):
         return str(newest) if newest else None
 
     def after_fit(self) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        config = self._sub_config()
-        lines = ["", "=" * 88]
-        history = next((c.history for c in self.trainer.callbacks if isinstance(c, ValLossHistory)), [])
-        if history:
-            (s0, v0), (s1, v1) = history[0], history[-1]
-            lines.append(f"val/loss: first {v0:.4f} (step {s0}) -> last {v1:.4f} (step {s1}) over {len(history)} "
-                         f"validations" + ("  [falling]" if v1 < v0 else "  [NOT falling]"))
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("eval/")}
-        if metrics:
-            lines.append("final eval metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
-        lines.append(f"outputs (run folder {self.run_dir}):")
-        ckpt_cb = self.trainer.checkpoint_callback
-        if ckpt_cb is not None:
-            lines.append(f"  checkpoints: {ckpt_cb.dirpath} (last: {Path(ckpt_cb.last_model_path or '-').name}, "
-                         f"best: {Path(ckpt_cb.best_model_path or '-').name})")
-        for logger in self.trainer.loggers:
-            lines.append(f"  {type(logger).__name__}: {_logger_dir(logger)}")
-        if config.generate_after_fit and ckpt_cb is not None and ckpt_cb.last_model_path:
-            wavs = generate_samples(ckpt_cb.last_model_path, self._captions(config.generate_after_fit),
-                                    self.run_dir / "samples", text_encoder=self.model.text_encoder)
-            lines.append(f"  generated WAVs: {wavs[0].parent} ({len(wavs)} files)")
-        lines.append("=" * 88)
-        print("\n".join(lines), flush=True)
+        if self.trainer.is_global_zero:
+            print(end_of_run_summary(self), flush=True)
 
     def _captions(self, n: int) -> list[str]:
         corpus = getattr(self, "demo_corpus", None)
@@ -312,33 +290,6 @@ def _has_omegaconf() -> bool:
     except ImportError:
         return False
     return True
-
-
-def _logger_dir(logger) -> str:
-    experiment = getattr(logger, "experiment", None)
-    run_dir = getattr(experiment, "dir", None) if type(logger).__name__ == "WandbLogger" else None
-    if run_dir:
-        mode = os.environ.get("WANDB_MODE", "online")
-        return f"{Path(run_dir).parent} (mode {mode}; upload with `wandb sync {Path(run_dir).parent}`)"
-    return str(getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None))
-
-
-def generate_samples(ckpt: str, captions: list[str], out_dir: Path, seed: int = 0,
-                     text_encoder: Any = None) -> list[Path]:
-    """Generate one clip per caption from `ckpt` and write -14 LUFS WAVs to `out_dir`; returns the paths.
-    `text_encoder`: a loaded one to reuse (default: the checkpoint's, loaded again)."""
-    from magnet_lightning.generation.generator import MagnetGenerator, _slug, write_wav
-
-    generator = MagnetGenerator.from_pretrained(ckpt, device="cpu", text_encoder=text_encoder,
-                                                allow_random_text_encoder=True)
-    result = generator.generate(captions, seed=seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (caption, wav) in enumerate(zip(captions, result.audio)):
-        path = out_dir / f"{i:02d}_{_slug(caption)}.wav"
-        write_wav(path, wav.cpu(), generator.sample_rate)
-        paths.append(path)
-    return paths
 
 
 def config_dir() -> Path:
