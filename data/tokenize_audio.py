@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
 
+from magnet_lightning.cli.help import OneLineParser  # noqa: E402
 from magnet_lightning.cli.prelude import prepare  # noqa: E402
 
 prepare()  # the start-up of every entry point (hub probe once, known warnings quiet): before transformers loads
@@ -45,7 +46,7 @@ def default_workers() -> int:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, help="audio folder (sidecar .json/.txt captions) or .jsonl/.csv manifest")
     p.add_argument("--output", required=True, help="output folder for NAME-000000.tar shards and manifest.json")
     p.add_argument("--codec", default=DEFAULT_CODEC, help="HF EnCodec id or local dir, or encodec_24khz")

@@ -38,14 +38,14 @@ prepare()  # the start-up of every entry point (hub probe once, known warnings q
 
 import torch  # noqa: E402
 
-from magnet_lightning.cli.help import DefaultsOnce  # noqa: E402
+from magnet_lightning.cli.help import DefaultsOnce, OneLineParser  # noqa: E402
 from magnet_lightning.errors import UserError  # noqa: E402
 
 log = logging.getLogger("evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = OneLineParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=DefaultsOnce)
     p.add_argument("--ckpt", required=True, help="our .ckpt or an audiocraft state_dict.bin")
     p.add_argument("--prompts", required=True, help="caption CSV/.txt/.jsonl, or token shards")

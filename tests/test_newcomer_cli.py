@@ -189,3 +189,35 @@ def test_prepare_runs_once_per_process(monkeypatch):
     prelude.prepare()
     prelude.prepare()
     assert calls == [1]
+
+
+def test_argparse_programs_answer_mistakes_in_one_line(capsys):
+    """generate, export, convert, evaluate.py and tokenize_audio.py: no usage block before the error."""
+    import importlib.util
+
+    from magnet_lightning.cli import convert, export, generate
+
+    def script(path: str):
+        spec = importlib.util.spec_from_file_location(f"doc_{Path(path).stem}", ROOT / path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    parsers = [generate.build_parser(), export.build_parser(), script("evaluation/evaluate.py").build_parser()]
+    for parse in [p.parse_args for p in parsers] + [script("data/tokenize_audio.py").parse_args]:
+        with pytest.raises(SystemExit) as exit_info:
+            parse(["--no-such-option"])
+        assert exit_info.value.code == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0], lines
+    with pytest.raises(SystemExit):
+        convert.main(["bogus"])
+    assert len([line for line in capsys.readouterr().err.splitlines() if line.strip()]) == 1
+
+
+def test_the_demo_keeps_one_checkpoint():
+    """No identical 137 MB `step=N.ckpt` beside last.ckpt: the demo configs save last.ckpt only."""
+    for name in ("demo_music", "demo_musicgen", "demo_hybrid"):
+        config = yaml.safe_load((ROOT / "recipes" / "configs" / f"{name}.yaml").read_text())
+        [saver] = [c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+        assert saver["init_args"]["save_top_k"] == 0 and saver["init_args"]["save_last"] is True, name

@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from magnet_lightning.checkpoint.hub import expand_args
 from magnet_lightning.cli.checks import check_generate_args, peek_checkpoint
-from magnet_lightning.cli.help import DefaultsOnce, program_name
+from magnet_lightning.cli.help import DefaultsOnce, OneLineParser, program_name
 from magnet_lightning.data.prompts import read_prompts
 from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
 from magnet_lightning.generation.generator import MagnetGenerator
@@ -51,7 +51,7 @@ def _slug(text: str, limit: int = 40) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=program_name("magnet_lightning.generate"), description=__doc__.split("\n\n")[0],
+    p = OneLineParser(prog=program_name("magnet_lightning.generate"), description=__doc__.split("\n\n")[0],
                                 formatter_class=DefaultsOnce)
     p.add_argument("--ckpt", required=True,
                    help="our .ckpt, an export folder, an audiocraft state_dict.bin or a released repo id")

@@ -1,6 +1,7 @@
 """`--help` of the argparse programs: the program's name as it was started, and each default said once.
 
 - `program_name`: ``magnet-export`` when started as that console script, else ``python -m magnet_lightning.export``.
+- `OneLineParser`: an ArgumentParser whose mistakes are one ``error: ...`` line (exit 2), the usage only with --help.
 - `DefaultsOnce`: argparse's ArgumentDefaultsHelpFormatter, except that a help text which already says its default
   (``(default: the checkpoint's)``) gets no second one, and None / False defaults are not printed.
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from magnet_lightning.errors import UserExit, one_line
 
 
 def program_name(module: str) -> str:
@@ -29,3 +32,12 @@ class DefaultsOnce(argparse.RawDescriptionHelpFormatter):
                 action.option_strings == [] or action.nargs == 0 and action.default is True:
             return text
         return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's parser, but a mistake prints one line, ``error: PROG: message (see PROG --help)``, and exits 2."""
+
+    def error(self, message: str):
+        text = one_line(f"{self.prog}: {message} (see {self.prog} --help)")
+        print(f"error: {text}", file=sys.stderr, flush=True)
+        raise UserExit(text)

@@ -10,7 +10,11 @@
   world)`` (an error if it does not divide);
 - ``--init_from PATH``: start from our checkpoint or a converted audiocraft one (fine-tuning), same as
   ``--model.init_from``;
-- ``--demo.enabled true``: build (once, cached) the synthetic demo corpus and point the data and codec at it;
+- ``--demo.enabled true``: build (once, cached) the synthetic demo corpus and point the data and codec at it, unless
+  the user's own ``--data.train_shards`` / ``--data.val_shards`` turn the demo off (`demo_overridden`); arguments
+  without ``--config`` still mean the default (demo) config;
+- Lightning's own misconfigurations (``MisconfigurationException``, and ``ValueError`` while the trainer is built or
+  fit starts) are one ``error:`` line (`magnet_lightning.cli.misconfig`);
 - W&B offline automatically when no API key or no network; the resolved config logged to the run;
 - atomic checkpoint writes (`AtomicCheckpointIO`), gradient-norm and D-Adaptation step-size logging
   (`GradNormMonitor`), FSDP with the transformer `Layer` as wrap unit (`MagnetFSDPStrategy`), a progress bar in
