@@ -72,8 +72,8 @@ def test_own_audio_section_runs_as_written(tmp_path):
         assert proc.returncode == 0, (argv, proc.stderr[-3000:])
 
     manifest = json.loads((tmp_path / "shards/mine/train/manifest.json").read_text())
-    assert manifest["codec"]["random_weights"] is True
-    assert manifest["codec"]["source"] == str((tmp_path / "outputs/demo/corpus/codec").resolve())
+    assert manifest["codec_random_weights"] is True
+    assert manifest["codec_source"] == str((tmp_path / "outputs/demo/corpus/codec").resolve())
     ckpt = torch.load(tmp_path / "outputs/cpu_own_audio/mine/checkpoints/last.ckpt", map_location="cpu",
                       weights_only=True)
     assert ckpt["random_parts"] == ["codec", "text_encoder"]

@@ -225,3 +225,22 @@ def test_val_loss_history_survives_a_resume():
     after = ValLossHistory()
     after.load_state_dict(torch.load(buffer, weights_only=True))
     assert after.history == [(40, 7.1), (80, 6.9)]
+
+
+def test_shard_manifest_names_a_local_random_codec(assets, tmp_path):  # noqa: F811
+    import shutil
+
+    from magnet_lightning.codec.codecs import load_codec
+    from magnet_lightning.data.shards import write_manifest
+    from magnet_lightning.data.tokenize import codec_info
+
+    shutil.copytree(assets[1] / "codec", tmp_path / "codec")
+    _mark_random(tmp_path / "codec")
+    (tmp_path / "shards").mkdir()
+    path = write_manifest(tmp_path / "shards", codec_info(load_codec(str(tmp_path / "codec"))), [])
+    manifest = json.loads(path.read_text())
+    assert manifest["codec_random_weights"] is True and manifest["codec_source"] == str(tmp_path / "codec")
+    (tmp_path / "codec" / RANDOM_MARKER).unlink()
+    plain = json.loads(write_manifest(tmp_path / "shards", codec_info(load_codec(str(tmp_path / "codec"))), [])
+                       .read_text())
+    assert "codec_random_weights" not in plain
