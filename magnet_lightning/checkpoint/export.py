@@ -131,8 +131,8 @@ def model_card(config: dict[str, Any]) -> str:
              f"# {config.get('family', 'magnet')} checkpoint (magnet_lightning export)", "",
              f"{cfg.num_parameters() / 1e6:.1f} M parameters ({cfg.num_layers} layers x {cfg.dim}), "
              f"{cfg.num_codebooks} codebooks of {cfg.codebook_size}; text encoder `{config['text_encoder']}`, codec "
-             f"`{config['codec']}` ({config['sample_rate']} Hz); trained on {config['segment_duration']:g}-s "
-             "segments.", "", "```python", "from magnet_lightning import MagnetGenerator", "",
+             f"`{config['codec']}`{_copied(config)} ({config['sample_rate']} Hz); trained on "
+             f"{config['segment_duration']:g}-s segments.", "", "```python", "from magnet_lightning import MagnetGenerator", "",
              'generator = MagnetGenerator.from_pretrained("PATH_OR_FOLDER")',
              'audio = generator.generate(["calm piano"], duration=10, seed=0).audio', "```", ""]
     random_note = describe_random(config.get("random_parts") or [])
@@ -143,6 +143,11 @@ def model_card(config: dict[str, Any]) -> str:
         lines += ["The weights derive from Meta's audiocraft MAGNeT release and are licensed CC-BY-NC 4.0 "
                   "(non-commercial use only).", ""]
     return "\n".join(lines)
+
+
+def _copied(config: dict[str, Any]) -> str:
+    source = config.get("codec_source")
+    return f" (this folder's copy of `{source}`)" if source else ""
 
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = True, token: str | None = None) -> str:
