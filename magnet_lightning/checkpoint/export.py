@@ -132,7 +132,8 @@ def model_card(config: dict[str, Any]) -> str:
              f"{cfg.num_parameters() / 1e6:.1f} M parameters ({cfg.num_layers} layers x {cfg.dim}), "
              f"{cfg.num_codebooks} codebooks of {cfg.codebook_size}; text encoder `{config['text_encoder']}`, codec "
              f"`{config['codec']}`{_copied(config)} ({config['sample_rate']} Hz); trained on "
-             f"{config['segment_duration']:g}-s segments.", "", "```python", "from magnet_lightning import MagnetGenerator", "",
+             f"{config['segment_duration']:g}-s segments.", "", "```python",
+             "from magnet_lightning import MagnetGenerator", "",
              'generator = MagnetGenerator.from_pretrained("PATH_OR_FOLDER")',
              'audio = generator.generate(["calm piano"], duration=10, seed=0).audio', "```", ""]
     random_note = describe_random(config.get("random_parts") or [])
