@@ -62,10 +62,11 @@ FAMILY = {  # the other families' recipes: (family, params (M) range, optimizer,
     "hybrid_magnet_small_30s": ("hybrid", (400, 440), "dadam", 1.0, 10, "ddp"),
 }
 DEMOS = {"demo_music": "magnet", "demo_musicgen": "musicgen", "demo_hybrid": "hybrid", "demo_sharded": "magnet"}
+OWN_AUDIO = {"cpu_own_audio"}  # README "Your own audio on a CPU machine" (tests/test_own_audio.py runs it)
 
 
 def test_every_config_is_listed():
-    assert {p.stem for p in CONFIGS.glob("*.yaml")} == set(PAPER) | set(FAMILY) | set(DEMOS)
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == set(PAPER) | set(FAMILY) | set(DEMOS) | OWN_AUDIO
 
 
 @pytest.mark.parametrize("name", sorted(FAMILY))

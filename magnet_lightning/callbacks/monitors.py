@@ -46,7 +46,8 @@ class GradNormMonitor(L.Callback):
 
 
 class ValLossHistory(L.Callback):
-    """Remembers (step, val/loss) of every validation, so the end of a run can report first and last."""
+    """Remembers (step, val/loss) of every validation, so the end of a run can report first and last (across
+    resumes: the history is part of the checkpoint)."""
 
     def __init__(self):
         self.history: list[tuple[int, float]] = []
@@ -55,3 +56,10 @@ class ValLossHistory(L.Callback):
         value = trainer.callback_metrics.get("val/loss")
         if value is not None and not trainer.sanity_checking:
             self.history.append((trainer.global_step, float(value)))
+
+    def state_dict(self) -> dict:
+        """Kept in checkpoints: after a resume the end summary still starts at the run's first validation."""
+        return {"history": [[int(step), float(loss)] for step, loss in self.history]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [(int(step), float(loss)) for step, loss in state_dict.get("history", [])]

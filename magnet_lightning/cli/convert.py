@@ -4,12 +4,12 @@ checkpoint, its 16 kHz codec as a transformers folder, or a sharded checkpoint f
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from magnet_lightning.checkpoint import hub
 from magnet_lightning.checkpoint.audiocraft import convert_audiocraft
 from magnet_lightning.checkpoint.audiocraft_config import ConfigError
+from magnet_lightning.cli.help import OneLineParser, program_name
 from magnet_lightning.codec.audiocraft import CodecFileError, convert_codec
 from magnet_lightning.errors import CheckpointError, UserError, pop_debug_flag, user_errors
 from magnet_lightning.training.checkpoint_io import AtomicCheckpointIO
@@ -20,8 +20,8 @@ from magnet_lightning.utils.stale_files import remove_stale
 def main(argv: list[str] | None = None) -> None:
 
 
-    parser = argparse.ArgumentParser(prog="python -m magnet_lightning.convert", description=__doc__.split("\n\n")[0],
-                                     epilog="A mistake is one line and exit code 2; --debug shows the traceback.")
+    parser = OneLineParser(prog=program_name("magnet_lightning.convert"), description=__doc__.split("\n\n")[0],
+                           epilog="A mistake is one line and exit code 2; --debug shows the traceback.")
     sub = parser.add_subparsers(dest="format", required=True)
     ac = sub.add_parser("audiocraft", help="audiocraft MAGNeT or MusicGen state_dict.bin (or repo id) -> "
                                            "Lightning checkpoint")

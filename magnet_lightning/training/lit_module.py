@@ -31,6 +31,7 @@ from magnet_lightning.models.registry import DEFAULT_FAMILY, build_model, model_
 from magnet_lightning.training.ema import EMA
 from magnet_lightning.training.families import TRAINING_FAMILIES, BatchInputs
 from magnet_lightning.training.optim import OptimConfig, build_optimizer, build_scheduler
+from magnet_lightning.utils.provenance import RANDOM_PARTS_KEY, absolute_if_local, is_random_folder
 
 
 def _as(cls, value):
@@ -306,6 +307,25 @@ class MagnetLightningModule(L.LightningModule):
         if self.hparams.ema_every_n_steps <= 0:
             return []
         return [EMA(self.hparams.ema_decay, self.hparams.ema_every_n_steps)]
+
+    def random_parts(self) -> list[str]:
+        """Which parts of this run have random weights: 'codec' (a marked codec folder), 'text_encoder'."""
+        parts = ["codec"] if is_random_folder(self.hparams.codec) else []
+        encoder = self._text_encoder
+        if str(self.hparams.text_encoder).startswith("random:") or getattr(
+                encoder, "is_random", getattr(getattr(encoder, "encoder", None), "is_random", False)):
+            parts.append("text_encoder")
+        return parts
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Local paths (codec, T5, init_from) recorded absolute, so the checkpoint loads from any folder; the parts
+        with random weights recorded under `RANDOM_PARTS_KEY`."""
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        for key in ("codec", "text_encoder", "init_from"):
+            if isinstance(hparams.get(key), str):
+                hparams[key] = absolute_if_local(hparams[key])
+        checkpoint["hyper_parameters"] = hparams
+        checkpoint[RANDOM_PARTS_KEY] = self.random_parts()
 
     def on_fit_start(self) -> None:
         """Start-up checks before step 1: the shards against the model (K, V, frame rate, codec, sample rate), and
