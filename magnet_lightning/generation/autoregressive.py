@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from magnet_lightning.generation.long_form import extend
 from magnet_lightning.generation.magnet import ProgressFn, autocast_context, guidance_batch, text_inputs
 from magnet_lightning.generation.sampling import draw_noise, sample_next_tokens
 from magnet_lightning.models.ar import ARTransformer
@@ -130,6 +131,11 @@ def decode_step(model: ARTransformer, memory: TextMemory, cache: KVCache, sequen
     return write_step(sequence, choose_tokens(logits[:, :, -1], use_cfg, config, noise), step + 1)
 
 
+def num_steps(model: ARTransformer, num_frames: int, prompt_frames: int = 0) -> int:
+    """Model calls of one window of T frames after Tp given frames (what `progress` counts)."""
+    return model.pattern.sequence_length(num_frames) - model.pattern.first_step(prompt_frames)
+
+
 @torch.no_grad()  # not inference_mode: callers may edit the returned tokens in place
 def generate(
     model: ARTransformer,
@@ -144,8 +150,11 @@ def generate(
     progress: ProgressFn | None = None,
     cache: bool = True,
     autocast: bool | None = None,
+    window_frames: int | None = None,
+    stride_frames: int | None = None,
 ) -> torch.Tensor:
-    """Generate codes autoregressively.
+    """Generate codes autoregressively; past `window_frames`, window by window (long_form.py, the reference's
+    extension: the output equals audiocraft's `_generate_tokens` with max_duration W and extend_stride S).
 
     Args:
         model: ARTransformer (eval mode).
@@ -157,9 +166,18 @@ def generate(
         progress: progress(done_steps, total_steps) after every step.
         cache: keep earlier steps' keys/values in a static KV cache (False: rerun the whole prefix every step).
         autocast: bf16 autocast (default: on CUDA).
+        window_frames, stride_frames: W (at most the training segment) and S (1 <= S < W) of long-form generation;
+            None: one window of T frames. progress then counts the steps of every window.
     Returns:
         long [B, K, T] token ids in [0, V).
     """
+    if window_frames is not None or stride_frames is not None:
+        def window(window_prompt, frames, window_progress):
+            return generate(model, text_states, text_mask, frames, config, window_prompt, batch_size=batch_size,
+                            generator=generator, progress=window_progress, cache=cache, autocast=autocast)
+
+        return extend(window, num_frames, window_frames, stride_frames, prompt, progress=progress,
+                      window_steps=lambda w: num_steps(model, w.length, w.prompt))
     cfg = model.cfg
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
