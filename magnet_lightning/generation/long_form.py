@@ -121,3 +121,74 @@ def extend(
         done += steps[w.index] if steps is not None else window_total[0]
         prompt = tokens[..., stride_frames:]
     return torch.cat(pieces, dim=-1)
+
+
+def leading_prompt(fixed: torch.Tensor) -> int | None:
+    """Frames fixed [B, T] or [B, K, T] -> Tp when exactly the first Tp frames are fixed (in every row and stage: a
+    continuation prompt), else None (other constraints, e.g. infilling)."""
+    per_frame = fixed.reshape(-1, fixed.shape[-1]) if fixed.dim() == 3 else fixed
+    all_fixed, any_fixed = per_frame.all(dim=0), per_frame.any(dim=0)  # [T]
+    prompt = int(all_fixed.long().cumprod(0).sum())
+    return prompt if not bool(any_fixed[prompt:].any()) else None
+
+
+def infill_window(fixed: torch.Tensor, window_frames: int) -> int:
+    """The first frame of a window of W frames holding every free (not fixed) frame of fixed [B, T] / [B, K, T],
+    the free region centred in its context where the clip allows; ValueError when the region is longer than W."""
+    free = ~(fixed.reshape(-1, fixed.shape[-1]) if fixed.dim() == 3 else fixed).all(dim=0)  # [T]
+    frames = free.nonzero()[:, 0]
+    if frames.numel() == 0:
+        return 0
+    first, last = int(frames[0]), int(frames[-1]) + 1
+    if last - first > window_frames:
+        raise ValueError(f"the region to regenerate spans {last - first} frames, more than one window "
+                         f"({window_frames} frames): infill at most one window at a time")
+    start = first - (window_frames - (last - first)) // 2
+    return max(0, min(start, fixed.shape[-1] - window_frames))
+
+
+def decode_windows(
+    decode: Callable[..., torch.Tensor],
+    num_frames: int,
+    window_frames: int | None,
+    stride_frames: int | None,
+    mask_id: int,
+    *,
+    given: torch.Tensor | None = None,
+    fixed: torch.Tensor | None = None,
+    progress: ProgressFn | None = None,
+    on_window: Callable[[Window, torch.Tensor], None] | None = None,
+) -> torch.Tensor:
+    """Long-form decoding with a decoder of the given/fixed constraints contract (MAGNeT's plain or fast decoder,
+    `decode(num_frames, given=, fixed=, progress=)` -> [B, K, T]).
+
+    No constraints, or a prompt (the first Tp frames fixed): window by window (`extend`), each window a continuation
+    of the previous window's tail (its frames fixed, never re-decoded). Other constraints (infilling) on T > W: the
+    free frames are decoded in one window of W frames around them, the rest kept; more than W free frames is an error.
+    """
+    check_windows(num_frames, window_frames, stride_frames)
+    prompt = None
+    if fixed is not None:
+        prompt_frames = leading_prompt(fixed)
+        if num_frames > window_frames and prompt_frames is None:
+            start = infill_window(fixed, window_frames)
+            part = slice(start, start + window_frames)
+            tokens = decode(window_frames, given=given[..., part], fixed=fixed[..., part], progress=progress)
+            out = given.clone()
+            out[..., part] = tokens
+            return out
+        if prompt_frames is None:
+            return decode(num_frames, given=given, fixed=fixed, progress=progress)
+        prompt = given[..., :prompt_frames]
+
+    def window(window_prompt: torch.Tensor | None, frames: int, window_progress: ProgressFn | None) -> torch.Tensor:
+        if window_prompt is None:
+            return decode(frames, given=None, fixed=None, progress=window_progress)
+        batch, codebooks, prompt_len = window_prompt.shape
+        window_given = torch.full((batch, codebooks, frames), mask_id, dtype=torch.long, device=window_prompt.device)
+        window_given[..., :prompt_len] = window_prompt
+        window_fixed = torch.zeros(batch, frames, dtype=torch.bool, device=window_prompt.device)
+        window_fixed[:, :prompt_len] = True
+        return decode(frames, given=window_given, fixed=window_fixed, progress=window_progress)
+
+    return extend(window, num_frames, window_frames, stride_frames, prompt, progress=progress, on_window=on_window)

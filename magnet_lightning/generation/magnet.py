@@ -43,6 +43,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from magnet_lightning.generation.long_form import decode_windows
 from magnet_lightning.generation.sampling import draw_noise, sample_tokens
 
 FIXED_SCORE = -1e4
@@ -519,8 +520,11 @@ def decode(
     on_stage_end: StageFn | None = None,
     autocast: bool | None = None,
     rescorer=None,
+    window_frames: int | None = None,
+    stride_frames: int | None = None,
 ) -> torch.Tensor:
-    """Generate codes with MAGNeT's iterative decoding (the plain path: a Python loop of `decode_step`).
+    """Generate codes with MAGNeT's iterative decoding (the plain path: a Python loop of `decode_step`); past
+    `window_frames`, window by window (long_form.decode_windows: continuations of the previous window's tail).
 
     Args:
         model: MagnetTransformer.
@@ -532,10 +536,18 @@ def decode(
             infilling context); see `continuation` and `infilling`.
         generator: a torch.Generator on the model's device, for reproducible sampling.
         progress: called after every step; on_stage_end: called with the codes after every stage.
-        rescorer: e.g. rescoring.ARRescorer for the same batch; used when config.rescore_weight < 1.
+        rescorer: e.g. rescoring.ARRescorer for the same batch; used when config.rescore_weight < 1 (per window).
+        window_frames, stride_frames: W and S (1 <= S < W) of long-form generation; None: one window of T frames.
     Returns:
         long [B, K, T] token ids in [0, V).
     """
+    if window_frames is not None or stride_frames is not None:
+        def window(frames, **constraints):
+            return decode(model, text_states, text_mask, frames, config, batch_size=batch_size, generator=generator,
+                          on_stage_end=on_stage_end, autocast=autocast, rescorer=rescorer, **constraints)
+
+        return decode_windows(window, num_frames, window_frames, stride_frames, model.mask_token_id, given=given,
+                              fixed=fixed, progress=progress)
     cfg = model.cfg
     config.check(cfg.num_codebooks)
     check_rescorer(rescorer, model, config)
