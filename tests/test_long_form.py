@@ -13,7 +13,8 @@ from magnet_lightning.checkpoint.audiocraft import from_audiocraft
 from magnet_lightning.config import model_preset
 from magnet_lightning.generation import autoregressive, hybrid_magnet, long_form, magnet
 from magnet_lightning.generation.autoregressive import ARDecodingConfig
-from magnet_lightning.generation.magnet import DecodingConfig, continuation, decode, infilling
+from magnet_lightning.generation.magnet import continuation, decode, infilling
+from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.models.hybrid import HybridMagnetTransformer
 from magnet_lightning.models.magnet import MagnetTransformer
 

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-ProgressFn = Callable[[int, int], None]
-"""progress(done_steps, total_steps)."""
+from magnet_lightning.generation.common import ProgressFn
+
 WindowFn = Callable[[torch.Tensor | None, int, ProgressFn | None], torch.Tensor]
 """window(prompt long [B, K, P] or None, num_frames, progress) -> long [B, K, num_frames], the prompt in front."""
 
