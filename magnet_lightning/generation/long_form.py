@@ -81,6 +81,50 @@ def num_windows(num_frames: int, window_frames: int, stride_frames: int) -> int:
     return 1 if num_frames <= window_frames else 1 + math.ceil((num_frames - window_frames) / stride_frames)
 
 
+@dataclass(frozen=True)
+class LongFormDefaults:
+    """What long-form generation a family takes by default (declared per family in generation/families.py)."""
+
+    stride_fraction: float
+    """The default stride as a fraction of the window (the checkpoint's segment)."""
+    why: str = ""
+    """Where the default comes from (the reference, or the measurement that chose it)."""
+
+    def stride_seconds(self, segment_duration: float) -> float:
+        return self.stride_fraction * segment_duration
+
+
+@dataclass(frozen=True)
+class LongFormPlan:
+    """The windows of one generation past the segment, in frames (`MagnetGenerator` builds it from seconds)."""
+
+    num_frames: int
+    window_frames: int
+    stride_frames: int
+    prompt_frames: int = 0
+
+    @property
+    def windows(self) -> int:
+        return len(plan_windows(self.num_frames, self.window_frames, self.stride_frames, self.prompt_frames))
+
+    def describe(self, frame_rate: float) -> str:
+        """The one log line of a long-form generation."""
+        return (f"long-form generation: {self.num_frames / frame_rate:g} s is longer than the checkpoint's "
+                f"{self.window_frames / frame_rate:g}-s segment, so it runs in {self.windows} windows, each continuing "
+                f"the last {(self.window_frames - self.stride_frames) / frame_rate:g} s of the one before (stride "
+                f"{self.stride_frames / frame_rate:g} s; extend_stride / --extend-stride to change it)")
+
+
+def long_form_plan(num_frames: int, window_frames: int, stride_frames: int,
+                   prompt_frames: int = 0) -> LongFormPlan | None:
+    """The plan of a generation of T frames with a window of W frames: None when T <= W (one window, nothing
+    changes); ValueError for a stride not in [1, W) or a prompt not shorter than one window."""
+    check_windows(num_frames, window_frames, stride_frames, prompt_frames)
+    if num_frames <= window_frames:
+        return None
+    return LongFormPlan(num_frames, window_frames, stride_frames, prompt_frames)
+
+
 def extend(
     window: WindowFn,
     num_frames: int,
