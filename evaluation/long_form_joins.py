@@ -4,13 +4,14 @@ generation/families.py):
     python evaluation/long_form_joins.py --synthetic --out joins.json
     python evaluation/long_form_joins.py --ckpt CKPT --strides 0.3 0.45 0.6 0.75 0.9 --out joins.json
 
-`--synthetic` first trains a tiny MAGNeT (CPU, about a minute) on synthetic token clips with structure at every time
-scale up to the window (each codebook repeats a motif whose period is drawn up to W / 2 frames); `--ckpt` uses a
-MAGNeT checkpoint as it is. Strides are fractions of the window W (the checkpoint's segment). For each stride S the
-same clips are generated as `--windows` windows (T = W + (n - 1) S frames, each window continuing the previous
-window's last W - S frames; long_form.py) with the MAGNeT defaults and a fixed seed. Every frame is embedded in
-token space (with a checkpoint: the codec quantizer's latent, the sum of the frame's K codebook vectors; synthetic:
-a fixed random codebook of the same form), and a *transition* is the pair of consecutive frames (z_(t-1), z_t).
+`--synthetic` first trains a tiny MAGNeT (CPU, a few minutes) on synthetic token clips with a clip-wide 'key' (each
+codebook holds notes drawn from 4 of its V tokens, chosen per clip: the key is known only from context, as a piece's
+key or timbre is); `--ckpt` uses a MAGNeT checkpoint as it is. Strides are fractions of the window W (the checkpoint's
+segment). For each stride S the same clips are generated as `--windows` windows (T = W + (n - 1) S frames, each window
+continuing the previous window's last W - S frames; long_form.py) with the MAGNeT defaults and a fixed seed. Every
+frame is embedded in token space (with a checkpoint: the codec quantizer's latent, the sum of the frame's K codebook
+vectors; synthetic: a fixed random codebook of the same form), and a *transition* is the pair of consecutive frames
+(z_(t-1), z_t).
 Reported per stride:
 - `join_fad`: the Fréchet distance between the transitions at the joins (`--radius` frames either side of each
   window's first new frame) and the transitions of single-window generations (the reference);
@@ -50,13 +51,15 @@ Decoder = Callable[[int, int | None, int | None], torch.Tensor]
 
 def synthetic_clips(batch: int, frames: int, codebook_size: int, num_codebooks: int,
                     generator: torch.Generator) -> torch.Tensor:
-    """Token clips [B, K, T]: codebook k repeats a random motif of period p_k, p_k uniform in [2, T / 2]."""
+    """Token clips [B, K, T] with a clip-wide 'key': each clip draws 4 of the V tokens per codebook and every
+    codebook plays notes of those tokens, each held for 1 to 8 frames (the key is only known from context)."""
     clips = torch.empty(batch, num_codebooks, frames, dtype=torch.long)
     for b in range(batch):
         for k in range(num_codebooks):
-            period = int(torch.randint(2, frames // 2 + 1, (1,), generator=generator))
-            motif = torch.randint(0, codebook_size, (period,), generator=generator)
-            clips[b, k] = motif.repeat(frames // period + 1)[:frames]
+            key = torch.randperm(codebook_size, generator=generator)[:4]
+            lengths = torch.randint(1, 9, (frames,), generator=generator)
+            notes = key[torch.randint(0, 4, (frames,), generator=generator)]
+            clips[b, k] = notes.repeat_interleave(lengths)[:frames]
     return clips
 
 
