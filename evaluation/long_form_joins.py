@@ -16,6 +16,8 @@ Reported per stride:
 - `join_fad`: the Fréchet distance between the transitions at the joins (`--radius` frames either side of each
   window's first new frame) and the transitions of single-window generations (the reference);
 - `inner_fad`: the same for the transitions away from the joins (the floor the join is compared with);
+- `new_token_rate`: the fraction of tokens after the first window that the first window never used (the clip's
+  'key' lost along the windows; 0 on the synthetic clips' distribution);
 - `windows_per_second`: windows per second of audio, the decoding cost of MAGNeT-style families.
 
 Shapes: B batch, K codebooks, T frames, D latent width, F frames pooled.
@@ -70,7 +72,8 @@ def train_synthetic(steps: int, batch: int, seed: int) -> MagnetTransformer:
     model = MagnetTransformer(model_preset("tiny", dim=64, num_heads=4, num_layers=3, ffn_dim=128,
                                            codebook_size=setup["codebook_size"], num_codebooks=setup["num_codebooks"],
                                            text_dim=8, subcodes_context=3))
-    optim = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optim, max_lr=1e-3, total_steps=steps, pct_start=0.1)
     states, mask = torch.zeros(batch, 1, 8), torch.zeros(batch, 1, dtype=torch.bool)
     for step in range(steps):
         codes = synthetic_clips(batch, setup["window"], setup["codebook_size"], setup["num_codebooks"], g)
@@ -82,6 +85,7 @@ def train_synthetic(steps: int, batch: int, seed: int) -> MagnetTransformer:
         optim.zero_grad()
         loss.backward()
         optim.step()
+        sched.step()
         if step % 100 == 0 or step == steps - 1:
             print(f"train step {step}: loss {loss.item():.3f}", flush=True)
     return model.eval()
@@ -99,6 +103,14 @@ def fad(frames: torch.Tensor, reference: torch.Tensor) -> float:
     return float(frechet_distance(frames.mean(0), torch.cov(frames.T), reference.mean(0), torch.cov(reference.T)))
 
 
+def new_token_rate(tokens: torch.Tensor, window: int) -> float:
+    """tokens [B, K, T]: the fraction of tokens after the first window that the first window never used (per clip and
+    codebook): how much of the clip's 'key' is lost along the windows."""
+    first, rest = tokens[..., :window], tokens[..., window:]
+    seen = (rest[..., :, None] == first[..., None, :]).any(dim=-1)  # [B, K, T - W]
+    return float(1.0 - seen.float().mean())
+
+
 def join_steps(num_frames: int, window: int, stride: int, radius: int) -> tuple[list[int], list[int]]:
     """(transition steps t within `radius` of a join, all other steps t >= 1) of a long-form clip."""
     joins = [w.start + w.prompt for w in plan_windows(num_frames, window, stride)[1:]]
@@ -114,11 +126,13 @@ def study(decoder: Decoder, embed: Callable[[torch.Tensor], torch.Tensor], windo
     for fraction in strides:
         stride = max(1, round(fraction * window))
         total = window + (windows - 1) * stride
-        latents = embed(decoder(total, window, stride))
+        tokens = decoder(total, window, stride)
+        latents = embed(tokens)
         near, inner = join_steps(total, window, stride, radius)
         entry = {"stride_frames": stride, "overlap_frames": window - stride, "frames": total,
                  "join_fad": round(fad(transitions(latents, near), reference), 3),
                  "inner_fad": round(fad(transitions(latents, inner), reference), 3),
+                 "new_token_rate": round(new_token_rate(tokens, window), 4),
                  "windows_per_second": round(windows / (total / frame_rate), 4)}
         result["strides"][f"{fraction:g}"] = entry
         print(f"stride {fraction:g} W ({stride} frames): {json.dumps(entry)}", flush=True)
@@ -166,9 +180,9 @@ def main(argv=None) -> dict:
     src.add_argument("--ckpt", help="a MAGNeT checkpoint (ours or audiocraft's state_dict.bin)")
     p.add_argument("--strides", type=float, nargs="+", default=list(STRIDES), help="strides, fractions of the window")
     p.add_argument("--windows", type=int, default=5, help="windows per generation")
-    p.add_argument("--batch", type=int, default=32, help="clips per stride (unconditional)")
+    p.add_argument("--batch", type=int, default=64, help="clips per stride (unconditional)")
     p.add_argument("--radius", type=int, default=None, help="steps either side of a join (default: one span)")
-    p.add_argument("--train-steps", type=int, default=600, help="--synthetic: training steps")
+    p.add_argument("--train-steps", type=int, default=1500, help="--synthetic: training steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--out", required=True, help="JSON report")
