@@ -204,3 +204,15 @@ def test_bad_windows_are_named(models):
                                 window_frames=16, stride_frames=8)
     with pytest.raises(ValueError, match="needs both"):
         decode(models["magnet"], states, mask, 40, STEPS, window_frames=16)
+
+
+def test_fast_decoder_long_form_equals_the_plain_one(models):
+    from magnet_lightning.generation.fast import FastDecoder
+
+    model, (states, mask) = models["magnet"], _text()
+    user = torch.randint(0, V, (2, K, 5))
+    given, fixed = continuation(user, 40, V)
+    kwargs = dict(given=given, fixed=fixed, window_frames=16, stride_frames=10)
+    plain = decode(model, states, mask, 40, STEPS, generator=_seeded(2), **kwargs)
+    fast = FastDecoder(model).decode(states, mask, 40, STEPS, generator=_seeded(2), **kwargs)
+    assert torch.equal(fast, plain)
