@@ -18,8 +18,11 @@ import torch
 
 from magnet_lightning.generation.autoregressive import ARDecodingConfig
 from magnet_lightning.generation.autoregressive import generate as ar_generate
+from magnet_lightning.generation.autoregressive import num_steps as ar_steps
 from magnet_lightning.generation.common import ProgressFn
 from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
+from magnet_lightning.generation.hybrid_magnet import num_steps as hybrid_steps
+from magnet_lightning.generation.long_form import LONG_FORM_DEFAULTS, LongFormPlan, long_form_plan, plan_windows
 from magnet_lightning.generation.magnet import continuation, decode, infilling
 from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.generation.options import decoding_config_for
@@ -76,6 +79,7 @@ class MagnetGenerator:
         self.fast = (self.device.type == "cuda" and self.family == "magnet") if fast is None else fast
         self.compile = compile
         self._fast_decoder = None
+        self._announced: LongFormPlan | None = None
         if codec is not None and (codec.num_codebooks, codec.codebook_size) != (
                 model.cfg.num_codebooks, model.cfg.codebook_size):
             raise ValueError(f"codec {codec.name!r} has K={codec.num_codebooks}, V={codec.codebook_size} but the model "
@@ -124,23 +128,61 @@ class MagnetGenerator:
                                    num_codebooks=self.model.cfg.num_codebooks, duration=duration, preset=preset,
                                    overrides=overrides)
 
-    def num_steps(self, config: DecodingConfig | ARDecodingConfig, duration: float | None = None) -> int:
-        """Model steps of one generation of `duration` seconds without a prompt (for progress bars)."""
+    def num_steps(self, config: DecodingConfig | ARDecodingConfig, duration: float | None = None,
+                  extend_stride: float | None = None) -> int:
+        """Model steps of one generation of `duration` seconds without a prompt, every window counted (for progress
+        bars)."""
+        frames = self.num_frames(duration or self.segment_duration)
+        plan = self.long_form(frames, extend_stride)
+        windows = [(frames, 0)] if plan is None else [(w.length, w.prompt) for w in plan_windows(
+            frames, plan.window_frames, plan.stride_frames)]
         if isinstance(config, ARDecodingConfig):
-            pattern = self.model.pattern
-            return self.num_frames(duration or self.segment_duration) + pattern.max_delay - pattern.delays[0]
+            return sum(ar_steps(self.model, length, given) for length, given in windows)
         if self.family == "hybrid":
-            pattern = self.model.pattern
             prompt = self.hybrid_prompt_frames(duration)
-            return sum(config.decoding_steps) + (prompt + pattern.max_delay - pattern.delays[0] if prompt else 0)
-        return sum(config.decoding_steps)
+            return sum(hybrid_steps(self.model, config, length, prompt, given) for length, given in windows)
+        return len(windows) * sum(config.decoding_steps)
 
     def hybrid_prompt_frames(self, duration: float | None = None, prompt_seconds: float | None = None) -> int:
         """Hybrid-MAGNeT: frames generated autoregressively (the checkpoint's prompt_seconds, default 3 s; always
         fewer than the clip's)."""
         seconds = prompt_seconds if prompt_seconds is not None else \
             self.decoding_defaults.get("prompt_seconds") or DEFAULT_PROMPT_SECONDS
-        return min(self._frame(seconds), self.num_frames(duration or self.segment_duration) - 1)
+        return min(self._frame(seconds), self.num_frames(self.window_duration(duration)) - 1)
+
+    # -- long-form -----------------------------------------------------------------------------------------------
+
+    def window_duration(self, duration: float | None = None) -> float:
+        """Seconds one decoder call covers: the generation's, at most the checkpoint's segment (long-form windows)."""
+        return min(duration or self.segment_duration, self.segment_duration)
+
+    def default_stride(self) -> float:
+        """The family's default long-form stride for this checkpoint's segment, in seconds."""
+        return LONG_FORM_DEFAULTS[self.family].stride_seconds(self.segment_duration)
+
+    def long_form(self, num_frames: int, extend_stride: float | None = None,
+                  prompt_frames: int = 0) -> LongFormPlan | None:
+        """The windows of a generation of T frames after a prompt of Tp frames: None within the checkpoint's segment
+        (one decoder call, as always). ValueError for a stride not below the segment or a prompt of a whole window."""
+        stride = self.default_stride() if extend_stride is None else extend_stride
+        if not 0 < stride < self.segment_duration or self._frame(stride) < 1:
+            raise ValueError(f"extend_stride={stride:g} s: the stride must be above 0 and below the checkpoint's "
+                             f"{self.segment_duration:g}-s segment (the window)")
+        window = self.num_frames(self.segment_duration)
+        if num_frames > window and prompt_frames >= window:
+            raise ValueError(f"the prompt is {prompt_frames / self.frame_rate:g} s, not shorter than the checkpoint's "
+                             f"{self.segment_duration:g}-s segment: a long-form generation continues a prompt shorter "
+                             "than one window; shorten the prompt")
+        return long_form_plan(num_frames, window, self._frame(stride), prompt_frames)
+
+    def _windows(self, plan: LongFormPlan | None) -> dict[str, int]:
+        """The decoders' window arguments of a plan, announcing a new plan in one log line."""
+        if plan is None:
+            return {}
+        if plan != self._announced:
+            log.info(plan.describe(self.frame_rate))
+            self._announced = plan
+        return {"window_frames": plan.window_frames, "stride_frames": plan.stride_frames}
 
     def num_frames(self, duration: float) -> int:
         if duration <= 0:
@@ -195,6 +237,7 @@ class MagnetGenerator:
         decode_audio: bool = True,
         progress: ProgressFn | None = None,
         rescorer: MagnetGenerator | None = None,
+        extend_stride: float | None = None,
         **decoding_overrides,
     ) -> GenerationResult:
         """Generate a batch.
@@ -212,6 +255,9 @@ class MagnetGenerator:
             seed: seeds a torch.Generator on the model's device (same seed -> same tokens).
             rescorer: an autoregressive generator (e.g. MusicGen-small for MAGNeT-small) whose probabilities rank the
                 spans with weight 1 - rescore_weight (paper §3.3, Eq. 5; see rescoring.py). MAGNeT only.
+            extend_stride: seconds; a duration beyond the checkpoint's segment is generated in windows of the segment,
+                each continuing the last (segment - stride) seconds of the one before (long_form.py; logged once).
+                Default: the family's (`default_stride`, e.g. 18 s for a 30-s MusicGen, as the reference).
         """
         if texts is None:
             texts = [None] * (num_samples or 1)
@@ -221,7 +267,7 @@ class MagnetGenerator:
         batch = len(texts)
         if decoding is not None and (decoding_overrides or preset):
             raise ValueError("pass either a DecodingConfig or preset/overrides, not both")
-        config = decoding or self.decoding_config(duration, preset, **decoding_overrides)
+        config = decoding or self.decoding_config(self.window_duration(duration), preset, **decoding_overrides)
         expected = ARDecodingConfig if self.autoregressive else DecodingConfig
         if not isinstance(config, expected):
             raise ValueError(f"a {self.family} model decodes with a {expected.__name__}, got {type(config).__name__}")
@@ -229,11 +275,11 @@ class MagnetGenerator:
             if rescorer is not None:
                 raise ValueError("rescorer: rescoring ranks MAGNeT's spans; an autoregressive model has none")
             return self._generate_ar(texts, duration, prompt, prompt_sample_rate, infill, config, seed, decode_audio,
-                                     progress)
+                                     progress, extend_stride)
         if self.family == "hybrid":
             if prompt is not None or infill is not None or rescorer is not None:
                 raise ValueError("Hybrid-MAGNeT generates its own prompt: no prompt, infill or rescorer")
-            return self._generate_hybrid(texts, duration, config, seed, decode_audio, progress)
+            return self._generate_hybrid(texts, duration, config, seed, decode_audio, progress, extend_stride)
         given = fixed = None
         if infill is not None:
             if prompt is None:
@@ -248,8 +294,9 @@ class MagnetGenerator:
                 codes = self._codes(prompt, prompt_sample_rate, batch, "prompt")
                 given, fixed = continuation(codes, num_frames, self.model.mask_token_id)
         states, mask = self._text(texts)
+        plan = self.long_form(num_frames, extend_stride, 0 if infill is not None or prompt is None else codes.shape[-1])
         kwargs = {"batch_size": batch, "given": given, "fixed": fixed, "generator": self._generator(seed),
-                  "progress": progress}
+                  "progress": progress, **self._windows(plan)}
         if rescorer is not None and config.rescore_weight < 1.0:
             from magnet_lightning.generation.rescoring import rescorer_for
 
@@ -261,23 +308,27 @@ class MagnetGenerator:
         return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, config)
 
     def _generate_ar(self, texts, duration, prompt, prompt_sample_rate, infill, config, seed, decode_audio,
-                     progress) -> GenerationResult:
+                     progress, extend_stride=None) -> GenerationResult:
         if infill is not None:
             raise ValueError("infill: the autoregressive family only continues a prompt (infilling is MAGNeT's)")
         batch = len(texts)
         codes = None if prompt is None else self._codes(prompt, prompt_sample_rate, batch, "prompt")
+        num_frames = self.num_frames(duration or self.segment_duration)
+        plan = self.long_form(num_frames, extend_stride, 0 if codes is None else codes.shape[-1])
         states, mask = self._text(texts)
-        tokens = ar_generate(self.model, states, mask, self.num_frames(duration or self.segment_duration), config,
-                             codes, batch_size=batch, generator=self._generator(seed), progress=progress)
+        tokens = ar_generate(self.model, states, mask, num_frames, config, codes, batch_size=batch,
+                             generator=self._generator(seed), progress=progress, **self._windows(plan))
         return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, config)
 
-    def _generate_hybrid(self, texts, duration, config, seed, decode_audio, progress) -> GenerationResult:
+    def _generate_hybrid(self, texts, duration, config, seed, decode_audio, progress,
+                         extend_stride=None) -> GenerationResult:
         from magnet_lightning.generation.hybrid_magnet import generate as hybrid_generate
 
         states, mask = self._text(texts)
         num_frames = self.num_frames(duration or self.segment_duration)
+        windows = self._windows(self.long_form(num_frames, extend_stride))
         tokens = hybrid_generate(self.model, states, mask, num_frames, self.hybrid_prompt_frames(duration), config,
-                                 batch_size=len(texts), generator=self._generator(seed), progress=progress)
+                                 batch_size=len(texts), generator=self._generator(seed), progress=progress, **windows)
         return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, config)
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
