@@ -1,0 +1,97 @@
+"""Long-form generation through the generator API, every family: a duration past the checkpoint's segment runs in
+windows by default and says so in one log line, the whole length comes back (tokens and audio), extend_stride sets
+the windows, one progress count covers them, nothing changes within the segment, and a stride of a whole window, a
+prompt of a whole window or an infill region longer than one window are refused."""
+
+import logging
+
+import pytest
+import torch
+from test_generate import assets, gen  # noqa: F401  (module fixtures: a tiny checkpoint with a codec)
+
+from magnet_lightning.config import model_preset
+from magnet_lightning.generation.generator import MagnetGenerator
+from magnet_lightning.generation.long_form import num_windows
+from magnet_lightning.models.registry import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STEPS = [3, 2, 2, 2]
+
+
+@pytest.fixture(scope="module")
+def tokens_only():
+    """family -> a generator of a tiny random model, 0.5-s segment (25 frames), no codec or text encoder."""
+    torch.manual_seed(0)
+    out = {}
+    for family in ("magnet", "musicgen", "hybrid"):
+        cfg = model_preset("tiny", dim=32, num_heads=4, num_layers=2, ffn_dim=64, codebook_size=16, text_dim=8,
+                           subcodes_context=-1 if family == "musicgen" else 3)
+        model = build_model(family, cfg).eval()
+        defaults = {} if family == "musicgen" else {"decoding_steps": STEPS, "prompt_seconds": 0.2}
+        out[family] = MagnetGenerator(model, segment_duration=0.5, frame_rate=50.0, decoding_defaults=defaults)
+    return out
+
+
+def _long_form_lines(caplog):
+    return [r for r in caplog.records if "long-form generation" in r.getMessage()]
+
+
+def test_a_duration_past_the_segment_is_generated_in_windows_with_audio_for_the_whole_length(gen, caplog):  # noqa: F811
+    caplog.set_level(logging.INFO, logger="magnet_lightning.generation.generator")
+    seen = []
+    result = gen.generate(["calm piano"], duration=2.0, seed=0, progress=lambda d, t: seen.append((d, t)))
+    assert result.tokens.shape == (1, 4, 100) and result.audio.shape == (1, 1, 100 * 320)
+    (line,) = _long_form_lines(caplog)
+    windows = num_windows(100, 25, gen._frame(gen.default_stride()))
+    assert f"in {windows} windows" in line.getMessage() and "--extend-stride" in line.getMessage()
+    assert seen[-1] == (windows * sum(STEPS),) * 2 == (gen.num_steps(result.config, 2.0),) * 2
+    gen.generate(["calm piano"], duration=2.0, seed=1, decode_audio=False)
+    assert len(_long_form_lines(caplog)) == 1  # the same plan again: no second line
+
+
+def test_extend_stride_sets_the_windows_and_within_the_segment_nothing_changes(gen, caplog):  # noqa: F811
+    caplog.set_level(logging.INFO, logger="magnet_lightning.generation.generator")
+    seen = []
+    gen.generate(["rain"], duration=2.0, seed=0, extend_stride=0.2, decode_audio=False,
+                 progress=lambda d, t: seen.append(t))
+    assert set(seen) == {9 * sum(STEPS)}  # 1 + ceil((100 - 25) / 10) windows
+    caplog.clear()
+    plain = gen.generate(["rain"], duration=0.5, seed=0, decode_audio=False).tokens
+    assert torch.equal(gen.generate(["rain"], duration=0.5, seed=0, extend_stride=0.3, decode_audio=False).tokens,
+                       plain)
+    assert not _long_form_lines(caplog)
+
+
+@pytest.mark.parametrize("family", ["magnet", "musicgen", "hybrid"])
+@pytest.mark.parametrize("duration,stride", [(0.5, None), (1.3, None), (2.0, 0.1), (3.02, 0.45)])
+def test_every_family_returns_exactly_the_requested_length(tokens_only, family, duration, stride):
+    g = tokens_only[family]
+    seen = []
+    result = g.generate(num_samples=2, duration=duration, seed=0, extend_stride=stride, decode_audio=False,
+                        progress=lambda d, t: seen.append((d, t)))
+    frames = round(duration * 50)
+    assert result.tokens.shape == (2, 4, frames) and bool((result.tokens < 16).all())
+    total = g.num_steps(result.config, duration, stride)
+    assert {t for _, t in seen} == {total} and seen[-1][0] == total
+
+
+def test_a_prompt_is_continued_over_windows_and_kept_in_front(tokens_only):
+    for family in ("magnet", "musicgen"):
+        prompt = torch.randint(0, 16, (4, 12))
+        result = tokens_only[family].generate(num_samples=2, duration=1.6, prompt=prompt, seed=0,
+                                              decode_audio=False)
+        assert result.tokens.shape == (2, 4, 80) and torch.equal(result.tokens[..., :12], prompt.expand(2, -1, -1))
+
+
+def test_long_form_mistakes_are_named(tokens_only, gen):  # noqa: F811
+    with pytest.raises(ValueError, match="below the checkpoint's 0.5-s segment"):
+        tokens_only["musicgen"].generate(num_samples=1, duration=2.0, extend_stride=0.5, decode_audio=False)
+    with pytest.raises(ValueError, match="not shorter than the checkpoint's 0.5-s segment"):
+        tokens_only["magnet"].generate(num_samples=1, duration=2.0, prompt=torch.zeros(4, 25, dtype=torch.long),
+                                       decode_audio=False)
+    clip = torch.randint(0, 64, (1, 4, 100))
+    edited = gen.generate(["birds"], prompt=clip, infill=(1.0, 1.3), seed=0, decode_audio=False).tokens
+    assert torch.equal(edited[..., :50], clip[..., :50]) and torch.equal(edited[..., 65:], clip[..., 65:])
+    with pytest.raises(ValueError, match="more than one window"):
+        gen.generate(["birds"], prompt=clip, infill=(0.2, 1.0), decode_audio=False)
