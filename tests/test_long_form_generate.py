@@ -4,11 +4,14 @@ the windows, one progress count covers them, nothing changes within the segment,
 prompt of a whole window or an infill region longer than one window are refused."""
 
 import logging
+import re
 
 import pytest
+import soundfile
 import torch
 from test_generate import assets, gen  # noqa: F401  (module fixtures: a tiny checkpoint with a codec)
 
+from magnet_lightning.cli.generate import main
 from magnet_lightning.config import model_preset
 from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.generation.long_form import num_windows
@@ -95,3 +98,31 @@ def test_long_form_mistakes_are_named(tokens_only, gen):  # noqa: F811
     assert torch.equal(edited[..., :50], clip[..., :50]) and torch.equal(edited[..., 65:], clip[..., 65:])
     with pytest.raises(ValueError, match="more than one window"):
         gen.generate(["birds"], prompt=clip, infill=(0.2, 1.0), decode_audio=False)
+
+
+def test_cli_long_form_writes_the_whole_length_with_one_log_line(assets, tmp_path, caplog):  # noqa: F811
+    caplog.set_level(logging.INFO, logger="magnet_lightning.generation.generator")
+    out = tmp_path / "long"
+    assert main(["--ckpt", str(assets[0]), "--text", "calm piano", "--text", "rain", "--duration", "1.5",
+                 "--extend-stride", "0.3", "--out", str(out), "--batch-size", "1", "--seed", "0",
+                 "--steps", "2", "1", "1", "1"]) == 0
+    for wav in sorted(out.glob("*.wav")):
+        assert soundfile.read(wav)[0].shape == (24000,)
+    (line,) = _long_form_lines(caplog)
+    assert "in 5 windows" in line.getMessage()  # 1 + ceil((75 - 25) / 15)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--extend-stride", "0.5"], "--extend-stride 0.5: must be shorter than the checkpoint's 0.5-s segment"),
+    (["--extend-stride", "0"], "--extend-stride must be a positive number"),
+    (["--prompt-audio", "{half}"], "--prompt-audio is 0.50 s: a generation longer than the checkpoint's 0.5-s"),
+    (["--prompt-audio", "{long}", "--infill", "0.1", "0.9"], "regenerates 0.8 s, more than the checkpoint's 0.5-s"),
+])
+def test_cli_long_form_mistakes_are_one_line_before_loading(assets, tmp_path, monkeypatch, extra, message):  # noqa: F811
+    for name, seconds in (("half", 0.5), ("long", 1.0)):
+        soundfile.write(tmp_path / f"{name}.wav", 0.1 * torch.randn(int(16000 * seconds)).numpy(), 16000)
+    extra = [arg.format(half=tmp_path / "half.wav", long=tmp_path / "long.wav") for arg in extra]
+    monkeypatch.setattr(MagnetGenerator, "from_pretrained", lambda *a, **k: pytest.fail("loaded a model"))
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        main(["--ckpt", str(assets[0]), "--text", "x", "--duration", "2", "--out", str(tmp_path / "o"), *extra])
+    assert not (tmp_path / "o").exists()

@@ -178,13 +178,14 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
         raise UserError(f"--infill: {args.ckpt} is an autoregressive checkpoint, which only continues a prompt "
                         "(infilling needs a MAGNeT checkpoint)")
     check_partners(args, facts, duration)
+    check_long_form(args, facts, duration)
     overrides = {
         "decoding_steps": args.steps, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
         "max_cfg_coef": args.cfg_max, "min_cfg_coef": args.cfg_min, "span_arrangement": args.span_arrangement,
         "span_scoring": args.span_scoring, "use_sampling": False if args.greedy else None, "cfg_coef": args.cfg_coef,
         "rescore_weight": getattr(args, "rescore_weight", None),
     }
-    check_decoding(facts, duration, args.preset, overrides)
+    check_decoding(facts, min(duration, facts.segment_duration), args.preset, overrides)  # the steps of a window
     try:
         jobs = make_jobs(args)
     except ValueError as err:  # a malformed prompt file: the message names the file and line
@@ -241,3 +242,27 @@ def check_prompt_audio(path: str, duration: float, infill: Sequence[float] | Non
     elif seconds > duration:
         raise UserError(f"--prompt-audio is {seconds:.2f} s, longer than the {duration:g} s to generate: pass a "
                         "longer --duration or a shorter clip")
+
+
+def check_long_form(args: argparse.Namespace, facts: CheckpointFacts, duration: float) -> None:
+    """Long-form generation (a --duration past the checkpoint's segment, in windows of the segment): a stride below
+    the segment, a prompt (--prompt-audio, or --hybrid-prompt-seconds) shorter than one window, an infill region of
+    at most one window."""
+    segment, stride = facts.segment_duration, getattr(args, "extend_stride", None)
+    positive("--extend-stride", stride)
+    if stride is not None and stride >= segment:
+        raise UserError(f"--extend-stride {stride:g}: must be shorter than the checkpoint's {segment:g}-s segment (the "
+                        f"window each step of long-form generation decodes), e.g. --extend-stride {0.6 * segment:g}")
+    if args.infill and args.infill[1] - args.infill[0] > segment:
+        raise UserError(f"--infill {args.infill[0]:g} {args.infill[1]:g}: regenerates "
+                        f"{args.infill[1] - args.infill[0]:g} s, more than the checkpoint's {segment:g}-s segment; "
+                        f"infill at most {segment:g} s at a time")
+    if duration <= segment or args.infill:
+        return
+    seconds = audio_seconds(args.prompt_audio, "--prompt-audio") if args.prompt_audio else 0.0
+    if seconds >= segment:
+        raise UserError(f"--prompt-audio is {seconds:.2f} s: a generation longer than the checkpoint's {segment:g}-s "
+                        "segment continues a prompt shorter than the segment; trim the clip")
+    if getattr(args, "hybrid_ar", None) and args.hybrid_prompt_seconds >= segment:
+        raise UserError(f"--hybrid-prompt-seconds {args.hybrid_prompt_seconds:g}: a generation longer than the "
+                        f"checkpoint's {segment:g}-s segment continues a prompt shorter than the segment")

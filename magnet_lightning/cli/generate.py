@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompts", help="file of captions: .txt (one a line), .csv or .jsonl (text/caption[, name])")
     src.add_argument("--unconditional", type=int, metavar="N", help="N generations without text")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--duration", type=float, default=None, help="seconds (default: the training segment)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds (default: the training segment); longer runs in windows of the segment")
+    p.add_argument("--extend-stride", type=float, default=None, metavar="SECONDS",
+                   help="long-form generation: seconds each window advances (it continues the last segment - stride "
+                        "seconds of the one before); default: the family's (18 s for a 30-s MusicGen, as audiocraft)")
     p.add_argument("--num-samples", type=int, default=1, help="generations per caption")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=None, help="seed of the first batch (batch i uses seed + i)")
@@ -144,12 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_random_text_encoder=args.allow_random_text_encoder, fast=False if args.no_fast else None,
             compile=args.compile)
         partners = _partners(args, gen)
-        config = gen.decoding_config(args.duration, args.preset, **overrides)
+        config = gen.decoding_config(gen.window_duration(args.duration), args.preset, **overrides)
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         manifest = RunManifest(out / "manifest.jsonl")
         batches = [jobs[i:i + args.batch_size] for i in range(0, len(jobs), args.batch_size)]
-        steps = gen.num_steps(config, args.duration)
+        steps = gen.num_steps(config, args.duration, args.extend_stride)
         if "hybrid_ar" in partners:
             ar = partners["hybrid_ar"]
             steps += ar.num_steps(ar.decoding_config(), args.hybrid_prompt_seconds)
@@ -158,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             start = bar.n
             seed = None if args.seed is None else args.seed + index
             kwargs = dict(duration=args.duration, decoding=config, seed=seed, rescorer=partners.get("rescorer"),
+                          extend_stride=args.extend_stride,
                           progress=lambda done, _total, start=start: bar.update(start + done - bar.n))
             texts = [text for _, text in batch]
             if "hybrid_ar" in partners:
