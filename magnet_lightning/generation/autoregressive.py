@@ -32,6 +32,7 @@ import torch
 
 from magnet_lightning.generation.common import ProgressFn, autocast_context, guidance_batch, text_inputs
 from magnet_lightning.generation.long_form import extend
+from magnet_lightning.generation.request import DecodeRequest
 from magnet_lightning.generation.sampling import draw_noise, sample_next_tokens
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.kv_cache import KVCache
@@ -131,11 +132,6 @@ def decode_step(model: ARTransformer, memory: TextMemory, cache: KVCache, sequen
     return write_step(sequence, choose_tokens(logits[:, :, -1], use_cfg, config, noise), step + 1)
 
 
-def num_steps(model: ARTransformer, num_frames: int, prompt_frames: int = 0) -> int:
-    """Model calls of one window of T frames after Tp given frames (what `progress` counts)."""
-    return model.pattern.sequence_length(num_frames) - model.pattern.first_step(prompt_frames)
-
-
 @torch.no_grad()  # not inference_mode: callers may edit the returned tokens in place
 def generate(
     model: ARTransformer,
@@ -177,7 +173,7 @@ def generate(
                             generator=generator, progress=window_progress, cache=cache, autocast=autocast)
 
         return extend(window, num_frames, window_frames, stride_frames, prompt, progress=progress,
-                      window_steps=lambda w: num_steps(model, w.length, w.prompt))
+                      window_steps=lambda w: num_steps(model, config, w.length, 0, w.prompt))
     cfg = model.cfg
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -210,3 +206,18 @@ def generate(
             if progress is not None:
                 progress(index + 1, last - first + 1)
     return model.pattern.revert(sequence, num_frames)
+
+
+def decode_request(model: ARTransformer, request: DecodeRequest) -> torch.Tensor:
+    """The autoregressive decoder for the family table (a prompt is continued). Returns long [B, K, T]."""
+    return generate(model, request.text_states, request.text_mask, request.num_frames, request.config,
+                    request.prompt, batch_size=request.batch_size, generator=request.generator,
+                    progress=request.progress, window_frames=request.window_frames,
+                    stride_frames=request.stride_frames)
+
+
+def num_steps(model: ARTransformer, config: ARDecodingConfig | None, num_frames: int, prompt_frames: int = 0,
+              given_frames: int = 0) -> int:
+    """Model steps of one generation of T frames after `given_frames` given ones (what `progress` counts): one per
+    sequence step of the pattern from the first unknown code on (`prompt_frames`: a hybrid's own prompt, unused)."""
+    return model.pattern.sequence_length(num_frames) - model.pattern.first_step(given_frames)

@@ -1,17 +1,19 @@
 """Hybrid-MAGNeT generation (models/hybrid.py): the same model generates the first `prompt_frames` autoregressively
 (the autoregressive family's KV-cached decoding: its causal forward is the prompt part of the hybrid model), then the
-rest with MAGNeT's iterative decoding (decoding.decode, every option of DecodingConfig), the delay-shifted prompt
+rest with MAGNeT's iterative decoding (magnet.decode, every option of DecodingConfig), the delay-shifted prompt
 fixed: stream k keeps its first prompt_frames - d_k frames, the codes before the boundary step.
 
-A given `prompt` of Tp frames is continued: the autoregressive part generates frames Tp .. max(prompt_frames, Tp)
-after it (none when the prompt is at least `prompt_frames` long), the boundary follows them, and MAGNeT decodes the
-rest with every prompt frame fixed. Long-form generation (`window_frames`, `stride_frames`) chains such
-continuations, the previous window's tail as each window's prompt (long_form.py).
+A user's prompt (audio continuation) is the start of the autoregressive part: its frames are kept, the autoregressive
+decoding continues it up to `prompt_frames` (or not at all when the prompt is already that long), and MAGNeT decodes
+the rest. Long-form generation (`window_frames`, `stride_frames`; long_form.py) chains such continuations, the
+previous window's tail as each window's prompt.
 
-Shapes: B batch, K codebooks, T frames, S text tokens, E text width.
+Shapes: B batch, K codebooks, T frames, Tp prompt frames, S text tokens, E text width.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -22,17 +24,44 @@ from magnet_lightning.generation.common import ProgressFn
 from magnet_lightning.generation.long_form import extend
 from magnet_lightning.generation.magnet import decode
 from magnet_lightning.generation.magnet_config import DecodingConfig
+from magnet_lightning.generation.request import DecodeRequest
 from magnet_lightning.models.hybrid import BoundHybrid, HybridMagnetTransformer
 
 DEFAULT_PROMPT_SECONDS = 3.0
 """The paper's scale of the autoregressive prompt (a few seconds)."""
 
 
-def num_steps(model: HybridMagnetTransformer, config: DecodingConfig, num_frames: int, prompt_frames: int,
-              given_frames: int = 0) -> int:
-    """Model steps of one window of T frames after Tp = given_frames given ones (what `progress` counts)."""
-    ar_frames = max(min(prompt_frames, num_frames - 1), given_frames)
-    return (ar_steps(model, ar_frames, given_frames) if ar_frames > given_frames else 0) + sum(config.decoding_steps)
+@dataclass(frozen=True)
+class HybridDecodingConfig(DecodingConfig):
+    """MAGNeT's decoding options for the part after the prompt, and the prompt's length."""
+
+    prompt_seconds: float | None = None
+    """Seconds generated autoregressively before MAGNeT takes over (None: DEFAULT_PROMPT_SECONDS)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.prompt_seconds is not None and not self.prompt_seconds > 0:
+            raise ValueError(f"prompt_seconds must be positive, got {self.prompt_seconds}")
+
+
+def autoregressive_frames(model: HybridMagnetTransformer, num_frames: int, prompt_frames: int,
+                          given_frames: int = 0) -> int:
+    """Frames of the autoregressive part of a generation of T frames: `prompt_frames`, raised after a given prompt of
+    Tp frames to Tp + max_delay (every delay-shifted stream keeps the whole prompt) but at most T - 1 (a short
+    long-form window: the prompt frames past the boundary are then fixed in MAGNeT's part)."""
+    if given_frames:
+        return min(max(prompt_frames, given_frames + model.pattern.max_delay), num_frames - 1)
+    return prompt_frames
+
+
+def _autoregressive_prompt(model: HybridMagnetTransformer, text_states, text_mask, prompt_frames: int,
+                           user_prompt: torch.Tensor | None, ar_config: ARDecodingConfig, batch: int,
+                           generator: torch.Generator | None, progress: ProgressFn | None) -> torch.Tensor:
+    """long [B, K, prompt_frames]: the user's prompt continued autoregressively (or generated from nothing)."""
+    if user_prompt is not None and user_prompt.shape[-1] >= prompt_frames:
+        return user_prompt[..., :prompt_frames]
+    return ar_generate(model, text_states, text_mask, prompt_frames, ar_config, user_prompt, batch_size=batch,
+                       generator=generator, progress=progress)
 
 
 @torch.no_grad()
@@ -52,10 +81,10 @@ def generate(
     window_frames: int | None = None,
     stride_frames: int | None = None,
 ) -> torch.Tensor:
-    """Generate codes [B, K, T] with one Hybrid-MAGNeT model: up to `prompt_frames` (0 <= P < T) autoregressively
-    with `ar_config`, after the given `prompt` [B, K, Tp] if any (kept in front), the rest with MAGNeT's decoding and
-    `config`. text_states [B, S, E] / text_mask [B, S], or None (unconditional; give batch_size). window_frames /
-    stride_frames: long-form generation (W, S; each window's autoregressive part is at most W - 1 frames)."""
+    """Generate codes [B, K, T] with one Hybrid-MAGNeT model: `prompt_frames` (0 <= P < T) autoregressively with
+    `ar_config` (continuing `prompt` long [B, K, Tp] when given: `autoregressive_frames`), the rest with MAGNeT's
+    decoding and `config`. text_states [B, S, E] / text_mask [B, S], or None (unconditional; give batch_size).
+    window_frames / stride_frames: long-form generation (W, S; each window's autoregressive part at most W - 1)."""
     if window_frames is not None or stride_frames is not None:
         def window(window_prompt, frames, window_progress):
             return generate(model, text_states, text_mask, frames, min(prompt_frames, frames - 1), config, ar_config,
@@ -63,35 +92,53 @@ def generate(
                             progress=window_progress)
 
         return extend(window, num_frames, window_frames, stride_frames, prompt, progress=progress,
-                      window_steps=lambda w: num_steps(model, config, w.length, prompt_frames, w.prompt))
+                      window_steps=lambda w: num_steps(model, config, w.length, min(prompt_frames, w.length - 1),
+                                                       w.prompt))
+    given_frames = 0 if prompt is None else prompt.shape[-1]
+    if given_frames >= num_frames:
+        raise ValueError(f"the prompt has {given_frames} frames, not fewer than the {num_frames} to generate")
+    prompt_frames = autoregressive_frames(model, num_frames, prompt_frames, given_frames)
     if not 0 <= prompt_frames < num_frames:
-        raise ValueError(f"prompt_frames={prompt_frames} must be in [0, num_frames={num_frames})")
-    given_len = 0 if prompt is None else prompt.shape[-1]
-    if given_len >= num_frames:
-        raise ValueError(f"the prompt has {given_len} frames, not fewer than the {num_frames} to generate")
+        raise ValueError(f"prompt_frames={prompt_frames} (the autoregressive prompt) must be in [0, num_frames="
+                         f"{num_frames})")
     device = next(model.parameters()).device
     batch = text_states.shape[0] if text_states is not None else batch_size
     if batch is None:
         raise ValueError("unconditional generation needs batch_size")
-    ar_frames = max(prompt_frames, given_len)
-    boundary = torch.full((batch,), ar_frames + 1, dtype=torch.long, device=device)
-    fixed = model.prompt_mask(boundary, num_frames)  # [B, K, T]
-    fixed[..., :given_len] = True
+    boundary = torch.full((batch,), prompt_frames + 1, dtype=torch.long, device=device)
     given = torch.full((batch, model.cfg.num_codebooks, num_frames), model.mask_token_id, dtype=torch.long,
                        device=device)
-    total = num_steps(model, config, num_frames, prompt_frames, given_len)
-    done = [0]
-    if ar_frames > given_len:
-        def ar_progress(step: int, _total: int) -> None:
-            done[0] = step
-            if progress is not None:
-                progress(step, total)
+    fixed = model.prompt_mask(boundary, num_frames)  # [B, K, T]
+    fixed[..., :given_frames] = True
+    total, done = num_steps(model, config, num_frames, prompt_frames, given_frames), [0]
 
-        given[..., :ar_frames] = ar_generate(model, text_states, text_mask, ar_frames, ar_config, prompt,
-                                             batch_size=batch, generator=generator, progress=ar_progress)
-    elif given_len:
-        given[..., :given_len] = prompt.to(device)
-    given = given.masked_fill(~fixed, model.mask_token_id)
+    def ar_progress(step: int, _total: int) -> None:
+        done[0] = step
+        if progress is not None:
+            progress(step, total)
+
+    if prompt_frames > 0:
+        codes = _autoregressive_prompt(model, text_states, text_mask, prompt_frames, prompt, ar_config, batch,
+                                       generator, ar_progress)
+        given[..., :prompt_frames] = codes
+        given = given.masked_fill(~fixed, model.mask_token_id)
     rest = None if progress is None else (lambda step, _total: progress(done[0] + step, total))
     return decode(BoundHybrid(model, boundary), text_states, text_mask, num_frames, config, batch_size=batch,
                   given=given, fixed=fixed, generator=generator, progress=rest)
+
+
+def decode_request(model: HybridMagnetTransformer, request: DecodeRequest) -> torch.Tensor:
+    """Hybrid-MAGNeT's decoder for the family table. Returns long [B, K, T]."""
+    return generate(model, request.text_states, request.text_mask, request.num_frames, request.prompt_frames,
+                    request.config, prompt=request.prompt, batch_size=request.batch_size,
+                    generator=request.generator, progress=request.progress, window_frames=request.window_frames,
+                    stride_frames=request.stride_frames)
+
+
+def num_steps(model: HybridMagnetTransformer, config: DecodingConfig, num_frames: int, prompt_frames: int,
+              given_frames: int = 0) -> int:
+    """Model steps of one generation (one window; what `progress` counts): the autoregressive part's after the
+    `given_frames` given ones, then MAGNeT's."""
+    ar_frames = autoregressive_frames(model, num_frames, prompt_frames, given_frames)
+    prompt_steps = ar_steps(model, None, ar_frames, 0, given_frames) if ar_frames > given_frames else 0
+    return sum(config.decoding_steps) + prompt_steps

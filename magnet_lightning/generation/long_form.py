@@ -94,14 +94,6 @@ class LongFormDefaults:
         return self.stride_fraction * segment_duration
 
 
-LONG_FORM_DEFAULTS: dict[str, LongFormDefaults] = {
-    "musicgen": LongFormDefaults(0.6, "the reference: audiocraft MusicGen's extend_stride, 18 s of a 30-s window"),
-    "magnet": LongFormDefaults(0.6, "the reference's 18-of-30 s; see evaluation/long_form_joins.py"),
-    "hybrid": LongFormDefaults(0.6, "the reference's 18-of-30 s; see evaluation/long_form_joins.py"),
-}
-"""Per family (to move into generation/families.py): the default stride as a fraction of the segment."""
-
-
 @dataclass(frozen=True)
 class LongFormPlan:
     """The windows of one generation past the segment, in frames (`MagnetGenerator` builds it from seconds)."""
