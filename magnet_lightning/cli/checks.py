@@ -308,7 +308,7 @@ def check_long_form(args: argparse.Namespace, facts: CheckpointFacts, duration: 
     if duration <= segment or args.infill:
         return
     seconds = audio_seconds(args.prompt_audio, "--prompt-audio") if args.prompt_audio else 0.0
-    if seconds >= segment:
+    if segment <= seconds < duration:  # (longer than the generation: check_prompt_audio says so)
         raise UserError(f"--prompt-audio is {seconds:.2f} s: a generation longer than the checkpoint's {segment:g}-s "
                         "segment continues a prompt shorter than the segment; trim the clip")
     hybrid_prompt = getattr(args, "hybrid_prompt_seconds", None)
