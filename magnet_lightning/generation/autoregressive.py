@@ -27,6 +27,7 @@ Shapes: B batch, K codebooks, T frames, Tp prompt frames, S sequence steps, V co
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 
@@ -149,8 +150,7 @@ def generate(
     window_frames: int | None = None,
     stride_frames: int | None = None,
 ) -> torch.Tensor:
-    """Generate codes autoregressively; past `window_frames`, window by window (long_form.py, the reference's
-    extension: the output equals audiocraft's `_generate_tokens` with max_duration W and extend_stride S).
+    """Generate codes autoregressively.
 
     Args:
         model: ARTransformer (eval mode).
@@ -162,18 +162,14 @@ def generate(
         progress: progress(done_steps, total_steps) after every step.
         cache: keep earlier steps' keys/values in a static KV cache (False: rerun the whole prefix every step).
         autocast: bf16 autocast (default: on CUDA).
-        window_frames, stride_frames: W (at most the training segment) and S (1 <= S < W) of long-form generation;
-            None: one window of T frames. progress then counts the steps of every window.
+        window_frames, stride_frames: long-form generation in windows of W frames, stride S (`generate_windows`).
     Returns:
         long [B, K, T] token ids in [0, V).
     """
     if window_frames is not None or stride_frames is not None:
-        def window(window_prompt, frames, window_progress):
-            return generate(model, text_states, text_mask, frames, config, window_prompt, batch_size=batch_size,
-                            generator=generator, progress=window_progress, cache=cache, autocast=autocast)
-
-        return extend(window, num_frames, window_frames, stride_frames, prompt, progress=progress,
-                      window_steps=lambda w: num_steps(model, config, w.length, 0, w.prompt))
+        return generate_windows(partial(generate, model, text_states, text_mask, config=config, batch_size=batch_size,
+                                        generator=generator, cache=cache, autocast=autocast),
+                                model, config, num_frames, prompt, window_frames, stride_frames, progress)
     cfg = model.cfg
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -206,6 +202,18 @@ def generate(
             if progress is not None:
                 progress(index + 1, last - first + 1)
     return model.pattern.revert(sequence, num_frames)
+
+
+def generate_windows(generate_window, model: ARTransformer, config: ARDecodingConfig, num_frames: int,
+                     prompt: torch.Tensor | None, window_frames: int | None, stride_frames: int | None,
+                     progress: ProgressFn | None) -> torch.Tensor:
+    """Long-form generation (long_form.py): audiocraft's `_generate_tokens` extension with max_duration W and
+    extend_stride S, token for token; a user prompt [B, K, Tp] (Tp < W) comes back in front. Returns [B, K, T]."""
+    def window(window_prompt, frames, window_progress):
+        return generate_window(frames, prompt=window_prompt, progress=window_progress)
+
+    return extend(window, num_frames, window_frames, stride_frames, prompt, progress=progress,
+                  window_steps=lambda w: num_steps(model, config, w.length, 0, w.prompt))
 
 
 def decode_request(model: ARTransformer, request: DecodeRequest) -> torch.Tensor:

@@ -191,8 +191,7 @@ def decode(
     window_frames: int | None = None,
     stride_frames: int | None = None,
 ) -> torch.Tensor:
-    """Generate codes with MAGNeT's iterative decoding (the plain path: a Python loop of `decode_step`); past
-    `window_frames`, window by window (long_form.decode_windows: continuations of the previous window's tail).
+    """Generate codes with MAGNeT's iterative decoding (the plain path: a Python loop of `decode_step`).
 
     Args:
         model: MagnetTransformer.
@@ -205,15 +204,13 @@ def decode(
         generator: a torch.Generator on the model's device, for reproducible sampling.
         progress: called after every step; on_stage_end: called with the codes after every stage.
         rescorer: e.g. rescoring.ARRescorer for the same batch; used when config.rescore_weight < 1 (per window).
-        window_frames, stride_frames: W and S (1 <= S < W) of long-form generation; None: one window of T frames.
+        window_frames, stride_frames: long-form generation in windows of W frames, stride S (`decode_windows`).
     Returns:
         long [B, K, T] token ids in [0, V).
     """
     if window_frames is not None or stride_frames is not None:
-        def window(frames, **constraints):
-            return decode(model, text_states, text_mask, frames, config, batch_size=batch_size, generator=generator,
-                          on_stage_end=on_stage_end, autocast=autocast, rescorer=rescorer, **constraints)
-
+        window = partial(decode, model, text_states, text_mask, config=config, batch_size=batch_size,
+                         generator=generator, on_stage_end=on_stage_end, autocast=autocast, rescorer=rescorer)
         return decode_windows(window, num_frames, window_frames, stride_frames, model.mask_token_id, given=given,
                               fixed=fixed, progress=progress)
     cfg = model.cfg
