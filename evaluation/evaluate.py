@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
     p.add_argument("--max-duration", type=float, default=None, help="cap on generated/reference seconds")
     p.add_argument("--duration", type=float, default=None, help="seconds to generate when there is no reference")
+    p.add_argument("--extend-stride", type=float, default=None, metavar="SECONDS",
+                   help="stride of long-form generation (durations past the checkpoint's segment run in windows; "
+                        "default: the family's)")
     p.add_argument("--preset", default=None)
     p.add_argument("--steps", type=int, nargs="+", default=None, help="decoding steps per codebook")
     p.add_argument("--temperature", type=float, default=None)
@@ -233,7 +236,12 @@ def check_args(args: argparse.Namespace):
     facts = checks.peek_checkpoint(args.ckpt)
     decoding = decoding_overrides(args)
     preset = decoding.pop("preset", None)
-    checks.check_decoding(facts, args.max_duration or args.duration or facts.segment_duration, preset, decoding)
+    duration = args.max_duration or args.duration or facts.segment_duration
+    checks.check_decoding(facts, min(duration, facts.segment_duration), preset, decoding)
+    checks.positive("--extend-stride", args.extend_stride)
+    if args.extend_stride is not None and args.extend_stride >= facts.segment_duration:
+        raise UserError(f"--extend-stride {args.extend_stride:g}: must be shorter than the checkpoint's "
+                        f"{facts.segment_duration:g}-s segment (the window of long-form generation)")
     return facts
 
 
@@ -271,11 +279,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
         from tqdm import tqdm
 
         calls = math.ceil(math.ceil(len(items) / args.batch_size) / world)
-        steps = gen.num_steps(config, args.max_duration or args.duration)
+        steps = gen.num_steps(config, args.max_duration or args.duration, args.extend_stride)
         bar = tqdm(total=calls * steps, unit="step", desc=f"evaluating ({world} ranks)")
     with torch.no_grad():
         evaluate_items(gen, suite, items, rank=rank, world_size=world, batch_size=args.batch_size, seed=args.seed,
                        max_duration=args.max_duration, default_duration=args.duration, decoding=decoding,
+                       extend_stride=args.extend_stride,
                        lufs=args.lufs, progress=bar.update if bar is not None else None)
     if bar is not None:
         bar.close()
@@ -292,7 +301,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
             "ckpt": str(args.ckpt), "prompts": args.prompts, "reference": args.reference, "metrics": args.metrics,
             "embedders": {m: embedders[m] for m in args.metrics}, "embedder_kwargs": embedder_kwargs(args),
             "random_embedders": args.allow_random_embedders, "batch_size": args.batch_size,
-            "max_duration": args.max_duration, "duration": args.duration, "lufs": args.lufs, "world_size": world,
+            "max_duration": args.max_duration, "duration": args.duration, "extend_stride": args.extend_stride,
+            "lufs": args.lufs, "world_size": world,
             "codec": gen.codec.name, "sample_rate": gen.sample_rate, "fast_decoding": gen.fast,
             "decoding": asdict(config),
             "decoding_overrides": decoding,
