@@ -126,3 +126,19 @@ def test_cli_long_form_mistakes_are_one_line_before_loading(assets, tmp_path, mo
     with pytest.raises(SystemExit, match=re.escape(message)):
         main(["--ckpt", str(assets[0]), "--text", "x", "--duration", "2", "--out", str(tmp_path / "o"), *extra])
     assert not (tmp_path / "o").exists()
+
+
+def test_rescoring_runs_per_window(tokens_only, monkeypatch):
+    from magnet_lightning.generation.rescoring import ARRescorer
+
+    widths, original = [], ARRescorer.__call__
+
+    def spy(self, codes, stage):
+        widths.append(codes.shape[-1])
+        return original(self, codes, stage)
+
+    monkeypatch.setattr(ARRescorer, "__call__", spy)
+    result = tokens_only["magnet"].generate(num_samples=2, duration=1.3, seed=0, decode_audio=False,
+                                            rescorer=tokens_only["musicgen"], rescore_weight=0.5, extend_stride=0.3)
+    assert result.tokens.shape == (2, 4, 65)
+    assert len(widths) == 4 * sum(STEPS) and set(widths) == {25, 20}  # windows [0, 25) [15, 40) [30, 55) [45, 65)
