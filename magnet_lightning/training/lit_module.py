@@ -123,6 +123,8 @@ class MagnetLightningModule(L.LightningModule):
         frame_rate: codec frames per second (50 for EnCodec 32 kHz).
         segment_duration: training crop in seconds (follows data.segment_duration in the recipes).
         decoding: decoding defaults stored in the checkpoint for generation (DecodingDefaults).
+        activation_checkpointing: recompute each transformer Layer's activations in the backward pass (less memory,
+            about one more forward per step); any strategy (DDP, FSDP2) and family.
 
     Logged: ``train/loss``, ``train/ppl``, ``val/loss``, ``val/ppl``, and per family: ``train/loss_stage{k}`` (the
     mean loss of the micro-batches that drew stage k since the last log step, only for stages drawn in that window;
@@ -154,6 +156,7 @@ class MagnetLightningModule(L.LightningModule):
         frame_rate: float = 50.0,
         segment_duration: float = 10.0,
         decoding: DecodingDefaults = DecodingDefaults(),
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -290,6 +293,14 @@ class MagnetLightningModule(L.LightningModule):
             raise ValueError("set trainer.max_steps or optimizer.total_steps for the cosine schedule")
         scheduler = build_scheduler(optimizer, self.optim_cfg, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_model(self) -> None:
+        """Called by Lightning once the processes exist: activation checkpointing, then, under the FSDP2 strategy
+        (`MagnetFSDPStrategy.shard`), each transformer Layer sharded, then the model (training/fsdp.py)."""
+        self.model.transformer.activation_checkpointing = bool(self.hparams.get("activation_checkpointing", False))
+        shard = getattr(self.trainer.strategy, "shard", None) if self._trainer is not None else None
+        if shard is not None:
+            shard(self.model)
 
     def configure_callbacks(self):
         if self.hparams.ema_every_n_steps <= 0:
