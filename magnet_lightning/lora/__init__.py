@@ -13,7 +13,6 @@ names, config fields and `lora_A` / `lora_B` tensor names.
 """
 
 from magnet_lightning.lora.adapters import (
-    LORA_TARGETS,
     LoraConfig,
     apply_lora,
     lora_state_dict,
@@ -21,4 +20,4 @@ from magnet_lightning.lora.adapters import (
     trainable_names,
 )
 
-__all__ = ["LORA_TARGETS", "LoraConfig", "apply_lora", "lora_state_dict", "merge_lora", "trainable_names"]
+__all__ = ["LoraConfig", "apply_lora", "lora_state_dict", "merge_lora", "trainable_names"]

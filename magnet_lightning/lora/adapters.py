@@ -1,9 +1,10 @@
 """LoRA on the projections of every layer: y = W x + (alpha / r) B A dropout(x), A [r, I] random, B [O, r] zero at
 the start (so an adapted model first computes exactly what its base does).
 
-Which projections a family offers is declared once, in `LORA_TARGETS` (per model class; all three families share the
-trunk's `Layer`, so they offer the same ten). A config names them one by one (``self_attn.q``) or by group
-(``self_attn`` = q, k, v, out; ``cross_attn``; ``ffn`` = in, out).
+Which projections a family offers is declared once, in the family registry (`models.registry.ModelFamily.
+lora_targets`: groups of projection names under a `Layer`; all three families share the trunk, so they offer the same
+ten). A config names groups (``self_attention`` = q, k, v, out_proj; ``cross_attention``; ``feed_forward`` =
+linear1, linear2) or single projections (``self_attn.q``, ``cross_attention.v``, ``linear2``).
 
 The adapter's parameters live inside the model (``...self_attn.in_proj_adapter.q.lora_A.weight``,
 ``...linear1.lora.lora_B.weight``), so the base's own parameter names, and the checkpoints that hold them, do not
@@ -18,11 +19,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.base import CodebookTransformer
-from magnet_lightning.models.hybrid import HybridMagnetTransformer
 from magnet_lightning.models.layers import Attention
-from magnet_lightning.models.magnet import MagnetTransformer
+from magnet_lightning.models.registry import MODEL_FAMILIES, model_family
 
 
 @dataclass(frozen=True)
@@ -33,30 +32,23 @@ class LoraTarget:
     module: str
     part: str | None = None
 
+    @classmethod
+    def parse(cls, name: str) -> LoraTarget:
+        """A registry projection name: 'self_attn.q' -> ('self_attn', 'q'); 'linear1' -> ('linear1', None)."""
+        module, _, last = name.rpartition(".")
+        return cls(module, last) if module and last in PARTS else cls(name)
 
-LAYER_TARGETS: dict[str, LoraTarget] = {
-    "self_attn.q": LoraTarget("self_attn", "q"),
-    "self_attn.k": LoraTarget("self_attn", "k"),
-    "self_attn.v": LoraTarget("self_attn", "v"),
-    "self_attn.out": LoraTarget("self_attn.out_proj"),
-    "cross_attn.q": LoraTarget("cross_attention", "q"),
-    "cross_attn.k": LoraTarget("cross_attention", "k"),
-    "cross_attn.v": LoraTarget("cross_attention", "v"),
-    "cross_attn.out": LoraTarget("cross_attention.out_proj"),
-    "ffn.in": LoraTarget("linear1"),
-    "ffn.out": LoraTarget("linear2"),
-}
-"""The projections of the shared `models.layers.Layer`."""
 
-LORA_TARGETS: dict[type[CodebookTransformer], dict[str, LoraTarget]] = {
-    MagnetTransformer: LAYER_TARGETS,
-    ARTransformer: LAYER_TARGETS,
-    HybridMagnetTransformer: LAYER_TARGETS,
-}
-"""What LoRA may wrap in each family's model class. (To move into the family registry, models/registry.py.)"""
-
-GROUPS = ("self_attn", "cross_attn", "ffn")
 PARTS = ("q", "k", "v")
+
+
+def all_target_groups() -> dict[str, tuple[str, ...]]:
+    """Every family's LoRA target groups (the registry's `lora_targets`) merged: what a config may name."""
+    groups: dict[str, tuple[str, ...]] = {}
+    for family in MODEL_FAMILIES.values():
+        for group, names in family.lora_targets.items():
+            groups[group] = tuple(dict.fromkeys(groups.get(group, ()) + names))
+    return groups
 
 
 @dataclass
@@ -69,9 +61,9 @@ class LoraConfig:
     """Scale numerator: the adapter's term is (alpha / rank) B A x."""
     dropout: float = 0.05
     """Dropout on the adapter's input (training only)."""
-    targets: list[str] = field(default_factory=lambda: ["self_attn", "cross_attn", "ffn"])
-    """Projections to adapt: groups 'self_attn' (q, k, v, out), 'cross_attn' (q, k, v, out), 'ffn' (in, out), or
-    single ones such as 'self_attn.q', 'cross_attn.v', 'ffn.out'."""
+    targets: list[str] = field(default_factory=lambda: ["self_attention", "cross_attention", "feed_forward"])
+    """Projections to adapt: groups 'self_attention' (self_attn.q, .k, .v, .out_proj), 'cross_attention'
+    (cross_attention.q, .k, .v, .out_proj), 'feed_forward' (linear1, linear2), or single projections."""
     extra_trainable: list[str] = field(default_factory=list)
     """Base parameters that train fully too, by name or prefix (e.g. 'heads', 'out_norm'); default none."""
 
@@ -83,19 +75,19 @@ class LoraConfig:
         self.extra_trainable = list(self.extra_trainable)
         self.expanded_targets()
 
-    def expanded_targets(self) -> list[str]:
-        """The single projections named by `targets` (groups expanded), in LAYER_TARGETS order."""
-        known = set(LAYER_TARGETS)
+    def expanded_targets(self, groups: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+        """The projections named by `targets` (groups expanded, registry order); `groups` default every family's."""
+        groups = all_target_groups() if groups is None else groups
+        known = [name for names in groups.values() for name in names]
         chosen = set()
         for name in self.targets:
-            group = [t for t in LAYER_TARGETS if t.split(".")[0] == name]
-            if not group and name not in known:
-                raise ValueError(f"model.lora.targets: unknown {name!r}; choose groups {GROUPS} or among "
-                                 f"{sorted(known)}")
-            chosen.update(group or [name])
+            if name not in groups and name not in known:
+                raise ValueError(f"model.lora.targets: unknown {name!r}; choose groups {sorted(groups)} or "
+                                 f"projections {known}")
+            chosen.update(groups.get(name, (name,)))
         if not chosen:
-            raise ValueError("model.lora.targets is empty: name at least one projection (e.g. self_attn)")
-        return [t for t in LAYER_TARGETS if t in chosen]
+            raise ValueError("model.lora.targets is empty: name at least one (e.g. self_attention)")
+        return [name for name in known if name in chosen]
 
     @property
     def scale(self) -> float:
@@ -144,25 +136,16 @@ def _linear_hook(module: nn.Linear, args: tuple[torch.Tensor, ...], output: torc
     return output + module.lora(args[0])
 
 
-def targets_for(model: nn.Module) -> dict[str, LoraTarget]:
-    """The LORA_TARGETS entry of the model's class (or of its nearest registered base class)."""
-    for cls in type(model).__mro__:
-        if cls in LORA_TARGETS:
-            return LORA_TARGETS[cls]
-    raise ValueError(f"{type(model).__name__} declares no LoRA targets (add it to LORA_TARGETS)")
-
-
 def apply_lora(model: CodebookTransformer, cfg: LoraConfig) -> CodebookTransformer:
     """Freeze `model` and attach fresh adapters (in place; returns it). Only the adapters and the parameters named
     by `cfg.extra_trainable` keep requires_grad."""
     if is_adapted(model):
         raise ValueError("this model already has LoRA adapters")
-    table = targets_for(model)
+    projections = [LoraTarget.parse(n) for n in cfg.expanded_targets(model_family(model.family).lora_targets)]
     for param in model.parameters():
         param.requires_grad_(False)
     for layer in model.transformer.layers:
-        for name in cfg.expanded_targets():
-            target = table[name]
+        for target in projections:
             module = layer.get_submodule(target.module)
             if target.part is not None:
                 if module.in_proj_adapter is None:

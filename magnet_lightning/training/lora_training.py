@@ -54,5 +54,6 @@ def check_checkpoint(checkpoint: dict[str, Any], model: CodebookTransformer, bas
     BaseIdentity(**stored).check(base.sha256, base.source, "this checkpoint")
     expected, found = set(stored_names(model)), set(checkpoint["state_dict"])
     if expected != found:
-        raise CheckpointError(f"this checkpoint's adapters do not fit model.lora (missing {sorted(expected - found)[:2]}"
-                              f", unexpected {sorted(found - expected)[:2]}): use the rank/targets of its run")
+        missing, unexpected = sorted(expected - found)[:2], sorted(found - expected)[:2]
+        raise CheckpointError(f"this checkpoint's adapters do not fit model.lora (missing {missing}, unexpected "
+                              f"{unexpected}): use the rank/targets of its run")
