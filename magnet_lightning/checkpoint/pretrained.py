@@ -16,6 +16,9 @@ from magnet_lightning.checkpoint import hub
 from magnet_lightning.checkpoint.audiocraft import read_audiocraft
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.errors import CheckpointError
+from magnet_lightning.lora.adapters import merge_lora
+from magnet_lightning.lora.files import CHECKPOINT_KEY as LORA_CHECKPOINT_KEY
+from magnet_lightning.lora.files import attach_adapter, read_adapter
 from magnet_lightning.models.base import CodebookTransformer
 from magnet_lightning.models.registry import DEFAULT_FAMILY, build_model
 
@@ -42,6 +45,10 @@ class Pretrained:
 
 def _from_lightning(raw: dict, path: Path) -> Pretrained:
     hp = raw.get("hyper_parameters") or {}
+    if LORA_CHECKPOINT_KEY in raw:
+        base = raw[LORA_CHECKPOINT_KEY].get("source")
+        raise CheckpointError(f"{path} holds LoRA adapters only: load its base with it (--ckpt {base} --adapter "
+                              f"{path}; Python: adapter={str(path)!r})")
     if "model" not in hp:
         raise CheckpointError(f"{path}: a Lightning checkpoint without model hyper-parameters (not ours)")
     cfg = ModelConfig.from_dict(hp["model"])
@@ -119,10 +126,23 @@ def load_exported(path: str | Path, map_location: str | torch.device = "cpu") ->
                       license=config.get("license"), source=str(folder))
 
 
-def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Pretrained:
+def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    adapter: str | os.PathLike | None = None) -> Pretrained:
     """Our `.ckpt` (EMA weights when trained with EMA), an audiocraft `state_dict.bin`, or a released hub repo id
     (its state_dict.bin is fetched through the Hugging Face cache), or an export folder (`magnet_lightning.export`)
-    -> Pretrained (eval mode)."""
+    -> Pretrained (eval mode). `adapter`: a LoRA adapter folder or LoRA run checkpoint trained on this base (checked
+    by its weights' hash), merged into the weights."""
+    if adapter is None:
+        return _load_base(path, map_location)
+    adapter_read = read_adapter(hub.expand(adapter))  # a missing adapter fails before the base loads
+    pretrained = _load_base(path, "cpu")
+    merge_lora(attach_adapter(pretrained.model, adapter_read, str(path)))
+    pretrained.model.eval().to(map_location)
+    pretrained.source = f"{pretrained.source} + LoRA {adapter}"
+    return pretrained
+
+
+def _load_base(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Pretrained:
     if is_export(hub.expand(path)):
         return load_exported(hub.expand(path), map_location)
     source = hub.resolve_lm(path)

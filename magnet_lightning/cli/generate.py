@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m magnet_lightning.generate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--ckpt", required=True, help="our .ckpt or an audiocraft state_dict.bin")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder or LoRA run .ckpt trained on --ckpt")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", action="append", help="caption (repeat for several)")
     src.add_argument("--prompts", help="file of captions: .txt (one a line), .csv or .jsonl (text/caption[, name])")
@@ -132,17 +133,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
 
-    expand_args(args, "out", "prompts", "prompt_audio", "ckpt", "rescorer", "hybrid_ar", "codec", "text_encoder")
+    expand_args(args, "out", "prompts", "prompt_audio", "ckpt", "rescorer", "hybrid_ar", "codec", "text_encoder",
+                "adapter")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with user_errors(CheckpointError):
 
 
+        if args.adapter and not Path(args.adapter).exists():
+            raise FileNotFoundError(f"--adapter {args.adapter} not found (a LoRA adapter folder or a LoRA run's .ckpt)")
         checked = check_generate_args(args, _jobs)
         jobs, overrides, prompt, prompt_rate = checked.jobs, checked.overrides, checked.prompt, checked.prompt_rate
         gen = MagnetGenerator.from_pretrained(
             args.ckpt, device=args.device, text_encoder=args.text_encoder, codec=args.codec,
             allow_random_text_encoder=args.allow_random_text_encoder, fast=False if args.no_fast else None,
-            compile=args.compile)
+            compile=args.compile, adapter=args.adapter)
         partners = _partners(args, gen)
         config = gen.decoding_config(args.duration, args.preset, **overrides)
         out = Path(args.out)
