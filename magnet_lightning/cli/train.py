@@ -198,6 +198,12 @@ class MagnetCLI(LightningCLI):
         self.demo_corpus = corpus
         rank_zero_info(f"demo corpus: train {corpus.train_shards}, val {corpus.val_shards}, codec {corpus.codec}"
                        + ("  (RANDOM weights, fitted codebooks)" if corpus.random_codec else ""))
+        if config.model.get("lora") and not config.model.get("init_from"):  # the LoRA demo: a base without downloads
+            from magnet_lightning.demo.lora_base import demo_lora_base
+
+            root = Path(config.demo.root)
+            config.model.init_from = demo_lora_base(_plain(config.model), root.parent / "runs", root / "lora_base")
+            rank_zero_info(f"LoRA demo base: {config.model.init_from}")
 
     # -- before training starts
     def before_fit(self) -> None:
@@ -264,8 +270,11 @@ class MagnetCLI(LightningCLI):
         for logger in self.trainer.loggers:
             lines.append(f"  {type(logger).__name__}: {_logger_dir(logger)}")
         if config.generate_after_fit and ckpt_cb is not None and ckpt_cb.last_model_path:
-            wavs = generate_samples(ckpt_cb.last_model_path, self._captions(config.generate_after_fit),
-                                    self.run_dir / "samples", text_encoder=self.model.text_encoder)
+            last = ckpt_cb.last_model_path
+            lora = getattr(self.model, "lora_base", None) is not None  # a LoRA checkpoint: its base + it
+            wavs = generate_samples(self.model.hparams.init_from if lora else last,
+                                    self._captions(config.generate_after_fit), self.run_dir / "samples",
+                                    text_encoder=self.model.text_encoder, adapter=last if lora else None)
             lines.append(f"  generated WAVs: {wavs[0].parent} ({len(wavs)} files)")
         lines.append("=" * 88)
         print("\n".join(lines), flush=True)
@@ -277,6 +286,11 @@ class MagnetCLI(LightningCLI):
         batches = self.datamodule.val_dataloader() or []
         texts = [t for batch in batches for t in batch["text"]]
         return (texts or ["calm piano melody"])[:n]
+
+
+def _plain(namespace) -> dict[str, Any]:
+    """A jsonargparse Namespace (or dict) as nested plain dicts."""
+    return namespace.as_dict() if hasattr(namespace, "as_dict") else dict(namespace)
 
 
 def _has_omegaconf() -> bool:
@@ -297,13 +311,13 @@ def _logger_dir(logger) -> str:
 
 
 def generate_samples(ckpt: str, captions: list[str], out_dir: Path, seed: int = 0,
-                     text_encoder: Any = None) -> list[Path]:
-    """Generate one clip per caption from `ckpt` and write -14 LUFS WAVs to `out_dir`; returns the paths.
-    `text_encoder`: a loaded one to reuse (default: the checkpoint's, loaded again)."""
+                     text_encoder: Any = None, adapter: str | None = None) -> list[Path]:
+    """Generate one clip per caption from `ckpt` (with a LoRA `adapter` trained on it) and write -14 LUFS WAVs to
+    `out_dir`; returns the paths. `text_encoder`: a loaded one to reuse (default: the checkpoint's, loaded again)."""
     from magnet_lightning.generation.generator import MagnetGenerator, _slug, write_wav
 
     generator = MagnetGenerator.from_pretrained(ckpt, device="cpu", text_encoder=text_encoder,
-                                                allow_random_text_encoder=True)
+                                                allow_random_text_encoder=True, adapter=adapter)
     result = generator.generate(captions, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
