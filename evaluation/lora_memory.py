@@ -1,10 +1,11 @@
 """Peak memory of one MAGNeT training step, LoRA vs full fine-tuning, at the released sizes (CPU, float32).
 
-    python evaluation/lora_memory.py                      # small LoRA, small full, medium LoRA (+ medium full estimate)
+    python evaluation/lora_memory.py                      # small LoRA / full, medium LoRA (+ checkpointing), estimate
     python evaluation/lora_memory.py --cases medium:lora  # one case
 
 Each case runs in a fresh subprocess (its peak RSS is its own): build the transformer of `config.MODEL_PRESETS`
-(random weights: memory does not depend on them), attach LoRA (rank 16, every projection) or not, AdamW over the
+(random weights: memory does not depend on them), attach LoRA (rank 16, every projection) or not, recompute each
+layer's activations in the backward pass or not (`lora_ckpt`: model.activation_checkpointing), AdamW over the
 trainable parameters, then one step at batch 1 x 10 s (500 frames, K = 4 codebooks, 20 text tokens of t5-base
 width): forward at stage 0 (full attention), cross-entropy on that stage's head, backward, optimizer step. The T5
 text encoder is not counted (LoRA training runs it without gradients: about 0.9 GB for t5-base in float32).
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import time
 
-CASES = ("small:lora", "small:full", "medium:lora")
+CASES = ("small:lora", "small:full", "medium:lora", "medium:lora_ckpt")
 FRAMES, TEXT_TOKENS, RANK = 500, 20, 16
 
 
@@ -38,8 +39,9 @@ def run_case(size: str, mode: str) -> dict:
     torch.manual_seed(0)
     cfg = model_preset(size)
     model = build_model("magnet", cfg)
-    if mode == "lora":
+    if mode.startswith("lora"):
         apply_lora(model, LoraConfig(rank=RANK, alpha=2.0 * RANK, dropout=0.0))
+    model.transformer.checkpoint_layers = mode.endswith("_ckpt")  # model.activation_checkpointing
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     codes = torch.randint(0, cfg.codebook_size, (1, cfg.num_codebooks, FRAMES))
@@ -60,7 +62,8 @@ def run_case(size: str, mode: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", nargs="+", default=list(CASES), help="size:mode, mode lora or full")
+    parser.add_argument("--cases", nargs="+", default=list(CASES),
+                        help="size:mode, mode lora, full or lora_ckpt (LoRA with activation checkpointing)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a single case, in this process (the child)
     args = parser.parse_args(argv)
     if args.one:

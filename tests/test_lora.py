@@ -46,10 +46,12 @@ def inputs(module, batch=2, frames=12):
 
 
 def logits(model, codes, states, mask):
-    """Every family's full-sequence logits (the training forward)."""
-    out = model(codes, states, mask, 1) if model.family == "magnet" else model(codes, states, mask)
-    out = out if isinstance(out, torch.Tensor) else out.logits
-    return out.nan_to_num(nan=-1e9)  # the autoregressive families mark the pattern's empty positions NaN
+    """The trunk every family shares, end to end (embeddings, every projection of every layer, the heads) with
+    plain full attention: logits [B, K, T, V]."""
+    def attend(_layer, q, k, v):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    return model.all_logits(model.transformer(model.embed(codes), model.prepare_text(states, mask), attend))
 
 
 def tensor_numel(tree) -> int:
@@ -194,3 +196,22 @@ def test_adapter_size_of_a_demo_sized_model():
     adapters = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert adapters == 4 * (8 * 8 * (256 + 256) + 2 * 8 * (256 + 1024))  # 4 layers x (8 square + 2 FFN) x r (I + O)
     assert adapters / base < 0.05
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_activation_checkpointing_gives_the_same_adapter_gradients(family, bases):
+    module = tiny_module(family=family, init_from=str(bases[family]), lora=LORA)
+    for name, param in module.model.named_parameters():
+        if ".lora_B." in name:
+            torch.nn.init.normal_(param, 0, 0.1)
+    args = inputs(module)
+    grads = []
+    for recompute in (False, True):
+        module.model.transformer.checkpoint_layers = recompute
+        module.model.zero_grad()
+        logits(module.model, *args).logsumexp(-1).mean().backward()
+        grads.append({n: p.grad.clone() for n, p in module.model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
+    assert tiny_module(family=family, activation_checkpointing=True).model.transformer.checkpoint_layers

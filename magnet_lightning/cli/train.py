@@ -55,6 +55,7 @@ from magnet_lightning.cli.startup import check_training_config, remove_stale_che
 from magnet_lightning.cli.wandb_setup import LoggedSaveConfigCallback, choose_wandb_mode
 from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.demo.corpus import DemoConfig
+from magnet_lightning.demo.lora_base import demo_lora_base
 from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
 from magnet_lightning.training.checkpoint_io import AtomicCheckpointIO
 from magnet_lightning.training.lit_module import MagnetLightningModule
@@ -199,8 +200,6 @@ class MagnetCLI(LightningCLI):
         rank_zero_info(f"demo corpus: train {corpus.train_shards}, val {corpus.val_shards}, codec {corpus.codec}"
                        + ("  (RANDOM weights, fitted codebooks)" if corpus.random_codec else ""))
         if config.model.get("lora") and not config.model.get("init_from"):  # the LoRA demo: a base without downloads
-            from magnet_lightning.demo.lora_base import demo_lora_base
-
             root = Path(config.demo.root)
             config.model.init_from = demo_lora_base(_plain(config.model), root.parent / "runs", root / "lora_base")
             rank_zero_info(f"LoRA demo base: {config.model.init_from}")

@@ -125,6 +125,8 @@ class MagnetLightningModule(L.LightningModule):
         decoding: decoding defaults stored in the checkpoint for generation (DecodingDefaults).
         lora: LoRA adapters on the `init_from` base (LoraConfig; None: train every weight). Only the adapters train
             and are checkpointed, with the base's identity (training/lora_training.py).
+        activation_checkpointing: recompute each layer's activations in the backward pass (less memory, about a
+            third more compute; with FSDP use the strategy's own option).
 
     Logged: ``train/loss``, ``train/ppl``, ``val/loss``, ``val/ppl``, and per family: ``train/loss_stage{k}`` (the
     mean loss of the micro-batches that drew stage k since the last log step, only for stages drawn in that window;
@@ -157,6 +159,7 @@ class MagnetLightningModule(L.LightningModule):
         segment_duration: float = 10.0,
         decoding: DecodingDefaults = DecodingDefaults(),
         lora: LoraConfig | None = None,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -170,6 +173,7 @@ class MagnetLightningModule(L.LightningModule):
         self.model_cfg, self.masking_cfg, self.optim_cfg = model_cfg, masking_cfg, optim_cfg
         self.family = model_family(family).name  # a ValueError naming the families for an unknown one
         self.model = build_model(family, model_cfg, delays)
+        self.model.transformer.checkpoint_layers = activation_checkpointing
         self.text_dropout = TextDropout(cfg_dropout, word_dropout, cfg_dropout_per_sample)
         self._text_encoder: TextEncoder | None = None
         self._batch_idx = 0
