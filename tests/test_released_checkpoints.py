@@ -31,7 +31,7 @@ from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.cli.generate import main
 from magnet_lightning.generation.autoregressive import ARDecodingConfig
 from magnet_lightning.generation.generator import MagnetGenerator
-from magnet_lightning.generation.magnet import DecodingConfig
+from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.models.ar import ARTransformer
 
 TINY = {"dim": 16, "num_heads": 2, "num_layers": 2}
@@ -119,7 +119,7 @@ def test_released_musicgen_by_repo_id_loads_each_size(tmp_path, hf_cache):
 def test_released_musicgen_by_repo_id_generates_and_continues_audio(tmp_path, hf_cache):
     _, state = _publish(tmp_path, hf_cache, "musicgen-small")
     gen = MagnetGenerator.from_pretrained("facebook/musicgen-small", device="cpu")
-    assert gen.autoregressive and isinstance(gen.model, ARTransformer) and not gen.fast
+    assert gen.decoder.partner and isinstance(gen.model, ARTransformer) and not gen.fast
     assert gen.sample_rate == 32000 and gen.frame_rate == 50 and gen.text_encoder.dim == 768
     assert gen.decoding_config() == ARDecodingConfig(use_sampling=True, cfg_coef=3.0, top_k=250, top_p=0.0,
                                                      temperature=1.0)

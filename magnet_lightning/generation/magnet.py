@@ -35,332 +35,31 @@ V codebook size.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
+from magnet_lightning.generation.common import (
+    ProgressFn,
+    StageFn,
+    autocast_context,
+    guidance_batch,
+    text_inputs,
+)
+from magnet_lightning.generation.magnet_config import DecodingConfig
+from magnet_lightning.generation.request import DecodeRequest
 from magnet_lightning.generation.sampling import draw_noise, sample_tokens
-
-FIXED_SCORE = -1e4
-"""Score of units that must never be re-masked (scores are 'unconfidence': the highest are re-masked)."""
-
-SPAN_ARRANGEMENTS = ("nonoverlap", "stride1")
-SPAN_SCORINGS = ("max", "prod")
-STRIDE1_COVERS = ("reference", "minimal")
-
-
-@dataclass(frozen=True)
-class DecodingConfig:
-    """Every option of MAGNeT decoding. Defaults are the music model's (audiocraft `MAGNeT.set_generation_params`)."""
-
-    decoding_steps: tuple[int, ...] = (20, 10, 10, 10)
-    """Steps per codebook stage; one entry per codebook ([60, 10, 10, 10] for 30-s models)."""
-    span_len: int = 3
-    """Span length L in frames (the model's training span)."""
-    span_arrangement: str = "nonoverlap"
-    """'nonoverlap': re-mask whole chunks [cL, cL + L); 'stride1': least probable overlapping spans."""
-    span_scoring: str = "max"
-    """Chunk unconfidence in 'nonoverlap' mode: 'max' = 1 - max token probability, 'prod' = sum of -log p."""
-    max_cfg_coef: float = 10.0
-    """Guidance coefficient at the first step (mask rate 1)."""
-    min_cfg_coef: float = 1.0
-    """Guidance coefficient at the last step (mask rate 0)."""
-    temperature: float = 3.0
-    """Sampling temperature at the first step of each stage."""
-    anneal_temperature: bool = True
-    """Linearly anneal the temperature to 0 at the last step of each stage."""
-    top_k: int = 0
-    """Keep the k most probable tokens (0: off)."""
-    top_p: float = 0.9
-    """Nucleus sampling mass (0: off)."""
-    use_sampling: bool = True
-    """False: greedy (argmax of the guided logits) at every step."""
-    anneal_from_initial: bool = False
-    """Departure: the annealed temperature starts at exactly `temperature` (the reference: temperature * (s-1)/s)."""
-    confidence_before_top_k: bool = False
-    """Departure: rank top-k samples by their untruncated probability (the reference: the renormalised top-k one)."""
-    stride1_cover: str = "reference"
-    """'stride1' span choice: 'reference' (audiocraft's binary search for the number of spans; may re-mask tokens
-    decoded at an earlier step) or 'minimal' (departure: the fewest top spans covering the count, decoded tokens
-    kept)."""
-    mask_upper_stages_in_prompt: bool = False
-    """Departure: at stage k, stages above k are MASK on prompt frames too (the reference shows them)."""
-    rescore_weight: float = 1.0
-    """Paper §3.3, Eq. 5 (not in audiocraft): spans are ranked by w * p_MAGNeT + (1 - w) * p_rescorer, w this weight;
-    1.0 is no rescoring. Needs a rescorer (rescoring.py). The paper's Fig. 4 writes the weights the other way round."""
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "decoding_steps", tuple(int(s) for s in self.decoding_steps))
-        if not self.decoding_steps or any(s < 1 for s in self.decoding_steps):
-            raise ValueError(f"decoding_steps must be positive integers, got {list(self.decoding_steps)}")
-        if self.span_len < 1:
-            raise ValueError(f"span_len must be >= 1, got {self.span_len}")
-        if self.span_arrangement not in SPAN_ARRANGEMENTS:
-            raise ValueError(f"span_arrangement={self.span_arrangement!r}: choose one of {SPAN_ARRANGEMENTS}")
-        if self.span_scoring not in SPAN_SCORINGS:
-            raise ValueError(f"span_scoring={self.span_scoring!r}: choose one of {SPAN_SCORINGS}")
-        if self.temperature < 0 or self.top_k < 0 or not 0.0 <= self.top_p <= 1.0:
-            raise ValueError(f"need temperature >= 0, top_k >= 0, 0 <= top_p <= 1; got {self.temperature}, "
-                             f"{self.top_k}, {self.top_p}")
-        if self.top_k > 0 and self.top_p > 0:
-            raise ValueError(f"top_k={self.top_k} and top_p={self.top_p} are both set: the reference samples with "
-                             "top_p and ignores top_k; set one of them to 0")
-        if not 0.0 <= self.rescore_weight <= 1.0:
-            raise ValueError(f"rescore_weight must be in [0, 1] (1: no rescoring), got {self.rescore_weight}")
-        if self.stride1_cover not in STRIDE1_COVERS:
-            raise ValueError(f"stride1_cover={self.stride1_cover!r}: choose one of {STRIDE1_COVERS}")
-
-    def check(self, num_codebooks: int) -> None:
-        """Raise unless there is exactly one decoding_steps entry per codebook."""
-        if len(self.decoding_steps) != num_codebooks:
-            raise ValueError(f"decoding_steps has {len(self.decoding_steps)} entries "
-                             f"{list(self.decoding_steps)} but the model has {num_codebooks} codebooks: "
-                             f"give one number of steps per codebook")
-
-    @property
-    def uses_cfg(self) -> bool:
-        return not (self.max_cfg_coef == 1.0 and self.min_cfg_coef == 1.0)
-
-    def replace(self, **changes) -> DecodingConfig:
-        return replace(self, **changes)
-
-
-DECODING_PRESETS: dict[str, dict] = {
-    # magnet_spec.md §7.1: text-to-music (MAGNeT) and text-to-audio (Audio-MAGNeT) defaults.
-    "music": {"top_k": 0, "top_p": 0.9, "temperature": 3.0, "max_cfg_coef": 10.0, "min_cfg_coef": 1.0},
-    "audio": {"top_k": 0, "top_p": 0.8, "temperature": 3.5, "max_cfg_coef": 20.0, "min_cfg_coef": 1.0},
-}
-
-
-def default_decoding_steps(duration: float, num_codebooks: int = 4) -> tuple[int, ...]:
-    """[20, 10, ...] up to 10 s, [60, 10, ...] for longer (30-s) generations; one entry per codebook."""
-    first = 20 if duration <= 10.0 + 1e-6 else 60
-    return (first,) + (10,) * (num_codebooks - 1)
-
-
-def decoding_preset(name: str = "music", duration: float = 10.0, num_codebooks: int = 4, **overrides) -> DecodingConfig:
-    """A DecodingConfig from DECODING_PRESETS with steps for `duration`, then `overrides`."""
-    if name not in DECODING_PRESETS:
-        raise ValueError(f"unknown decoding preset {name!r}: choose one of {sorted(DECODING_PRESETS)}")
-    values = {**DECODING_PRESETS[name], "decoding_steps": default_decoding_steps(duration, num_codebooks)}
-    return DecodingConfig(**{**values, **overrides})
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Schedules
-
-
-@dataclass
-class StageSchedule:
-    """Per-step values of one stage (s steps), precomputed once so a step only gathers them by index."""
-
-    mask_counts: torch.Tensor
-    """long [s, B]: units to re-mask at each step (between 1 and the free units; 0 if nothing is free)."""
-    cfg_coef: torch.Tensor
-    """float32 [s]: guidance coefficient, max_cfg_coef at step 0, min_cfg_coef at the last step."""
-    temperature: torch.Tensor
-    """float32 [s]: temperature, `temperature` at step 0, 0 at the last step when annealed."""
-    mask_rate: torch.Tensor = field(default=None)
-    """float32 [s]: gamma_j = cos(pi tau_j / 2)."""
-
-    @property
-    def num_steps(self) -> int:
-        return self.cfg_coef.shape[0]
-
-
-def reference_mask_rates(steps: int) -> torch.Tensor:
-    """gamma_j = cos(pi/2 * tau_j), tau = linspace(0, 1, s), in float32 one step at a time, as the reference computes
-    it (its mask counts truncate gamma_j * units in float32, so the rounding matters). float32 [s] on the CPU."""
-    tau = torch.linspace(0.0, 1.0, steps)
-    return torch.stack([torch.cos(t * math.pi * 0.5) for t in tau])
-
-
-def stage_schedule(steps: int, free_units: torch.Tensor, config: DecodingConfig) -> StageSchedule:
-    """Schedule of a stage decoded in `steps` steps with free_units [B] (long) maskable units per item.
-
-    Mask counts max(trunc(gamma_j * units), 1) (float32 as the reference), at most the free units; the CFG
-    coefficient gamma_j * max + (1 - gamma_j) * min; the temperature T0 * (s - 1 - j) / s (or T0 * (1 - tau_j) with
-    `anneal_from_initial`).
-    """
-    gamma = reference_mask_rates(steps)  # float32 [s]
-    free = free_units.to("cpu")
-    counts = torch.trunc(gamma[:, None] * free[None, :].float()).clamp(min=1.0).long()  # [s, B]
-    counts = torch.minimum(counts, free[None, :])
-    g64 = gamma.double()
-    cfg = g64 * config.max_cfg_coef + (1.0 - g64) * config.min_cfg_coef
-    left = torch.arange(steps - 1, -1, -1, dtype=torch.float64)  # steps left after each step: s-1 .. 0
-    if not config.anneal_temperature:
-        temp = torch.full((steps,), float(config.temperature), dtype=torch.float64)
-    elif config.anneal_from_initial:
-        temp = config.temperature * left / max(steps - 1, 1)
-    else:
-        temp = config.temperature * (left / steps)
-    device = free_units.device
-    return StageSchedule(counts.to(device), cfg.float().to(device), temp.float().to(device), gamma)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Units (chunks or tokens), re-masking and scoring
-
-
-def num_chunks(num_frames: int, span_len: int) -> int:
-    """N = ceil(T / L): the last chunk is shorter when L does not divide T (the output keeps the full length)."""
-    return -(-num_frames // span_len)
-
-
-def chunks_to_frames(chunk_values: torch.Tensor, span_len: int, num_frames: int) -> torch.Tensor:
-    """[B, N] -> [B, T]: each chunk's value on its frames (expand + flatten: no host synchronisation)."""
-    expanded = chunk_values[..., None].expand(*chunk_values.shape, span_len)  # [B, N, L]
-    return expanded.flatten(-2)[:, :num_frames]
-
-
-def frames_to_chunks(frame_values: torch.Tensor, span_len: int, pad_value) -> torch.Tensor:
-    """[B, T] -> [B, N, L], the tail of the last chunk filled with pad_value."""
-    num_frames = frame_values.shape[-1]
-    pad = num_chunks(num_frames, span_len) * span_len - num_frames
-    return F.pad(frame_values, (0, pad), value=pad_value).unflatten(-1, (-1, span_len))
-
-
-def initial_scores(fixed: torch.Tensor, config: DecodingConfig) -> torch.Tensor:
-    """Scores [B, U] at a stage's start: 0 for free units, FIXED_SCORE for units whose frames are all given."""
-    if config.span_arrangement == "nonoverlap":
-        fixed = frames_to_chunks(fixed, config.span_len, True).all(dim=-1)  # [B, N]
-    return torch.where(fixed, FIXED_SCORE, 0.0).float()
-
-
-def free_units(fixed: torch.Tensor, config: DecodingConfig) -> torch.Tensor:
-    """Number of maskable units per item, long [B]."""
-    return (initial_scores(fixed, config) > FIXED_SCORE / 2).sum(dim=-1)
-
-
-def _descending_ranks(scores: torch.Tensor) -> torch.Tensor:
-    """Rank of each entry when its row is sorted by descending score. long [B, U].
-
-    Ties are broken as torch's default (unstable) sort breaks them, because that is what the reference's `argsort`
-    does: spans of decoded tokens all score about -L * 1e4 and their order decides which of them a late 'stride1'
-    step re-masks.
-    """
-    order = scores.argsort(dim=-1, descending=True)
-    positions = torch.arange(scores.shape[-1], device=scores.device).expand_as(order)
-    return torch.empty_like(order).scatter_(-1, order, positions)
-
-
-def _nonoverlap_remask(scores: torch.Tensor, counts: torch.Tensor, span_len: int, num_frames: int) -> torch.Tensor:
-    """The `counts[b]` chunks with the highest scores, as a frame mask [B, T]."""
-    chosen = _descending_ranks(scores) < counts[:, None]  # [B, N]
-    return chunks_to_frames(chosen, span_len, num_frames)
-
-
-def _first_cover(scores: torch.Tensor, span_len: int) -> torch.Tensor:
-    """Rank of the first span covering each token, when the spans [s, s + L) are sorted by descending span score
-    (the sum of their token scores; stable for ties). scores [B, T] -> float32 [B, T], T >= L.
-
-    A token's first covering span is the best ranked of the L spans starting in [t - L + 1, t]: a sliding minimum.
-    The union of the u best spans is then exactly the tokens whose first cover is < u.
-    """
-    num_frames = scores.shape[-1]
-    span_scores = scores.unfold(-1, span_len, 1).sum(dim=-1)  # [B, T - L + 1]
-    ranks = _descending_ranks(span_scores).float()
-    padded = F.pad(ranks, (span_len - 1, span_len - 1), value=math.inf)  # [B, T + L - 1]
-    return padded.unfold(-1, span_len, 1).amin(dim=-1)[:, :num_frames]
-
-
-def _stride1_minimal(scores: torch.Tensor, counts: torch.Tensor, span_len: int) -> torch.Tensor:
-    """The union of the fewest top spans that covers at least `counts[b]` maskable tokens (those not fixed by an
-    earlier step), never re-masking a decoded token. scores [B, T] -> bool [B, T]."""
-    maskable = scores > FIXED_SCORE / 2
-    first_cover = _first_cover(scores, span_len).masked_fill(~maskable, math.inf)
-    index = (counts - 1).clamp(min=0)[:, None]
-    threshold = first_cover.sort(dim=-1).values.gather(-1, index)  # [B, 1]
-    return maskable & (first_cover <= threshold) & (counts[:, None] > 0)
-
-
-def _half_even(x: torch.Tensor) -> torch.Tensor:
-    """round(x / 2) with ties to even (Python's round), on long tensors."""
-    return torch.round(x.double() / 2).long()
-
-
-def _stride1_reference(scores: torch.Tensor, counts: torch.Tensor, span_len: int) -> torch.Tensor:
-    """audiocraft's least-probable-span masking (magnet_spec.md §7.3) with static shapes. scores [B, T] -> bool [B, T].
-
-    For a target n = max(count, L) the reference binary-searches the number u of top spans in [n // L, n - L + 1]:
-    mid = round((lo + hi) / 2); while lo < mid < hi it evaluates the union of the first mid spans, moving hi to mid
-    when the union covers more than n tokens and lo otherwise; it returns the union of the last evaluated mid. Here
-    the union's size for every u is one cumulative histogram of first-cover ranks, and the search runs a fixed number
-    of masked iterations (enough for any T), so no step depends on data on the host.
-    """
-    batch, num_frames = scores.shape
-    first_cover = _first_cover(scores, span_len)  # [B, T], finite values in [0, T - L]
-    num_spans = num_frames - span_len + 1
-    histogram = torch.zeros(batch, num_spans + 1, device=scores.device)
-    histogram.scatter_add_(-1, first_cover.long(), torch.ones_like(first_cover))
-    covered = torch.cumsum(histogram, dim=-1) - histogram  # covered[u]: tokens in the union of the first u spans
-    target = counts.clamp(min=span_len)
-    lo, hi = target // span_len, target - span_len + 1
-    mid = _half_even(lo + hi)
-    chosen = mid.clone()
-    active = (mid > lo) & (mid < hi)
-    for _ in range(num_frames.bit_length() + 1):
-        chosen = torch.where(active, mid, chosen)
-        over = covered.gather(-1, mid.clamp(0, num_spans)[:, None])[:, 0] > target
-        hi = torch.where(active & over, mid, hi)
-        lo = torch.where(active & ~over, mid, lo)
-        mid = torch.where(active, _half_even(lo + hi), mid)
-        active = active & (mid > lo) & (mid < hi)
-    return (first_cover < chosen[:, None]) & (counts[:, None] > 0)
-
-
-def _stride1_remask(scores: torch.Tensor, counts: torch.Tensor, config: DecodingConfig) -> torch.Tensor:
-    span_len = min(config.span_len, scores.shape[-1])
-    if config.stride1_cover == "minimal":
-        return _stride1_minimal(scores, counts, span_len)
-    return _stride1_reference(scores, counts, span_len)
-
-
-def remask(scores: torch.Tensor, counts: torch.Tensor, fixed: torch.Tensor, config: DecodingConfig) -> torch.Tensor:
-    """Frames of the current stage to (re-)mask at this step: bool [B, T], never a given (fixed) frame."""
-    if config.span_arrangement == "nonoverlap":
-        chosen = _nonoverlap_remask(scores, counts, config.span_len, fixed.shape[-1])
-    else:
-        chosen = _stride1_remask(scores, counts, config)
-    return chosen & ~fixed
-
-
-def unit_scores(confidence: torch.Tensor, masked: torch.Tensor, config: DecodingConfig) -> torch.Tensor:
-    """Scores [B, U] for the next step: unconfidence of the units predicted now, FIXED_SCORE for all others.
-
-    confidence [B, T]: probability of each frame's sampled token (written or not); masked [B, T]: frames predicted
-    at this step. As in the reference, a chunk's score covers all of its frames ('max': 1 - the largest
-    probability, 'prod': the sum of -log p), and a chunk counts as predicted when any of its frames was masked.
-    """
-    neg_log = -confidence.log()
-    if config.span_arrangement == "stride1":
-        return torch.where(masked, neg_log, FIXED_SCORE)
-    chunk_masked = frames_to_chunks(masked, config.span_len, False).any(dim=-1)  # [B, N]
-    if config.span_scoring == "max":
-        score = 1.0 - frames_to_chunks(confidence, config.span_len, 0.0).amax(dim=-1)
-    else:
-        score = frames_to_chunks(neg_log, config.span_len, 0.0).sum(dim=-1)
-    return torch.where(chunk_masked, score, FIXED_SCORE)
-
+from magnet_lightning.generation.spans import (
+    free_units,
+    initial_scores,
+    remask,
+    stage_schedule,
+    unit_scores,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # One step and one generation
-
-
-def null_condition(text_states: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CFG null condition with the same padding length: zero states, all-False mask."""
-    return torch.zeros_like(text_states), torch.zeros_like(text_mask)
-
-
-def guidance_batch(text_states: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[cond; null] batched together: states [2B, S, E], mask [2B, S]."""
-    null_states, null_mask = null_condition(text_states, text_mask)
-    return torch.cat([text_states, null_states]), torch.cat([text_mask, null_mask])
 
 
 def initial_codes(given: torch.Tensor, fixed: torch.Tensor, mask_id: int, config: DecodingConfig) -> torch.Tensor:
@@ -472,37 +171,6 @@ def resolve_constraints(
     return given, fixed
 
 
-def text_inputs(
-    text_states: torch.Tensor | None, text_mask: torch.Tensor | None, batch_size: int | None, text_dim: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
-    """(states [B, S, E], mask [B, S], B, conditioned). No text -> one all-masked zero token per item."""
-    if text_states is None:
-        if batch_size is None:
-            raise ValueError("unconditional generation needs batch_size")
-        states = torch.zeros(batch_size, 1, text_dim, device=device)
-        return states, torch.zeros(batch_size, 1, dtype=torch.bool, device=device), batch_size, False
-    if text_states.dim() != 3 or text_states.shape[-1] != text_dim:
-        raise ValueError(f"text_states must be [B, S, {text_dim}], got {tuple(text_states.shape)}")
-    if text_mask is None:
-        text_mask = torch.ones(text_states.shape[:2], dtype=torch.bool, device=device)
-    if batch_size is not None and batch_size != text_states.shape[0]:
-        raise ValueError(f"batch_size={batch_size} but text_states has {text_states.shape[0]} rows")
-    return text_states.to(device).float(), text_mask.to(device).bool(), text_states.shape[0], True
-
-
-ProgressFn = Callable[[int, int], None]
-"""progress(done_steps, total_steps)."""
-StageFn = Callable[[int, torch.Tensor], None]
-"""on_stage_end(stage, codes [B, K, T]) after the last step of each stage (inspection, tests)."""
-
-
-def autocast_context(device: torch.device, enabled: bool | None, cache_enabled: bool = True):
-    """bf16 autocast on CUDA by default, nothing elsewhere (the weight-cast cache must be off in CUDA graphs)."""
-    enabled = device.type == "cuda" if enabled is None else enabled
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache_enabled)
-
-
 @torch.no_grad()  # not inference_mode: callers may edit the returned tokens in place
 def decode(
     model,
@@ -591,3 +259,22 @@ def infilling(codes: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor, 
     fixed = torch.ones(codes.shape[0], num_frames, dtype=torch.bool, device=codes.device)
     fixed[:, start:end] = False
     return codes.long(), fixed
+
+
+def decode_request(model, request: DecodeRequest) -> torch.Tensor:
+    """MAGNeT's decoder for the family table: a continuation or an infill becomes fixed frames; the fast path when
+    the request carries one. Returns long [B, K, T]."""
+    given = fixed = None
+    if request.infill is not None:
+        given, fixed = infilling(request.prompt, *request.infill)
+    elif request.prompt is not None:
+        given, fixed = continuation(request.prompt, request.num_frames, model.mask_token_id)
+    kwargs = {"batch_size": request.batch_size, "given": given, "fixed": fixed, "generator": request.generator,
+              "progress": request.progress, "rescorer": request.rescorer}
+    run = request.fast.decode if request.fast is not None else partial(decode, model)
+    return run(request.text_states, request.text_mask, request.num_frames, request.config, **kwargs)
+
+
+def num_steps(model, config: DecodingConfig, num_frames: int, prompt_frames: int = 0) -> int:
+    """Model steps of one generation (progress bars): the sum of the stages' decoding steps."""
+    return sum(config.decoding_steps)

@@ -50,7 +50,7 @@ def _as(cls, value):
 @dataclass
 class DecodingDefaults:
     """Decoding settings stored in the checkpoint for generation: a preset, then any field set here (None: the
-    preset's value; see `magnet_lightning.generation.magnet.DecodingConfig`)."""
+    preset's value; see `magnet_lightning.generation.magnet_config.DecodingConfig`)."""
 
     preset: str = "music"
     """'music' (temperature 3, top-p 0.9, CFG 10 -> 1) or 'audio' (temperature 3.5, top-p 0.8, CFG 20 -> 1)."""
@@ -82,7 +82,7 @@ class DecodingDefaults:
     """Hybrid-MAGNeT: seconds generated autoregressively before MAGNeT takes over (default 3)."""
 
     def __post_init__(self) -> None:
-        from magnet_lightning.generation.magnet import DECODING_PRESETS
+        from magnet_lightning.generation.magnet_config import DECODING_PRESETS
 
         if self.preset not in DECODING_PRESETS:
             raise ValueError(f"decoding.preset={self.preset!r}: choose one of {sorted(DECODING_PRESETS)}")
