@@ -40,6 +40,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from magnet_lightning.callbacks.monitors import ValLossHistory
+from magnet_lightning.cli.generate import _slug
 from magnet_lightning.cli.parser import StrictArgumentParser
 from magnet_lightning.cli.runs import (
     RUN_DIR_VARIABLE,
@@ -57,8 +58,10 @@ from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.demo.corpus import DemoConfig
 from magnet_lightning.demo.lora_base import demo_lora_base
 from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
+from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.training.checkpoint_io import AtomicCheckpointIO
 from magnet_lightning.training.lit_module import MagnetLightningModule
+from magnet_lightning.utils.audio import write_wav
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docstrings become --help text
 
@@ -313,8 +316,6 @@ def generate_samples(ckpt: str, captions: list[str], out_dir: Path, seed: int = 
                      text_encoder: Any = None, adapter: str | None = None) -> list[Path]:
     """Generate one clip per caption from `ckpt` (with a LoRA `adapter` trained on it) and write -14 LUFS WAVs to
     `out_dir`; returns the paths. `text_encoder`: a loaded one to reuse (default: the checkpoint's, loaded again)."""
-    from magnet_lightning.generation.generator import MagnetGenerator, _slug, write_wav
-
     generator = MagnetGenerator.from_pretrained(ckpt, device="cpu", text_encoder=text_encoder,
                                                 allow_random_text_encoder=True, adapter=adapter)
     result = generator.generate(captions, seed=seed)
