@@ -41,7 +41,7 @@ def run_case(size: str, mode: str) -> dict:
     model = build_model("magnet", cfg)
     if mode.startswith("lora"):
         apply_lora(model, LoraConfig(rank=RANK, alpha=2.0 * RANK, dropout=0.0))
-    model.transformer.checkpoint_layers = mode.endswith("_ckpt")  # model.activation_checkpointing
+    model.transformer.activation_checkpointing = mode.endswith("_ckpt")  # model.activation_checkpointing
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     codes = torch.randint(0, cfg.codebook_size, (1, cfg.num_codebooks, FRAMES))

@@ -207,11 +207,10 @@ def test_activation_checkpointing_gives_the_same_adapter_gradients(family, bases
     args = inputs(module)
     grads = []
     for recompute in (False, True):
-        module.model.transformer.checkpoint_layers = recompute
+        module.model.transformer.activation_checkpointing = recompute
         module.model.zero_grad()
         logits(module.model, *args).logsumexp(-1).mean().backward()
         grads.append({n: p.grad.clone() for n, p in module.model.named_parameters() if p.requires_grad})
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], msg=name)
-    assert tiny_module(family=family, activation_checkpointing=True).model.transformer.checkpoint_layers

@@ -92,9 +92,9 @@ def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype:
         if adapter is None:
             raise ValueError("--adapter-only needs --adapter ADAPTER (and CKPT its base, to check it against)")
         read = read_adapter(hub.expand(adapter))
-        attach_adapter(load_pretrained(ckpt, map_location="cpu").model, read, str(ckpt))  # checks the base
+        attach_adapter(load_pretrained(ckpt, device="cpu").model, read, str(ckpt))  # checks the base
         return write_adapter_folder(read, out)
-    pretrained = load_pretrained(ckpt, map_location="cpu", adapter=adapter)
+    pretrained = load_pretrained(ckpt, device="cpu", dtype=DTYPES[dtype], adapter=adapter)
     chosen = choose_license(ckpt, license)
     model = pretrained.model
     config = {"format": FORMAT, "version": VERSION, "family": model.family, "model": asdict(model.cfg),

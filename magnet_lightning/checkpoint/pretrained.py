@@ -5,6 +5,7 @@ facebook/musicgen-small), with the metadata generation needs. The family is the 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,13 +15,14 @@ import torch
 
 from magnet_lightning.checkpoint import hub
 from magnet_lightning.checkpoint.audiocraft import read_audiocraft
+from magnet_lightning.checkpoint.lazy_load import assign_weights, empty_model, load_safetensors, read_torch_file
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.errors import CheckpointError
 from magnet_lightning.lora.adapters import merge_lora
 from magnet_lightning.lora.files import CHECKPOINT_KEY as LORA_CHECKPOINT_KEY
 from magnet_lightning.lora.files import attach_adapter, read_adapter
 from magnet_lightning.models.base import CodebookTransformer
-from magnet_lightning.models.registry import DEFAULT_FAMILY, build_model
+from magnet_lightning.models.registry import DEFAULT_FAMILY
 
 
 @dataclass
@@ -43,7 +45,8 @@ class Pretrained:
     """The file or hub repo the weights came from."""
 
 
-def _from_lightning(raw: dict, path: Path) -> Pretrained:
+def _from_lightning(raw: dict, path: Path, dtype: str | torch.dtype | None = None,
+                    device: str | torch.device | None = None) -> Pretrained:
     hp = raw.get("hyper_parameters") or {}
     if LORA_CHECKPOINT_KEY in raw:
         base = raw[LORA_CHECKPOINT_KEY].get("source")
@@ -55,12 +58,10 @@ def _from_lightning(raw: dict, path: Path) -> Pretrained:
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in raw["state_dict"].items() if k.startswith(prefix)}
     try:
-        model = build_model(hp.get("family", DEFAULT_FAMILY), cfg, hp.get("delays"))
+        model = empty_model(hp.get("family", DEFAULT_FAMILY), cfg, hp.get("delays"))
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: missing {missing[:5]} / unexpected {unexpected[:5]} weights")
+    model = assign_weights(model, state, dtype, device, source=str(path))
     meta = lightning_metadata(hp)
     return Pretrained(
         model=model.eval(), text_encoder=meta["text_encoder"], codec=meta["codec"], sample_rate=meta["sample_rate"],
@@ -98,12 +99,10 @@ def is_export(path: str | Path) -> bool:
     return (path.is_dir() or path.name in (CONFIG_NAME, WEIGHTS_NAME)) and (folder / CONFIG_NAME).is_file()
 
 
-def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> Pretrained:
-    """An export folder (or its config.json / model.safetensors) -> Pretrained (eval mode, float32 weights)."""
-    import json
-
-    from safetensors.torch import load_file
-
+def load_exported(path: str | Path, map_location: str | torch.device = "cpu",
+                  dtype: str | torch.dtype | None = None) -> Pretrained:
+    """An export folder (or its config.json / model.safetensors) -> Pretrained (eval mode, weights in `dtype`,
+    default float32, on `map_location`)."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     config = json.loads((folder / CONFIG_NAME).read_text())
@@ -113,53 +112,56 @@ def load_exported(path: str | Path, map_location: str | torch.device = "cpu") ->
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: the export folder is incomplete")
-    model = build_model(config.get("family", DEFAULT_FAMILY), ModelConfig.from_dict(config["model"]),
+    model = empty_model(config.get("family", DEFAULT_FAMILY), ModelConfig.from_dict(config["model"]),
                         config.get("delays"))
-    state = {k: v.float() for k, v in load_file(str(weights), device="cpu").items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{weights}: missing {missing[:5]} / unexpected {unexpected[:5]} weights")
-    return Pretrained(model=model.eval().to(map_location), text_encoder=config["text_encoder"],
+    model = load_safetensors(weights, model, dtype, map_location)
+    return Pretrained(model=model.eval(), text_encoder=config["text_encoder"],
                       codec=config["codec"], sample_rate=int(config["sample_rate"]),
                       frame_rate=float(config["frame_rate"]), span_len=int(config["span_len"]),
                       segment_duration=float(config["segment_duration"]), decoding=dict(config.get("decoding") or {}),
                       license=config.get("license"), source=str(folder))
 
 
-def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+def load_pretrained(path: str | os.PathLike, map_location: str | torch.device | None = None, *,
+                    dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
                     adapter: str | os.PathLike | None = None) -> Pretrained:
     """Our `.ckpt` (EMA weights when trained with EMA), an audiocraft `state_dict.bin`, or a released hub repo id
     (its state_dict.bin is fetched through the Hugging Face cache), or an export folder (`magnet_lightning.export`)
-    -> Pretrained (eval mode). `adapter`: a LoRA adapter folder or LoRA run checkpoint trained on this base (checked
-    by its weights' hash), merged into the weights."""
+    -> Pretrained (eval mode), its weights in `dtype` (float32, bfloat16 or float16; default float32) on `device`
+    (`map_location` is its older name; default cpu). The file is memory-mapped and the model built without
+    initialisation, so only one copy of the weights is ever made (lazy_load.py). `adapter`: a LoRA adapter folder
+    or LoRA run checkpoint trained on this base (checked by its weights' hash), merged into the weights (in
+    float32, then cast to `dtype`)."""
     if adapter is None:
-        return _load_base(path, map_location)
+        return _load_base(path, map_location, dtype=dtype, device=device)
     adapter_read = read_adapter(hub.expand(adapter))  # a missing adapter fails before the base loads
-    pretrained = _load_base(path, "cpu")
+    pretrained = _load_base(path, device="cpu")
     merge_lora(attach_adapter(pretrained.model, adapter_read, str(path)))
-    pretrained.model.eval().to(map_location)
+    target = torch.float32 if dtype is None else getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    pretrained.model.eval().to(device=device or map_location or "cpu", dtype=target)
     pretrained.source = f"{pretrained.source} + LoRA {adapter}"
     return pretrained
 
 
-def _load_base(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Pretrained:
+def _load_base(path: str | os.PathLike, map_location: str | torch.device | None = None, *,
+               dtype: str | torch.dtype | None = None, device: str | torch.device | None = None) -> Pretrained:
+    """`load_pretrained` without an adapter."""
+    device = device or map_location or "cpu"
     if is_export(hub.expand(path)):
-        return load_exported(hub.expand(path), map_location)
+        return load_exported(hub.expand(path), device, dtype)
     source = hub.resolve_lm(path)
     try:
-        raw = torch.load(source.path, map_location="cpu", weights_only=True)
+        raw = read_torch_file(source.path)
     except Exception as err:
         raise CheckpointError(f"{source.path} is not a readable torch checkpoint: {err}") from err
     if isinstance(raw, dict) and "best_state" in raw:
         ckpt = read_audiocraft(source, raw=raw)
         meta = ckpt.metadata
         return Pretrained(
-            ckpt.build_model().to(map_location), meta["text_encoder"], meta["codec"], meta["sample_rate"],
+            ckpt.build_model(dtype, device), meta["text_encoder"], meta["codec"], meta["sample_rate"],
             meta["frame_rate"], meta["span_len"], meta["segment_duration"], meta["decoding"], meta["license"],
             meta["source"],
         )
     if isinstance(raw, dict) and "state_dict" in raw:
-        pretrained = _from_lightning(raw, source.path)
-        pretrained.model.to(map_location)
-        return pretrained
+        return _from_lightning(raw, source.path, dtype, device)
     raise CheckpointError(f"{source.path}: neither a magnet_lightning checkpoint nor an audiocraft state_dict.bin")

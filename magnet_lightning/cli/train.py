@@ -13,8 +13,8 @@
 - ``--demo.enabled true``: build (once, cached) the synthetic demo corpus and point the data and codec at it;
 - W&B offline automatically when no API key or no network; the resolved config logged to the run;
 - atomic checkpoint writes (`AtomicCheckpointIO`), gradient-norm and D-Adaptation step-size logging
-  (`GradNormMonitor`), FSDP with the transformer `Layer` as wrap unit (`MagnetFSDPStrategy`), a progress bar in
-  optimizer steps (`StepProgressBar`).
+  (`GradNormMonitor`), sharded training with FSDP2 (``--trainer.strategy fsdp2``: `MagnetFSDPStrategy`, each
+  transformer `Layer` sharded), a progress bar in optimizer steps (`StepProgressBar`).
 
 Subcommands: ``fit`` and ``validate``. Generation and evaluation have their own programs (``python -m
 magnet_lightning.generate``, ``evaluation/evaluate.py``).
@@ -36,10 +36,10 @@ from typing import Any
 import lightning as L
 from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from magnet_lightning.callbacks.monitors import ValLossHistory
+from magnet_lightning.callbacks.progress import StepProgressBar
 from magnet_lightning.cli.generate import _slug
 from magnet_lightning.cli.parser import StrictArgumentParser
 from magnet_lightning.cli.runs import (
@@ -55,15 +55,18 @@ from magnet_lightning.cli.runs import (
 from magnet_lightning.cli.startup import check_training_config, remove_stale_checkpoint_temporaries
 from magnet_lightning.cli.wandb_setup import LoggedSaveConfigCallback, choose_wandb_mode
 from magnet_lightning.data.datamodule import TokenDataModule
-from magnet_lightning.demo.corpus import DemoConfig
+from magnet_lightning.demo.corpus import DemoConfig, prepare_demo_corpus
 from magnet_lightning.demo.lora_base import demo_lora_base
+from magnet_lightning.demo.text_cache import CachedTextEncoder
 from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
 from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.training.checkpoint_io import AtomicCheckpointIO
 from magnet_lightning.training.lit_module import MagnetLightningModule
+from magnet_lightning.training.strategies import register_strategy_names
 from magnet_lightning.utils.audio import write_wav
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docstrings become --help text
+register_strategy_names()  # --trainer.strategy fsdp2 (and the FSDP strategy's older dotted names)
 
 log = logging.getLogger(__name__)
 SUBCOMMANDS = ("fit", "validate")
@@ -137,7 +140,6 @@ class MagnetCLI(LightningCLI):
         from lightning.fabric.plugins import CheckpointIO
         from lightning.pytorch.callbacks import ProgressBar
 
-        from magnet_lightning.callbacks.progress import StepProgressBar
 
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         plugins = kwargs.get("plugins", trainer_cfg.get("plugins")) or []
@@ -192,7 +194,6 @@ class MagnetCLI(LightningCLI):
                 init.id = self.wandb_id = wandb_run_id(self.run_dir)  # written to the folder in before_fit
 
     def _prepare_demo(self, config) -> None:
-        from magnet_lightning.demo.corpus import prepare_demo_corpus
 
         corpus = prepare_demo_corpus(DemoConfig(**config.demo.as_dict()) if hasattr(config.demo, "as_dict")
                                      else config.demo)
@@ -216,13 +217,7 @@ class MagnetCLI(LightningCLI):
             self.run_dir.mkdir(parents=True, exist_ok=True)  # W&B's start-up git probe warns about a missing folder
             if getattr(self, "wandb_id", None):
                 keep_wandb_run_id(self.run_dir, self.wandb_id)
-        if isinstance(trainer.strategy, FSDPStrategy) and self.model.hparams.ema_every_n_steps > 0:
-            raise ValueError("EMA (Lightning WeightAveraging) keeps a full, unsharded copy and does not support FSDP: "
-                             "set --model.ema_every_n_steps 0 with FSDP, or train with DDP (the 1.5B model fits DDP "
-                             "on 80 GB GPUs).")
         if config.get("cache_text_embeddings"):
-            from magnet_lightning.demo.text_cache import CachedTextEncoder
-
             self.model.set_text_encoder(CachedTextEncoder(self.model.text_encoder))
         per_device = datamodule.hparams.batch_size
         if config.get("global_batch_size"):

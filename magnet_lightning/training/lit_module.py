@@ -22,7 +22,10 @@ from typing import Any
 import lightning as L
 import torch
 
+from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.config import MaskingConfig, ModelConfig
+from magnet_lightning.generation.generator import MagnetGenerator
+from magnet_lightning.generation.magnet_config import DECODING_PRESETS
 from magnet_lightning.lora.adapters import LoraConfig
 from magnet_lightning.models.conditioning import TextDropout, TextEncoder
 from magnet_lightning.models.registry import DEFAULT_FAMILY, build_model, model_family
@@ -82,7 +85,6 @@ class DecodingDefaults:
     """Hybrid-MAGNeT: seconds generated autoregressively before MAGNeT takes over (default 3)."""
 
     def __post_init__(self) -> None:
-        from magnet_lightning.generation.magnet_config import DECODING_PRESETS
 
         if self.preset not in DECODING_PRESETS:
             raise ValueError(f"decoding.preset={self.preset!r}: choose one of {sorted(DECODING_PRESETS)}")
@@ -125,8 +127,8 @@ class MagnetLightningModule(L.LightningModule):
         decoding: decoding defaults stored in the checkpoint for generation (DecodingDefaults).
         lora: LoRA adapters on the `init_from` base (LoraConfig; None: train every weight). Only the adapters train
             and are checkpointed, with the base's identity (training/lora_training.py).
-        activation_checkpointing: recompute each layer's activations in the backward pass (less memory, about a
-            third more compute; with FSDP use the strategy's own option).
+        activation_checkpointing: recompute each transformer Layer's activations in the backward pass (less memory,
+            about one more forward per step); any strategy (DDP, FSDP2) and family.
 
     Logged: ``train/loss``, ``train/ppl``, ``val/loss``, ``val/ppl``, and per family: ``train/loss_stage{k}`` (the
     mean loss of the micro-batches that drew stage k since the last log step, only for stages drawn in that window;
@@ -173,7 +175,6 @@ class MagnetLightningModule(L.LightningModule):
         self.model_cfg, self.masking_cfg, self.optim_cfg = model_cfg, masking_cfg, optim_cfg
         self.family = model_family(family).name  # a ValueError naming the families for an unknown one
         self.model = build_model(family, model_cfg, delays)
-        self.model.transformer.checkpoint_layers = activation_checkpointing
         self.text_dropout = TextDropout(cfg_dropout, word_dropout, cfg_dropout_per_sample)
         self._text_encoder: TextEncoder | None = None
         self._batch_idx = 0
@@ -205,7 +206,6 @@ class MagnetLightningModule(L.LightningModule):
 
     def load_weights(self, path: str) -> None:
         """Load transformer weights from our checkpoint or an audiocraft state_dict.bin (sizes must match)."""
-        from magnet_lightning.checkpoint.pretrained import load_pretrained
 
         pretrained = load_pretrained(path, map_location="cpu")
         if pretrained.model.family != self.family:
@@ -287,7 +287,6 @@ class MagnetLightningModule(L.LightningModule):
     def generator(self, codec: Any = None, model: torch.nn.Module | None = None):
         """A `MagnetGenerator` of this module's family and settings (for callbacks): `model` default the live
         weights (pass the EMA copy to generate with it), `codec` a Codec or None (tokens only)."""
-        from magnet_lightning.generation.generator import MagnetGenerator
 
         hp = self.hparams
         return MagnetGenerator(model if model is not None else self.model, self.text_encoder.to(self.device), codec,
@@ -303,6 +302,14 @@ class MagnetLightningModule(L.LightningModule):
             raise ValueError("set trainer.max_steps or optimizer.total_steps for the cosine schedule")
         scheduler = build_scheduler(optimizer, self.optim_cfg, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_model(self) -> None:
+        """Called by Lightning once the processes exist: activation checkpointing, then, under the FSDP2 strategy
+        (`MagnetFSDPStrategy.shard`), each transformer Layer sharded, then the model (training/fsdp.py)."""
+        self.model.transformer.activation_checkpointing = bool(self.hparams.get("activation_checkpointing", False))
+        shard = getattr(self.trainer.strategy, "shard", None) if self._trainer is not None else None
+        if shard is not None:
+            shard(self.model)
 
     def configure_callbacks(self):
         if self.hparams.ema_every_n_steps <= 0:
