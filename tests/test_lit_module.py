@@ -157,17 +157,17 @@ def test_per_stage_losses_in_the_logged_history_are_fresh(tmp_path, monkeypatch)
 
     from lightning.pytorch.loggers import CSVLogger
 
-    from magnet_lightning.training import lit_module
+    from magnet_lightning.training import families
 
     drawn: list[int] = []  # the stage of each micro-batch
-    real_draw = lit_module.draw_stages
+    real_draw = families.draw_stages
 
     def recording_draw(*args, **kwargs):
         stages = real_draw(*args, **kwargs)
         drawn.append(int(stages[0]))
         return stages
 
-    monkeypatch.setattr(lit_module, "draw_stages", recording_draw)
+    monkeypatch.setattr(families, "draw_stages", recording_draw)
     module = tiny_module()
     rec = LossRecorder()
     steps, every = 12, 3

@@ -65,8 +65,44 @@ DEMOS = {"demo_music": "magnet", "demo_musicgen": "musicgen", "demo_hybrid": "hy
 OWN_AUDIO = {"cpu_own_audio"}  # README "Your own audio on a CPU machine" (tests/test_own_audio.py runs it)
 
 
+LORA_RECIPES = {  # LoRA fine-tuning on one GPU: (family, base repo id, model preset)
+    "finetune_lora_magnet_small": ("magnet", "facebook/magnet-small-10secs", "small"),
+    "finetune_lora_magnet_medium": ("magnet", "facebook/magnet-medium-10secs", "medium"),
+    "finetune_lora_musicgen_small": ("musicgen", "facebook/musicgen-small", "small"),
+    "finetune_lora_musicgen_medium": ("musicgen", "facebook/musicgen-medium", "medium"),
+}
+
+
 def test_every_config_is_listed():
-    assert {p.stem for p in CONFIGS.glob("*.yaml")} == set(PAPER) | set(FAMILY) | set(DEMOS) | OWN_AUDIO
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == (set(PAPER) | set(FAMILY) | set(DEMOS) | OWN_AUDIO
+                                                        | set(LORA_RECIPES) | {"demo_lora"})
+
+
+@pytest.mark.parametrize("name", sorted(LORA_RECIPES))
+def test_lora_recipes_adapt_the_released_sizes_on_one_gpu(name, meta_models):
+    """The release's sizes and family, one GPU, a valid lora block, headed by its launch command and GPU memory
+    (built without the base: --model.lora null)."""
+    import yaml
+
+    from magnet_lightning.config import model_preset
+    from magnet_lightning.lora import LoraConfig
+
+    family, repo, preset = LORA_RECIPES[name]
+    text = (CONFIGS / f"{name}.yaml").read_text()
+    raw = yaml.safe_load(text)
+    assert raw["init_from"] == repo and LoraConfig(**raw["model"]["lora"]).rank >= 1
+    assert f"python recipes/train_music.py fit --config recipes/configs/{name}.yaml" in text
+    assert "GPU memory meant for: one 24 GB GPU" in text
+    cli = _build(CONFIGS / f"{name}.yaml", "--init_from", "", "--model.lora", "null")
+    assert cli.model.family == family and cli.trainer_kwargs["devices"] == 1
+    expected = model_preset(preset, text_dim=768, subcodes_context=cli.model.model_cfg.subcodes_context)
+    assert cli.model.model_cfg == expected
+
+
+def test_demo_lora_builds_and_names_a_lora_block(meta_models):
+    cli = _build(CONFIGS / "demo_lora.yaml", "--demo.enabled", "false", "--model.lora", "null")
+    assert cli.trainer_kwargs["accelerator"] == "cpu" and cli.config.demo.root == "outputs/demo/corpus"
+    assert cli.config.model.model == _build(CONFIGS / "demo_music.yaml", "--demo.enabled", "false").config.model.model
 
 
 @pytest.mark.parametrize("name", sorted(FAMILY))

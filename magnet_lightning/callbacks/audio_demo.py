@@ -92,8 +92,8 @@ class AudioDemoCallback(L.Callback):
             for callback in trainer.callbacks:
                 # WeightAveraging keeps its torch AveragedModel in `_average_model`; `.module` is the averaged copy.
                 average = getattr(callback, "_average_model", None) if isinstance(callback, WeightAveraging) else None
-                if average is not None:
-                    return average.module.model
+                if average is not None and hasattr(average.module, "model"):  # a LoRA run's EMA holds the adapters
+                    return average.module.model                                 # only: it uses the live model
         return pl_module.model
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Clip]:

@@ -13,6 +13,10 @@ a converted or audiocraft checkpoint). OUT is a new folder:
   OUT loads from any folder and machine;
 - ``README.md``: a model card whose metadata carries the license.
 
+With ``--adapter ADAPTER`` (a LoRA adapter folder or a LoRA run's checkpoint trained on CKPT, its base) OUT is the
+merged model in the same format; with ``--adapter ADAPTER --adapter-only`` OUT is the adapter folder
+(``adapter_config.json`` + ``adapter_model.safetensors``, magnet_lightning.lora.files) after checking it against CKPT.
+
 OUT loads wherever a checkpoint does: ``MagnetGenerator.from_pretrained(OUT)``, ``load_pretrained(OUT)``,
 ``python -m magnet_lightning.generate --ckpt OUT``, ``--init_from OUT``. Weights converted from audiocraft (or
 fine-tuned from them) are CC-BY-NC 4.0, and the export says so; ``--push-to-hub`` uploads OUT to a model repo.
@@ -40,6 +44,7 @@ from magnet_lightning.checkpoint.pretrained import (
     load_pretrained,
 )
 from magnet_lightning.config import ModelConfig
+from magnet_lightning.lora.files import attach_adapter, read_adapter, write_adapter_folder
 from magnet_lightning.utils.provenance import absolute_if_local, describe_random
 
 CARD_NAME = "README.md"
@@ -76,16 +81,24 @@ def choose_license(ckpt: Path, given: str | None) -> str:
     return given or "unspecified"
 
 
-def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype: str = "float32") -> Path:
-    """Write the export folder `out` (it must not exist yet) from `ckpt`; returns `out`. Atomic: written under a
-    temporary name next to `out`, then renamed."""
+def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype: str = "float32",
+           adapter: str | Path | None = None, adapter_only: bool = False) -> Path:
+    """Write the export folder `out` (it must not exist yet) from `ckpt` (with `adapter`: the merged model, or with
+    `adapter_only` the adapter folder); returns `out`. Atomic: written under a temporary name next to `out`, then
+    renamed."""
     out = hub.expand(out)
     ckpt = hub.expand(ckpt) if is_export(hub.expand(ckpt)) else hub.resolve_lm(ckpt).path
     if out.exists():
         raise FileExistsError(f"{out} exists: choose a new folder (an export is never written over another)")
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype}: choose one of {sorted(DTYPES)}")
-    pretrained = load_pretrained(ckpt, device="cpu", dtype=DTYPES[dtype])
+    if adapter_only:
+        if adapter is None:
+            raise ValueError("--adapter-only needs --adapter ADAPTER (and CKPT its base, to check it against)")
+        read = read_adapter(hub.expand(adapter))
+        attach_adapter(load_pretrained(ckpt, device="cpu").model, read, str(ckpt))  # checks the base
+        return write_adapter_folder(read, out)
+    pretrained = load_pretrained(ckpt, device="cpu", dtype=DTYPES[dtype], adapter=adapter)
     chosen = choose_license(ckpt, license)
     model = pretrained.model
     config = {"format": FORMAT, "version": VERSION, "family": model.family, "model": asdict(model.cfg),
@@ -93,7 +106,8 @@ def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype:
               "text_encoder": pretrained.text_encoder, "codec": pretrained.codec,
               "sample_rate": pretrained.sample_rate, "frame_rate": pretrained.frame_rate,
               "span_len": pretrained.span_len, "segment_duration": pretrained.segment_duration,
-              "decoding": pretrained.decoding, "license": chosen, "dtype": dtype, "source": ckpt.name}
+              "decoding": pretrained.decoding, "license": chosen, "dtype": dtype,
+              "source": ckpt.name + (f" + LoRA {Path(adapter).name}" if adapter else "")}
     config["random_parts"] = pretrained.random_parts
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

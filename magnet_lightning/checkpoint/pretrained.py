@@ -18,6 +18,9 @@ from magnet_lightning.checkpoint.audiocraft import read_audiocraft
 from magnet_lightning.checkpoint.lazy_load import assign_weights, empty_model, load_safetensors, read_torch_file
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.errors import CheckpointError
+from magnet_lightning.lora.adapters import merge_lora
+from magnet_lightning.lora.files import CHECKPOINT_KEY as LORA_CHECKPOINT_KEY
+from magnet_lightning.lora.files import attach_adapter, read_adapter
 from magnet_lightning.models.base import CodebookTransformer
 from magnet_lightning.models.registry import DEFAULT_FAMILY
 from magnet_lightning.utils.provenance import RANDOM_PARTS_KEY, is_random_folder
@@ -65,6 +68,10 @@ def export_codec(folder: Path, config: dict) -> str:
 def _from_lightning(raw: dict, path: Path, dtype: str | torch.dtype | None = None,
                     device: str | torch.device | None = None) -> Pretrained:
     hp = raw.get("hyper_parameters") or {}
+    if LORA_CHECKPOINT_KEY in raw:
+        base = raw[LORA_CHECKPOINT_KEY].get("source")
+        raise CheckpointError(f"{path} holds LoRA adapters only: load its base with it (--ckpt {base} --adapter "
+                              f"{path}; Python: adapter={str(path)!r})")
     if "model" not in hp:
         raise CheckpointError(f"{path}: a Lightning checkpoint without model hyper-parameters (not ours)")
     cfg = ModelConfig.from_dict(hp["model"])
@@ -139,12 +146,29 @@ def load_exported(path: str | Path, map_location: str | torch.device = "cpu",
 
 
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device | None = None, *,
-                    dtype: str | torch.dtype | None = None, device: str | torch.device | None = None) -> Pretrained:
+                    dtype: str | torch.dtype | None = None, device: str | torch.device | None = None,
+                    adapter: str | os.PathLike | None = None) -> Pretrained:
     """Our `.ckpt` (EMA weights when trained with EMA), an audiocraft `state_dict.bin`, or a released hub repo id
     (its state_dict.bin is fetched through the Hugging Face cache), or an export folder (`magnet_lightning.export`)
     -> Pretrained (eval mode), its weights in `dtype` (float32, bfloat16 or float16; default float32) on `device`
     (`map_location` is its older name; default cpu). The file is memory-mapped and the model built without
-    initialisation, so only one copy of the weights is ever made (lazy_load.py)."""
+    initialisation, so only one copy of the weights is ever made (lazy_load.py). `adapter`: a LoRA adapter folder
+    or LoRA run checkpoint trained on this base (checked by its weights' hash), merged into the weights (in
+    float32, then cast to `dtype`)."""
+    if adapter is None:
+        return _load_base(path, map_location, dtype=dtype, device=device)
+    adapter_read = read_adapter(hub.expand(adapter))  # a missing adapter fails before the base loads
+    pretrained = _load_base(path, device="cpu")
+    merge_lora(attach_adapter(pretrained.model, adapter_read, str(path)))
+    target = torch.float32 if dtype is None else getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    pretrained.model.eval().to(device=device or map_location or "cpu", dtype=target)
+    pretrained.source = f"{pretrained.source} + LoRA {adapter}"
+    return pretrained
+
+
+def _load_base(path: str | os.PathLike, map_location: str | torch.device | None = None, *,
+               dtype: str | torch.dtype | None = None, device: str | torch.device | None = None) -> Pretrained:
+    """`load_pretrained` without an adapter."""
     device = device or map_location or "cpu"
     if is_export(hub.expand(path)):
         return load_exported(hub.expand(path), device, dtype)

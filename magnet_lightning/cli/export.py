@@ -17,6 +17,7 @@ from magnet_lightning.checkpoint.export import (
 )
 from magnet_lightning.cli.help import OneLineParser, program_name
 from magnet_lightning.errors import CheckpointError
+from magnet_lightning.lora.files import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the stored weights")
     p.add_argument("--license", default=None,
                    help=f"license of the weights (forced to {AUDIOCRAFT_LICENSE} for audiocraft-derived weights)")
+    p.add_argument("--adapter", default=None,
+                   help="LoRA adapter folder or LoRA run .ckpt trained on CKPT: export the merged model")
+    p.add_argument("--adapter-only", action="store_true",
+                   help="with --adapter: write the adapter folder (adapter_config.json + adapter_model.safetensors)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="also upload OUT to this model repo")
     p.add_argument("--public", action="store_true", help="with --push-to-hub: a public repo (default private)")
     return p
@@ -35,9 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        out = export(args.ckpt, args.out, args.license, args.dtype)
+        out = export(args.ckpt, args.out, args.license, args.dtype, args.adapter, args.adapter_only)
     except (FileNotFoundError, FileExistsError, CheckpointError, ValueError) as err:
         parser.exit(2, f"error: {err}\n")
+    if args.adapter_only:
+        size = (out / ADAPTER_WEIGHTS).stat().st_size / 1e6
+        print(f"wrote {out}: {ADAPTER_WEIGHTS} ({size:.2f} MB), {ADAPTER_CONFIG}")
+        if args.push_to_hub:
+            print(f"uploaded to {push_to_hub(out, args.push_to_hub, private=not args.public)}")
+        return 0
     size = (out / WEIGHTS_NAME).stat().st_size / 1e6
     print(f"wrote {out}: {WEIGHTS_NAME} ({size:.1f} MB), {CONFIG_NAME} (license "
           f"{json.loads((out / CONFIG_NAME).read_text())['license']}), {CARD_NAME}")

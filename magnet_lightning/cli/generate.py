@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=DefaultsOnce)
     p.add_argument("--ckpt", required=True,
                    help="our .ckpt, an export folder, an audiocraft state_dict.bin or a released repo id")
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder or LoRA run .ckpt trained on --ckpt")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", action="append", help="caption (repeat for several)")
     src.add_argument("--prompts", help="file of captions: .txt (one a line), .csv or .jsonl (text/caption[, name])")
@@ -178,7 +179,7 @@ def _run(args, checked) -> None:
     gen = MagnetGenerator.from_pretrained(
         args.ckpt, device=args.device, text_encoder=args.text_encoder, codec=args.codec,
         allow_random_text_encoder=args.allow_random_text_encoder, fast=False if args.no_fast else None,
-        compile=args.compile)
+        compile=args.compile, adapter=args.adapter)
     partners = _partners(args, gen)
     config = gen.decoding_config(args.duration, args.preset, **checked.overrides)
     out = Path(args.out)
@@ -212,8 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The CLI: every argument is checked (with the checkpoint's family, K and segment read cheaply) before the model,
     the T5 and the codec are loaded; a mistake is one line on stderr and exit code 2, and nothing is written."""
     args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
-    expand_args(args, "out", "prompts", "prompt_audio", "ckpt", "rescorer", "hybrid_ar", "codec", "text_encoder")
+    expand_args(args, "out", "prompts", "prompt_audio", "ckpt", "rescorer", "hybrid_ar", "codec", "text_encoder",
+                "adapter")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with user_errors(CheckpointError):
+        if args.adapter and not Path(args.adapter).exists():
+            raise FileNotFoundError(f"--adapter {args.adapter} not found (a LoRA adapter folder or a LoRA run's .ckpt)")
         _run(args, check_generate_args(args, _jobs))
     return 0

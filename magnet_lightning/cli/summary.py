@@ -38,8 +38,10 @@ def end_of_run_summary(cli: Any) -> str:
         lines.append(f"  {type(logger).__name__}: {_logger_dir(logger)}")
     random_parts = cli.model.random_parts() if hasattr(cli.model, "random_parts") else []
     if config.generate_after_fit and last:
-        wavs = generate_samples(last, cli._captions(config.generate_after_fit), cli.run_dir / "samples",
-                                text_encoder=cli.model.text_encoder)
+        lora = getattr(cli.model, "lora_base", None) is not None  # a LoRA checkpoint: its base + its adapters
+        wavs = generate_samples(cli.model.hparams.init_from if lora else last,
+                                cli._captions(config.generate_after_fit), cli.run_dir / "samples",
+                                text_encoder=cli.model.text_encoder, adapter=last if lora else None)
         lines.append(f"  generated WAVs: {wavs[0].parent} ({len(wavs)} files)")
     if random_parts:
         lines.append(f"  {describe_random(random_parts)} (recorded in the checkpoint)")
@@ -70,11 +72,11 @@ def _logger_dir(logger) -> str:
 
 
 def generate_samples(ckpt: str, captions: list[str], out_dir: Path, seed: int = 0,
-                     text_encoder: Any = None) -> list[Path]:
-    """Generate one clip per caption from `ckpt` and write -14 LUFS WAVs to `out_dir`; returns the paths.
-    `text_encoder`: a loaded one to reuse (default: the checkpoint's, loaded again)."""
+                     text_encoder: Any = None, adapter: str | None = None) -> list[Path]:
+    """Generate one clip per caption from `ckpt` (with a LoRA `adapter` trained on it) and write -14 LUFS WAVs to
+    `out_dir`; returns the paths. `text_encoder`: a loaded one to reuse (default: the checkpoint's, loaded again)."""
     generator = MagnetGenerator.from_pretrained(ckpt, device="cpu", text_encoder=text_encoder,
-                                                allow_random_text_encoder=True)
+                                                allow_random_text_encoder=True, adapter=adapter)
     result = generator.generate(captions, seed=seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -61,6 +61,7 @@ from magnet_lightning.cli.summary import end_of_run_summary
 from magnet_lightning.cli.wandb_setup import LoggedSaveConfigCallback, choose_wandb_mode
 from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.demo.corpus import DemoConfig, prepare_demo_corpus
+from magnet_lightning.demo.lora_base import demo_lora_base
 from magnet_lightning.demo.text_cache import CachedTextEncoder
 from magnet_lightning.errors import CheckpointError, UserError, pop_debug_flag, user_errors
 from magnet_lightning.training.checkpoint_io import AtomicCheckpointIO
@@ -214,6 +215,10 @@ class MagnetCLI(LightningCLI):
         self.demo_corpus = corpus
         rank_zero_info(f"demo corpus: train {corpus.train_shards}, val {corpus.val_shards}, codec {corpus.codec}"
                        + ("  (RANDOM weights, fitted codebooks)" if corpus.random_codec else ""))
+        if config.model.get("lora") and not config.model.get("init_from"):  # the LoRA demo: a base without downloads
+            root = Path(config.demo.root)
+            config.model.init_from = demo_lora_base(_plain(config.model), root.parent / "runs", root / "lora_base")
+            rank_zero_info(f"LoRA demo base: {config.model.init_from}")
 
     # -- before training starts
     def before_fit(self) -> None:
@@ -281,6 +286,11 @@ def demo_overridden(config) -> bool:
                         f"demo.codec ({config.demo.codec}); set --demo.codec {config.model.codec} instead, or train on "
                         "your own shards (--data.train_shards / --data.val_shards turn the demo off)")
     return False
+
+
+def _plain(namespace) -> dict[str, Any]:
+    """A jsonargparse Namespace (or dict) as nested plain dicts."""
+    return namespace.as_dict() if hasattr(namespace, "as_dict") else dict(namespace)
 
 
 def _has_omegaconf() -> bool:

@@ -48,6 +48,16 @@ class Attention(nn.Module):
         # PyTorch's default Linear init, as in the reference (its fused projection is not an nn.Linear).
         bound = 1 / math.sqrt(dim)
         nn.init.uniform_(self.in_proj_weight, -bound, bound)
+        self.in_proj_adapter: nn.Module | None = None
+        """An optional trainable term of the fused projection (LoRA: magnet_lightning.lora): `adapter(x, start,
+        stop)` [B, L, stop - start] is added to rows start:stop of x @ in_proj_weight.T (start, stop multiples of D)."""
+
+    def _in_proj(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """x [B, L, D] -> rows start:stop of the fused projection [B, L, stop - start], plus the adapter's term."""
+        out = F.linear(x, self.in_proj_weight[start:stop])
+        if self.in_proj_adapter is not None:
+            out = out + self.in_proj_adapter(x, start, stop)
+        return out
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # [B, H, L, Dh]
@@ -57,18 +67,18 @@ class Attention(nn.Module):
 
     def self_attention(self, x: torch.Tensor, attend: AttendFn) -> torch.Tensor:
         """x [B, T, D] -> [B, T, D], positions visible as `attend` allows."""
-        q, k, v = F.linear(x, self.in_proj_weight).chunk(3, dim=-1)
+        q, k, v = self._in_proj(x, 0, 3 * x.shape[-1]).chunk(3, dim=-1)
         return self._merge(attend(self._heads(q), self._heads(k), self._heads(v)))
 
     def text_keys_values(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """text [B, S, D] -> keys, values [B, H, S, Dh]."""
         dim = text.shape[-1]
-        k, v = F.linear(text, self.in_proj_weight[dim:]).chunk(2, dim=-1)
+        k, v = self._in_proj(text, dim, 3 * dim).chunk(2, dim=-1)
         return self._heads(k), self._heads(v)
 
     def cross_attention(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """x [B, T, D] attends to all text positions (no key mask: padded states are zero vectors, as the reference)."""
-        q = F.linear(x, self.in_proj_weight[: x.shape[-1]])
+        q = self._in_proj(x, 0, x.shape[-1])
         out = F.scaled_dot_product_attention(self._heads(q), keys.to(q.dtype), values.to(q.dtype))
         return self._merge(out)
 

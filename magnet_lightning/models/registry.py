@@ -28,7 +28,8 @@ class ModelFamily:
     delay_pattern: bool
     """The model lays the codebooks out in a delay pattern (it takes `delays`)."""
     lora_targets: dict[str, tuple[str, ...]]
-    """Adapter target groups -> the projections (names under each transformer `Layer`) an adapter wraps."""
+    """LoRA target groups -> the projections (names under each transformer `Layer`; `.q` / `.k` / `.v`: a third of
+    a fused q/k/v projection) an adapter wraps."""
 
     @property
     def name(self) -> str:
@@ -40,9 +41,11 @@ class ModelFamily:
         return self.model_class(cfg, delays) if self.delay_pattern else self.model_class(cfg)
 
 
-_TRUNK_TARGETS = {  # every family shares the trunk (models/layers.py `Layer`), so the same parameter names
-    "self_attention": ("self_attn.in_proj_weight", "self_attn.out_proj"),
-    "cross_attention": ("cross_attention.in_proj_weight", "cross_attention.out_proj"),
+_TRUNK_TARGETS = {  # every family shares the trunk (models/layers.py `Layer`), so the same projections
+    # A name ending in .q / .k / .v is that third of the Attention's fused in_proj_weight [3D, D]; any other names an
+    # nn.Linear under the layer (magnet_lightning.lora attaches the adapters).
+    "self_attention": ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.out_proj"),
+    "cross_attention": ("cross_attention.q", "cross_attention.k", "cross_attention.v", "cross_attention.out_proj"),
     "feed_forward": ("linear1", "linear2"),
 }
 

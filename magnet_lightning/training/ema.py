@@ -161,3 +161,73 @@ class EMA(WeightAveraging):
         shards = self._shard_average(pl_module)
         if "current_model_state" in checkpoint and "averaging_state" in checkpoint:
             shards.load_state_dict(checkpoint["state_dict"], checkpoint["averaging_state"]["n_averaged"])
+
+class _Params(nn.Module):
+    """Some parameters of a module, by position: what `TrainableEMA` averages (AveragedModel copies this module)."""
+
+    def __init__(self, params: list[nn.Parameter]):
+        super().__init__()
+        self.params = nn.ParameterList(params)
+
+
+class TrainableEMA(EMA):
+    """The same EMA over the named parameters only (a LoRA run's adapters): the frozen base is neither copied nor
+    averaged. Checkpoints keep `WeightAveraging`'s layout: averaged values in `state_dict`, live ones in
+    `current_model_state`, the update count in `averaging_state`.
+
+    Args:
+        names: parameter names in the LightningModule (``model.transformer.layers.0...lora_A.weight``).
+    """
+
+    def __init__(self, names: list[str], decay: float = 0.99, every_n_steps: int = 10):
+        super().__init__(decay, every_n_steps)
+        self.names = list(names)
+        self._live: _Params | None = None
+
+    def _live_params(self, pl_module: nn.Module) -> _Params:
+        if self._live is None:
+            params = dict(pl_module.named_parameters())
+            self._live = _Params([params[n] for n in self.names])
+        return self._live
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            self._average_model = AveragedModel(self._live_params(pl_module), device=self._device,
+                                                use_buffers=False, **self._kwargs)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=trainer.global_step - 1):
+            self._average_model.update_parameters(self._live_params(pl_module))
+            self._latest_update_step = trainer.global_step
+
+    def _pairs(self, pl_module: nn.Module):
+        return zip(self._average_model.module.parameters(), self._live_params(pl_module).parameters())
+
+    @torch.no_grad()
+    def _swap_models(self, pl_module) -> None:
+        for average, current in self._pairs(pl_module):
+            tmp = average.detach().clone()
+            average.copy_(current)
+            current.copy_(tmp)
+
+    @torch.no_grad()
+    def _copy_average_to_current(self, pl_module) -> None:
+        for average, current in self._pairs(pl_module):
+            current.copy_(average)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self._average_model is None:
+            return
+        averaged = {n: p.detach().clone() for n, p in zip(self.names, self._average_model.module.parameters())}
+        checkpoint["current_model_state"] = checkpoint["state_dict"]
+        checkpoint["state_dict"] = {**checkpoint["state_dict"], **averaged}
+        checkpoint["averaging_state"] = {"n_averaged": self._average_model.n_averaged.detach().clone()}
+
+    @torch.no_grad()
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self._average_model is None or "current_model_state" not in checkpoint:
+            return
+        for name, average in zip(self.names, self._average_model.module.parameters()):
+            average.copy_(checkpoint["state_dict"][name])
+        self._average_model.n_averaged.copy_(checkpoint["averaging_state"]["n_averaged"])
+        pl_module.load_state_dict(checkpoint["current_model_state"], strict=False)

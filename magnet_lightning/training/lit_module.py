@@ -26,10 +26,12 @@ from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.config import MaskingConfig, ModelConfig
 from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.generation.magnet_config import DECODING_PRESETS
+from magnet_lightning.lora.adapters import LoraConfig
 from magnet_lightning.models.conditioning import TextDropout, TextEncoder
 from magnet_lightning.models.registry import DEFAULT_FAMILY, build_model, model_family
-from magnet_lightning.training.ema import EMA
+from magnet_lightning.training.ema import EMA, TrainableEMA
 from magnet_lightning.training.families import TRAINING_FAMILIES, BatchInputs
+from magnet_lightning.training.lora_training import check_checkpoint, keep_adapters_only, start_lora, stored_names
 from magnet_lightning.training.optim import OptimConfig, build_optimizer, build_scheduler
 from magnet_lightning.utils.provenance import RANDOM_PARTS_KEY, absolute_if_local, is_random_folder
 
@@ -124,6 +126,8 @@ class MagnetLightningModule(L.LightningModule):
         frame_rate: codec frames per second (50 for EnCodec 32 kHz).
         segment_duration: training crop in seconds (follows data.segment_duration in the recipes).
         decoding: decoding defaults stored in the checkpoint for generation (DecodingDefaults).
+        lora: LoRA adapters on the `init_from` base (LoraConfig; None: train every weight). Only the adapters train
+            and are checkpointed, with the base's identity (training/lora_training.py).
         activation_checkpointing: recompute each transformer Layer's activations in the backward pass (less memory,
             about one more forward per step); any strategy (DDP, FSDP2) and family.
 
@@ -157,6 +161,7 @@ class MagnetLightningModule(L.LightningModule):
         frame_rate: float = 50.0,
         segment_duration: float = 10.0,
         decoding: DecodingDefaults = DecodingDefaults(),
+        lora: LoraConfig | None = None,
         activation_checkpointing: bool = False,
     ):
         super().__init__()
@@ -165,6 +170,8 @@ class MagnetLightningModule(L.LightningModule):
         optim_cfg = _as(OptimConfig, optimizer)
         hparams.update(model=asdict(model_cfg), masking=asdict(masking_cfg), optimizer=asdict(optim_cfg))
         hparams["decoding"] = _as(DecodingDefaults, decoding).to_dict()
+        self.lora_cfg = None if lora is None else _as(LoraConfig, lora)
+        hparams["lora"] = None if self.lora_cfg is None else asdict(self.lora_cfg)
         self.save_hyperparameters(hparams)
         self.model_cfg, self.masking_cfg, self.optim_cfg = model_cfg, masking_cfg, optim_cfg
         self.family = model_family(family).name  # a ValueError naming the families for an unknown one
@@ -175,6 +182,8 @@ class MagnetLightningModule(L.LightningModule):
         self._stage_losses: dict[int, list[float]] = {}
         if init_from:
             self.load_weights(init_from)
+        self.lora_base = None if self.lora_cfg is None else start_lora(self.model, self.lora_cfg, init_from)
+        self.strict_loading = self.lora_base is None  # a LoRA checkpoint holds no base (check_checkpoint checks it)
 
     # ----------------------------------------------------------------------------------------------- text
     @property
@@ -306,6 +315,8 @@ class MagnetLightningModule(L.LightningModule):
     def configure_callbacks(self):
         if self.hparams.ema_every_n_steps <= 0:
             return []
+        if self.lora_base is not None:  # the EMA of the adapters only
+            return [TrainableEMA(stored_names(self.model), self.hparams.ema_decay, self.hparams.ema_every_n_steps)]
         return [EMA(self.hparams.ema_decay, self.hparams.ema_every_n_steps)]
 
     def random_parts(self) -> list[str]:
@@ -326,6 +337,11 @@ class MagnetLightningModule(L.LightningModule):
                 hparams[key] = absolute_if_local(hparams[key])
         checkpoint["hyper_parameters"] = hparams
         checkpoint[RANDOM_PARTS_KEY] = self.random_parts()
+        if self.lora_base is not None:
+            keep_adapters_only(checkpoint, self.model, self.lora_base)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_checkpoint(checkpoint, self.model, self.lora_base)
 
     def on_fit_start(self) -> None:
         """Start-up checks before step 1: the shards against the model (K, V, frame rate, codec, sample rate), and
