@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from magnet_lightning.app.settings import Limits, ModelSpec
 from magnet_lightning.app.traits import Traits, traits_of
 from magnet_lightning.errors import one_line
 from magnet_lightning.generation.generator import MagnetGenerator
@@ -36,33 +37,6 @@ log = logging.getLogger(__name__)
 
 RESCORE, HYBRID = "rescore", "hybrid"
 """The two ways of pairing a masked model with an autoregressive partner."""
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for; over a limit is a message in the page."""
-
-    max_duration: float | None = None
-    """Seconds of one generation or edited clip (None: each checkpoint's training segment)."""
-    max_captions: int = 4
-    """Captions of one request (one clip each)."""
-    max_batch: int = 8
-    """Rows of one batched generation (requests of identical settings merged)."""
-    max_text_chars: int = 300
-    """Characters of one caption."""
-    max_queue: int = 32
-    """Requests waiting in the server's queue; more are refused with a message."""
-    batch_window: float = 0.05
-    """Seconds the idle worker waits for more requests to batch with the first."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A checkpoint to load, with the names it records (to share a text encoder or codec with another)."""
-
-    ckpt: str
-    text_encoder: str | None = None
-    codec: str | None = None
 
 
 @dataclass
