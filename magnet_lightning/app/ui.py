@@ -79,7 +79,8 @@ def _settings(engine: Engine, first: Loaded) -> dict:
     """The settings column: checkpoint, duration, seed, pairing, decoding controls."""
     s = {"ckpt": gr.Dropdown(choices=[_label(m) for m in engine.models.values()], value=first.name,
                              label="Checkpoint", elem_id="ckpt")}
-    s["duration"] = gr.Slider(0.1, first.max_duration, value=first.generator.segment_duration, step=0.1,
+    longest = max(m.max_duration for m in engine.models.values())  # the API's bound; the page shows the model's
+    s["duration"] = gr.Slider(0.1, longest, value=first.generator.segment_duration, step=0.1,
                               label="Duration (s)", elem_id="duration")
     s["seed"] = gr.Number(value=-1, precision=0, label="Seed (-1: random)", elem_id="seed")
     with gr.Group(visible=bool(first.partners)) as s["pairing_group"]:
@@ -95,8 +96,9 @@ def _settings(engine: Engine, first: Loaded) -> dict:
 
 
 def _outputs(count: int, prefix: str) -> dict:
+    native = gr.WaveformOptions(show_recording_waveform=False)  # the browser's own <audio> player
     players = [gr.Audio(type="filepath", label=f"Clip {i + 1}", visible=i == 0, elem_id=f"{prefix}-audio-{i}",
-                        interactive=False) for i in range(count)]
+                        interactive=False, waveform_options=native) for i in range(count)]
     return {"players": players,
             "spectrogram": gr.Image(type="numpy", label="Spectrogram", interactive=False),
             "files": gr.File(file_count="multiple", label="Downloads (WAV and tokens .npy)", interactive=False),
