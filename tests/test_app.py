@@ -196,6 +196,7 @@ def test_refused_requests_are_one_line_messages(client, server, names, change, m
         generate(client, server, ckpt, change.pop("text", "ok"), seed=1, seconds=change.pop("seconds", DURATION),
                  **({"pairing": change.pop("pairing")} if "pairing" in change else {}), **change)
     assert "Traceback" not in str(error.value) and "\n" not in str(error.value)
+    assert "internal error" not in str(error.value)
 
 
 def test_bad_clips_are_messages(client, server, names, clip_file, tmp_path):
@@ -209,8 +210,9 @@ def test_bad_clips_are_messages(client, server, names, clip_file, tmp_path):
              (names["magnet"], clip_file, "infill", {"start": 0.6, "end": 0.7}, "start inside the 0.50 s clip"),
              (names["ar"], clip_file, "infill", {}, "cannot infill")]
     for ckpt, clip, mode, extra, message in cases:
-        with pytest.raises(AppError, match=message):
+        with pytest.raises(AppError, match=message) as error:
             edit(client, server, ckpt, clip, mode, **extra)
+        assert "internal error" not in str(error.value)  # refused as the user's mistake, not caught as a bug
 
 
 def test_a_failing_generation_fails_only_its_request(client, server, names, monkeypatch):
