@@ -67,8 +67,14 @@ def _controls(engine: Engine, model: Loaded, prefix: str) -> list:
                      elem_id=f"{prefix}-{name.replace('_', '-')}") for name, control in union.items()]
 
 
-def _label(model: Loaded) -> tuple[str, str]:
-    return f"{model.name} ({model.family})", model.name
+def _short(engine: Engine, model: Loaded) -> str:
+    """The checkpoint's file or folder name when no other loaded checkpoint shares it, else its full name."""
+    short = Path(model.name).name or model.name
+    return short if sum(Path(m.name).name == short for m in engine.models.values()) == 1 else model.name
+
+
+def _choices(engine: Engine) -> list[tuple[str, str]]:
+    return [(f"{_short(engine, m)} ({m.family})", m.name) for m in engine.models.values()]
 
 
 def _prompt_default(model: Loaded) -> float:
@@ -77,7 +83,7 @@ def _prompt_default(model: Loaded) -> float:
 
 def _settings(engine: Engine, first: Loaded) -> dict:
     """The settings column: checkpoint, duration, seed, pairing, decoding controls."""
-    s = {"ckpt": gr.Dropdown(choices=[_label(m) for m in engine.models.values()], value=first.name,
+    s = {"ckpt": gr.Dropdown(choices=_choices(engine), value=first.name,
                              label="Checkpoint", elem_id="ckpt")}
     longest = max(m.max_duration for m in engine.models.values())  # the API's bound; the page shows the model's
     s["duration"] = gr.Slider(0.1, longest, value=first.generator.segment_duration, step=0.1,
@@ -100,7 +106,7 @@ def _outputs(count: int, prefix: str) -> dict:
     players = [gr.Audio(type="filepath", label=f"Clip {i + 1}", visible=i == 0, elem_id=f"{prefix}-audio-{i}",
                         interactive=False, waveform_options=native) for i in range(count)]
     return {"players": players,
-            "spectrogram": gr.Image(type="numpy", label="Spectrogram", interactive=False),
+            "spectrogram": gr.Image(type="numpy", label="Spectrogram", show_label=False, interactive=False),
             "files": gr.File(file_count="multiple", label="Downloads (WAV and tokens .npy)", interactive=False),
             "details": gr.JSON(label="Details (seed, latency, options)")}
 
@@ -158,7 +164,7 @@ def _edit_tab(engine: Engine, handlers: Handlers, s: dict) -> None:
 def _compare_tab(engine: Engine, handlers: Handlers, s: dict, first: Loaded) -> None:
     text = gr.Textbox(label="Caption (A and B share it and the seed)", elem_id="ab-caption")
     gr.Markdown("**A**: the settings on the left. **B**: the checkpoint and options below.")
-    ckpt_b = gr.Dropdown(choices=[_label(m) for m in engine.models.values()], value=first.name,
+    ckpt_b = gr.Dropdown(choices=_choices(engine), value=first.name,
                          label="B: checkpoint", elem_id="ckpt-b")
     with gr.Accordion("B: decoding options", open=True):
         controls_b = _controls(engine, first, "dec-b")
@@ -181,7 +187,8 @@ def _compare_tab(engine: Engine, handlers: Handlers, s: dict, first: Loaded) -> 
 
 def _header(engine: Engine) -> str:
     limits = engine.limits
-    models = ", ".join(f"`{m.name}` ({m.family}, up to {m.max_duration:g} s)" for m in engine.models.values())
+    models = ", ".join(f"`{_short(engine, m)}` ({m.family}, up to {m.max_duration:g} s)"
+                       for m in engine.models.values())
     return (f"## magnet_lightning\nLoaded: {models}. Limits: {limits.max_captions} captions a request of at most "
             f"{limits.max_text_chars} characters; requests of identical settings and no seed are batched "
             f"(up to {limits.max_batch} rows).")
