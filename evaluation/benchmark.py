@@ -39,8 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from evaluation.latency_plot import write_latency_plot
 from magnet_lightning.config import model_preset
 from magnet_lightning.generation.autoregressive import ARDecodingConfig, decode_step, generate
+from magnet_lightning.generation.common import autocast_context, guidance_batch
 from magnet_lightning.generation.fast import FastDecoder
-from magnet_lightning.generation.magnet import autocast_context, decode, decoding_preset, guidance_batch
+from magnet_lightning.generation.magnet import decode
+from magnet_lightning.generation.magnet_config import decoding_preset
 from magnet_lightning.generation.sampling import draw_noise
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.kv_cache import KVCache

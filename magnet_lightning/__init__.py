@@ -22,7 +22,7 @@ _EXPORTS = {
     "load_pretrained": "magnet_lightning.checkpoint.pretrained",
     "generate": "magnet_lightning.generation.generator",
     "MagnetGenerator": "magnet_lightning.generation.generator",
-    "DecodingConfig": "magnet_lightning.generation.magnet",
+    "DecodingConfig": "magnet_lightning.generation.magnet_config",
     "ARDecodingConfig": "magnet_lightning.generation.autoregressive",
     "load_codec": "magnet_lightning.codec.codecs",
     "TokenDataModule": "magnet_lightning.data.datamodule",

@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "evaluation"))
 import ablation  # noqa: E402
 
 from magnet_lightning.config import ModelConfig  # noqa: E402
-from magnet_lightning.models import build_model  # noqa: E402
+from magnet_lightning.models.registry import build_model  # noqa: E402
 
 
 def _family_ckpt(root, family, hparams):

@@ -7,16 +7,9 @@ import torch
 from magnet_lightning.config import model_preset
 from magnet_lightning.generation import magnet as decoding
 from magnet_lightning.generation.fast import FastDecoder
-from magnet_lightning.generation.magnet import (
-    DecodingConfig,
-    continuation,
-    decode,
-    decoding_preset,
-    infilling,
-    remask,
-    stage_schedule,
-    unit_scores,
-)
+from magnet_lightning.generation.magnet import continuation, decode, infilling
+from magnet_lightning.generation.magnet_config import DecodingConfig, decoding_preset
+from magnet_lightning.generation.spans import remask, stage_schedule, unit_scores
 from magnet_lightning.models.magnet import MagnetTransformer
 
 V, K, E = 16, 4, 8

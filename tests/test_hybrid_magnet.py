@@ -9,7 +9,7 @@ from magnet_lightning.config import model_preset
 from magnet_lightning.generation.autoregressive import ARDecodingConfig
 from magnet_lightning.generation.autoregressive import generate as ar_generate
 from magnet_lightning.generation.hybrid_magnet import generate
-from magnet_lightning.generation.magnet import DecodingConfig
+from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.models.hybrid import HybridMagnetTransformer
 from magnet_lightning.training.masking import draw_stages, hybrid_training_masks
 from magnet_lightning.training.objective import hybrid_loss

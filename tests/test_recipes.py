@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from magnet_lightning.cli.train import MagnetCLI, accumulation_for, main
-from magnet_lightning.generation.magnet import DecodingConfig
+from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.training.strategies import MagnetFSDPStrategy
 
 CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"

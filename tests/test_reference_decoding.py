@@ -16,8 +16,10 @@ import torch
 from magnet_lightning.checkpoint.audiocraft import from_audiocraft
 from magnet_lightning.config import model_preset
 from magnet_lightning.generation.fast import FastDecoder
-from magnet_lightning.generation.magnet import DecodingConfig, _stride1_reference, continuation, decode, stage_schedule
+from magnet_lightning.generation.magnet import continuation, decode
+from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.generation.sampling import sample_tokens
+from magnet_lightning.generation.spans import _stride1_reference, stage_schedule
 from magnet_lightning.models.magnet import MagnetTransformer
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "audiocraft_decode"
@@ -165,7 +167,7 @@ def test_prompt_frames_show_every_stage_unless_masked_as_in_training(monkeypatch
 
 
 def test_a_chunk_is_scored_over_all_its_frames_as_the_reference():
-    from magnet_lightning.generation.magnet import FIXED_SCORE, unit_scores
+    from magnet_lightning.generation.spans import FIXED_SCORE, unit_scores
 
     confidence = torch.tensor([[0.9, 0.2, 0.3, 0.5, 0.4, 0.1, 0.7]])  # 7 frames: chunks of 3, 3 and 1
     masked = torch.tensor([[False, True, True, False, False, False, True]])  # frame 0 is a prompt frame

@@ -31,7 +31,7 @@ from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.cli.generate import main
 from magnet_lightning.generation.autoregressive import ARDecodingConfig
 from magnet_lightning.generation.generator import MagnetGenerator
-from magnet_lightning.generation.magnet import DecodingConfig
+from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.models.ar import ARTransformer
 
 TINY = {"dim": 16, "num_heads": 2, "num_layers": 2}

@@ -7,7 +7,8 @@ import torch
 
 from magnet_lightning.config import model_preset
 from magnet_lightning.generation.fast import FastDecoder
-from magnet_lightning.generation.magnet import DecodingConfig, decode
+from magnet_lightning.generation.magnet import decode
+from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.generation.rescoring import ARRescorer
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.magnet import MagnetTransformer

@@ -27,9 +27,11 @@ import torch
 
 from magnet_lightning.checkpoint import hub
 from magnet_lightning.checkpoint.audiocraft_config import AudiocraftLM, ConfigError, read_lm_config
+from magnet_lightning.checkpoint.audiocraft_families import AUDIOCRAFT_IMPORTS
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.errors import CheckpointError
-from magnet_lightning.models import CodebookTransformer, build_model
+from magnet_lightning.models.base import CodebookTransformer
+from magnet_lightning.models.registry import DEFAULT_FAMILY, build_model
 
 _TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
 LICENSE = "cc-by-nc-4.0"
@@ -88,8 +90,8 @@ def _check_against_model(state: dict[str, torch.Tensor], cfg: ModelConfig, sourc
 
 
 def _meta_state_dict(cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    with torch.device("meta"):  # both families have the same parameters
-        return build_model("magnet", cfg).state_dict()
+    with torch.device("meta"):  # every family has the same parameters (one trunk, models/registry.py)
+        return build_model(DEFAULT_FAMILY, cfg).state_dict()
 
 
 def codec_reference(field: str, source: hub.Source) -> str:
@@ -172,10 +174,11 @@ def lightning_checkpoint(ckpt: AudiocraftCheckpoint) -> dict[str, Any]:
     import lightning
 
     meta = ckpt.metadata
-    if meta["family"] == "magnet":
-        family = {"masking": {"span_len": meta["span_len"], "per_sample_stage": False, "stage_weights": []}}
-    else:
+    if AUDIOCRAFT_IMPORTS[meta["family"]].delays:
         family = {"family": meta["family"], "delays": meta["delays"]}
+    else:
+        family = {"family": meta["family"],
+                  "masking": {"span_len": meta["span_len"], "per_sample_stage": False, "stage_weights": []}}
     hparams = {
         "model": asdict(ckpt.config),
         **family,

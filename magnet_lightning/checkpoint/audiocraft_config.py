@@ -20,6 +20,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from magnet_lightning.checkpoint.audiocraft_families import (
+    AUDIOCRAFT_IMPORTS,
+    DEFAULT_LM_MODEL,
+    LM_MODELS,
+    AudiocraftImport,
+    family_of_lm_model,
+)
 from magnet_lightning.config import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -136,29 +143,13 @@ _IGNORED: list[tuple[str, str]] = [
     ("codebooks_pattern.music_lm.*", "settings of a codebook pattern the model does not use"),
     ("codebooks_pattern.coarse_first.*", "settings of a codebook pattern the model does not use"),
 ]
-_MAGNET_ONLY_IGNORED = [
-    ("codebooks_pattern.delay.*", "settings of a codebook pattern the model does not use"),
-    ("codebooks_pattern.parallel.*", "MAGNeT's decoding and objective do not use the pattern (identity layout)"),
-    ("classifier_free_guidance.inference_coef", "MAGNeT anneals its own guidance (max_cfg_coef -> min_cfg_coef)"),
-    ("transformer_lm.two_step_cfg", "not supported by audiocraft's MAGNeT generation"),
-]
-_AR_ONLY_IGNORED = [
-    ("codebooks_pattern.parallel.*", "settings of a codebook pattern the model does not use"),
-]
-
 _ARCHITECTURE = {  # transformer_lm settings of the one architecture this project implements, and the value it needs
     "norm_first": True, "bias_ff": False, "bias_attn": False, "bias_proj": False, "positional_embedding": "sin",
     "activation": "gelu", "norm": "layer_norm", "layer_scale": None, "xpos": False, "qk_layer_norm": False,
     "qk_layer_norm_cross": False, "kv_repeat": 1, "past_context": None,
 }
 _SIZES = ("dim", "num_heads", "num_layers", "hidden_scale", "n_q", "card")
-_DECODING_KEYS = {  # generate.lm.<key> -> DecodingConfig field (MAGNeT)
-    "use_sampling": "use_sampling", "temp": "temperature", "top_k": "top_k", "top_p": "top_p",
-    "max_cfg_coef": "max_cfg_coef", "min_cfg_coef": "min_cfg_coef", "decoding_steps": "decoding_steps",
-    "anneal_temp": "anneal_temperature", "span_scoring": "span_scoring", "span_arrangement": "span_arrangement",
-}
-_AR_GENERATION_KEYS = {"use_sampling": "use_sampling", "temp": "temperature", "top_k": "top_k", "top_p": "top_p"}
-_FAMILIES = {"transformer_lm_magnet": "magnet", "transformer_lm": "musicgen"}
+
 
 
 @dataclass(frozen=True)
@@ -166,7 +157,7 @@ class AudiocraftLM:
     """What an audiocraft LM's xp.cfg means for this project."""
 
     family: str
-    """'magnet' (lm_model transformer_lm_magnet) or 'musicgen' (transformer_lm, causal, delay pattern)."""
+    """The model family the file's `lm_model` imports as (checkpoint/audiocraft_families.py)."""
     model: ModelConfig
     causal: bool
     delays: tuple[int, ...]
@@ -230,24 +221,19 @@ def _check_conditioning(cfg: dict) -> None:
     _require(cfg, "channels", 1, "mono audio")
 
 
-def _check_architecture(cfg: dict, family: str) -> tuple[bool, tuple[int, ...]]:
+def _check_architecture(cfg: dict, spec: AudiocraftImport) -> tuple[bool, tuple[int, ...]]:
     lm = lookup(cfg, "transformer_lm")
     for name, needed in _ARCHITECTURE.items():
         _require(cfg, f"transformer_lm.{name}", needed, "a transformer variant this project does not implement")
     causal = bool(lm.get("causal", False))
     modeling = lookup(cfg, "codebooks_pattern.modeling", "parallel")
     n_q = int(lookup(cfg, "transformer_lm.n_q"))
-    if family == "magnet":
-        if causal:
-            raise ConfigError("unsupported config: transformer_lm.causal=True with lm_model=transformer_lm_magnet")
-        if modeling != "parallel":
-            raise ConfigError(f"unsupported config: codebooks_pattern.modeling={modeling!r} for MAGNeT "
-                              "(needs parallel)")
-        return False, ()
-    if not causal or modeling != "delay":
-        raise ConfigError(f"unsupported config: lm_model=transformer_lm with causal={causal}, "
-                          f"codebooks_pattern.modeling={modeling!r} (the autoregressive family needs causal=True and "
-                          "the delay pattern)")
+    if causal != spec.causal or modeling != spec.pattern:
+        raise ConfigError(f"unsupported config: lm_model={spec.lm_model} with transformer_lm.causal={causal}, "
+                          f"codebooks_pattern.modeling={modeling!r} (this family needs causal={spec.causal} and the "
+                          f"{spec.pattern} pattern)")
+    if not spec.delays:
+        return causal, ()
     delays = tuple(int(d) for d in lookup(cfg, "codebooks_pattern.delay.delays"))
     if len(delays) != n_q:
         raise ConfigError(f"unsupported config: codebooks_pattern.delay.delays={list(delays)} for n_q={n_q}")
@@ -256,7 +242,7 @@ def _check_architecture(cfg: dict, family: str) -> tuple[bool, tuple[int, ...]]:
     return True, delays
 
 
-def _known_keys(family: str) -> set[str]:
+def _known_keys(spec: AudiocraftImport) -> set[str]:
     used = {f"transformer_lm.{k}" for k in (*_SIZES, *_ARCHITECTURE, "causal", "subcodes_context")}
     used |= {"lm_model", "codebooks_pattern.modeling", "sample_rate", "channels", "compression_model_checkpoint",
              "compression_model_n_q", "masking.span_len", "classifier_free_guidance.training_dropout", "fuser.cross",
@@ -265,23 +251,17 @@ def _known_keys(family: str) -> set[str]:
              "conditioners.description.model", "conditioners.description.t5.name",
              "conditioners.description.t5.finetune", "conditioners.description.t5.word_dropout",
              "conditioners.description.t5.normalize_text", "dataset.segment_duration"}
-    if family == "musicgen":
-        used |= {"codebooks_pattern.delay.delays", "codebooks_pattern.delay.flatten_first",
-                 "codebooks_pattern.delay.empty_initial", "transformer_lm.two_step_cfg",
-                 "classifier_free_guidance.inference_coef"}
-    keys = _DECODING_KEYS if family == "magnet" else _AR_GENERATION_KEYS
-    return used | {f"generate.lm.{k}" for k in keys}
+    used |= set(spec.extra_keys)
+    return used | {f"generate.lm.{k}" for k in spec.generation_keys}
 
 
-def _generation(cfg: dict, family: str) -> dict[str, Any]:
-    keys = _DECODING_KEYS if family == "magnet" else _AR_GENERATION_KEYS
-    out = {ours: lookup(cfg, f"generate.lm.{theirs}") for theirs, ours in keys.items()
+def _generation(cfg: dict, spec: AudiocraftImport) -> dict[str, Any]:
+    out = {ours: lookup(cfg, f"generate.lm.{theirs}") for theirs, ours in spec.generation_keys.items()
            if lookup(cfg, f"generate.lm.{theirs}", None) is not None}
     if "decoding_steps" in out:
         out["decoding_steps"] = [int(s) for s in out["decoding_steps"]]
-    if family == "musicgen":
-        out["cfg_coef"] = float(lookup(cfg, "classifier_free_guidance.inference_coef", 3.0))
-        out["two_step_cfg"] = bool(lookup(cfg, "transformer_lm.two_step_cfg", False))
+    for key, (ours, kind, default) in spec.guidance_keys.items():
+        out[ours] = kind(lookup(cfg, key, default))
     return out
 
 
@@ -292,14 +272,15 @@ def read_lm_config(raw: Any, text_dim: int | None = None) -> AudiocraftLM:
     Raises ConfigError naming the key for an architecture this project cannot run or an unknown model key.
     """
     cfg = read_xp_cfg(raw)
-    lm_model = lookup(cfg, "lm_model", "transformer_lm_magnet")
-    family = _FAMILIES.get(lm_model)
+    lm_model = lookup(cfg, "lm_model", DEFAULT_LM_MODEL)
+    family = family_of_lm_model(lm_model)
     if family is None:
-        raise ConfigError(f"unsupported config: lm_model={lm_model!r} (supported: {sorted(_FAMILIES)})")
+        raise ConfigError(f"unsupported config: lm_model={lm_model!r} (supported: {sorted(LM_MODELS)})")
+    spec = AUDIOCRAFT_IMPORTS[family]
     _check_conditioning(cfg)
-    causal, delays = _check_architecture(cfg, family)
-    known = _known_keys(family)
-    rules = _IGNORED + (_MAGNET_ONLY_IGNORED if family == "magnet" else _AR_ONLY_IGNORED)
+    causal, delays = _check_architecture(cfg, spec)
+    known = _known_keys(spec)
+    rules = _IGNORED + list(spec.ignored)
     ignored, unknown = _classify([k for k in leaves(cfg) if k not in known], rules)
     model_keys = [k for k in unknown if k.split(".")[0] in ("transformer_lm", "fuser", "conditioners",
                                                              "codebooks_pattern", "interleave_stereo_codebooks")]
@@ -324,7 +305,7 @@ def read_lm_config(raw: Any, text_dim: int | None = None) -> AudiocraftLM:
         num_codebooks=n_q,
         codebook_size=int(lookup(cfg, "transformer_lm.card")),
         text_dim=text_dim or (1024 if "large" in text_encoder else 768),
-        subcodes_context=int(lookup(cfg, "transformer_lm.subcodes_context", -1)) if family == "magnet" else -1,
+        subcodes_context=int(lookup(cfg, "transformer_lm.subcodes_context", -1)) if spec.windowed_attention else -1,
     )
     return AudiocraftLM(
         family=family, model=model, causal=causal, delays=delays, text_encoder=text_encoder,
@@ -336,5 +317,5 @@ def read_lm_config(raw: Any, text_dim: int | None = None) -> AudiocraftLM:
         frame_rate=float(lookup(cfg, "transformer_lm.compression_model_framerate", 50)),
         segment_duration=float(lookup(cfg, "dataset.segment_duration")),
         span_len=int(lookup(cfg, "masking.span_len", 1)),
-        generation=_generation(cfg, family), used=tuple(sorted(known & set(leaves(cfg)))), ignored=ignored,
+        generation=_generation(cfg, spec), used=tuple(sorted(known & set(leaves(cfg)))), ignored=ignored,
     )

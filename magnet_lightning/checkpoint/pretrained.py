@@ -16,7 +16,8 @@ from magnet_lightning.checkpoint import hub
 from magnet_lightning.checkpoint.audiocraft import read_audiocraft
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.errors import CheckpointError
-from magnet_lightning.models import CodebookTransformer, build_model
+from magnet_lightning.models.base import CodebookTransformer
+from magnet_lightning.models.registry import DEFAULT_FAMILY, build_model
 
 
 @dataclass
@@ -47,7 +48,7 @@ def _from_lightning(raw: dict, path: Path) -> Pretrained:
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in raw["state_dict"].items() if k.startswith(prefix)}
     try:
-        model = build_model(hp.get("family", "magnet"), cfg, hp.get("delays"))
+        model = build_model(hp.get("family", DEFAULT_FAMILY), cfg, hp.get("delays"))
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -65,7 +66,7 @@ def lightning_metadata(hp: dict) -> dict[str, Any]:
     """What our checkpoint's hyper-parameters say for generation, with the defaults of older checkpoints."""
     model = hp.get("model") or {}
     return {
-        "family": hp.get("family", "magnet"),
+        "family": hp.get("family", DEFAULT_FAMILY),
         "num_codebooks": int(model.get("num_codebooks", 4)),
         "codebook_size": int(model.get("codebook_size", 2048)),
         "text_encoder": hp.get("text_encoder", "t5-base"),
@@ -105,7 +106,8 @@ def load_exported(path: str | Path, map_location: str | torch.device = "cpu") ->
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: the export folder is incomplete")
-    model = build_model(config.get("family", "magnet"), ModelConfig.from_dict(config["model"]), config.get("delays"))
+    model = build_model(config.get("family", DEFAULT_FAMILY), ModelConfig.from_dict(config["model"]),
+                        config.get("delays"))
     state = {k: v.float() for k, v in load_file(str(weights), device="cpu").items()}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from magnet_lightning.errors import UserError, one_line
+from magnet_lightning.models.registry import DEFAULT_FAMILY
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
     if is_export(folder):  # an export folder: its config.json says everything
         config = json.loads(((folder if folder.is_dir() else folder.parent) / CONFIG_NAME).read_text())
         model = config.get("model") or {}
-        return CheckpointFacts(config.get("family", "magnet"), int(model.get("num_codebooks", 4)),
+        return CheckpointFacts(config.get("family", DEFAULT_FAMILY), int(model.get("num_codebooks", 4)),
                                int(model.get("codebook_size", 2048)), float(config.get("segment_duration", 10.0)),
                                str(config.get("codec")), str(config.get("text_encoder")),
                                int(config.get("span_len", 3)), dict(config.get("decoding") or {}))

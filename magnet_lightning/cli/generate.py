@@ -35,7 +35,7 @@ from magnet_lightning.data.prompts import read_prompts
 from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
 from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
-from magnet_lightning.generation.magnet import DECODING_PRESETS
+from magnet_lightning.generation.magnet_config import DECODING_PRESETS
 from magnet_lightning.generation.two_model import hybrid_generate
 from magnet_lightning.utils.audio import write_wav
 from magnet_lightning.utils.run_manifest import RunManifest

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from magnet_lightning.generation.magnet import ProgressFn, autocast_context, guidance_batch, text_inputs
+from magnet_lightning.generation.common import ProgressFn, autocast_context, guidance_batch, text_inputs
 from magnet_lightning.generation.sampling import draw_noise, sample_next_tokens
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.kv_cache import KVCache

@@ -24,24 +24,18 @@ from dataclasses import dataclass
 
 import torch
 
+from magnet_lightning.generation.common import ProgressFn, StageFn, autocast_context, guidance_batch, text_inputs
 from magnet_lightning.generation.magnet import (
-    DecodingConfig,
-    ProgressFn,
-    StageFn,
     StepInputs,
-    autocast_context,
     check_rescorer,
     decode_step,
-    free_units,
-    guidance_batch,
     init_stage,
     initial_codes,
-    initial_scores,
     resolve_constraints,
-    stage_schedule,
-    text_inputs,
 )
+from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.generation.sampling import draw_noise
+from magnet_lightning.generation.spans import free_units, initial_scores, stage_schedule
 
 
 class _CompiledForward:

@@ -18,14 +18,10 @@ import torch
 
 from magnet_lightning.generation.autoregressive import ARDecodingConfig
 from magnet_lightning.generation.autoregressive import generate as ar_generate
+from magnet_lightning.generation.common import ProgressFn
 from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
-from magnet_lightning.generation.magnet import (
-    DecodingConfig,
-    ProgressFn,
-    continuation,
-    decode,
-    infilling,
-)
+from magnet_lightning.generation.magnet import continuation, decode, infilling
+from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.generation.options import decoding_config_for
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,9 @@ import torch
 
 from magnet_lightning.generation.autoregressive import ARDecodingConfig
 from magnet_lightning.generation.autoregressive import generate as ar_generate
-from magnet_lightning.generation.magnet import DecodingConfig, ProgressFn, decode
+from magnet_lightning.generation.common import ProgressFn
+from magnet_lightning.generation.magnet import decode
+from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.models.hybrid import BoundHybrid, HybridMagnetTransformer
 
 DEFAULT_PROMPT_SECONDS = 3.0

@@ -8,7 +8,7 @@ import logging
 from dataclasses import fields
 
 from magnet_lightning.generation.autoregressive import ARDecodingConfig
-from magnet_lightning.generation.magnet import DecodingConfig, decoding_preset
+from magnet_lightning.generation.magnet_config import DecodingConfig, decoding_preset
 
 log = logging.getLogger(__name__)
 

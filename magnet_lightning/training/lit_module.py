@@ -23,11 +23,10 @@ import lightning as L
 import torch
 
 from magnet_lightning.config import MaskingConfig, ModelConfig
-from magnet_lightning.models import FAMILIES, build_model
 from magnet_lightning.models.conditioning import TextDropout, TextEncoder
+from magnet_lightning.models.registry import DEFAULT_FAMILY, build_model, model_family
 from magnet_lightning.training.ema import EMA
-from magnet_lightning.training.masking import draw_stages, hybrid_training_masks, sample_training_masks
-from magnet_lightning.training.objective import ar_loss, hybrid_loss, magnet_loss
+from magnet_lightning.training.families import TRAINING_FAMILIES, BatchInputs
 from magnet_lightning.training.optim import OptimConfig, build_optimizer, build_scheduler
 
 
@@ -49,7 +48,7 @@ def _as(cls, value):
 @dataclass
 class DecodingDefaults:
     """Decoding settings stored in the checkpoint for generation: a preset, then any field set here (None: the
-    preset's value; see `magnet_lightning.generation.magnet.DecodingConfig`)."""
+    preset's value; see `magnet_lightning.generation.magnet_config.DecodingConfig`)."""
 
     preset: str = "music"
     """'music' (temperature 3, top-p 0.9, CFG 10 -> 1) or 'audio' (temperature 3.5, top-p 0.8, CFG 20 -> 1)."""
@@ -81,7 +80,7 @@ class DecodingDefaults:
     """Hybrid-MAGNeT: seconds generated autoregressively before MAGNeT takes over (default 3)."""
 
     def __post_init__(self) -> None:
-        from magnet_lightning.generation.magnet import DECODING_PRESETS
+        from magnet_lightning.generation.magnet_config import DECODING_PRESETS
 
         if self.preset not in DECODING_PRESETS:
             raise ValueError(f"decoding.preset={self.preset!r}: choose one of {sorted(DECODING_PRESETS)}")
@@ -133,7 +132,7 @@ class MagnetLightningModule(L.LightningModule):
     def __init__(
         self,
         model: ModelConfig = ModelConfig(),
-        family: str = "magnet",
+        family: str = DEFAULT_FAMILY,
         delays: list[int] | None = None,
         masking: MaskingConfig = MaskingConfig(),
         optimizer: OptimConfig = OptimConfig(),
@@ -162,11 +161,7 @@ class MagnetLightningModule(L.LightningModule):
         hparams["decoding"] = _as(DecodingDefaults, decoding).to_dict()
         self.save_hyperparameters(hparams)
         self.model_cfg, self.masking_cfg, self.optim_cfg = model_cfg, masking_cfg, optim_cfg
-        if family not in FAMILIES:
-            raise ValueError(f"family={family!r}: choose one of {FAMILIES}")
-        if delays is not None and family == "magnet":
-            raise ValueError("delays: MAGNeT has no delay pattern (it is the 'musicgen' and 'hybrid' families')")
-        self.family = family
+        self.family = model_family(family).name  # a ValueError naming the families for an unknown one
         self.model = build_model(family, model_cfg, delays)
         self.text_dropout = TextDropout(cfg_dropout, word_dropout, cfg_dropout_per_sample)
         self._text_encoder: TextEncoder | None = None
@@ -231,27 +226,12 @@ class MagnetLightningModule(L.LightningModule):
     def _family_loss(self, batch: dict, states: torch.Tensor, text_mask: torch.Tensor, stage_gen: torch.Generator,
                      mask_gen: torch.Generator, train: bool, stage: int | None = None) -> tuple[torch.Tensor, dict]:
         """(loss, extra logged values) of a batch under this family's objective; `stage` fixes MAGNeT's stage."""
-        codes, padding = batch["codes"], batch.get("padding_mask")
-        if self.family == "musicgen":
-            result = ar_loss(self.model, codes, states, text_mask, padding)
-            return result.loss, {f"loss_codebook{k}": v for k, v in enumerate(result.per_codebook.detach())}
-        per_sample = self.masking_cfg.per_sample_stage
-        if stage is None:
-            stages = draw_stages(codes.shape[0], codes.shape[1], per_sample, stage_gen,
-                                 self.masking_cfg.stage_weights or None)
-        else:
-            stages = torch.full((codes.shape[0],), stage, dtype=torch.long)
-        if self.family == "hybrid":
-            hybrid = hybrid_training_masks(codes, self.model.pattern.delays, stages, self.model.mask_token_id,
-                                           self.masking_cfg.span_len, padding, mask_gen)
-            result = hybrid_loss(self.model, codes, hybrid, states, text_mask)
-            return result.loss, {"loss_ar": result.ar, "loss_nar": result.nar}
-        masked = sample_training_masks(codes, stages, self.model.mask_token_id, self.masking_cfg.span_len, padding,
-                                       mask_gen)
-        loss = magnet_loss(self.model, codes, masked, states, text_mask, per_sample and stage is None)
-        if train and not per_sample:
-            self._stage_losses.setdefault(int(stages[0]), []).append(float(loss.detach()))
-        return loss, {}
+        inputs = BatchInputs(batch["codes"], batch.get("padding_mask"), states, text_mask, self.masking_cfg,
+                             stage_gen, mask_gen, stage)
+        result = TRAINING_FAMILIES[self.family].objective(self.model, inputs)
+        if train and result.stage is not None:
+            self._stage_losses.setdefault(result.stage, []).append(float(result.loss.detach()))
+        return result.loss, result.logged
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Per-stage losses go to the loggers directly, at Lightning's log steps: a key logged through `self.log`
@@ -272,7 +252,7 @@ class MagnetLightningModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         batch_size, num_codebooks = batch["codes"].shape[:2]
         states, text_mask = self.encode_text(list(batch["text"]))
-        if self.family != "magnet":  # one pass scores every codebook (AR), or a seeded prompt and stage (hybrid)
+        if not TRAINING_FAMILIES[self.family].validate_per_stage:  # one pass: every codebook, or a seeded prompt
             gen = torch.Generator().manual_seed(derive_seed(self.hparams.seed, "val", batch_idx, self.global_rank))
             mean, parts = self._family_loss(batch, states, text_mask, gen, gen, train=False)
             for key, value in parts.items():

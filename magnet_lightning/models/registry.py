@@ -1,0 +1,70 @@
+"""The model layer's family table: which transformer class a family builds and what its layout needs.
+
+A family's name is the `family` attribute of its model class (the string a checkpoint stores). Each layer above keeps
+its own table keyed by the same names (generation/families.py: the decoder and the options it takes;
+training/families.py: the objective; checkpoint/audiocraft_families.py: the audiocraft import), and a test checks
+that every table has the same keys. Adding a family = a model class, one entry in each table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from magnet_lightning.config import ModelConfig
+from magnet_lightning.models.ar import ARTransformer
+from magnet_lightning.models.base import CodebookTransformer
+from magnet_lightning.models.hybrid import HybridMagnetTransformer
+from magnet_lightning.models.magnet import MagnetTransformer
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """What the model layer knows of one family."""
+
+    model_class: type[CodebookTransformer]
+    label: str
+    """The name messages use ('MAGNeT', 'autoregressive (MusicGen)', 'Hybrid-MAGNeT')."""
+    delay_pattern: bool
+    """The model lays the codebooks out in a delay pattern (it takes `delays`)."""
+    lora_targets: dict[str, tuple[str, ...]]
+    """Adapter target groups -> the projections (names under each transformer `Layer`) an adapter wraps."""
+
+    @property
+    def name(self) -> str:
+        return self.model_class.family
+
+    def build(self, cfg: ModelConfig, delays: Sequence[int] | None = None) -> CodebookTransformer:
+        if delays is not None and not self.delay_pattern:
+            raise ValueError(f"delays: the {self.label} family has no delay pattern")
+        return self.model_class(cfg, delays) if self.delay_pattern else self.model_class(cfg)
+
+
+_TRUNK_TARGETS = {  # every family shares the trunk (models/layers.py `Layer`), so the same parameter names
+    "self_attention": ("self_attn.in_proj_weight", "self_attn.out_proj"),
+    "cross_attention": ("cross_attention.in_proj_weight", "cross_attention.out_proj"),
+    "feed_forward": ("linear1", "linear2"),
+}
+
+MODEL_FAMILIES: dict[str, ModelFamily] = {
+    family.name: family for family in (
+        ModelFamily(MagnetTransformer, "MAGNeT", delay_pattern=False, lora_targets=_TRUNK_TARGETS),
+        ModelFamily(ARTransformer, "autoregressive (MusicGen)", delay_pattern=True, lora_targets=_TRUNK_TARGETS),
+        ModelFamily(HybridMagnetTransformer, "Hybrid-MAGNeT", delay_pattern=True, lora_targets=_TRUNK_TARGETS),
+    )
+}
+FAMILIES = tuple(MODEL_FAMILIES)
+DEFAULT_FAMILY = MagnetTransformer.family
+"""The family of a checkpoint that names none (checkpoints written before families existed)."""
+
+
+def model_family(name: str) -> ModelFamily:
+    """The family `name`, or a ValueError listing the known ones."""
+    if name not in MODEL_FAMILIES:
+        raise ValueError(f"unknown model family {name!r}: choose one of {', '.join(FAMILIES)}")
+    return MODEL_FAMILIES[name]
+
+
+def build_model(family: str, cfg: ModelConfig, delays: Sequence[int] | None = None) -> CodebookTransformer:
+    """The family's model class built from `cfg` (and the delay pattern's `delays` where it has one)."""
+    return model_family(family).build(cfg, delays)
