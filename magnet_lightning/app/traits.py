@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, get_type_hints
 
-from magnet_lightning.generation.magnet import SPAN_ARRANGEMENTS, SPAN_SCORINGS, STRIDE1_COVERS
+from magnet_lightning.generation.magnet_config import SPAN_ARRANGEMENTS, SPAN_SCORINGS, STRIDE1_COVERS
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.hybrid import HybridMagnetTransformer
 from magnet_lightning.models.magnet import MagnetTransformer
