@@ -264,6 +264,19 @@ def test_engine_batches_waiting_requests_of_identical_settings(server, names):
         engine.close()
 
 
+def test_progress_counts_the_model_steps(server, names):
+    calls = []
+    generator = server.engine.models[names["magnet"]].generator
+    server.engine.run(Request(names["magnet"], ("a",), DURATION, seed=1),
+                      lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (sum(STEPS), sum(STEPS)) == (generator.num_steps(generator.decoding_config()),) * 2
+    calls.clear()
+    server.engine.run(Request(names["magnet"], ("a",), DURATION, seed=1, partner=names["ar"], partner_mode="hybrid",
+                              prompt_seconds=0.2), lambda done, total: calls.append((done, total)))
+    ar = server.engine.models[names["ar"]].generator
+    assert calls[-1][1] == sum(STEPS) + ar.num_steps(ar.decoding_config(), 0.2) and calls[-1][0] == calls[-1][1]
+
+
 def test_concurrent_clients_are_all_answered(server, names):
     results, errors = [], []
 

@@ -165,6 +165,8 @@ class Engine:
         while not job.finished.wait(0.2):
             if progress is not None and job.total:
                 progress(job.done, job.total)
+        if progress is not None and job.total:
+            progress(job.done, job.total)
         if job.error is not None:
             raise GenerationFailed(job.error)
         return job.result
