@@ -26,6 +26,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from magnet_lightning.app import requests, ui  # noqa: E402
 from magnet_lightning.app.engine import Engine, Request  # noqa: E402
+from magnet_lightning.app.outputs import prune  # noqa: E402
 from magnet_lightning.app.settings import Limits  # noqa: E402
 from magnet_lightning.cli.app import build_parser, check_args  # noqa: E402
 from magnet_lightning.cli.app import main as app_main  # noqa: E402
@@ -241,6 +242,16 @@ def test_checks_behind_the_page_controls(server, names):
         requests.pairing(magnet, names["ar"], "rescore", 1.0, None, DURATION)
     with pytest.raises(requests.InputError, match="'nope' is not loaded"):
         requests.loaded(server.engine, "nope")
+
+
+def test_old_request_files_are_pruned(tmp_path):
+    old, new = tmp_path / "old", tmp_path / "new"
+    for folder in (old, new):
+        folder.mkdir()
+        (folder / "clip.wav").write_bytes(b"x")
+    os.utime(old, (0, 0))
+    prune(tmp_path)
+    assert not old.exists() and (new / "clip.wav").exists()
 
 
 def test_queue_is_bounded(server):

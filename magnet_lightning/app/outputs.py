@@ -7,6 +7,8 @@ Shapes: B batch, K codebooks, T frames, C channels, N samples.
 from __future__ import annotations
 
 import re
+import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,8 @@ from magnet_lightning.callbacks.spectrogram import spectrogram_figure
 from magnet_lightning.utils.audio import write_wav
 
 LUFS = -14.0
+KEEP_SECONDS = 3600.0
+"""A request's files are deleted this long after they were written (the page has served them by then)."""
 
 
 @dataclass
@@ -37,7 +41,9 @@ def _slug(text: str | None, limit: int = 32) -> str:
 
 
 def write_result(root: Path, request: Request, result: Result, tag: str = "") -> Written:
-    """Write the clips of `result` into a new folder under `root`; returns their paths and the picture."""
+    """Write the clips of `result` into a new folder under `root`; returns their paths and the picture. Folders
+    older than KEEP_SECONDS are deleted first, so a long-running app does not fill its disk."""
+    prune(root)
     folder = root / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True)
     wavs, tokens, pictures = [], [], []
@@ -50,6 +56,17 @@ def write_result(root: Path, request: Request, result: Result, tag: str = "") ->
         title = f"{tag}{text or '(no caption)'}"[:80]
         pictures.append(spectrogram_figure(wav, result.sample_rate, title=title))
     return Written(wavs, tokens, np.concatenate(pictures, axis=0))
+
+
+def prune(root: Path, keep_seconds: float = KEEP_SECONDS) -> None:
+    """Delete the request folders under `root` last written more than `keep_seconds` ago."""
+    limit = time.time() - keep_seconds
+    for folder in root.iterdir() if root.is_dir() else ():
+        try:
+            if folder.is_dir() and folder.stat().st_mtime < limit:
+                shutil.rmtree(folder, ignore_errors=True)
+        except FileNotFoundError:  # pruned by another handler thread meanwhile
+            continue
 
 
 def details(request: Request, result: Result, family: str) -> dict:

@@ -21,6 +21,7 @@ import gradio as gr
 
 from magnet_lightning.app.engine import HYBRID, RESCORE, Engine, Loaded
 from magnet_lightning.app.handlers import Handlers, page_errors
+from magnet_lightning.app.outputs import KEEP_SECONDS
 from magnet_lightning.app.requests import CONTINUE, INFILL, NO_PARTNER
 from magnet_lightning.app.traits import Control
 from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
@@ -199,7 +200,8 @@ def build(engine: Engine, out_root: Path) -> gr.Blocks:
     first = next(iter(engine.models.values()))
     names = list(_union(engine))
     handlers = Handlers(engine, out_root, names)
-    with gr.Blocks(title="magnet_lightning") as demo:
+    age = int(KEEP_SECONDS)
+    with gr.Blocks(title="magnet_lightning", delete_cache=(age, age)) as demo:  # gradio's copies of the files too
         gr.Markdown(_header(engine))
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
