@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ from magnet_lightning.app import requests, ui  # noqa: E402
 from magnet_lightning.app.engine import Engine, Request  # noqa: E402
 from magnet_lightning.app.outputs import prune  # noqa: E402
 from magnet_lightning.app.settings import Limits  # noqa: E402
-from magnet_lightning.cli.app import build_parser, check_args  # noqa: E402
+from magnet_lightning.cli.app import build_parser, check_args, free_port  # noqa: E402
 from magnet_lightning.cli.app import main as app_main  # noqa: E402
 
 LIMITS = Limits(max_captions=3, max_batch=6, max_text_chars=40, max_queue=16)
@@ -254,8 +255,35 @@ def test_old_request_files_are_pruned(tmp_path):
     assert not old.exists() and (new / "clip.wav").exists()
 
 
-def test_queue_is_bounded(server):
+def test_queue_is_bounded(server, names, monkeypatch):
     assert server.demo._queue.max_size == LIMITS.max_queue
+    generator = server.engine.models[names["magnet"]].generator
+    slow, original = threading.Event(), generator.generate
+
+    def held(*args, **kwargs):
+        slow.wait(30)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(generator, "generate", held)
+    small = ui.launch(Engine(server.engine.models, Limits(max_queue=1, max_batch=1, max_captions=1)),
+                      port=free_port("127.0.0.1"))
+    try:
+        client = Client(small.url, verbose=False)
+        jobs = [client.submit(names["magnet"], f"c{i}", DURATION, i, "none", "rescore", 0.8, 0.2,
+                              *controls(server, names["magnet"]), api_name="/generate") for i in range(4)]
+        time.sleep(3)
+        slow.set()
+        outcomes = []
+        for job in jobs:
+            try:
+                outcomes.append(job.result(timeout=60)[-1]["frames"])
+            except Exception as err:  # the queue's refusal
+                outcomes.append(str(err))
+        # one running, one waiting in the queue of size 1, the others refused with a message (not lost, not hung)
+        assert outcomes.count(25) == 2 and all("queue is full" in str(o).lower() for o in outcomes if o != 25)
+    finally:
+        slow.set()
+        small.close()
 
 
 def test_engine_batches_waiting_requests_of_identical_settings(server, names):
