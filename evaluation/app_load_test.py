@@ -82,10 +82,10 @@ def start_app(ckpt: str, args: argparse.Namespace):
 
 
 def page_inputs(client, ckpt: str, seconds: float, seed: int) -> list:
-    """The /generate endpoint's inputs: checkpoint, caption, duration, seed, pairing (none), then every decoding
-    control at the default the endpoint declares (the first checkpoint's)."""
+    """The /generate endpoint's inputs: checkpoint, caption, duration, seed, then the pairing (no partner) and every
+    decoding control at the defaults the endpoint declares (the first checkpoint's)."""
     params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]
-    fixed = [ckpt, None, seconds, seed, "none", "rescore", 0.8, 0.2]
+    fixed = [ckpt, None, seconds, seed]
     return fixed + [p["parameter_default"] for p in params[len(fixed):]]
 
 

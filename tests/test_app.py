@@ -26,7 +26,7 @@ from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 from magnet_lightning.app import requests, ui  # noqa: E402
-from magnet_lightning.app.engine import Engine, Request  # noqa: E402
+from magnet_lightning.app.engine import HYBRID, RESCORE, Engine, Request  # noqa: E402
 from magnet_lightning.app.outputs import prune  # noqa: E402
 from magnet_lightning.app.settings import Limits  # noqa: E402
 from magnet_lightning.cli.app import build_parser, check_args, free_port  # noqa: E402
@@ -67,7 +67,7 @@ def controls(server, ckpt, **changes):
     return [changes.get(name, own.get(name, union[name].default)) for name in ui.input_names(server.engine)]
 
 
-def generate(client, server, ckpt, text, seed=None, seconds=DURATION, pairing=("none", "rescore", 0.8, 0.2),
+def generate(client, server, ckpt, text, seed=None, seconds=DURATION, pairing=("none", RESCORE, 0.8, 0.2),
              **changes):
     out = client.predict(ckpt, text, seconds, -1 if seed is None else seed, *pairing,
                          *controls(server, ckpt, **changes), api_name="/generate")
@@ -107,11 +107,12 @@ def test_changed_controls_reach_the_generator(client, server, names):
     assert greedy[0][3]["changed_options"] == {"use_sampling": False}
     assert torch.equal(tokens_of(greedy[0][2])[0], tokens_of(greedy[1][2])[0])  # greedy: the seed does not matter
     *_, info = generate(client, server, names["ar"], "rain", seed=1, top_k=5, cfg_coef=1.5)
-    assert info["family"] == "musicgen" and info["decoding"]["top_k"] == 5 and info["decoding"]["cfg_coef"] == 1.5
+    assert info["family"] == server.engine.models[names["ar"]].family
+    assert info["decoding"]["top_k"] == 5 and info["decoding"]["cfg_coef"] == 1.5
 
 
 def compare(client, server, ckpt_a, ckpt_b, text, seed, changes_a=None, changes_b=None):
-    out = client.predict(ckpt_a, text, DURATION, seed, "none", "rescore", 0.8, 0.2,
+    out = client.predict(ckpt_a, text, DURATION, seed, "none", RESCORE, 0.8, 0.2,
                          *controls(server, ckpt_a, **(changes_a or {})), ckpt_b,
                          *controls(server, ckpt_b, **(changes_b or {})), api_name="/compare")
     return out[:4], out[4:]
@@ -124,7 +125,8 @@ def test_ab_same_caption_and_seed_side_by_side(client, server, names):
     *_, alone, _ = generate(client, server, names["magnet"], "lofi", seed=7)
     assert torch.equal(tokens_of(alone)[0], tokens_of(a[2])[0])  # and the Generate tab's for that seed
     a, b = compare(client, server, names["magnet"], names["ar"], "lofi", -1, changes_b={"top_k": 3})
-    assert a[3]["seed"] == b[3]["seed"] and (a[3]["family"], b[3]["family"]) == ("magnet", "musicgen")
+    families = tuple(server.engine.models[names[k]].family for k in ("magnet", "ar"))
+    assert a[3]["seed"] == b[3]["seed"] and (a[3]["family"], b[3]["family"]) == families
     assert b[3]["decoding"]["top_k"] == 3 and Path(b[0]).is_file() and Path(b[1]).is_file()
 
 
@@ -164,12 +166,12 @@ def test_continuation_and_infill_of_an_uploaded_clip(client, server, names, clip
 def test_rescorer_and_two_model_hybrid(client, server, names):
     ar = server.engine.models[names["ar"]].generator
     *_, downloads, info = generate(client, server, names["magnet"], "jazz", seed=4,
-                                   pairing=(names["ar"], "hybrid", 0.8, 0.2))
-    assert info["pairing"] == "hybrid" and info["partner"] == names["ar"]
+                                   pairing=(names["ar"], HYBRID, 0.8, 0.2))
+    assert info["pairing"] == HYBRID and info["partner"] == names["ar"]
     alone = ar.generate(["jazz"], duration=0.2, seed=4, decode_audio=False).tokens[0]  # 10 frames
     assert torch.equal(tokens_of(downloads)[0][:, :10], alone)
-    *_, info = generate(client, server, names["magnet"], "jazz", seed=4, pairing=(names["ar"], "rescore", 0.5, 0.2))
-    assert info["pairing"] == "rescore" and info["decoding"]["rescore_weight"] == 0.5
+    *_, info = generate(client, server, names["magnet"], "jazz", seed=4, pairing=(names["ar"], RESCORE, 0.5, 0.2))
+    assert info["pairing"] == RESCORE and info["decoding"]["rescore_weight"] == 0.5
 
 
 BAD_REQUESTS = [
@@ -179,9 +181,9 @@ BAD_REQUESTS = [
     (dict(decoding_steps="3 2"), "one decoding_steps entry per codebook|entries"),
     (dict(temperature="hot"), "temperature: 'hot' is not a valid value"),
     (dict(top_k=5), "top_k=5 and top_p=0.9 are both set"),
-    (dict(pairing=("AR", "rescore", 1.0, 0.2)), "greater than maximum value 0.99"),  # the page's slider
-    (dict(pairing=("AR", "hybrid", 0.8, 0.5)), "hybrid prompt 0.5 s"),
-    (dict(ckpt="AR", pairing=("AR", "rescore", 0.5, 0.2)), "cannot be paired with"),
+    (dict(pairing=("AR", RESCORE, 1.0, 0.2)), "greater than maximum value 0.99"),  # the page's slider
+    (dict(pairing=("AR", HYBRID, 0.8, 0.5)), "hybrid prompt 0.5 s"),
+    (dict(ckpt="AR", pairing=("AR", RESCORE, 0.5, 0.2)), "cannot be paired with"),
     (dict(ckpt="nope.ckpt"), "not in the list of choices"),  # the page's dropdown
 ]
 
@@ -240,7 +242,7 @@ def test_checks_behind_the_page_controls(server, names):
     """What the page's own ranges already refuse, refused again for any other caller of the engine."""
     magnet = server.engine.models[names["magnet"]]
     with pytest.raises(requests.InputError, match="rescore weight 1: choose 0 <= w < 1"):
-        requests.pairing(magnet, names["ar"], "rescore", 1.0, None, DURATION)
+        requests.pairing(magnet, names["ar"], RESCORE, 1.0, None, DURATION)
     with pytest.raises(requests.InputError, match="'nope' is not loaded"):
         requests.loaded(server.engine, "nope")
 
@@ -269,7 +271,7 @@ def test_queue_is_bounded(server, names, monkeypatch):
                       port=free_port("127.0.0.1"))
     try:
         client = Client(small.url, verbose=False)
-        jobs = [client.submit(names["magnet"], f"c{i}", DURATION, i, "none", "rescore", 0.8, 0.2,
+        jobs = [client.submit(names["magnet"], f"c{i}", DURATION, i, "none", RESCORE, 0.8, 0.2,
                               *controls(server, names["magnet"]), api_name="/generate") for i in range(4)]
         time.sleep(3)
         slow.set()
@@ -310,7 +312,7 @@ def test_progress_counts_the_model_steps(server, names):
                       lambda done, total: calls.append((done, total)))
     assert calls[-1] == (sum(STEPS), sum(STEPS)) == (generator.num_steps(generator.decoding_config()),) * 2
     calls.clear()
-    server.engine.run(Request(names["magnet"], ("a",), DURATION, seed=1, partner=names["ar"], partner_mode="hybrid",
+    server.engine.run(Request(names["magnet"], ("a",), DURATION, seed=1, partner=names["ar"], partner_mode=HYBRID,
                               prompt_seconds=0.2), lambda done, total: calls.append((done, total)))
     ar = server.engine.models[names["ar"]].generator
     assert calls[-1][1] == sum(STEPS) + ar.num_steps(ar.decoding_config(), 0.2) and calls[-1][0] == calls[-1][1]

@@ -35,8 +35,9 @@ from magnet_lightning.generation.two_model import check_pair, hybrid_generate
 
 log = logging.getLogger(__name__)
 
-RESCORE, HYBRID = "rescore", "hybrid"
-"""The two ways of pairing a masked model with an autoregressive partner."""
+RESCORE, HYBRID = "rescorer", "two-model"
+"""The two ways of pairing a masked model with an autoregressive partner: it rescores the spans (paper §3.3), or it
+generates the first seconds and the masked model the rest (two-model hybrid inference, paper §3.4)."""
 
 
 @dataclass
