@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace):
     """Every check that needs no model: numbers, files, and the checkpoints' families and codec layouts."""
-    from magnet_lightning.cli import checks
+    from magnet_lightning.cli import checks  # after prepare(): the script form's start-up runs first
+    from magnet_lightning.generation.families import DECODER_FAMILIES, decoder_family
 
     for flag, value in (("--batch-size", args.batch_size), ("--limit", args.limit), ("--duration", args.duration),
                         ("--max-duration", args.max_duration), ("--latency-runs", args.latency_runs),
@@ -122,10 +123,11 @@ def check_args(args: argparse.Namespace):
     embedder_kwargs(args)
     facts = {flag: checks.peek_checkpoint(ckpt) for flag, ckpt in (("--magnet", args.magnet), ("--ar", args.ar),
                                                                    ("--hybrid", args.hybrid)) if ckpt}
-    expected = {"--magnet": "magnet", "--ar": "musicgen", "--hybrid": "hybrid"}
+    roles = {"--magnet": "rescored", "--ar": "partner", "--hybrid": "own_prompt"}  # what each row needs (families.py)
     for flag, fact in facts.items():
-        if fact.family != expected[flag]:
-            raise UserError(f"{flag}: needs a {expected[flag]} checkpoint, got {fact.family}")
+        if not getattr(decoder_family(fact.family), roles[flag]):
+            names = [name for name, spec in DECODER_FAMILIES.items() if getattr(spec, roles[flag])]
+            raise UserError(f"{flag}: needs a {' or '.join(names)} checkpoint, got {fact.family}")
         if (fact.num_codebooks, fact.codebook_size) != (facts["--magnet"].num_codebooks,
                                                       facts["--magnet"].codebook_size):
             raise UserError(f"{flag}: K={fact.num_codebooks}, V={fact.codebook_size} differ from --magnet's: the "
@@ -154,7 +156,7 @@ def build_settings(args: argparse.Namespace, magnet, ar, hybrid) -> list[Setting
 
     def family_run(gen):
         def run(texts, duration, seed, decode_audio, progress):
-            config = gen.decoding_config(duration, **(steps if gen.family == "hybrid" else {}))
+            config = gen.decoding_config(duration, **(steps if gen.decoder.presets else {}))
             return gen.generate(texts, duration=duration, seed=seed, decode_audio=decode_audio, progress=progress,
                                 decoding=config)
         return run
@@ -166,7 +168,8 @@ def build_settings(args: argparse.Namespace, magnet, ar, hybrid) -> list[Setting
                         {"prompt_seconds": args.hybrid_prompt_seconds}))
     if hybrid is not None:
         rows.append(Setting("Hybrid-MAGNeT (one model)", family_run(hybrid), hybrid,
-                            {"prompt_seconds": hybrid.hybrid_prompt_frames() / hybrid.frame_rate}))
+                            {"prompt_seconds": hybrid.own_prompt_frames(hybrid.decoding_config(), hybrid.num_frames(
+                                hybrid.segment_duration)) / hybrid.frame_rate}))
     rows.append(Setting("AR alone", family_run(ar), ar, {}))
     return rows
 

@@ -317,16 +317,16 @@ def main(argv=None) -> dict:
         result["ar"]["kv_cache"] = bench_kv_step(ar, frames, text_len, device, args.kv_rounds, args.kv_calls)
         print(f"ar KV-cache step: {result['ar']['kv_cache']['step_over_single_frame_forward']}x a single-frame "
               f"forward (target <= {KV_TARGET})", flush=True)
+    magnet_row, ar_row = result.get("magnet"), result.get("ar")
     if not args.skip_train:
-        if "magnet" in result:
-            result["magnet"]["train_frames_per_s_b16"] = round(
+        if magnet_row is not None:
+            magnet_row["train_frames_per_s_b16"] = round(
                 bench_training(magnet, magnet_loss_fn(magnet), 16, frames, text_len, device, steps), 1)
-        if "ar" in result:
-            result["ar"]["train_frames_per_s_b16"] = round(bench_training(
+        if ar_row is not None:
+            ar_row["train_frames_per_s_b16"] = round(bench_training(
                 ar, lambda c, s, m: ar_loss(ar, c, s, m).loss, 16, frames, text_len, device, steps), 1)
-    if "magnet" in result and "ar" in result and 1 in batches:
-        result["b1_latency_ar_over_magnet"] = round(result["ar"]["latency_s"]["1"] / result["magnet"]["latency_s"]["1"],
-                                                   2)
+    if magnet_row is not None and ar_row is not None and 1 in batches:
+        result["b1_latency_ar_over_magnet"] = round(ar_row["latency_s"]["1"] / magnet_row["latency_s"]["1"], 2)
     result["load_average_after"] = _load()
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

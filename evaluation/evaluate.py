@@ -231,8 +231,6 @@ def check_args(args: argparse.Namespace):
         raise UserError("FAD/KL need references: pass --reference (or shard prompts), or --metrics clap")
     embedder_kwargs(args)
     facts = checks.peek_checkpoint(args.ckpt)
-    if facts.family == "magnet":
-        checks.check_steps(args.steps, facts.num_codebooks)
     decoding = decoding_overrides(args)
     preset = decoding.pop("preset", None)
     checks.check_decoding(facts, args.max_duration or args.duration or facts.segment_duration, preset, decoding)

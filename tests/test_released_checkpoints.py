@@ -119,7 +119,7 @@ def test_released_musicgen_by_repo_id_loads_each_size(tmp_path, hf_cache):
 def test_released_musicgen_by_repo_id_generates_and_continues_audio(tmp_path, hf_cache):
     _, state = _publish(tmp_path, hf_cache, "musicgen-small")
     gen = MagnetGenerator.from_pretrained("facebook/musicgen-small", device="cpu")
-    assert gen.autoregressive and isinstance(gen.model, ARTransformer) and not gen.fast
+    assert gen.decoder.partner and isinstance(gen.model, ARTransformer) and not gen.fast
     assert gen.sample_rate == 32000 and gen.frame_rate == 50 and gen.text_encoder.dim == 768
     assert gen.decoding_config() == ARDecodingConfig(use_sampling=True, cfg_coef=3.0, top_k=250, top_p=0.0,
                                                      temperature=1.0)

@@ -8,14 +8,26 @@ names) without building the model, the T5 or the codec; the other functions turn
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import soundfile
+import torch
+
+from magnet_lightning.checkpoint import hub
+from magnet_lightning.checkpoint.audiocraft import audiocraft_metadata
+from magnet_lightning.checkpoint.audiocraft_config import ConfigError, read_lm_config
+from magnet_lightning.checkpoint.pretrained import CONFIG_NAME, is_export, lightning_metadata
 from magnet_lightning.errors import UserError, one_line
+from magnet_lightning.generation.families import decoder_family, decoding_config_for, families_where, family_label
+from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
 from magnet_lightning.models.registry import DEFAULT_FAMILY
+from magnet_lightning.utils.audio import read_audio
 
 
 @dataclass(frozen=True)
@@ -28,14 +40,13 @@ class CheckpointFacts:
     text_encoder: str
     span_len: int = 3
     decoding: dict | None = None
+    path: str = ""
+    """The checkpoint as the user named it (for messages)."""
+    frame_rate: float = 50.0
 
 
 def _load_light(path: Path) -> object:
     """torch.load as data only, memory-mapped when the file format allows it (tensors are not read)."""
-    import pickle
-
-    import torch
-
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -53,11 +64,6 @@ def _load_light(path: Path) -> object:
 def peek_checkpoint(path: str | Path) -> CheckpointFacts:
     """Facts of our Lightning checkpoint, an audiocraft state_dict.bin or a released repo id, read without building
     any model (an audiocraft file's facts come from its xp.cfg; its tensors are memory-mapped, not read)."""
-    import json
-
-    from magnet_lightning.checkpoint import hub
-    from magnet_lightning.checkpoint.pretrained import CONFIG_NAME, is_export
-
     folder = hub.expand(path)
     if is_export(folder):  # an export folder: its config.json says everything
         config = json.loads(((folder if folder.is_dir() else folder.parent) / CONFIG_NAME).read_text())
@@ -65,13 +71,11 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
         return CheckpointFacts(config.get("family", DEFAULT_FAMILY), int(model.get("num_codebooks", 4)),
                                int(model.get("codebook_size", 2048)), float(config.get("segment_duration", 10.0)),
                                str(config.get("codec")), str(config.get("text_encoder")),
-                               int(config.get("span_len", 3)), dict(config.get("decoding") or {}))
+                               int(config.get("span_len", 3)), dict(config.get("decoding") or {}), str(path),
+                               float(config.get("frame_rate", 50.0)))
     source = hub.resolve_lm(path)
     raw = _load_light(source.path)
     if isinstance(raw, dict) and "best_state" in raw:
-        from magnet_lightning.checkpoint.audiocraft import audiocraft_metadata
-        from magnet_lightning.checkpoint.audiocraft_config import ConfigError, read_lm_config
-
         try:
             spec = read_lm_config(raw.get("xp.cfg"))
         except ConfigError as err:
@@ -83,12 +87,11 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
         if not isinstance((hp or {}).get("model"), dict) or "num_codebooks" not in hp["model"]:
             raise UserError(f"{source.path}: neither a magnet_lightning checkpoint (hyper_parameters.model) nor an "
                             "audiocraft state_dict.bin (best_state + xp.cfg)")
-        from magnet_lightning.checkpoint.pretrained import lightning_metadata
-
         meta = lightning_metadata(hp)
     return CheckpointFacts(meta["family"], meta["num_codebooks"], meta["codebook_size"],
                            float(meta["segment_duration"]), str(meta["codec"]), str(meta["text_encoder"]),
-                           int(meta["span_len"]), dict(meta["decoding"]))
+                           int(meta["span_len"]), dict(meta["decoding"]), str(path),
+                           float(meta["frame_rate"]))
 
 
 def positive(flag: str, value: float | None) -> None:
@@ -107,25 +110,75 @@ def check_steps(steps: Sequence[int] | None, num_codebooks: int, flag: str = "--
                         f"{flag} {' '.join(['20'] + ['10'] * (num_codebooks - 1))}")
 
 
-def check_decoding(facts: CheckpointFacts, duration: float, preset: str | None, overrides: dict) -> None:
-    """The decoding options as the generator will build them for this checkpoint (ranges of temperature, top-p,
-    options of the other family, ...)."""
-    from magnet_lightning.generation.options import decoding_config_for
+_OPTION_FLAGS = {  # decoding option -> the generate command line's flag
+    "decoding_steps": "--steps", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p",
+    "max_cfg_coef": "--cfg-max", "min_cfg_coef": "--cfg-min", "span_arrangement": "--span-arrangement",
+    "span_scoring": "--span-scoring", "use_sampling": "--greedy", "cfg_coef": "--cfg-coef",
+    "rescore_weight": "--rescore-weight", "prompt_seconds": "--hybrid-prompt-seconds",
+}
 
+
+def decoding_overrides(args: argparse.Namespace, own_prompt: bool) -> dict[str, Any]:
+    """The decoding options the generate flags set (None: not given). --hybrid-prompt-seconds is the prompt length
+    of a family that generates its own prompt, else the two-model hybrid's (not a decoding option)."""
+    return {
+        "decoding_steps": args.steps, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+        "max_cfg_coef": args.cfg_max, "min_cfg_coef": args.cfg_min, "span_arrangement": args.span_arrangement,
+        "span_scoring": args.span_scoring, "use_sampling": False if args.greedy else None, "cfg_coef": args.cfg_coef,
+        "rescore_weight": getattr(args, "rescore_weight", None),
+        "prompt_seconds": getattr(args, "hybrid_prompt_seconds", None) if own_prompt else None,
+    }
+
+
+def check_options(facts: CheckpointFacts, preset: str | None, overrides: dict) -> None:
+    """Flags of options the checkpoint's family does not take, named with the family; --steps against its K."""
+    spec, label = decoder_family(facts.family), family_label(facts.family)
+    given = sorted(k for k, v in overrides.items() if v is not None)
+    wrong = [_OPTION_FLAGS.get(k, k) for k in given if k not in spec.options] + (
+        ["--preset"] if preset and not spec.presets else [])
+    if wrong:
+        takes = sorted(_OPTION_FLAGS[k] for k in spec.options if k in _OPTION_FLAGS)
+        raise UserError(f"{', '.join(wrong)}: not an option of the {label} family of {facts.path} (it takes "
+                        f"{', '.join(takes + (['--preset'] if spec.presets else []))})")
+    if spec.presets:
+        check_steps(overrides.get("decoding_steps"), facts.num_codebooks)
+
+
+def check_decoding(facts: CheckpointFacts, duration: float, preset: str | None, overrides: dict) -> None:
+    """The decoding options as the generator will build them for this checkpoint: options its family does not take
+    (check_options), ranges of temperature, top-p, ..."""
+    check_options(facts, preset, overrides)
+    spec = decoder_family(facts.family)
     try:
         config = decoding_config_for(facts.family, facts.decoding or {}, span_len=facts.span_len,
                                      segment_duration=facts.segment_duration, num_codebooks=facts.num_codebooks,
                                      duration=duration, preset=preset, overrides=overrides)
-        if facts.family == "magnet":
+        if spec.presets:
             config.check(facts.num_codebooks)
     except (ValueError, TypeError) as err:
         raise UserError(f"decoding options: {err}") from None
 
 
+def check_family_takes(args: argparse.Namespace, facts: CheckpointFacts) -> None:
+    """--prompt-audio, --infill, --rescorer and --hybrid-ar against the checkpoint family's table entry."""
+    spec, label = decoder_family(facts.family), family_label(facts.family)
+    if args.infill and not spec.infill:
+        raise UserError(f"--infill: {facts.path} is a {label} checkpoint, which does not infill (infilling needs a "
+                        f"{' or '.join(families_where(infill=True))} checkpoint)")
+    if args.prompt_audio and not args.infill and not spec.prompt:
+        raise UserError(f"--prompt-audio: {facts.path} is a {label} checkpoint, which does not continue a prompt")
+    for flag in ("--rescorer", "--hybrid-ar"):
+        if getattr(args, flag[2:].replace("-", "_"), None) and not spec.rescored:
+            raise UserError(f"{flag}: {facts.path} is a {label} checkpoint; {flag} works with a "
+                            f"{' or '.join(families_where(rescored=True))} --ckpt")
+    seconds = getattr(args, "hybrid_prompt_seconds", None)
+    if seconds is not None and not spec.own_prompt and not getattr(args, "hybrid_ar", None):
+        raise UserError("--hybrid-prompt-seconds needs --hybrid-ar CKPT (two-model hybrid inference) or a "
+                        f"{' or '.join(families_where(own_prompt=True))} --ckpt")
+
+
 def audio_seconds(path: str | Path, flag: str) -> float:
     """Length of an audio file in seconds (header only); UserError naming `flag` if it cannot be read."""
-    import soundfile
-
     if not Path(path).is_file():
         raise FileNotFoundError(f"{flag}: audio file {path} not found")
     try:
@@ -162,28 +215,22 @@ class GenerateInputs:
 
 
 def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.Namespace], list]) -> GenerateInputs:
-    """Every check of the generate CLI that needs no model: numbers, the output folder, --steps against the
-    checkpoint's K, decoding ranges, the prompt file (its line on error), --prompt-audio against --duration."""
+    """Every check of the generate CLI that needs no model: numbers, the output folder, what the checkpoint's family
+    takes (options, --steps against its K, prompt, infill, partners), the prompt file (its line on error),
+    --prompt-audio against --duration."""
     if args.infill and not args.prompt_audio:
         raise UserError("--infill needs --prompt-audio (the clip to edit)")
     for flag, value in (("--duration", args.duration), ("--batch-size", args.batch_size),
-                        ("--num-samples", args.num_samples), ("--unconditional", args.unconditional)):
+                        ("--num-samples", args.num_samples), ("--unconditional", args.unconditional),
+                        ("--hybrid-prompt-seconds", getattr(args, "hybrid_prompt_seconds", None))):
         positive(flag, value)
     output_folder(args.out)
     facts = peek_checkpoint(args.ckpt)
     duration = args.duration or facts.segment_duration
-    if facts.family == "magnet":
-        check_steps(args.steps, facts.num_codebooks)
-    elif args.infill:
-        raise UserError(f"--infill: {args.ckpt} is an autoregressive checkpoint, which only continues a prompt "
-                        "(infilling needs a MAGNeT checkpoint)")
+    check_family_takes(args, facts)
+    overrides = decoding_overrides(args, decoder_family(facts.family).own_prompt)
+    check_options(facts, args.preset, overrides)
     check_partners(args, facts, duration)
-    overrides = {
-        "decoding_steps": args.steps, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
-        "max_cfg_coef": args.cfg_max, "min_cfg_coef": args.cfg_min, "span_arrangement": args.span_arrangement,
-        "span_scoring": args.span_scoring, "use_sampling": False if args.greedy else None, "cfg_coef": args.cfg_coef,
-        "rescore_weight": getattr(args, "rescore_weight", None),
-    }
     check_decoding(facts, duration, args.preset, overrides)
     try:
         jobs = make_jobs(args)
@@ -193,9 +240,9 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
         raise UserError(f"--prompts {args.prompts} holds no prompt")
     inputs = GenerateInputs(jobs, overrides)
     if args.prompt_audio:
-        check_prompt_audio(args.prompt_audio, duration, args.infill)
-        from magnet_lightning.utils.audio import read_audio
-
+        # a family that generates its own prompt keeps a given one in every delay-shifted stream (K - 1 more frames)
+        margin = (facts.num_codebooks - 1) / facts.frame_rate if decoder_family(facts.family).own_prompt else 0.0
+        check_prompt_audio(args.prompt_audio, duration, args.infill, margin)
         try:
             inputs.prompt, inputs.prompt_rate = read_audio(args.prompt_audio)
         except ValueError as err:
@@ -204,40 +251,41 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
 
 
 def check_partners(args: argparse.Namespace, facts: CheckpointFacts, duration: float) -> None:
-    """--rescorer / --rescore-weight and --hybrid-ar / --hybrid-prompt-seconds: a MAGNeT checkpoint, autoregressive
-    partners of the same codec layout, a weight in [0, 1), a prompt shorter than the clip."""
+    """--rescorer / --rescore-weight and --hybrid-ar / --hybrid-prompt-seconds: partners of a family that serves as
+    one, with the same codec layout, a weight in [0, 1), a prompt shorter than the clip."""
     rescorer, weight, hybrid = (getattr(args, name, None) for name in ("rescorer", "rescore_weight", "hybrid_ar"))
-    if (rescorer or hybrid) and facts.family != "magnet":
-        raise UserError(f"--rescorer / --hybrid-ar work with a MAGNeT --ckpt; {args.ckpt} is {facts.family}")
     if rescorer and (weight is None or not 0 <= weight < 1):
-        raise UserError(f"--rescorer needs --rescore-weight W with 0 <= W < 1 (the weight of MAGNeT's own "
+        raise UserError(f"--rescorer needs --rescore-weight W with 0 <= W < 1 (the weight of the checkpoint's own "
                         f"probability), got {weight}")
     if weight is not None and weight < 1 and not rescorer:
         raise UserError("--rescore-weight below 1 needs --rescorer CKPT (an autoregressive checkpoint)")
+    partners = " or ".join(families_where(partner=True))
     for flag, ckpt in (("--rescorer", rescorer), ("--hybrid-ar", hybrid)):
         if ckpt:
             other = peek_checkpoint(ckpt)
-            if other.family != "musicgen" or (other.num_codebooks, other.codebook_size) != (
+            if not decoder_family(other.family).partner or (other.num_codebooks, other.codebook_size) != (
                     facts.num_codebooks, facts.codebook_size):
-                raise UserError(f"{flag} {ckpt}: needs an autoregressive checkpoint with K={facts.num_codebooks}, "
-                                f"V={facts.codebook_size}; it is {other.family} with K={other.num_codebooks}, "
-                                f"V={other.codebook_size}")
+                raise UserError(f"{flag} {ckpt}: needs an {partners} checkpoint with K={facts.num_codebooks}, "
+                                f"V={facts.codebook_size}; it is {family_label(other.family)} with "
+                                f"K={other.num_codebooks}, V={other.codebook_size}")
     if hybrid:
         if args.prompt_audio or args.infill:
             raise UserError("--hybrid-ar generates its own prompt: drop --prompt-audio / --infill")
-        if not 0 < args.hybrid_prompt_seconds < duration:
-            raise UserError(f"--hybrid-prompt-seconds {args.hybrid_prompt_seconds:g} must be between 0 and the "
-                            f"{duration:g} s generated")
+        seconds = args.hybrid_prompt_seconds or DEFAULT_PROMPT_SECONDS
+        if not 0 < seconds < duration:
+            raise UserError(f"--hybrid-prompt-seconds {seconds:g} must be between 0 and the {duration:g} s generated")
 
 
-def check_prompt_audio(path: str, duration: float, infill: Sequence[float] | None) -> None:
-    """A continuation prompt must be shorter than the generation; an infill range must start inside the clip."""
+def check_prompt_audio(path: str, duration: float, infill: Sequence[float] | None, margin: float = 0.0) -> None:
+    """A continuation prompt must be shorter than the generation (by `margin` seconds); an infill range must start
+    inside the clip."""
     seconds = audio_seconds(path, "--prompt-audio")
     if infill:
         start, end = infill
         if not 0 <= start < end or start >= seconds:
             raise UserError(f"--infill {start:g} {end:g}: need 0 <= START < END with START inside the {seconds:.2f} s "
                             "of --prompt-audio")
-    elif seconds > duration:
-        raise UserError(f"--prompt-audio is {seconds:.2f} s, longer than the {duration:g} s to generate: pass a "
-                        "longer --duration or a shorter clip")
+    elif seconds > duration - margin:
+        needed = f" (this family needs {margin:g} s more)" if margin else ""
+        raise UserError(f"--prompt-audio is {seconds:.2f} s, longer than the {duration:g} s to generate{needed}: pass "
+                        "a longer --duration or a shorter clip")

@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hybrid-ar", default=None, metavar="CKPT",
                    help="hybrid inference: this autoregressive checkpoint generates the first "
                         "--hybrid-prompt-seconds, MAGNeT the rest")
-    p.add_argument("--hybrid-prompt-seconds", type=float, default=DEFAULT_PROMPT_SECONDS, metavar="S")
+    p.add_argument("--hybrid-prompt-seconds", type=float, default=None, metavar="S",
+                   help=f"seconds generated autoregressively first: by --hybrid-ar, or by a Hybrid-MAGNeT --ckpt "
+                        f"(default: the checkpoint's, else {DEFAULT_PROMPT_SECONDS:g})")
     p.add_argument("--no-fast", action="store_true", help="plain decoding loop (no static buffers / CUDA graphs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward (CUDA)")
     p.epilog = "A wrong argument is one line and exit code 2; --debug (or MAGNET_DEBUG=1) shows the traceback."
@@ -118,7 +120,6 @@ def _partners(args, gen: MagnetGenerator) -> dict[str, MagnetGenerator]:
     for key in ("rescorer", "hybrid_ar"):
         ckpt = getattr(args, key)
         if ckpt:
-
             same_t5 = gen.text_encoder is not None and gen.text_encoder.serves(peek_checkpoint(ckpt).text_encoder)
             partners[key] = MagnetGenerator.from_pretrained(
                 ckpt, device=gen.device, codec=False, text_encoder=gen.text_encoder if same_t5 else None,
@@ -126,61 +127,62 @@ def _partners(args, gen: MagnetGenerator) -> dict[str, MagnetGenerator]:
     return partners
 
 
+def _manifest_record(args, name: str, text: str | None, tokens, wav, sample_rate: int, seed, config) -> dict:
+    return {"file": f"{name}.wav", "text": text, "seconds": wav.shape[-1] / sample_rate, "frames": tokens.shape[-1],
+            "seed": seed, "decoding": asdict(config), "ckpt": str(args.ckpt), "rescorer": args.rescorer,
+            "hybrid_ar": args.hybrid_ar}
+
+
+def _generate_batch(args, gen: MagnetGenerator, partners: dict, texts: list, checked, config, seed, progress):
+    """One batch through the generator, or through two-model hybrid inference with --hybrid-ar."""
+    kwargs = dict(duration=args.duration, decoding=config, seed=seed, rescorer=partners.get("rescorer"),
+                  progress=progress)
+    if "hybrid_ar" in partners:
+        return hybrid_generate(gen, partners["hybrid_ar"], texts,
+                               prompt_seconds=args.hybrid_prompt_seconds or DEFAULT_PROMPT_SECONDS, **kwargs)
+    return gen.generate(texts, prompt=checked.prompt, prompt_sample_rate=checked.prompt_rate,
+                        infill=tuple(args.infill) if args.infill else None, **kwargs)
+
+
+def _run(args, checked) -> None:
+    """Load the checkpoint (and its partners), then generate every batch into --out with its manifest."""
+    gen = MagnetGenerator.from_pretrained(
+        args.ckpt, device=args.device, text_encoder=args.text_encoder, codec=args.codec,
+        allow_random_text_encoder=args.allow_random_text_encoder, fast=False if args.no_fast else None,
+        compile=args.compile)
+    partners = _partners(args, gen)
+    config = gen.decoding_config(args.duration, args.preset, **checked.overrides)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = RunManifest(out / "manifest.jsonl")
+    batches = [checked.jobs[i:i + args.batch_size] for i in range(0, len(checked.jobs), args.batch_size)]
+    steps = gen.num_steps(config, args.duration)
+    if "hybrid_ar" in partners:
+        ar = partners["hybrid_ar"]
+        steps += ar.num_steps(ar.decoding_config(), args.hybrid_prompt_seconds or DEFAULT_PROMPT_SECONDS)
+    bar = tqdm(total=len(batches) * steps, unit="step", desc="generating")
+    for index, batch in enumerate(batches):
+        start = bar.n
+        seed = None if args.seed is None else args.seed + index
+        result = _generate_batch(args, gen, partners, [text for _, text in batch], checked, config, seed,
+                                 lambda done, _total, start=start: bar.update(start + done - bar.n))
+        records = []
+        for (name, text), tokens, wav in zip(batch, result.tokens, result.audio):
+            write_wav(out / f"{name}.wav", wav, result.sample_rate, None if args.no_normalize else args.lufs)
+            if args.save_tokens:
+                np.save(out / f"{name}.codes.npy", tokens.cpu().numpy().astype(np.int16))
+            records.append(_manifest_record(args, name, text, tokens, wav, result.sample_rate, seed, config))
+        manifest.add(records)
+    bar.close()
+    log.info("wrote %d files to %s", len(checked.jobs), out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The CLI: every argument is checked (with the checkpoint's K and segment read cheaply) before the model, the
-    T5 and the codec are loaded; a mistake is one line on stderr and exit code 2, and nothing is written."""
-
+    """The CLI: every argument is checked (with the checkpoint's family, K and segment read cheaply) before the model,
+    the T5 and the codec are loaded; a mistake is one line on stderr and exit code 2, and nothing is written."""
     args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
-
     expand_args(args, "out", "prompts", "prompt_audio", "ckpt", "rescorer", "hybrid_ar", "codec", "text_encoder")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with user_errors(CheckpointError):
-
-
-        checked = check_generate_args(args, _jobs)
-        jobs, overrides, prompt, prompt_rate = checked.jobs, checked.overrides, checked.prompt, checked.prompt_rate
-        gen = MagnetGenerator.from_pretrained(
-            args.ckpt, device=args.device, text_encoder=args.text_encoder, codec=args.codec,
-            allow_random_text_encoder=args.allow_random_text_encoder, fast=False if args.no_fast else None,
-            compile=args.compile)
-        partners = _partners(args, gen)
-        config = gen.decoding_config(args.duration, args.preset, **overrides)
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        manifest = RunManifest(out / "manifest.jsonl")
-        batches = [jobs[i:i + args.batch_size] for i in range(0, len(jobs), args.batch_size)]
-        steps = gen.num_steps(config, args.duration)
-        if "hybrid_ar" in partners:
-            ar = partners["hybrid_ar"]
-            steps += ar.num_steps(ar.decoding_config(), args.hybrid_prompt_seconds)
-        bar = tqdm(total=len(batches) * steps, unit="step", desc="generating")
-        for index, batch in enumerate(batches):
-            start = bar.n
-            seed = None if args.seed is None else args.seed + index
-            kwargs = dict(duration=args.duration, decoding=config, seed=seed, rescorer=partners.get("rescorer"),
-                          progress=lambda done, _total, start=start: bar.update(start + done - bar.n))
-            texts = [text for _, text in batch]
-            if "hybrid_ar" in partners:
-
-                result = hybrid_generate(gen, partners["hybrid_ar"], texts, prompt_seconds=args.hybrid_prompt_seconds,
-                                         **kwargs)
-            else:
-                result = gen.generate(texts, prompt=prompt, prompt_sample_rate=prompt_rate,
-                                      infill=tuple(args.infill) if args.infill else None, **kwargs)
-            records = []
-            for (name, text), tokens, wav in zip(batch, result.tokens, result.audio):
-                path = out / f"{name}.wav"
-                write_wav(path, wav, result.sample_rate, None if args.no_normalize else args.lufs)
-                if args.save_tokens:
-
-                    np.save(out / f"{name}.codes.npy", tokens.cpu().numpy().astype(np.int16))
-                records.append({
-                    "file": path.name, "text": text, "seconds": wav.shape[-1] / result.sample_rate,
-                    "frames": tokens.shape[-1], "seed": seed,
-                    "decoding": asdict(config), "ckpt": str(args.ckpt), "rescorer": args.rescorer,
-                    "hybrid_ar": args.hybrid_ar,
-                })
-            manifest.add(records)
-        bar.close()
-        log.info("wrote %d files to %s", len(jobs), out)
+        _run(args, check_generate_args(args, _jobs))
     return 0

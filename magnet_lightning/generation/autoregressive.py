@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from magnet_lightning.generation.common import ProgressFn, autocast_context, guidance_batch, text_inputs
+from magnet_lightning.generation.request import DecodeRequest
 from magnet_lightning.generation.sampling import draw_noise, sample_next_tokens
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.kv_cache import KVCache
@@ -192,3 +193,15 @@ def generate(
             if progress is not None:
                 progress(index + 1, last - first + 1)
     return model.pattern.revert(sequence, num_frames)
+
+
+def decode_request(model: ARTransformer, request: DecodeRequest) -> torch.Tensor:
+    """The autoregressive decoder for the family table (a prompt is continued). Returns long [B, K, T]."""
+    return generate(model, request.text_states, request.text_mask, request.num_frames, request.config,
+                    request.prompt, batch_size=request.batch_size, generator=request.generator,
+                    progress=request.progress)
+
+
+def num_steps(model: ARTransformer, config: ARDecodingConfig, num_frames: int, prompt_frames: int = 0) -> int:
+    """Model steps of one generation without a prompt (progress bars): one per sequence step of the pattern."""
+    return num_frames + model.pattern.max_delay - model.pattern.delays[0]

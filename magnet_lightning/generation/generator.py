@@ -1,12 +1,12 @@
 """The generation API: `MagnetGenerator` (a loaded model with its text encoder and codec) and `generate` (one call,
-with a cache of loaded checkpoints). Each family's decoder and the options it takes are in `generation.families`.
+with a cache of loaded checkpoints). What each family's decoder takes is its entry in `generation/families.py`; the
+generator turns captions, audio and seconds into a token-level `DecodeRequest` and hands it to that decoder.
 
 Shapes: B batch, K codebooks, T frames, C channels, N samples.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,15 +16,17 @@ from typing import Any
 
 import torch
 
-from magnet_lightning.generation.autoregressive import ARDecodingConfig
-from magnet_lightning.generation.autoregressive import generate as ar_generate
+from magnet_lightning.checkpoint.pretrained import load_pretrained
+from magnet_lightning.codec.codecs import load_codec
 from magnet_lightning.generation.common import ProgressFn
+from magnet_lightning.generation.families import decoder_family, decoding_config_for, families_where, family_label
+from magnet_lightning.generation.fast import FastDecoder
 from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
-from magnet_lightning.generation.magnet import continuation, decode, infilling
-from magnet_lightning.generation.magnet_config import DecodingConfig
-from magnet_lightning.generation.options import decoding_config_for
+from magnet_lightning.generation.request import DecodeRequest
+from magnet_lightning.generation.rescoring import rescorer_for
+from magnet_lightning.models.conditioning import TextEncoder
+from magnet_lightning.models.registry import DEFAULT_FAMILY
 
-log = logging.getLogger(__name__)
 
 @dataclass
 class GenerationResult:
@@ -34,7 +36,8 @@ class GenerationResult:
     """float [B, C, N] waveform at `sample_rate` (None when audio decoding was not asked for)."""
     sample_rate: int
     texts: list[str | None]
-    config: DecodingConfig | ARDecodingConfig
+    config: Any
+    """The decoding options used (the family's config class)."""
 
 
 def _is_codes(x: torch.Tensor) -> bool:
@@ -44,36 +47,34 @@ def _is_codes(x: torch.Tensor) -> bool:
 class MagnetGenerator:
     """A loaded model with its text encoder and codec, ready to generate many batches.
 
-    The family is the model's (`model.family`): MagnetTransformer decodes iteratively, ARTransformer
-    autoregressively (always with its static KV cache; no CUDA-graph fast path yet, and no infilling).
+    The family is the model's (`model.family`); `self.decoder` is its entry in the family table: which decoding
+    options it takes, whether it continues prompts, infills, is rescored, has a fast path.
 
     Args:
-        model: MagnetTransformer or ARTransformer (eval mode, on its device).
+        model: a model of a registered family (eval mode, on its device).
         text_encoder: TextEncoder (or anything with its call contract), or None for unconditional use only.
         codec: Codec, or None (tokens only; prompts and edits must then be given as tokens).
         frame_rate, sample_rate, span_len, segment_duration: the checkpoint's metadata.
-        decoding_defaults: decoding options recorded in the checkpoint ('preset' + DecodingConfig fields, or
-            ARDecodingConfig fields for the autoregressive family).
-        fast: FastDecoder (static buffers, CUDA graphs, bf16 weights); default: on for CUDA MAGNeT models.
+        decoding_defaults: decoding options recorded in the checkpoint (its family's option names; 'preset').
+        fast: FastDecoder (static buffers, CUDA graphs, bf16 weights); default: on CUDA for families that have one.
         compile: torch.compile the per-step forward in the fast path.
     """
 
     def __init__(self, model, text_encoder=None, codec=None, *, frame_rate: float = 50.0, sample_rate: int = 32000,
                  span_len: int = 3, segment_duration: float = 10.0, decoding_defaults: dict | None = None,
                  fast: bool | None = None, compile: bool = False):
-        self.model = model
-        self.text_encoder = text_encoder
-        self.codec = codec
+        self.model, self.text_encoder, self.codec = model, text_encoder, codec
         self.frame_rate = float(codec.frame_rate if codec is not None else frame_rate)
         self.sample_rate = int(codec.sample_rate if codec is not None else sample_rate)
         self.span_len = span_len
         self.segment_duration = segment_duration
         self.decoding_defaults = dict(decoding_defaults or {})
         self.device = next(model.parameters()).device
-        self.family = getattr(model, "family", "magnet")
-        if self.family != "magnet" and fast:
-            raise ValueError(f"fast=True: the {self.family} family has no fast decoder yet")
-        self.fast = (self.device.type == "cuda" and self.family == "magnet") if fast is None else fast
+        self.family = getattr(model, "family", DEFAULT_FAMILY)
+        self.decoder = decoder_family(self.family)
+        if fast and not self.decoder.fast_path:
+            raise ValueError(f"fast=True: the {family_label(self.family)} family has no fast decoder yet")
+        self.fast = (self.device.type == "cuda" and self.decoder.fast_path) if fast is None else fast
         self.compile = compile
         self._fast_decoder = None
         if codec is not None and (codec.num_codebooks, codec.codebook_size) != (
@@ -89,10 +90,6 @@ class MagnetGenerator:
 
         text_encoder / codec: a name or path overriding the checkpoint's, or a ready object; codec=False skips it.
         """
-        from magnet_lightning.checkpoint.pretrained import load_pretrained
-        from magnet_lightning.codec.codecs import load_codec
-        from magnet_lightning.models.conditioning import TextEncoder
-
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         pre = load_pretrained(ckpt, map_location=device)
         if text_encoder is None or isinstance(text_encoder, str):
@@ -105,42 +102,31 @@ class MagnetGenerator:
                    decoding_defaults=pre.decoding, fast=fast, compile=compile)
 
     @property
-    def autoregressive(self) -> bool:
-        return self.family == "musicgen"
-
-    @property
     def guidance_option(self) -> str:
-        """The decoding option of the guidance strength: `cfg_coef` (autoregressive) or `max_cfg_coef` (MAGNeT's
-        coefficient at the first step)."""
-        return "cfg_coef" if self.autoregressive else "max_cfg_coef"
+        """The decoding option of the guidance strength (`cfg_coef`, or MAGNeT's `max_cfg_coef` at the first step)."""
+        return self.decoder.guidance_option
 
     # -- options ---------------------------------------------------------------------------------------------
 
-    def decoding_config(self, duration: float | None = None, preset: str | None = None,
-                        **overrides) -> DecodingConfig | ARDecodingConfig:
-        """The options of one generation: see `decoding_config_for` (None overrides are ignored)."""
+    def decoding_config(self, duration: float | None = None, preset: str | None = None, **overrides) -> Any:
+        """The options of one generation: see `families.decoding_config_for` (None overrides are ignored)."""
         return decoding_config_for(self.family, self.decoding_defaults, span_len=self.span_len,
                                    segment_duration=self.segment_duration,
                                    num_codebooks=self.model.cfg.num_codebooks, duration=duration, preset=preset,
                                    overrides=overrides)
 
-    def num_steps(self, config: DecodingConfig | ARDecodingConfig, duration: float | None = None) -> int:
+    def num_steps(self, config: Any, duration: float | None = None) -> int:
         """Model steps of one generation of `duration` seconds without a prompt (for progress bars)."""
-        if isinstance(config, ARDecodingConfig):
-            pattern = self.model.pattern
-            return self.num_frames(duration or self.segment_duration) + pattern.max_delay - pattern.delays[0]
-        if self.family == "hybrid":
-            pattern = self.model.pattern
-            prompt = self.hybrid_prompt_frames(duration)
-            return sum(config.decoding_steps) + (prompt + pattern.max_delay - pattern.delays[0] if prompt else 0)
-        return sum(config.decoding_steps)
+        num_frames = self.num_frames(duration or self.segment_duration)
+        return self.decoder.num_steps(self.model, config, num_frames, self.own_prompt_frames(config, num_frames))
 
-    def hybrid_prompt_frames(self, duration: float | None = None, prompt_seconds: float | None = None) -> int:
-        """Hybrid-MAGNeT: frames generated autoregressively (the checkpoint's prompt_seconds, default 3 s; always
-        fewer than the clip's)."""
-        seconds = prompt_seconds if prompt_seconds is not None else \
-            self.decoding_defaults.get("prompt_seconds") or DEFAULT_PROMPT_SECONDS
-        return min(self._frame(seconds), self.num_frames(duration or self.segment_duration) - 1)
+    def own_prompt_frames(self, config: Any, num_frames: int) -> int:
+        """Frames a family that generates its own prompt (Hybrid-MAGNeT) generates autoregressively: its
+        `prompt_seconds` (the checkpoint's, default 3 s), always fewer than the clip's; 0 for other families."""
+        if not self.decoder.own_prompt:
+            return 0
+        seconds = getattr(config, "prompt_seconds", None) or DEFAULT_PROMPT_SECONDS
+        return min(self._frame(seconds), num_frames - 1)
 
     def num_frames(self, duration: float) -> int:
         if duration <= 0:
@@ -178,6 +164,16 @@ class MagnetGenerator:
     def _frame(self, seconds: float) -> int:
         return math.floor(seconds * self.frame_rate + 1e-6)
 
+    def check_takes(self, prompt: bool = False, infill: bool = False, rescorer: bool = False) -> None:
+        """A ValueError naming this family when it does not take a prompt, an infill or a rescorer."""
+        spec, label = self.decoder, family_label(self.family)
+        for wanted, takes, what, who in ((prompt, spec.prompt, "a prompt", dict(prompt=True)),
+                                         (infill, spec.infill, "infilling", dict(infill=True)),
+                                         (rescorer, spec.rescored, "a rescorer", dict(rescored=True))):
+            if wanted and not takes:
+                raise ValueError(f"the {label} family takes no {what} (families that do: "
+                                 f"{', '.join(families_where(**who))})")
+
     # -- generation ----------------------------------------------------------------------------------------------
 
     def generate(
@@ -189,7 +185,7 @@ class MagnetGenerator:
         prompt: torch.Tensor | None = None,
         prompt_sample_rate: int | None = None,
         infill: tuple[float, float] | None = None,
-        decoding: DecodingConfig | ARDecodingConfig | None = None,
+        decoding: Any = None,
         preset: str | None = None,
         seed: int | None = None,
         decode_audio: bool = True,
@@ -205,80 +201,48 @@ class MagnetGenerator:
                 frames. With `infill` it is the edited clip's length instead.
             prompt: audio [C, N] / [B, C, N] (float, give prompt_sample_rate) or tokens [K, T] / [B, K, T] (long).
                 Alone: continued (its tokens kept). With `infill=(start_s, end_s)`: the clip to edit; only frames in
-                [start, end) are regenerated.
-            decoding: a full DecodingConfig (ARDecodingConfig for the autoregressive family); otherwise preset +
-                checkpoint defaults + `decoding_overrides` (any field of that config, e.g. temperature=2.0,
-                decoding_steps=[20, 10, 10, 10]).
+                [start, end) are regenerated (families with `infill` in their table).
+            decoding: a full config of the family's class; otherwise preset + checkpoint defaults +
+                `decoding_overrides` (any option the family takes, e.g. temperature=2.0).
             seed: seeds a torch.Generator on the model's device (same seed -> same tokens).
             rescorer: an autoregressive generator (e.g. MusicGen-small for MAGNeT-small) whose probabilities rank the
-                spans with weight 1 - rescore_weight (paper §3.3, Eq. 5; see rescoring.py). MAGNeT only.
+                spans with weight 1 - rescore_weight (paper §3.3, Eq. 5; see rescoring.py).
         """
-        if texts is None:
-            texts = [None] * (num_samples or 1)
-        texts = list(texts)
+        texts = list(texts) if texts is not None else [None] * (num_samples or 1)
         if not texts:
             raise ValueError("texts is empty")
-        batch = len(texts)
         if decoding is not None and (decoding_overrides or preset):
-            raise ValueError("pass either a DecodingConfig or preset/overrides, not both")
+            raise ValueError("pass either a decoding config or preset/overrides, not both")
         config = decoding or self.decoding_config(duration, preset, **decoding_overrides)
-        expected = ARDecodingConfig if self.autoregressive else DecodingConfig
-        if not isinstance(config, expected):
-            raise ValueError(f"a {self.family} model decodes with a {expected.__name__}, got {type(config).__name__}")
-        if self.autoregressive:
-            if rescorer is not None:
-                raise ValueError("rescorer: rescoring ranks MAGNeT's spans; an autoregressive model has none")
-            return self._generate_ar(texts, duration, prompt, prompt_sample_rate, infill, config, seed, decode_audio,
-                                     progress)
-        if self.family == "hybrid":
-            if prompt is not None or infill is not None or rescorer is not None:
-                raise ValueError("Hybrid-MAGNeT generates its own prompt: no prompt, infill or rescorer")
-            return self._generate_hybrid(texts, duration, config, seed, decode_audio, progress)
-        given = fixed = None
+        if not isinstance(config, self.decoder.config_class):
+            raise ValueError(f"a {family_label(self.family)} model decodes with a "
+                             f"{self.decoder.config_class.__name__}, got {type(config).__name__}")
+        self.check_takes(prompt is not None, infill is not None, rescorer is not None)
+        if infill is not None and prompt is None:
+            raise ValueError("infill needs the clip to edit as `prompt` (audio or tokens)")
+        request = self._request(texts, config, duration, prompt, prompt_sample_rate, infill, seed, progress)
+        if rescorer is not None and config.rescore_weight < 1.0:
+            request.rescorer = rescorer_for(rescorer, texts, request.text_states, request.text_mask,
+                                            self.text_encoder)
+        tokens = self.decoder.decode(self.model, request)
+        return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, config)
+
+    def _request(self, texts: list[str | None], config: Any, duration: float | None, prompt, prompt_sample_rate,
+                 infill, seed: int | None, progress: ProgressFn | None) -> DecodeRequest:
+        """The token-level request of one batch: text states, the prompt's or the edited clip's tokens, lengths."""
+        batch = len(texts)
+        states, mask = self._text(texts)
+        codes = None if prompt is None else self._codes(prompt, prompt_sample_rate, batch,
+                                                        "prompt" if infill is None else "infill")
+        span = None
         if infill is not None:
-            if prompt is None:
-                raise ValueError("infill needs the clip to edit as `prompt` (audio or tokens)")
-            codes = self._codes(prompt, prompt_sample_rate, batch, "infill")
-            start, end = self._frame(infill[0]), self._frame(infill[1])
-            given, fixed = infilling(codes, start, min(end, codes.shape[-1]))
             num_frames = codes.shape[-1]
+            span = (self._frame(infill[0]), min(self._frame(infill[1]), num_frames))
         else:
             num_frames = self.num_frames(duration or self.segment_duration)
-            if prompt is not None:
-                codes = self._codes(prompt, prompt_sample_rate, batch, "prompt")
-                given, fixed = continuation(codes, num_frames, self.model.mask_token_id)
-        states, mask = self._text(texts)
-        kwargs = {"batch_size": batch, "given": given, "fixed": fixed, "generator": self._generator(seed),
-                  "progress": progress}
-        if rescorer is not None and config.rescore_weight < 1.0:
-            from magnet_lightning.generation.rescoring import rescorer_for
-
-            kwargs["rescorer"] = rescorer_for(rescorer, texts, states, mask, self.text_encoder)
-        if self.fast:
-            tokens = self._fast().decode(states, mask, num_frames, config, **kwargs)
-        else:
-            tokens = decode(self.model, states, mask, num_frames, config, **kwargs)
-        return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, config)
-
-    def _generate_ar(self, texts, duration, prompt, prompt_sample_rate, infill, config, seed, decode_audio,
-                     progress) -> GenerationResult:
-        if infill is not None:
-            raise ValueError("infill: the autoregressive family only continues a prompt (infilling is MAGNeT's)")
-        batch = len(texts)
-        codes = None if prompt is None else self._codes(prompt, prompt_sample_rate, batch, "prompt")
-        states, mask = self._text(texts)
-        tokens = ar_generate(self.model, states, mask, self.num_frames(duration or self.segment_duration), config,
-                             codes, batch_size=batch, generator=self._generator(seed), progress=progress)
-        return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, config)
-
-    def _generate_hybrid(self, texts, duration, config, seed, decode_audio, progress) -> GenerationResult:
-        from magnet_lightning.generation.hybrid_magnet import generate as hybrid_generate
-
-        states, mask = self._text(texts)
-        num_frames = self.num_frames(duration or self.segment_duration)
-        tokens = hybrid_generate(self.model, states, mask, num_frames, self.hybrid_prompt_frames(duration), config,
-                                 batch_size=len(texts), generator=self._generator(seed), progress=progress)
-        return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, config)
+        return DecodeRequest(config, states, mask, batch, num_frames, codes, span,
+                             self.own_prompt_frames(config, num_frames), self._generator(seed), progress,
+                             fast=self._fast() if self.fast else None)
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
         return None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
@@ -291,10 +255,8 @@ class MagnetGenerator:
         with torch.no_grad():
             return self.codec.decode(tokens).float()
 
-    def _fast(self):
+    def _fast(self) -> FastDecoder:
         if self._fast_decoder is None:
-            from magnet_lightning.generation.fast import FastDecoder
-
             self._fast_decoder = FastDecoder(self.model, compile=self.compile)
         return self._fast_decoder
 

@@ -1,12 +1,18 @@
 """Hybrid-MAGNeT generation (models/hybrid.py): the same model generates the first `prompt_frames` autoregressively
 (the autoregressive family's KV-cached decoding: its causal forward is the prompt part of the hybrid model), then the
-rest with MAGNeT's iterative decoding (decoding.decode, every option of DecodingConfig), the delay-shifted prompt
+rest with MAGNeT's iterative decoding (magnet.decode, every option of DecodingConfig), the delay-shifted prompt
 fixed: stream k keeps its first prompt_frames - d_k frames, the codes before the boundary step.
 
-Shapes: B batch, K codebooks, T frames, S text tokens, E text width.
+A user's prompt (audio continuation) is the start of the autoregressive part: its frames are kept, the autoregressive
+decoding continues it up to `prompt_frames` (or not at all when the prompt is already that long), and MAGNeT decodes
+the rest.
+
+Shapes: B batch, K codebooks, T frames, Tp prompt frames, S text tokens, E text width.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -15,10 +21,34 @@ from magnet_lightning.generation.autoregressive import generate as ar_generate
 from magnet_lightning.generation.common import ProgressFn
 from magnet_lightning.generation.magnet import decode
 from magnet_lightning.generation.magnet_config import DecodingConfig
+from magnet_lightning.generation.request import DecodeRequest
 from magnet_lightning.models.hybrid import BoundHybrid, HybridMagnetTransformer
 
 DEFAULT_PROMPT_SECONDS = 3.0
 """The paper's scale of the autoregressive prompt (a few seconds)."""
+
+
+@dataclass(frozen=True)
+class HybridDecodingConfig(DecodingConfig):
+    """MAGNeT's decoding options for the part after the prompt, and the prompt's length."""
+
+    prompt_seconds: float | None = None
+    """Seconds generated autoregressively before MAGNeT takes over (None: DEFAULT_PROMPT_SECONDS)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.prompt_seconds is not None and not self.prompt_seconds > 0:
+            raise ValueError(f"prompt_seconds must be positive, got {self.prompt_seconds}")
+
+
+def _autoregressive_prompt(model: HybridMagnetTransformer, text_states, text_mask, prompt_frames: int,
+                           user_prompt: torch.Tensor | None, ar_config: ARDecodingConfig, batch: int,
+                           generator: torch.Generator | None, progress: ProgressFn | None) -> torch.Tensor:
+    """long [B, K, prompt_frames]: the user's prompt continued autoregressively (or generated from nothing)."""
+    if user_prompt is not None and user_prompt.shape[-1] >= prompt_frames:
+        return user_prompt[..., :prompt_frames]
+    return ar_generate(model, text_states, text_mask, prompt_frames, ar_config, user_prompt, batch_size=batch,
+                       generator=generator, progress=progress)
 
 
 @torch.no_grad()
@@ -31,15 +61,20 @@ def generate(
     config: DecodingConfig = DecodingConfig(),
     ar_config: ARDecodingConfig = ARDecodingConfig(),
     *,
+    prompt: torch.Tensor | None = None,
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
 ) -> torch.Tensor:
     """Generate codes [B, K, T] with one Hybrid-MAGNeT model: `prompt_frames` (0 <= P < T) autoregressively with
-    `ar_config`, the rest with MAGNeT's decoding and `config`. text_states [B, S, E] / text_mask [B, S], or None
-    (unconditional; give batch_size)."""
+    `ar_config` (continuing `prompt` long [B, K, Tp] when given; P is raised to Tp + max_delay so that every
+    delay-shifted stream keeps the whole prompt), the rest with MAGNeT's decoding
+    and `config`. text_states [B, S, E] / text_mask [B, S], or None (unconditional; give batch_size)."""
+    if prompt is not None:  # every stream keeps the whole prompt: the boundary lies max_delay steps past it
+        prompt_frames = max(prompt_frames, prompt.shape[-1] + model.pattern.max_delay)
     if not 0 <= prompt_frames < num_frames:
-        raise ValueError(f"prompt_frames={prompt_frames} must be in [0, num_frames={num_frames})")
+        raise ValueError(f"prompt_frames={prompt_frames} (the autoregressive prompt, a given prompt included) must be "
+                         f"in [0, num_frames={num_frames})")
     device = next(model.parameters()).device
     batch = text_states.shape[0] if text_states is not None else batch_size
     if batch is None:
@@ -49,16 +84,31 @@ def generate(
                        device=device)
     fixed = model.prompt_mask(boundary, num_frames)  # [B, K, T]
     done = [0]
-    if prompt_frames > 0:
-        def ar_progress(step: int, _total: int) -> None:
-            done[0] = step
-            if progress is not None:
-                progress(step, _total)
 
-        prompt = ar_generate(model, text_states, text_mask, prompt_frames, ar_config, batch_size=batch,
-                             generator=generator, progress=ar_progress)
-        given[..., :prompt_frames] = prompt
+    def ar_progress(step: int, total: int) -> None:
+        done[0] = step
+        if progress is not None:
+            progress(step, total)
+
+    if prompt_frames > 0:
+        codes = _autoregressive_prompt(model, text_states, text_mask, prompt_frames, prompt, ar_config, batch,
+                                       generator, ar_progress)
+        given[..., :prompt_frames] = codes
         given = given.masked_fill(~fixed, model.mask_token_id)
     rest = None if progress is None else (lambda step, total: progress(done[0] + step, total))
     return decode(BoundHybrid(model, boundary), text_states, text_mask, num_frames, config, batch_size=batch,
                   given=given, fixed=fixed, generator=generator, progress=rest)
+
+
+def decode_request(model: HybridMagnetTransformer, request: DecodeRequest) -> torch.Tensor:
+    """Hybrid-MAGNeT's decoder for the family table. Returns long [B, K, T]."""
+    return generate(model, request.text_states, request.text_mask, request.num_frames, request.prompt_frames,
+                    request.config, prompt=request.prompt, batch_size=request.batch_size,
+                    generator=request.generator, progress=request.progress)
+
+
+def num_steps(model: HybridMagnetTransformer, config: DecodingConfig, num_frames: int, prompt_frames: int) -> int:
+    """Model steps of one generation (progress bars): the autoregressive prompt's, then MAGNeT's."""
+    pattern = model.pattern
+    prompt_steps = prompt_frames + pattern.max_delay - pattern.delays[0] if prompt_frames else 0
+    return sum(config.decoding_steps) + prompt_steps

@@ -35,6 +35,7 @@ V codebook size.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -47,6 +48,7 @@ from magnet_lightning.generation.common import (
     text_inputs,
 )
 from magnet_lightning.generation.magnet_config import DecodingConfig
+from magnet_lightning.generation.request import DecodeRequest
 from magnet_lightning.generation.sampling import draw_noise, sample_tokens
 from magnet_lightning.generation.spans import (
     free_units,
@@ -257,3 +259,22 @@ def infilling(codes: torch.Tensor, start: int, end: int) -> tuple[torch.Tensor, 
     fixed = torch.ones(codes.shape[0], num_frames, dtype=torch.bool, device=codes.device)
     fixed[:, start:end] = False
     return codes.long(), fixed
+
+
+def decode_request(model, request: DecodeRequest) -> torch.Tensor:
+    """MAGNeT's decoder for the family table: a continuation or an infill becomes fixed frames; the fast path when
+    the request carries one. Returns long [B, K, T]."""
+    given = fixed = None
+    if request.infill is not None:
+        given, fixed = infilling(request.prompt, *request.infill)
+    elif request.prompt is not None:
+        given, fixed = continuation(request.prompt, request.num_frames, model.mask_token_id)
+    kwargs = {"batch_size": request.batch_size, "given": given, "fixed": fixed, "generator": request.generator,
+              "progress": request.progress, "rescorer": request.rescorer}
+    run = request.fast.decode if request.fast is not None else partial(decode, model)
+    return run(request.text_states, request.text_mask, request.num_frames, request.config, **kwargs)
+
+
+def num_steps(model, config: DecodingConfig, num_frames: int, prompt_frames: int = 0) -> int:
+    """Model steps of one generation (progress bars): the sum of the stages' decoding steps."""
+    return sum(config.decoding_steps)

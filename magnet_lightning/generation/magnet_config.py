@@ -102,9 +102,11 @@ def default_decoding_steps(duration: float, num_codebooks: int = 4) -> tuple[int
     return (first,) + (10,) * (num_codebooks - 1)
 
 
-def decoding_preset(name: str = "music", duration: float = 10.0, num_codebooks: int = 4, **overrides) -> DecodingConfig:
-    """A DecodingConfig from DECODING_PRESETS with steps for `duration`, then `overrides`."""
+def decoding_preset(name: str = "music", duration: float = 10.0, num_codebooks: int = 4, *,
+                    config_class: type[DecodingConfig] | None = None, **overrides) -> DecodingConfig:
+    """A DecodingConfig (or the subclass `config_class`) from DECODING_PRESETS with steps for `duration`, then
+    `overrides`."""
     if name not in DECODING_PRESETS:
         raise ValueError(f"unknown decoding preset {name!r}: choose one of {sorted(DECODING_PRESETS)}")
     values = {**DECODING_PRESETS[name], "decoding_steps": default_decoding_steps(duration, num_codebooks)}
-    return DecodingConfig(**{**values, **overrides})
+    return (config_class or DecodingConfig)(**{**values, **overrides})

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import torch
 
+from magnet_lightning.generation.families import DECODER_FAMILIES, families_where
+
 
 class ARRescorer:
     """An autoregressive model (models.ar.ARTransformer) as MAGNeT's rescorer for one batch of captions.
@@ -51,8 +53,10 @@ class ARRescorer:
         if (mine.num_codebooks, mine.codebook_size) != (theirs.num_codebooks, theirs.codebook_size):
             raise ValueError(f"the rescorer has K={mine.num_codebooks}, V={mine.codebook_size} but the MAGNeT model "
                              f"K={theirs.num_codebooks}, V={theirs.codebook_size}: it must use the same codec")
-        if getattr(self.model, "family", "") != "musicgen":
-            raise ValueError("the rescorer must be an autoregressive (MusicGen-family) model")
+        spec = DECODER_FAMILIES.get(getattr(self.model, "family", ""))
+        if spec is None or not spec.partner:
+            raise ValueError(f"the rescorer must be a model of a family that serves as one "
+                             f"({', '.join(families_where(partner=True))})")
 
     def load(self, other: ARRescorer) -> None:
         """Copy another batch's text memory into this one's tensors (static buffers of the fast path)."""
@@ -73,8 +77,9 @@ def rescorer_for(generator, texts, text_states: torch.Tensor | None, text_mask: 
     """The rescorer of one batch, from an autoregressive `MagnetGenerator`: it reuses the MAGNeT model's text states
     [B, S, E] when both use the same text encoder (e.g. t5-base for MusicGen and music MAGNeT), and encodes the
     captions with its own otherwise."""
-    if not getattr(generator, "autoregressive", False):
-        raise ValueError("the rescorer must be an autoregressive (MusicGen-family) model")
+    if not generator.decoder.partner:
+        raise ValueError(f"the rescorer must be a model of a family that serves as one "
+                         f"({', '.join(families_where(partner=True))})")
     own = generator.text_encoder
     same = own is text_encoder or (own is not None and text_encoder is not None and own.serves(text_encoder.name))
     if text_states is not None and not same:

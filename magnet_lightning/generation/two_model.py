@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from magnet_lightning.generation.families import families_where
 from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
 
 
 def check_pair(magnet, ar) -> None:
     """Raise unless `ar` is an autoregressive generator whose tokens `magnet` reads (same codec layout)."""
-    if magnet.autoregressive or not ar.autoregressive:
-        raise ValueError("hybrid inference needs a MAGNeT generator and an autoregressive (MusicGen-family) one")
+    if not magnet.decoder.rescored or not ar.decoder.partner:
+        raise ValueError(f"hybrid inference needs a {' or '.join(families_where(rescored=True))} generator and an "
+                         f"{' or '.join(families_where(partner=True))} one")
     mine, theirs = magnet.model.cfg, ar.model.cfg
     if (mine.num_codebooks, mine.codebook_size) != (theirs.num_codebooks, theirs.codebook_size) or \
             magnet.frame_rate != ar.frame_rate:

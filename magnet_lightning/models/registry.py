@@ -49,7 +49,7 @@ _TRUNK_TARGETS = {  # every family shares the trunk (models/layers.py `Layer`), 
 MODEL_FAMILIES: dict[str, ModelFamily] = {
     family.name: family for family in (
         ModelFamily(MagnetTransformer, "MAGNeT", delay_pattern=False, lora_targets=_TRUNK_TARGETS),
-        ModelFamily(ARTransformer, "autoregressive (MusicGen)", delay_pattern=True, lora_targets=_TRUNK_TARGETS),
+        ModelFamily(ARTransformer, "autoregressive", delay_pattern=True, lora_targets=_TRUNK_TARGETS),
         ModelFamily(HybridMagnetTransformer, "Hybrid-MAGNeT", delay_pattern=True, lora_targets=_TRUNK_TARGETS),
     )
 }
