@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from test_families import hybrid_ckpt, no_loading  # noqa: F401  (a tiny Hybrid-MAGNeT checkpoint; refuse loading)
 from test_generate import DURATION, STEPS, assets  # noqa: F401  (the shared tiny MAGNeT checkpoint and codec)
 from test_hybrid_inference import ar_ckpt  # noqa: F401  (a tiny autoregressive checkpoint of the same codec)
 
@@ -37,8 +38,9 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 @pytest.fixture(scope="module")
-def server(assets, ar_ckpt):  # noqa: F811
-    args = build_parser().parse_args(["--ckpt", str(assets[0]), "--ckpt", str(ar_ckpt), "--host", "127.0.0.1"])
+def server(assets, ar_ckpt, hybrid_ckpt):  # noqa: F811
+    args = build_parser().parse_args(["--ckpt", str(assets[0]), "--ckpt", str(ar_ckpt), "--ckpt", str(hybrid_ckpt),
+                                      "--host", "127.0.0.1"])
     specs = check_args(args)  # the command line's checks and free port
     engine = Engine.load(specs, LIMITS, device="cpu")
     running = ui.launch(engine, host=args.host, port=args.port)
@@ -54,8 +56,8 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def names(server, assets, ar_ckpt):  # noqa: F811
-    return {"magnet": str(assets[0]), "ar": str(ar_ckpt)}
+def names(server, assets, ar_ckpt, hybrid_ckpt):  # noqa: F811
+    return {"magnet": str(assets[0]), "ar": str(ar_ckpt), "hybrid": str(hybrid_ckpt)}
 
 
 def controls(server, ckpt, **changes):
@@ -100,6 +102,17 @@ def test_controls_are_the_families_options_with_the_checkpoints_defaults(server,
     assert "decoding_steps" not in {c.name for c in ar.controls}
     assert magnet.takes_infill and magnet.takes_partner and not ar.takes_infill and ar.autoregressive
     assert server.engine.models[names["magnet"]].partners == (names["ar"],)
+    hybrid = server.engine.models[names["hybrid"]]
+    assert hybrid.traits.control("prompt_seconds").default == 0.1 and hybrid.partners == ()  # recorded; own prompt
+    assert not hybrid.traits.takes_infill and not hybrid.traits.takes_partner
+
+
+def test_a_family_generating_its_own_prompt(client, server, names):
+    *_, downloads, info = generate(client, server, names["hybrid"], "waves", seed=2, prompt_seconds=0.2)
+    assert info["changed_options"] == {"prompt_seconds": 0.2} and info["decoding"]["prompt_seconds"] == 0.2
+    generator = server.engine.models[names["hybrid"]].generator
+    expected = generator.generate(["waves"], seed=2, prompt_seconds=0.2, decode_audio=False).tokens
+    assert torch.equal(tokens_of(downloads)[0], expected[0])
 
 
 def test_changed_controls_reach_the_generator(client, server, names):
@@ -345,7 +358,8 @@ def test_concurrent_clients_are_all_answered(server, names):
     (["--ckpt", "CKPT", "--port", "BUSY"], "cannot be used"),
     (["--ckpt", "CKPT", "--port", "70000"], "between 1 and 65535"),
 ])
-def test_command_line_mistakes_are_one_line_before_loading(assets, tmp_path, capsys, argv, message):  # noqa: F811
+def test_command_line_mistakes_are_one_line_before_loading(assets, tmp_path, capsys, no_loading,  # noqa: F811
+                                                           argv, message):
     not_ckpt = tmp_path / "notes.ckpt"
     not_ckpt.write_text("hello")
     with socket.socket() as busy:

@@ -144,7 +144,7 @@ def edit_request(engine: Engine, ckpt: str, text: str | None, clip_path: str | N
     if mode not in (CONTINUE, INFILL):
         raise InputError(f"mode {mode!r}: choose {CONTINUE!r} or {INFILL!r}")
     if not model.traits.takes_prompt or (mode == INFILL and not model.traits.takes_infill):
-        raise InputError(f"{model.name} ({model.family}) cannot {mode} a clip; choose another checkpoint")
+        raise InputError(f"{model.name} ({model.traits.label}) cannot {mode} a clip; choose another checkpoint")
     wav, rate = clip(clip_path, model)
     length = wav.shape[-1] / rate
     infill = None

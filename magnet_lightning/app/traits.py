@@ -1,4 +1,5 @@
-"""What a loaded checkpoint takes, as the page shows it: one control per decoding option of its family (default: the
+"""What a loaded checkpoint takes, as the page shows it, read from the generation layer's family table
+(`generation/families.py`, the generator's `decoder`): one control per decoding option of its family (default: the
 checkpoint's own value, `MagnetGenerator.decoding_config()`), and whether it continues a prompt, infills a clip and
 can be paired with an autoregressive checkpoint (rescorer, two-model hybrid).
 
@@ -10,13 +11,12 @@ checkpoint's own rule (e.g. MAGNeT's decoding steps grow with the duration).
 from __future__ import annotations
 
 import math
+import types
 from dataclasses import dataclass, fields
-from typing import Any, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from magnet_lightning.generation.families import family_label
 from magnet_lightning.generation.magnet_config import SPAN_ARRANGEMENTS, SPAN_SCORINGS, STRIDE1_COVERS
-from magnet_lightning.models.ar import ARTransformer
-from magnet_lightning.models.hybrid import HybridMagnetTransformer
-from magnet_lightning.models.magnet import MagnetTransformer
 
 CHOICES = {"span_arrangement": SPAN_ARRANGEMENTS, "span_scoring": SPAN_SCORINGS, "stride1_cover": STRIDE1_COVERS}
 """Options whose value is one of a few names."""
@@ -35,6 +35,8 @@ class Control:
     default: Any
     """The checkpoint's own value, in the control's form (steps as text '20 10 10 10')."""
     choices: tuple[str, ...] = ()
+    optional: bool = False
+    """An empty value means the option's own default (e.g. Hybrid-MAGNeT's prompt_seconds)."""
 
     @property
     def label(self) -> str:
@@ -54,9 +56,19 @@ class Traits:
     """Can be rescored by an autoregressive checkpoint and continue its prompt (two-model hybrid)."""
     autoregressive: bool
     """A partner for the above (an autoregressive model of tokens)."""
+    label: str = ""
+    """The family's name in the page ('MAGNeT', ...)."""
 
     def control(self, name: str) -> Control:
         return next(c for c in self.controls if c.name == name)
+
+
+def _optional(annotation: Any) -> tuple[Any, bool]:
+    """(T, True) for `T | None`, else (annotation, False)."""
+    args = get_args(annotation)
+    if get_origin(annotation) in (Union, types.UnionType) and type(None) in args and len(args) == 2:
+        return next(a for a in args if a is not type(None)), True
+    return annotation, False
 
 
 def _kind(name: str, annotation: Any) -> str:
@@ -81,25 +93,29 @@ def controls_of(config: Any) -> tuple[Control, ...]:
     for field in fields(config):
         if field.name in NOT_CONTROLS:
             continue
-        kind = _kind(field.name, hints[field.name])
+        annotation, optional = _optional(hints[field.name])
+        kind = _kind(field.name, annotation)
         value = getattr(config, field.name)
-        default = " ".join(str(v) for v in value) if kind == "steps" else value
-        controls.append(Control(field.name, kind, default, tuple(CHOICES.get(field.name, ()))))
+        default = " ".join(str(v) for v in value) if kind == "steps" and value is not None else value
+        controls.append(Control(field.name, kind, default, tuple(CHOICES.get(field.name, ())), optional))
     return tuple(controls)
 
 
 def traits_of(generator: Any) -> Traits:
-    """The traits of a loaded `MagnetGenerator`."""
-    model = generator.model
-    masked = isinstance(model, MagnetTransformer)
-    own_prompt = isinstance(model, HybridMagnetTransformer)  # generates its prompt itself
-    return Traits(controls=controls_of(generator.decoding_config()), takes_prompt=not own_prompt,
-                  takes_infill=masked, takes_partner=masked,
-                  autoregressive=isinstance(model, ARTransformer) and not own_prompt)
+    """The traits of a loaded `MagnetGenerator`: its family's entry in the family table."""
+    family = generator.decoder
+    config = generator.decoding_config()
+    if not isinstance(config, family.config_class):
+        raise TypeError(f"the generator's decoding config is a {type(config).__name__}, its family's table says "
+                        f"{family.config_class.__name__}")
+    return Traits(controls=controls_of(config), takes_prompt=family.prompt, takes_infill=family.infill,
+                  takes_partner=family.rescored, autoregressive=family.partner, label=family_label(generator.family))
 
 
 def parse_value(control: Control, value: Any) -> Any:
     """A control's value from the page -> the option's value; ValueError naming the option when it is not one."""
+    if control.optional and (value is None or (isinstance(value, str) and not value.strip())):
+        return None
     try:
         if control.kind == "bool":
             return bool(value)

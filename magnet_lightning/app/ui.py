@@ -75,7 +75,7 @@ def _short(engine: Engine, model: Loaded) -> str:
 
 
 def _choices(engine: Engine) -> list[tuple[str, str]]:
-    return [(f"{_short(engine, m)} ({m.family})", m.name) for m in engine.models.values()]
+    return [(f"{_short(engine, m)} ({m.traits.label})", m.name) for m in engine.models.values()]
 
 
 def _prompt_default(model: Loaded) -> float:
@@ -188,7 +188,7 @@ def _compare_tab(engine: Engine, handlers: Handlers, s: dict, first: Loaded) -> 
 
 def _header(engine: Engine) -> str:
     limits = engine.limits
-    models = ", ".join(f"`{_short(engine, m)}` ({m.family}, up to {m.max_duration:g} s)"
+    models = ", ".join(f"`{_short(engine, m)}` ({m.traits.label}, up to {m.max_duration:g} s)"
                        for m in engine.models.values())
     return (f"## magnet_lightning\nLoaded: {models}. Limits: {limits.max_captions} captions a request of at most "
             f"{limits.max_text_chars} characters; requests of identical settings and no seed are batched "
