@@ -388,7 +388,7 @@ def test_page_in_headless_chromium(server, tmp_path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
     try:
@@ -404,6 +404,7 @@ def test_page_in_headless_chromium(server, tmp_path):
             lambda d: d.execute_script("var a = document.querySelector('#gen-audio-0 audio');"
                                        "return a.readyState >= 1 && !a.error ? a.duration : null;"))
         assert abs(duration - DURATION) < 0.05  # the browser decoded the WAV
+        time.sleep(1)  # let the player draw its duration before the picture
         shot = tmp_path / "app.png"
         driver.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000

@@ -97,7 +97,7 @@ def _settings(engine: Engine, first: Loaded) -> dict:
         s["weight"] = gr.Slider(0.0, 0.99, value=DEFAULT_RESCORE_WEIGHT, step=0.01,
                                 label="Rescore weight (own probability; 1 - w to the partner)")
         s["prompt_seconds"] = gr.Number(value=_prompt_default(first), label="Hybrid: seconds from the partner")
-    with gr.Accordion("Decoding options (the checkpoint's defaults)", open=False):
+    with gr.Accordion("Decoding options (the checkpoint's defaults)", open=True):
         s["controls"] = _controls(engine, first, "dec")
     return s
 
