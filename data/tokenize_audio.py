@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh
 import torch  # noqa: E402
 
 from magnet_lightning.codec.codecs import DEFAULT_CODEC, load_codec  # noqa: E402
+from magnet_lightning.data.inputs import scan_inputs  # noqa: E402
 from magnet_lightning.data.tokenize import (  # noqa: E402
     TokenizeOptions,
     check_output,
     make_plan,
     same_codec_name,
-    scan_inputs,
     tokenize_dataset,
 )
 from magnet_lightning.errors import UserError, pop_debug_flag, user_errors  # noqa: E402

@@ -41,8 +41,9 @@ from magnet_lightning.config import model_preset
 from magnet_lightning.generation.autoregressive import ARDecodingConfig, decode_step, generate
 from magnet_lightning.generation.common import autocast_context, guidance_batch
 from magnet_lightning.generation.fast import FastDecoder
-from magnet_lightning.generation.magnet import decode
+from magnet_lightning.generation.magnet import continuation, decode
 from magnet_lightning.generation.magnet_config import decoding_preset
+from magnet_lightning.generation.rescoring import ARRescorer
 from magnet_lightning.generation.sampling import draw_noise
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.kv_cache import KVCache
@@ -111,7 +112,6 @@ def ar_generation(model: ARTransformer, batch: int, frames: int, text_len: int, 
 def rescored_generation(model: MagnetTransformer, rescorer_model: ARTransformer, fast: FastDecoder | None, batch: int,
                         frames: int, text_len: int, device, weight: float = RESCORE_WEIGHT):
     """MAGNeT generation whose spans are ranked with an AR rescorer's probabilities (one teacher-forced pass a step)."""
-    from magnet_lightning.generation.rescoring import ARRescorer
 
     config = decoding_preset("music", 10.0, model.cfg.num_codebooks, rescore_weight=weight)
     states, mask = _text(batch, text_len, model.cfg.text_dim, device)
@@ -126,7 +126,6 @@ def hybrid_generation(model: MagnetTransformer, ar_model: ARTransformer, fast: F
                       frames: int, text_len: int, device):
     """Hybrid inference: the AR model generates the first HYBRID_PROMPT frames (a third of shorter clips), MAGNeT the
     rest with them fixed (hybrid.py does the same through generators)."""
-    from magnet_lightning.generation.magnet import continuation
 
     prompt_frames = min(HYBRID_PROMPT, frames // 3)
     config = decoding_preset("music", 10.0, model.cfg.num_codebooks)

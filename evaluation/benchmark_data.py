@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from magnet_lightning.data.datamodule import TokenDataModule
+from magnet_lightning.data.shards import TarShardWriter, write_manifest
+
 
 def write_shards(out_dir: Path, num_shards: int, per_shard: int, num_codebooks: int = 4, frames: int = 500,
                  codebook_size: int = 2048) -> None:
-    from magnet_lightning.data.shards import TarShardWriter, write_manifest
 
     rng = np.random.default_rng(0)
     shards = []
@@ -41,7 +43,6 @@ def write_shards(out_dir: Path, num_shards: int, per_shard: int, num_codebooks: 
 
 
 def measure(shard_dir: Path, workers: int, batch_size: int, batches: int, warmup: int) -> float:
-    from magnet_lightning.data.datamodule import TokenDataModule
 
     dm = TokenDataModule(train_shards=str(shard_dir), batch_size=batch_size, segment_duration=10.0,
                          num_workers=workers, shuffle_buffer=500, batches_per_epoch=warmup + batches)

@@ -4,13 +4,13 @@ functions themselves are in `checkpoint/audiocraft.py`."""
 from __future__ import annotations
 
 if __name__ == "__main__":
-    from magnet_lightning.cli.prelude import prepare
+    from magnet_lightning.cli.prelude import prepare  # entry point: before transformers / huggingface_hub load
 
-    prepare()  # before transformers / huggingface_hub load: the hub probe, known warnings quiet
-    from magnet_lightning.cli.convert import main  # after prepare(), on purpose
+    prepare()  # the hub probe, known warnings quiet
+    from magnet_lightning.cli.convert import main  # entry point: loaded only after prepare()
 
-    main()
-else:
-    from magnet_lightning.checkpoint.audiocraft import convert_audiocraft, from_audiocraft, read_audiocraft
+    raise SystemExit(main())
 
-    __all__ = ["convert_audiocraft", "from_audiocraft", "read_audiocraft"]
+from magnet_lightning.checkpoint.audiocraft import convert_audiocraft, from_audiocraft, read_audiocraft  # noqa: E402
+
+__all__ = ["convert_audiocraft", "from_audiocraft", "read_audiocraft"]

@@ -3,16 +3,14 @@ is `checkpoint/export.py`."""
 
 from __future__ import annotations
 
-import sys
-
 if __name__ == "__main__":
-    from magnet_lightning.cli.prelude import prepare
+    from magnet_lightning.cli.prelude import prepare  # entry point: before transformers / huggingface_hub load
 
-    prepare()  # before transformers / huggingface_hub load: the hub probe, known warnings quiet
-    from magnet_lightning.cli.export import main  # after prepare(), on purpose
+    prepare()  # the hub probe, known warnings quiet
+    from magnet_lightning.cli.export import main  # entry point: loaded only after prepare()
 
-    sys.exit(main())
-else:
-    from magnet_lightning.checkpoint.export import export, push_to_hub
+    raise SystemExit(main())
 
-    __all__ = ["export", "push_to_hub"]
+from magnet_lightning.checkpoint.export import export, push_to_hub  # noqa: E402
+
+__all__ = ["export", "push_to_hub"]

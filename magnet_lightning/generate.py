@@ -7,10 +7,10 @@ import sys
 import types
 
 if __name__ == "__main__":
-    from magnet_lightning.cli.prelude import prepare
+    from magnet_lightning.cli.prelude import prepare  # entry point: before transformers / huggingface_hub load
 
-    prepare()  # before transformers / huggingface_hub load: the hub probe, known warnings quiet
-    from magnet_lightning.cli.generate import main  # after prepare(), on purpose
+    prepare()  # the hub probe, known warnings quiet
+    from magnet_lightning.cli.generate import main  # entry point: loaded only after prepare()
 
     sys.exit(main())
 

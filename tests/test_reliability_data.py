@@ -21,6 +21,7 @@ from test_tokenize_audio import OPTS, SR, make_audio_folder, read_tar
 
 from magnet_lightning.codec.codecs import HFEncodecCodec
 from magnet_lightning.data.datamodule import TokenDataModule
+from magnet_lightning.data.inputs import scan_inputs
 from magnet_lightning.data.pipeline import SkipCounter, iter_shard
 from magnet_lightning.data.shards import (
     ManifestMismatchError,
@@ -29,7 +30,7 @@ from magnet_lightning.data.shards import (
     read_manifest,
     resolve_shards,
 )
-from magnet_lightning.data.tokenize import TokenizeOptions, scan_inputs, tokenize_dataset
+from magnet_lightning.data.tokenize import TokenizeOptions, tokenize_dataset
 from magnet_lightning.errors import UserError
 
 DEAD_PID = 2**22 + 12345  # above the default pid_max: never a running process

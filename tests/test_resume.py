@@ -119,7 +119,8 @@ def test_interrupted_checkpoint_write_keeps_previous_checkpoint(tmp_path, monkey
 
 
 # ------------------------------------------------------------------------------------------------ through the recipe
-def _recipe_fit(tmp_path, monkeypatch, ckpt_dir, log_dir, max_steps: int, resume: bool) -> list[float]:
+def _recipe_fit(tmp_path, monkeypatch, ckpt_dir, log_dir, max_steps: int, resume: bool,
+                extra_callbacks: tuple[str, ...] = ()) -> list[float]:
     """Run the demo recipe (tiny model, tiny corpus shared across calls) in-process; returns train/loss per step."""
     import csv
     import sys
@@ -138,7 +139,8 @@ def _recipe_fit(tmp_path, monkeypatch, ckpt_dir, log_dir, max_steps: int, resume
                                                        "init_args": {"save_dir": str(log_dir)}}],
             "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
                            "init_args": {"dirpath": str(ckpt_dir), "save_last": True, "save_top_k": 0,
-                                         "every_n_train_steps": 1}}],
+                                         "every_n_train_steps": 1}},
+                          *({"class_path": name} for name in extra_callbacks)],
         },
         "model": {"model": {"dim": 32, "num_heads": 4, "num_layers": 2, "ffn_dim": 64, "text_dim": 32},
                   "text_encoder": "random:tiny", "ema_every_n_steps": 1,
@@ -171,3 +173,21 @@ def test_recipe_resume_is_reproducible(tmp_path, monkeypatch):
     assert len(first) == 2 and len(again_a) == len(again_b) == 2  # steps 3 and 4 only: resumed, not restarted
     assert again_a == pytest.approx(again_b, rel=1e-6)
     assert torch.load(tmp_path / "ck_a" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def test_a_run_folder_naming_the_flat_cli_classes_still_resumes(tmp_path, monkeypatch):
+    """Run folders written before the package was laid out by concern name the training CLI's classes as
+    `magnet_lightning.cli.<Class>` in their saved config.yaml: those paths still resolve, and such a run resumes."""
+    import magnet_lightning.cli as cli_package
+    from magnet_lightning.callbacks.monitors import GradNormMonitor
+    from magnet_lightning.training.checkpoint_io import AtomicCheckpointIO
+
+    assert cli_package.GradNormMonitor is GradNormMonitor and cli_package.AtomicCheckpointIO is AtomicCheckpointIO
+    monkeypatch.chdir(tmp_path)
+    old = ("magnet_lightning.cli.GradNormMonitor",)
+    first = _recipe_fit(tmp_path, monkeypatch, tmp_path / "ck", tmp_path / "log", 2, resume=False,
+                        extra_callbacks=old)
+    again = _recipe_fit(tmp_path, monkeypatch, tmp_path / "ck", tmp_path / "log2", 3, resume=True,
+                        extra_callbacks=old)
+    assert len(first) == 2 and len(again) == 1
+    assert torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)["global_step"] == 3

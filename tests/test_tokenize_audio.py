@@ -16,8 +16,9 @@ from test_codec import tiny_hf_model, tiny_pkg_model, varied_audio
 from magnet_lightning.codec.codecs import EncodecPackageCodec, HFEncodecCodec
 from magnet_lightning.codec.fit import fit_codebooks
 from magnet_lightning.data.datamodule import TokenDataModule
+from magnet_lightning.data.inputs import make_key, scan_inputs
 from magnet_lightning.data.shards import read_manifest
-from magnet_lightning.data.tokenize import TokenizeOptions, make_key, scan_inputs, tokenize_dataset
+from magnet_lightning.data.tokenize import TokenizeOptions, tokenize_dataset
 from magnet_lightning.errors import UserError
 
 SR = 22050  # not the codecs' rate: the tokenizer must resample

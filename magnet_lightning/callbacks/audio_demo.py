@@ -20,6 +20,8 @@ import lightning as L
 import torch
 
 from magnet_lightning.callbacks.media import Clip, log_clips
+from magnet_lightning.codec.codecs import load_codec
+from magnet_lightning.utils.loudness import loudness_normalize
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +98,6 @@ class AudioDemoCallback(L.Callback):
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> list[Clip]:
         """Generate the demo clips now and log them (rank 0); returns them."""
-        from magnet_lightning.codec.codecs import load_codec
-        from magnet_lightning.utils.loudness import loudness_normalize
 
         self._last_step = trainer.global_step
         if self._codec is None:

@@ -44,11 +44,29 @@ from typing import Any
 import lightning as L
 import torch
 
+from magnet_lightning.callbacks.media import log_examples
+from magnet_lightning.codec.codecs import load_codec
+from magnet_lightning.data.shards import check_compatible
+from magnet_lightning.errors import UserError
 from magnet_lightning.metrics.eval_set import EvalItem, items_from_files
 from magnet_lightning.metrics.generation_eval import Example, ReferenceLoader, evaluate_items
 from magnet_lightning.metrics.suite import AudioEvalSuite
 
 log = logging.getLogger(__name__)
+
+
+
+def check_metrics_codec(codec: Any, model_cfg: Any, datamodule: Any, owner: str = "AudioMetricsCallback") -> None:
+    """The codec a metrics callback decodes with must fit the model (K, V) and the shards it trains on."""
+    if (codec.num_codebooks, codec.codebook_size) != (model_cfg.num_codebooks, model_cfg.codebook_size):
+        raise UserError(f"{owner}: codec {codec.name!r} has K={codec.num_codebooks}, V={codec.codebook_size} but the "
+                        f"model has K={model_cfg.num_codebooks}, V={model_cfg.codebook_size}; set its codec to the "
+                        "one the shards were tokenized with")
+    for shards in getattr(datamodule, "train_sets", []) + getattr(datamodule, "val_sets", []):
+        if shards.manifest is not None:
+            check_compatible(shards.manifest, codec.num_codebooks, codec.codebook_size, codec.frame_rate,
+                             where=f"{owner}'s codec {codec.name!r} and shards {shards.spec!r}", codec=codec.name,
+                             sample_rate=codec.sample_rate, channels=codec.channels)
 
 
 class AudioMetricsCallback(L.Callback):
@@ -146,7 +164,6 @@ class AudioMetricsCallback(L.Callback):
         here instead of at the first evaluation, ``every_n_steps`` steps later."""
         if stage not in ("fit", "validate"):
             return
-        from magnet_lightning.cli.startup import check_metrics_codec
 
         codec, _ = self._setup(pl_module)
         check_metrics_codec(codec, pl_module.model.cfg, trainer.datamodule)
@@ -186,7 +203,6 @@ class AudioMetricsCallback(L.Callback):
     # ------------------------------------------------------------------------------------------- evaluation
     def _setup(self, pl_module: L.LightningModule) -> tuple[Any, AudioEvalSuite]:
         if self._codec is None:
-            from magnet_lightning.codec.codecs import load_codec
 
             self._codec = load_codec(self.codec_name or pl_module.hparams.codec, device=pl_module.device)
             self._references = ReferenceLoader(self._codec)
@@ -259,6 +275,5 @@ class AudioMetricsCallback(L.Callback):
         return tqdm(total=calls * steps, desc="eval/audio metrics", unit="step", leave=False, dynamic_ncols=True)
 
     def _log_media(self, trainer: L.Trainer, examples: list[Example]) -> None:
-        from magnet_lightning.callbacks.media import log_examples
 
         log_examples(trainer, examples, prefix="eval")

@@ -32,14 +32,14 @@ def _run_script(folder: str, name: str) -> None:
 
 def train() -> None:
     prepare()
-    from magnet_lightning.cli.train import main
+    from magnet_lightning.cli.train import main  # entry point: loaded only after prepare()
 
     main(default_config="demo_music.yaml")
 
 
 def generate() -> int:
     prepare()
-    from magnet_lightning.cli.generate import main
+    from magnet_lightning.cli.generate import main  # entry point: loaded only after prepare()
 
     return main()
 
@@ -54,14 +54,14 @@ def evaluate() -> None:
 
 def convert() -> None:
     prepare()
-    from magnet_lightning.cli.convert import main
+    from magnet_lightning.cli.convert import main  # entry point: loaded only after prepare()
 
     main()
 
 
 def export() -> int:
     prepare()
-    from magnet_lightning.cli.export import main
+    from magnet_lightning.cli.export import main  # entry point: loaded only after prepare()
 
     return main()
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import warnings
 
+from magnet_lightning.utils.network import hub_offline_without_network
+
 KNOWN_WARNINGS = (  # (message regex, category): raised inside third-party code, not actionable by a user
     (r".*isinstance\(treespec, LeafSpec\)` is deprecated.*", Warning),  # lightning's pytree use, newer torch
     (r"Importing from timm\.models\.layers is deprecated.*", FutureWarning),  # hear21passt importing timm
@@ -36,7 +38,6 @@ def quiet_known_warnings() -> None:
 
 def prepare() -> None:
     """Call first in every entry point (before transformers / huggingface_hub are imported)."""
-    from magnet_lightning.utils.network import hub_offline_without_network
 
     hub_offline_without_network()
     quiet_known_warnings()

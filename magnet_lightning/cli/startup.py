@@ -5,7 +5,7 @@
   rate, codec, sample rate), the ``init_from`` file.
 - At fit start (``MagnetLightningModule.on_fit_start`` and ``AudioMetricsCallback.setup``): the same manifest check
   on the built objects, the T5 loaded, the callback's codec and embedder weights loaded and checked against the
-  model and the shards (`check_metrics_codec`).
+  model and the shards (`callbacks.audio_metrics.check_metrics_codec`).
 - `remove_stale_checkpoint_temporaries`: checkpoint temp files of killed writes, removed before training starts.
 
 Each failure is a `UserError` (or FileNotFoundError) naming the field or file and the fix; the CLI prints it as one
@@ -19,7 +19,14 @@ from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from magnet_lightning.checkpoint import hub
+from magnet_lightning.checkpoint.pretrained import is_export
+from magnet_lightning.config import MaskingConfig, ModelConfig
+from magnet_lightning.data.shards import check_compatible, resolve_shards
 from magnet_lightning.errors import UserError
+from magnet_lightning.models.conditioning import _missing_weights_error
+from magnet_lightning.training.optim import OptimConfig
+from magnet_lightning.utils.stale_files import remove_stale
 
 
 def _plain(value: Any) -> dict:
@@ -34,8 +41,6 @@ def _plain(value: Any) -> dict:
 
 
 def _section_classes() -> dict[str, type]:
-    from magnet_lightning.config import MaskingConfig, ModelConfig
-    from magnet_lightning.training.optim import OptimConfig
 
     return {"model": ModelConfig, "masking": MaskingConfig, "optimizer": OptimConfig}
 
@@ -68,7 +73,6 @@ def _specs(value: Any) -> list[str]:
 def check_shards(specs: list[str], num_codebooks: int, codebook_size: int, frame_rate: float, codec: str | None,
                  sample_rate: int | None) -> None:
     """Every spec resolves to existing shard files, and every manifest fits the model."""
-    from magnet_lightning.data.shards import check_compatible, resolve_shards
 
     for spec in specs:
         shards = resolve_shards(spec)
@@ -97,39 +101,20 @@ def check_training_config(config: Any) -> None:
     model = config.model
     model_cfg = check_sections(model)
     if not model.allow_random_text_encoder and not text_encoder_on_disk(str(model.text_encoder)):
-        from magnet_lightning.models.conditioning import _missing_weights_error
 
         raise _missing_weights_error(str(model.text_encoder), FileNotFoundError("not in the local cache"))
     data = config.data
     check_shards(_specs(data.train_shards) + _specs(data.val_shards), model_cfg.num_codebooks,
                  model_cfg.codebook_size, float(model.frame_rate), model.codec, int(model.sample_rate))
     if model.init_from and "://" not in str(model.init_from):
-        from magnet_lightning.checkpoint import hub
-        from magnet_lightning.checkpoint.pretrained import is_export
 
         if not is_export(hub.expand(model.init_from)):
             hub.resolve_lm(model.init_from)  # a file, a folder, or a released repo id fetched now: fails here if absent
 
 
-def check_metrics_codec(codec: Any, model_cfg: Any, datamodule: Any, owner: str = "AudioMetricsCallback") -> None:
-    """The codec a metrics callback decodes with must fit the model (K, V) and the shards it trains on."""
-    if (codec.num_codebooks, codec.codebook_size) != (model_cfg.num_codebooks, model_cfg.codebook_size):
-        raise UserError(f"{owner}: codec {codec.name!r} has K={codec.num_codebooks}, V={codec.codebook_size} but the "
-                        f"model has K={model_cfg.num_codebooks}, V={model_cfg.codebook_size}; set its codec to the "
-                        "one the shards were tokenized with")
-    from magnet_lightning.data.shards import check_compatible
-
-    for shards in getattr(datamodule, "train_sets", []) + getattr(datamodule, "val_sets", []):
-        if shards.manifest is not None:
-            check_compatible(shards.manifest, codec.num_codebooks, codec.codebook_size, codec.frame_rate,
-                             where=f"{owner}'s codec {codec.name!r} and shards {shards.spec!r}", codec=codec.name,
-                             sample_rate=codec.sample_rate, channels=codec.channels)
-
-
 def remove_stale_checkpoint_temporaries(trainer: Any) -> list[Path]:
     """On global rank 0: temp files of killed checkpoint writes (``.NAME.tmp<PID>``) in every local checkpoint
     folder; a resumed run starts clean."""
-    from magnet_lightning.utils.stale_files import remove_stale
 
     if not getattr(trainer, "is_global_zero", True):
         return []

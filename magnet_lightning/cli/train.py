@@ -40,6 +40,8 @@ from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from magnet_lightning.callbacks.monitors import ValLossHistory
+from magnet_lightning.callbacks.progress import StepProgressBar
+from magnet_lightning.cli.generate import _slug
 from magnet_lightning.cli.parser import StrictArgumentParser
 from magnet_lightning.cli.runs import (
     RUN_DIR_VARIABLE,
@@ -54,10 +56,13 @@ from magnet_lightning.cli.runs import (
 from magnet_lightning.cli.startup import check_training_config, remove_stale_checkpoint_temporaries
 from magnet_lightning.cli.wandb_setup import LoggedSaveConfigCallback, choose_wandb_mode
 from magnet_lightning.data.datamodule import TokenDataModule
-from magnet_lightning.demo.corpus import DemoConfig
+from magnet_lightning.demo.corpus import DemoConfig, prepare_demo_corpus
+from magnet_lightning.demo.text_cache import CachedTextEncoder
 from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
+from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.training.checkpoint_io import AtomicCheckpointIO
 from magnet_lightning.training.lit_module import MagnetLightningModule
+from magnet_lightning.utils.audio import write_wav
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docstrings become --help text
 
@@ -133,7 +138,6 @@ class MagnetCLI(LightningCLI):
         from lightning.fabric.plugins import CheckpointIO
         from lightning.pytorch.callbacks import ProgressBar
 
-        from magnet_lightning.callbacks.progress import StepProgressBar
 
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         plugins = kwargs.get("plugins", trainer_cfg.get("plugins")) or []
@@ -188,7 +192,6 @@ class MagnetCLI(LightningCLI):
                 init.id = self.wandb_id = wandb_run_id(self.run_dir)  # written to the folder in before_fit
 
     def _prepare_demo(self, config) -> None:
-        from magnet_lightning.demo.corpus import prepare_demo_corpus
 
         corpus = prepare_demo_corpus(DemoConfig(**config.demo.as_dict()) if hasattr(config.demo, "as_dict")
                                      else config.demo)
@@ -213,7 +216,6 @@ class MagnetCLI(LightningCLI):
                              "set --model.ema_every_n_steps 0 with FSDP, or train with DDP (the 1.5B model fits DDP "
                              "on 80 GB GPUs).")
         if config.get("cache_text_embeddings"):
-            from magnet_lightning.demo.text_cache import CachedTextEncoder
 
             self.model.set_text_encoder(CachedTextEncoder(self.model.text_encoder))
         per_device = datamodule.hparams.batch_size
@@ -300,7 +302,6 @@ def generate_samples(ckpt: str, captions: list[str], out_dir: Path, seed: int = 
                      text_encoder: Any = None) -> list[Path]:
     """Generate one clip per caption from `ckpt` and write -14 LUFS WAVs to `out_dir`; returns the paths.
     `text_encoder`: a loaded one to reuse (default: the checkpoint's, loaded again)."""
-    from magnet_lightning.generation.generator import MagnetGenerator, _slug, write_wav
 
     generator = MagnetGenerator.from_pretrained(ckpt, device="cpu", text_encoder=text_encoder,
                                                 allow_random_text_encoder=True)

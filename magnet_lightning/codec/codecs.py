@@ -22,6 +22,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from magnet_lightning.checkpoint import hub
+from magnet_lightning.codec.audiocraft import build_encodec, read_compression_state
+from magnet_lightning.utils.safe_load import load_tensors
+
 DEFAULT_CODEC = "facebook/encodec_32khz"
 
 # File names the `encodec` package downloads through torch.hub for pretrained=True.
@@ -253,7 +257,6 @@ def _load_encodec_package(name: str, bandwidth: float | None, device: str | torc
     """The package's architecture with its weights read from the torch hub cache: never downloaded, data only."""
     import encodec
 
-    from magnet_lightning.utils.safe_load import load_tensors
 
     builder = {"encodec_24khz": encodec.EncodecModel.encodec_model_24khz,
                "encodec_48khz": encodec.EncodecModel.encodec_model_48khz}[name]
@@ -271,7 +274,6 @@ def _load_encodec_package(name: str, bandwidth: float | None, device: str | torc
 
 
 def _load_audiocraft_codec(path: Path, name: str, bandwidth: float | None, device: str | torch.device) -> Codec:
-    from magnet_lightning.codec.audiocraft import build_encodec, read_compression_state
 
     pkg = read_compression_state(path)
     if "pretrained" in pkg:  # the file only names a transformers model, e.g. facebook/encodec_32khz
@@ -293,7 +295,6 @@ def load_codec(name_or_path: str = DEFAULT_CODEC, bandwidth: float | None = None
         bandwidth: target bandwidth in kbps (chooses K); None = the HF model's first / the package model's largest.
         device: where to put the model.
     """
-    from magnet_lightning.checkpoint import hub
 
     if name_or_path in _ENCODEC_PKG_WEIGHTS:
         return _load_encodec_package(name_or_path, bandwidth, device)

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from magnet_lightning.codec.codecs import HFEncodecCodec, load_codec
+from magnet_lightning.codec.fit import fit_codebooks
+from magnet_lightning.data.tokenize import TokenizeOptions, tokenize_dataset
 from magnet_lightning.demo.synth import draw_spec, render
 
 log = logging.getLogger(__name__)
@@ -90,8 +93,6 @@ def get_codec(cfg: DemoConfig, root: Path, fit_wavs: list[np.ndarray], sample_ra
     """(codec, name to reload it, is_random): the real codec if available, else a fitted random one saved to disk."""
     import torch
 
-    from magnet_lightning.codec.codecs import HFEncodecCodec, load_codec
-    from magnet_lightning.codec.fit import fit_codebooks
 
     try:
         return load_codec(cfg.codec), cfg.codec, False
@@ -117,7 +118,6 @@ def get_codec(cfg: DemoConfig, root: Path, fit_wavs: list[np.ndarray], sample_ra
 
 
 def _build(cfg: DemoConfig, root: Path) -> dict:
-    from magnet_lightning.data.tokenize import TokenizeOptions, tokenize_dataset
 
     sample_rate = 32000
     t0 = time.time()

@@ -131,6 +131,19 @@ def decode_step(model: ARTransformer, memory: TextMemory, cache: KVCache, sequen
     return write_step(sequence, choose_tokens(logits[:, :, -1], use_cfg, config, noise), step + 1)
 
 
+def _uncached_step(model: ARTransformer, memory: TextMemory, kv: KVCache | None, sequence: torch.Tensor, step: int,
+                   first: int, use_cfg: bool, config: ARDecodingConfig, noise: torch.Tensor | None) -> None:
+    """Predict step + 1 of sequence [B, K, S] without a cached prefix: the whole prefix (no cache), or the prompt
+    (start token and prompt frames, steps 0 .. first - 1) in one call that fills the cache."""
+    if kv is None:  # the whole prefix, causal
+        logits = model.forward_sequence(_rows(sequence[..., : step + 1], use_cfg), memory)
+    else:
+        logits = model.forward_cached(_rows(sequence[..., :first], use_cfg), memory, kv,
+                                      torch.arange(first, device=sequence.device))
+    position = torch.tensor([step + 1], device=sequence.device)
+    write_step(sequence, choose_tokens(logits[:, :, -1], use_cfg, config, noise), position)
+
+
 @torch.no_grad()  # not inference_mode: callers may edit the returned tokens in place
 def generate(
     model: ARTransformer,
@@ -184,12 +197,7 @@ def generate(
             if kv is not None and index > 0:
                 decode_step(model, memory, kv, sequence, position, use_cfg, config, noise)
             else:
-                if kv is None:  # the whole prefix, causal
-                    logits = model.forward_sequence(_rows(sequence[..., : step + 1], use_cfg), memory)
-                else:  # the prompt (start token and prompt frames) in one call
-                    logits = model.forward_cached(_rows(sequence[..., :first], use_cfg), memory, kv,
-                                                  torch.arange(first, device=device))
-                write_step(sequence, choose_tokens(logits[:, :, -1], use_cfg, config, noise), position + 1)
+                _uncached_step(model, memory, kv, sequence, step, first, use_cfg, config, noise)
             if progress is not None:
                 progress(index + 1, last - first + 1)
     return model.pattern.revert(sequence, num_frames)

@@ -35,6 +35,7 @@ V codebook size.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
 from typing import NamedTuple
 
@@ -216,23 +217,32 @@ def decode(
         codes = initial_codes(given, fixed, model.mask_token_id, config)
         total, done = sum(config.decoding_steps), 0
         for stage, steps in enumerate(config.decoding_steps):
-            sched = stage_schedule(steps, free_units(fixed[:, stage], config), config)
-            inputs = StepInputs(fixed[:, stage], sched.mask_counts, sched.cfg_coef, sched.temperature)
             codes = init_stage(codes, given, fixed, stage, model.mask_token_id)
-            scores = initial_scores(fixed[:, stage], config)
-            for j in range(steps):
-                noise = None
-                if config.use_sampling:
-                    noise = draw_noise((batch, num_frames, cfg.codebook_size), generator, device)
-                step = torch.tensor([j], device=device)
-                codes, scores = decode_step(model, memory, codes, scores, step, inputs, noise, stage, config, use_cfg,
-                                            rescorer)
+            for _ in _decode_stage(model, memory, codes, fixed, stage, config, use_cfg, generator, rescorer):
                 done += 1
                 if progress is not None:
                     progress(done, total)
             if on_stage_end is not None:
                 on_stage_end(stage, codes)
     return codes
+
+
+def _decode_stage(model, memory, codes: torch.Tensor, fixed: torch.Tensor, stage: int, config: DecodingConfig,
+                  use_cfg: bool, generator: torch.Generator | None, rescorer) -> Iterator[int]:
+    """The steps of one stage on codes [B, K, T] (updated in place); yields after each step."""
+    batch, _, num_frames = codes.shape
+    steps = config.decoding_steps[stage]
+    sched = stage_schedule(steps, free_units(fixed[:, stage], config), config)
+    inputs = StepInputs(fixed[:, stage], sched.mask_counts, sched.cfg_coef, sched.temperature)
+    scores = initial_scores(fixed[:, stage], config)
+    for j in range(steps):
+        noise = None
+        if config.use_sampling:
+            noise = draw_noise((batch, num_frames, model.cfg.codebook_size), generator, codes.device)
+        step = torch.tensor([j], device=codes.device)
+        new, scores = decode_step(model, memory, codes, scores, step, inputs, noise, stage, config, use_cfg, rescorer)
+        codes.copy_(new)
+        yield j
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -20,6 +20,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from magnet_lightning.data.pipeline import SkipCounter, caption_of, iter_shard
+from magnet_lightning.data.prompts import read_prompts
+from magnet_lightning.data.shards import resolve_shards
+
 logger = logging.getLogger(__name__)
 
 ID_COLUMNS = ("id", "ytid", "audiocap_id", "youtube_id", "name", "key")
@@ -42,7 +46,6 @@ def read_captions(path: str | Path) -> list[tuple[str, str]]:
     """(id, caption) pairs of a CSV / .txt / .jsonl caption file; a record without id or caption is an error."""
     path = Path(path)
     if path.suffix.lower() != ".csv":
-        from magnet_lightning.generation.generator import read_prompts
 
         return read_prompts(path)
     if not path.is_file():
@@ -103,8 +106,6 @@ def items_from_files(captions: str | Path, reference: str | Path | None,
 def items_from_shards(spec: str, num_codebooks: int, codebook_size: int) -> tuple[list[EvalItem], int]:
     """Items of token shards (a folder, manifest or tar spec): caption from the json, reference codes [K, T].
     Bad samples are skipped, counted and logged by the shard reader; samples without a caption are skipped too."""
-    from magnet_lightning.data.pipeline import SkipCounter, caption_of, iter_shard
-    from magnet_lightning.data.shards import resolve_shards
 
     counter = SkipCounter()
     items, no_caption = [], 0

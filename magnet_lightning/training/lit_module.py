@@ -22,7 +22,10 @@ from typing import Any
 import lightning as L
 import torch
 
+from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.config import MaskingConfig, ModelConfig
+from magnet_lightning.generation.generator import MagnetGenerator
+from magnet_lightning.generation.magnet_config import DECODING_PRESETS
 from magnet_lightning.models.conditioning import TextDropout, TextEncoder
 from magnet_lightning.models.registry import DEFAULT_FAMILY, build_model, model_family
 from magnet_lightning.training.ema import EMA
@@ -80,7 +83,6 @@ class DecodingDefaults:
     """Hybrid-MAGNeT: seconds generated autoregressively before MAGNeT takes over (default 3)."""
 
     def __post_init__(self) -> None:
-        from magnet_lightning.generation.magnet_config import DECODING_PRESETS
 
         if self.preset not in DECODING_PRESETS:
             raise ValueError(f"decoding.preset={self.preset!r}: choose one of {sorted(DECODING_PRESETS)}")
@@ -192,7 +194,6 @@ class MagnetLightningModule(L.LightningModule):
 
     def load_weights(self, path: str) -> None:
         """Load transformer weights from our checkpoint or an audiocraft state_dict.bin (sizes must match)."""
-        from magnet_lightning.checkpoint.pretrained import load_pretrained
 
         pretrained = load_pretrained(path, map_location="cpu")
         if pretrained.model.family != self.family:
@@ -274,7 +275,6 @@ class MagnetLightningModule(L.LightningModule):
     def generator(self, codec: Any = None, model: torch.nn.Module | None = None):
         """A `MagnetGenerator` of this module's family and settings (for callbacks): `model` default the live
         weights (pass the EMA copy to generate with it), `codec` a Codec or None (tokens only)."""
-        from magnet_lightning.generation.generator import MagnetGenerator
 
         hp = self.hparams
         return MagnetGenerator(model if model is not None else self.model, self.text_encoder.to(self.device), codec,

@@ -11,6 +11,8 @@ import logging
 import os
 from pathlib import Path
 
+from magnet_lightning.utils.stale_files import remove_stale
+
 log = logging.getLogger(__name__)
 
 
@@ -18,7 +20,6 @@ class RunManifest:
     """Records keyed by their ``"file"`` field, in first-written order."""
 
     def __init__(self, path: str | Path) -> None:
-        from magnet_lightning.utils.stale_files import remove_stale
 
         self.path = Path(path)
         self.records: dict[str, dict] = {}

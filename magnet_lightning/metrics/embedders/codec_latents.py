@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from magnet_lightning.codec.codecs import load_codec
+
 from .base import AudioEmbedder
 
 LATENT_METHOD = "encode_latents"
@@ -55,7 +57,6 @@ def load_codec_embedder(codec: Any = None, name_or_path: str | None = None, dim:
     if codec is None:
         if name_or_path is None:
             raise ValueError("Give codec=<Codec> or name_or_path=<codec name or path>.")
-        from magnet_lightning.codec.codecs import load_codec
 
         codec = load_codec(name_or_path, **codec_kwargs)
     return CodecLatentEmbedder(codec, dim=dim)

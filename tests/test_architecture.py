@@ -1,0 +1,60 @@
+"""The package's layering (docs/ARCHITECTURE.md): a folder imports only the folders below it, nothing imports the
+facade, and an import inside a function is only an entry point's (loaded after the start-up step, and saying so)."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "magnet_lightning"
+LAYERS = ["utils", "models", "checkpoint", "codec", "generation", "data", "metrics", "training", "callbacks", "demo",
+          "cli"]
+BASE = {"config", "errors"}  # top-level modules below every layer
+FACADE = {"generate", "convert", "export"}  # top-level modules above every layer (with __init__)
+
+
+def _imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules = [node.module] if node.module != "magnet_lightning" else [
+                f"magnet_lightning.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        else:
+            continue
+        for module in modules:
+            if module.startswith("magnet_lightning."):
+                yield node, module.split(".")[1]
+
+
+def _layer(path: Path) -> str:
+    rel = path.relative_to(PACKAGE)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def test_layers_import_only_layers_below():
+    wrong = []
+    for path in PACKAGE.rglob("*.py"):
+        mine = _layer(path)
+        for node, target in _imports(path):
+            if mine in FACADE or mine == "__init__" or target in BASE or target == mine:
+                continue
+            if target in FACADE:
+                wrong.append(f"{path.relative_to(PACKAGE)}:{node.lineno} imports the facade {target}")
+            elif mine in BASE or LAYERS.index(target) > LAYERS.index(mine):
+                wrong.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {mine} imports {target} (a higher layer)")
+    assert wrong == []
+
+
+def test_imports_inside_functions_are_entry_points_only():
+    lines_of = {}
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        lines_of[path] = path.read_text().splitlines()
+        for node, _ in _imports(path):
+            if node.col_offset > 0 and "entry point" not in lines_of[path][node.lineno - 1]:
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert found == [], "import at the module's top (an entry point's late import says '# entry point: ...')"
+
+
+def test_the_top_level_is_a_small_facade():
+    assert {p.stem for p in PACKAGE.glob("*.py")} <= BASE | FACADE | {"__init__"}
+    assert all(len(p.read_text().splitlines()) <= 400 for p in PACKAGE.rglob("*.py"))
