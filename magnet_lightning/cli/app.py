@@ -109,8 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     with user_errors(CheckpointError):
         specs = check_args(args)
         os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from a local app
-        from magnet_lightning.app import ui  # gradio and torch load only once the arguments are known good
-        from magnet_lightning.app.engine import Engine
+        from magnet_lightning.app import ui  # entry point: gradio loads only once the arguments are known good
+        from magnet_lightning.app.engine import Engine  # entry point: as above
 
         limits = Limits(max_duration=args.max_duration, max_captions=args.max_captions, max_batch=args.max_batch,
                         max_text_chars=args.max_text_chars, max_queue=args.max_queue)

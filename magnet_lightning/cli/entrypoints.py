@@ -68,6 +68,6 @@ def export() -> int:
 
 def app() -> int:
     prepare()
-    from magnet_lightning.cli.app import main
+    from magnet_lightning.cli.app import main  # entry point: loaded only after prepare()
 
     return main()
