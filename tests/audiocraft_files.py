@@ -39,8 +39,9 @@ def tiny_xp_cfg(name: str, **sizes) -> str:
     return yaml.safe_dump(cfg, sort_keys=False)
 
 
-def lm_best_state(cfg_text: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights of the LM that `cfg_text` describes, in audiocraft's names (audiocraft_checkpoint.md)."""
+def lm_best_state(cfg_text: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Random weights of the LM that `cfg_text` describes, in audiocraft's names (audiocraft_checkpoint.md), drawn
+    in `dtype` (the released files hold float16)."""
     cfg = yaml.safe_load(cfg_text)
     lm = cfg["transformer_lm"]
     d, k, v, layers = lm["dim"], lm["n_q"], lm["card"], lm["num_layers"]
@@ -49,7 +50,7 @@ def lm_best_state(cfg_text: str, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
 
     def r(*shape):
-        return torch.randn(*shape, generator=g) * 0.2
+        return torch.randn(*shape, generator=g, dtype=dtype).mul_(0.2)
 
     state = {f"emb.{i}.weight": r(v + 1, d) for i in range(k)}
     for i in range(layers):
@@ -69,10 +70,17 @@ def lm_best_state(cfg_text: str, seed: int = 0) -> dict[str, torch.Tensor]:
     return state
 
 
-def lm_state_dict_bin(path: Path, cfg_text: str, best_state: dict | None = None, seed: int = 0) -> Path:
-    best_state = lm_best_state(cfg_text, seed) if best_state is None else best_state
+def lm_state_dict_bin(path: Path, cfg_text: str, best_state: dict | None = None, seed: int = 0,
+                      dtype: torch.dtype = torch.float32) -> Path:
+    best_state = lm_best_state(cfg_text, seed, dtype) if best_state is None else best_state
     torch.save({"best_state": best_state, "xp.cfg": cfg_text, "version": "1.4.0a2", "exported": True}, path)
     return path
+
+
+def released_size_state_dict_bin(path: Path, name: str = "magnet-small-10secs", seed: int = 0) -> Path:
+    """A `state_dict.bin` as Meta releases `name` (its real xp.cfg and sizes, float16 weights), random weights:
+    magnet-small 420 M parameters (0.84 GB), magnet-medium 1.84 B (3.7 GB)."""
+    return lm_state_dict_bin(path, released_cfg_text(name), seed=seed, dtype=torch.float16)
 
 
 # ------------------------------------------------------------------------------------------------ the 16 kHz codec

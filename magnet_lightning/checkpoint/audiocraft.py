@@ -28,10 +28,11 @@ import torch
 from magnet_lightning.checkpoint import hub
 from magnet_lightning.checkpoint.audiocraft_config import AudiocraftLM, ConfigError, read_lm_config
 from magnet_lightning.checkpoint.audiocraft_families import AUDIOCRAFT_IMPORTS
+from magnet_lightning.checkpoint.lazy_load import assign_weights, empty_model, read_torch_file
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.errors import CheckpointError
 from magnet_lightning.models.base import CodebookTransformer
-from magnet_lightning.models.registry import DEFAULT_FAMILY, build_model
+from magnet_lightning.models.registry import DEFAULT_FAMILY
 
 _TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
 LICENSE = "cc-by-nc-4.0"
@@ -49,11 +50,12 @@ class AudiocraftCheckpoint:
     spec: AudiocraftLM
     """Everything the xp.cfg says, by audiocraft's rules."""
 
-    def build_model(self) -> CodebookTransformer:
-        """The model of this checkpoint's family with its weights, in eval mode."""
-        model = build_model(self.spec.family, self.config, self.spec.delays or None)
-        model.load_state_dict(self.state_dict)
-        return model.eval()
+    def build_model(self, dtype: str | torch.dtype | None = None,
+                    device: str | torch.device | None = None) -> CodebookTransformer:
+        """The model of this checkpoint's family with its weights in `dtype` (default float32) on `device` (default
+        cpu), in eval mode; built without initialisation and filled with one copy of the weights (lazy_load.py)."""
+        model = empty_model(self.spec.family, self.config, self.spec.delays or None)
+        return assign_weights(model, self.state_dict, dtype, device, source=self.metadata["source"]).eval()
 
 
 def _rename(best_state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -90,8 +92,9 @@ def _check_against_model(state: dict[str, torch.Tensor], cfg: ModelConfig, sourc
 
 
 def _meta_state_dict(cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    with torch.device("meta"):  # every family has the same parameters (one trunk, models/registry.py)
-        return build_model(DEFAULT_FAMILY, cfg).state_dict()
+    # Every family has the same parameters (one trunk). (Not `with torch.device("meta")`: a first meta arange costs
+    # 150 MB RSS.)
+    return empty_model(DEFAULT_FAMILY, cfg).state_dict()
 
 
 def codec_reference(field: str, source: hub.Source) -> str:
@@ -130,7 +133,7 @@ def audiocraft_metadata(spec: AudiocraftLM, source: hub.Source) -> dict[str, Any
 
 def _load_file(path: Path) -> dict:
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = read_torch_file(path)  # memory-mapped: tensors are read once, when converted
     except Exception as err:  # torch raises several types for corrupt or foreign files
         raise CheckpointError(f"{path} is not a readable torch checkpoint: {err}") from err
     if not isinstance(raw, dict) or "best_state" not in raw or "xp.cfg" not in raw:
@@ -162,10 +165,12 @@ def read_audiocraft(path: str | os.PathLike | hub.Source, raw: dict | None = Non
     return AudiocraftCheckpoint(spec.model, state, audiocraft_metadata(spec, source), spec)
 
 
-def from_audiocraft(path: str | os.PathLike) -> CodebookTransformer:
-    """The model of an audiocraft `state_dict.bin` (path or released repo id) with its weights, in eval mode: a
-    `MagnetTransformer` for MAGNeT checkpoints, an `ARTransformer` for MusicGen ones."""
-    return read_audiocraft(path).build_model()
+def from_audiocraft(path: str | os.PathLike, *, dtype: str | torch.dtype | None = None,
+                    device: str | torch.device | None = None) -> CodebookTransformer:
+    """The model of an audiocraft `state_dict.bin` (path or released repo id) with its weights in `dtype` (float32,
+    bfloat16 or float16; default float32) on `device` (default cpu), in eval mode: a `MagnetTransformer` for MAGNeT
+    checkpoints, an `ARTransformer` for MusicGen ones."""
+    return read_audiocraft(path).build_model(dtype, device)
 
 
 def lightning_checkpoint(ckpt: AudiocraftCheckpoint) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype:
         raise FileExistsError(f"{out} exists: choose a new folder (an export is never written over another)")
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype}: choose one of {sorted(DTYPES)}")
-    pretrained = load_pretrained(ckpt, map_location="cpu")
+    pretrained = load_pretrained(ckpt, device="cpu", dtype=DTYPES[dtype])
     chosen = choose_license(ckpt, license)
     model = pretrained.model
     config = {"format": FORMAT, "version": VERSION, "family": model.family, "model": asdict(model.cfg),

@@ -5,6 +5,7 @@ facebook/musicgen-small), with the metadata generation needs. The family is the 
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,11 @@ import torch
 
 from magnet_lightning.checkpoint import hub
 from magnet_lightning.checkpoint.audiocraft import read_audiocraft
+from magnet_lightning.checkpoint.lazy_load import assign_weights, empty_model, load_safetensors, read_torch_file
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.errors import CheckpointError
 from magnet_lightning.models.base import CodebookTransformer
-from magnet_lightning.models.registry import DEFAULT_FAMILY, build_model
+from magnet_lightning.models.registry import DEFAULT_FAMILY
 
 
 @dataclass
@@ -40,7 +42,8 @@ class Pretrained:
     """The file or hub repo the weights came from."""
 
 
-def _from_lightning(raw: dict, path: Path) -> Pretrained:
+def _from_lightning(raw: dict, path: Path, dtype: str | torch.dtype | None = None,
+                    device: str | torch.device | None = None) -> Pretrained:
     hp = raw.get("hyper_parameters") or {}
     if "model" not in hp:
         raise CheckpointError(f"{path}: a Lightning checkpoint without model hyper-parameters (not ours)")
@@ -48,12 +51,10 @@ def _from_lightning(raw: dict, path: Path) -> Pretrained:
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in raw["state_dict"].items() if k.startswith(prefix)}
     try:
-        model = build_model(hp.get("family", DEFAULT_FAMILY), cfg, hp.get("delays"))
+        model = empty_model(hp.get("family", DEFAULT_FAMILY), cfg, hp.get("delays"))
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: missing {missing[:5]} / unexpected {unexpected[:5]} weights")
+    model = assign_weights(model, state, dtype, device, source=str(path))
     meta = lightning_metadata(hp)
     return Pretrained(
         model=model.eval(), text_encoder=meta["text_encoder"], codec=meta["codec"], sample_rate=meta["sample_rate"],
@@ -91,12 +92,10 @@ def is_export(path: str | Path) -> bool:
     return (path.is_dir() or path.name in (CONFIG_NAME, WEIGHTS_NAME)) and (folder / CONFIG_NAME).is_file()
 
 
-def load_exported(path: str | Path, map_location: str | torch.device = "cpu") -> Pretrained:
-    """An export folder (or its config.json / model.safetensors) -> Pretrained (eval mode, float32 weights)."""
-    import json
-
-    from safetensors.torch import load_file
-
+def load_exported(path: str | Path, map_location: str | torch.device = "cpu",
+                  dtype: str | torch.dtype | None = None) -> Pretrained:
+    """An export folder (or its config.json / model.safetensors) -> Pretrained (eval mode, weights in `dtype`,
+    default float32, on `map_location`)."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     config = json.loads((folder / CONFIG_NAME).read_text())
@@ -106,40 +105,39 @@ def load_exported(path: str | Path, map_location: str | torch.device = "cpu") ->
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: the export folder is incomplete")
-    model = build_model(config.get("family", DEFAULT_FAMILY), ModelConfig.from_dict(config["model"]),
+    model = empty_model(config.get("family", DEFAULT_FAMILY), ModelConfig.from_dict(config["model"]),
                         config.get("delays"))
-    state = {k: v.float() for k, v in load_file(str(weights), device="cpu").items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{weights}: missing {missing[:5]} / unexpected {unexpected[:5]} weights")
-    return Pretrained(model=model.eval().to(map_location), text_encoder=config["text_encoder"],
+    model = load_safetensors(weights, model, dtype, map_location)
+    return Pretrained(model=model.eval(), text_encoder=config["text_encoder"],
                       codec=config["codec"], sample_rate=int(config["sample_rate"]),
                       frame_rate=float(config["frame_rate"]), span_len=int(config["span_len"]),
                       segment_duration=float(config["segment_duration"]), decoding=dict(config.get("decoding") or {}),
                       license=config.get("license"), source=str(folder))
 
 
-def load_pretrained(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Pretrained:
+def load_pretrained(path: str | os.PathLike, map_location: str | torch.device | None = None, *,
+                    dtype: str | torch.dtype | None = None, device: str | torch.device | None = None) -> Pretrained:
     """Our `.ckpt` (EMA weights when trained with EMA), an audiocraft `state_dict.bin`, or a released hub repo id
     (its state_dict.bin is fetched through the Hugging Face cache), or an export folder (`magnet_lightning.export`)
-    -> Pretrained (eval mode)."""
+    -> Pretrained (eval mode), its weights in `dtype` (float32, bfloat16 or float16; default float32) on `device`
+    (`map_location` is its older name; default cpu). The file is memory-mapped and the model built without
+    initialisation, so only one copy of the weights is ever made (lazy_load.py)."""
+    device = device or map_location or "cpu"
     if is_export(hub.expand(path)):
-        return load_exported(hub.expand(path), map_location)
+        return load_exported(hub.expand(path), device, dtype)
     source = hub.resolve_lm(path)
     try:
-        raw = torch.load(source.path, map_location="cpu", weights_only=True)
+        raw = read_torch_file(source.path)
     except Exception as err:
         raise CheckpointError(f"{source.path} is not a readable torch checkpoint: {err}") from err
     if isinstance(raw, dict) and "best_state" in raw:
         ckpt = read_audiocraft(source, raw=raw)
         meta = ckpt.metadata
         return Pretrained(
-            ckpt.build_model().to(map_location), meta["text_encoder"], meta["codec"], meta["sample_rate"],
+            ckpt.build_model(dtype, device), meta["text_encoder"], meta["codec"], meta["sample_rate"],
             meta["frame_rate"], meta["span_len"], meta["segment_duration"], meta["decoding"], meta["license"],
             meta["source"],
         )
     if isinstance(raw, dict) and "state_dict" in raw:
-        pretrained = _from_lightning(raw, source.path)
-        pretrained.model.to(map_location)
-        return pretrained
+        return _from_lightning(raw, source.path, dtype, device)
     raise CheckpointError(f"{source.path}: neither a magnet_lightning checkpoint nor an audiocraft state_dict.bin")

@@ -15,6 +15,7 @@ import os
 
 import lightning as L
 import torch
+import torch.distributed as dist
 
 from magnet_lightning.data.augment import TextAugmentConfig
 from magnet_lightning.data.pipeline import EpochLoader, SkipCounter, TrainStream, build_val_batches, keep_batch
@@ -218,10 +219,29 @@ class TokenDataModule(L.LightningDataModule):
         return self._val_cache[(rank, world)]
 
 
+def global_skip_counts(counts: dict[str, int], device: torch.device | str = "cpu") -> dict[str, int]:
+    """`TokenDataModule.skip_counts()` of this process (its loader workers included) -> the run's totals: train
+    counters summed over ranks (each rank streams its own samples), validation counters the largest rank's (every
+    rank reads the whole validation set, so each counts all of its bad samples). A collective: every rank calls it
+    (on `device`: a CUDA one under NCCL). Without a process group, `counts` unchanged."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return dict(counts)
+    names = sorted(counts)
+    train = [n for n in names if n.startswith("data/skipped_train_")]
+    other = [n for n in names if n not in train]
+    summed = torch.tensor([counts[n] for n in train], dtype=torch.int64, device=device)
+    largest = torch.tensor([counts[n] for n in other], dtype=torch.int64, device=device)
+    dist.all_reduce(summed, op=dist.ReduceOp.SUM)
+    dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+    return {**dict(zip(train, summed.tolist())), **dict(zip(other, largest.tolist()))}
+
+
 class LogDataSkips(L.Callback):
-    """Logs the datamodule's skipped-sample counters (rank 0's view) at the end of every training epoch."""
+    """Logs the run's skipped-sample counters (over all ranks and loader workers: `global_skip_counts`) at the end of
+    every training epoch."""
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         dm = trainer.datamodule
         if dm is not None and hasattr(dm, "skip_counts"):
-            pl_module.log_dict({k: float(v) for k, v in dm.skip_counts().items()}, rank_zero_only=True)
+            counts = global_skip_counts(dm.skip_counts(), pl_module.device)  # every rank takes part
+            pl_module.log_dict({k: float(v) for k, v in counts.items()}, rank_zero_only=True)

@@ -85,13 +85,16 @@ class MagnetGenerator:
     @classmethod
     def from_pretrained(cls, ckpt: str | Path, *, device: str | torch.device | None = None,
                         text_encoder: Any = None, codec: Any = None, allow_random_text_encoder: bool = False,
-                        fast: bool | None = None, compile: bool = False) -> MagnetGenerator:
+                        fast: bool | None = None, compile: bool = False,
+                        dtype: str | torch.dtype | None = None) -> MagnetGenerator:
         """Load our Lightning checkpoint or an audiocraft state_dict.bin (checkpoint.load_pretrained).
+
+        dtype: the transformer's weights (float32, bfloat16 or float16; default float32), loaded straight onto `device`.
 
         text_encoder / codec: a name or path overriding the checkpoint's, or a ready object; codec=False skips it.
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        pre = load_pretrained(ckpt, map_location=device)
+        pre = load_pretrained(ckpt, device=device, dtype=dtype)
         if text_encoder is None or isinstance(text_encoder, str):
             text_encoder = TextEncoder.from_pretrained(text_encoder or pre.text_encoder,
                                                        allow_random=allow_random_text_encoder).to(device)
