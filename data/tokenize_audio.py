@@ -20,22 +20,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
 
-import torch  # noqa: E402
+from magnet_lightning.cli.help import OneLineParser
+from magnet_lightning.cli.prelude import prepare
 
-from magnet_lightning.codec.codecs import DEFAULT_CODEC, load_codec  # noqa: E402
-from magnet_lightning.data.inputs import scan_inputs  # noqa: E402
-from magnet_lightning.data.tokenize import (  # noqa: E402
+prepare()  # the start-up of every entry point (hub probe once, known warnings quiet): before transformers loads
+
+import torch
+
+from magnet_lightning.checkpoint.hub import expand_args
+from magnet_lightning.codec.codecs import DEFAULT_CODEC, load_codec
+from magnet_lightning.data.inputs import scan_inputs
+from magnet_lightning.data.tokenize import (
     TokenizeOptions,
     check_output,
     make_plan,
     same_codec_name,
     tokenize_dataset,
 )
-from magnet_lightning.errors import UserError, pop_debug_flag, user_errors  # noqa: E402
+from magnet_lightning.errors import UserError, pop_debug_flag, user_errors
+
+
+def default_workers() -> int:
+    """4 audio readers, or fewer on a small machine: one core stays for the encoding process itself."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cores - 1))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, help="audio folder (sidecar .json/.txt captions) or .jsonl/.csv manifest")
     p.add_argument("--output", required=True, help="output folder for NAME-000000.tar shards and manifest.json")
     p.add_argument("--codec", default=DEFAULT_CODEC, help="HF EnCodec id or local dir, or encodec_24khz")
@@ -45,7 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="tracks encoded together")
     p.add_argument("--max-batch-seconds", type=float, default=600.0,
                    help="cap on batch size x longest track in seconds (bounds GPU memory for long tracks)")
-    p.add_argument("--num-workers", type=int, default=4, help="audio-reading processes")
+    p.add_argument("--num-workers", type=int, default=default_workers(),
+                   help="audio-reading processes (default: 4, at most the CPU cores but one)")
     p.add_argument("--min-duration", type=float, default=1.0, help="skip files shorter than this (s)")
     p.add_argument("--silence-threshold", type=float, default=1e-4, help="skip files whose peak is below this")
     p.add_argument("--device", default="auto", help="auto (cuda:LOCAL_RANK if available), cpu, cuda:0, ...")
@@ -56,7 +69,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the output holds shards of an older input: re-tokenize only the shards that changed")
     change.add_argument("--force", action="store_true", help="re-tokenize every shard, even finished ones")
     p.add_argument("--no-progress", action="store_true")
-    from magnet_lightning.checkpoint.hub import expand_args
 
     return expand_args(p.parse_args(argv), "input", "output", "codec")  # ~ and $VARS in paths
 

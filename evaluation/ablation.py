@@ -28,13 +28,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
-from evaluation.evaluate import check_readable, embedder_kwargs, is_shards, load_items, write_report  # noqa: E402
-from magnet_lightning.errors import UserError, pop_debug_flag, user_errors  # noqa: E402
-from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS  # noqa: E402
+# evaluation.evaluate runs the entry points' start-up (prelude.prepare) as it is imported, before torch loads
+import torch  # noqa: E402  (after the start-up above)
+
+from evaluation.evaluate import check_readable, embedder_kwargs, is_shards, load_items, write_report
+from magnet_lightning.checkpoint.hub import expand_args
+from magnet_lightning.cli import checks
+from magnet_lightning.cli.checks import peek_checkpoint
+from magnet_lightning.codec.codecs import load_codec
+from magnet_lightning.errors import CheckpointError, UserError, pop_debug_flag, user_errors
+from magnet_lightning.generation.families import DECODER_FAMILIES, decoder_family
+from magnet_lightning.generation.generator import MagnetGenerator
+from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
+from magnet_lightning.generation.two_model import hybrid_generate
+from magnet_lightning.metrics.fad import FrechetAudioDistance
+from magnet_lightning.metrics.generation_eval import ReferenceLoader, evaluate_items
+from magnet_lightning.metrics.suite import AudioEvalSuite
 
 
 @dataclass
@@ -108,8 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace):
     """Every check that needs no model: numbers, files, and the checkpoints' families and codec layouts."""
-    from magnet_lightning.cli import checks  # after prepare(): the script form's start-up runs first
-    from magnet_lightning.generation.families import DECODER_FAMILIES, decoder_family
 
     for flag, value in (("--batch-size", args.batch_size), ("--limit", args.limit), ("--duration", args.duration),
                         ("--max-duration", args.max_duration), ("--latency-runs", args.latency_runs),
@@ -138,7 +147,6 @@ def check_args(args: argparse.Namespace):
 
 def build_settings(args: argparse.Namespace, magnet, ar, hybrid) -> list[Setting]:
     """The rows of the ablation, in table order."""
-    from magnet_lightning.generation.two_model import hybrid_generate
 
     steps = {"decoding_steps": args.steps} if args.steps else {}
 
@@ -189,7 +197,6 @@ def token_fad(codec, generated: list[torch.Tensor], reference: list[torch.Tensor
     """Fréchet distance between the frames of the codec quantizer's latents (codec.dequantize) of generated and of
     reference tokens: a distance in token space that needs no embedder weights and does not go through the decoder
     (with the demo's random-weight codec, decoding and re-encoding hide most differences between token streams)."""
-    from magnet_lightning.metrics.fad import FrechetAudioDistance
 
     fad = FrechetAudioDistance(num_features=codec.latent_dim)
     for real, streams in ((False, generated), (True, reference)):
@@ -215,14 +222,12 @@ def latency(setting: Setting, batch: int, duration: float, runs: int, device: to
 
 
 def load_models(args: argparse.Namespace, device: torch.device, codec):
-    from magnet_lightning.generation.generator import MagnetGenerator
 
     magnet = MagnetGenerator.from_pretrained(args.magnet, device=device, codec=codec,
                                              allow_random_text_encoder=args.allow_random_text_encoder)
     shared_t5 = magnet.text_encoder
 
     def partner(ckpt):
-        from magnet_lightning.cli.checks import peek_checkpoint
 
         same = shared_t5 is not None and shared_t5.serves(peek_checkpoint(ckpt).text_encoder)
         return MagnetGenerator.from_pretrained(ckpt, device=device, codec=codec,
@@ -233,9 +238,6 @@ def load_models(args: argparse.Namespace, device: torch.device, codec):
 
 
 def ablation(args: argparse.Namespace) -> dict[str, Any]:
-    from magnet_lightning.codec.codecs import load_codec
-    from magnet_lightning.metrics.generation_eval import ReferenceLoader, evaluate_items
-    from magnet_lightning.metrics.suite import AudioEvalSuite
 
     facts = check_args(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -305,8 +307,6 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from magnet_lightning.checkpoint.hub import expand_args
-    from magnet_lightning.errors import CheckpointError
 
     args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
     expand_args(args, "magnet", "ar", "hybrid", "prompts", "reference", "out", "vggish_ckpt", "passt_ckpt", "clap_ckpt",
@@ -323,7 +323,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from magnet_lightning.cli.prelude import prepare
-
-    prepare()
     sys.exit(main())

@@ -31,17 +31,36 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
+from magnet_lightning.cli.prelude import prepare
+
+prepare()  # the start-up of every entry point (hub probe once, known warnings quiet): before transformers loads
+
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a fresh clone
-from magnet_lightning.errors import UserError  # noqa: E402
+from magnet_lightning.checkpoint.hub import expand_args
+from magnet_lightning.cli import checks
+from magnet_lightning.cli.help import DefaultsOnce, OneLineParser
+from magnet_lightning.codec.codecs import load_codec
+from magnet_lightning.errors import (
+    CheckpointError,
+    UserError,
+    pop_debug_flag,
+    user_errors,
+)
+from magnet_lightning.generation.generator import MagnetGenerator
+from magnet_lightning.metrics.eval_set import find_reference, items_from_files, items_from_shards
+from magnet_lightning.metrics.generation_eval import evaluate_items
+from magnet_lightning.metrics.suite import AudioEvalSuite
+from magnet_lightning.utils.provenance import describe_random
+from magnet_lightning.utils.stale_files import remove_stale
 
 log = logging.getLogger("evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = OneLineParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=DefaultsOnce)
     p.add_argument("--ckpt", required=True, help="our .ckpt or an audiocraft state_dict.bin")
     p.add_argument("--prompts", required=True, help="caption CSV/.txt/.jsonl, or token shards")
     p.add_argument("--reference", default=None, help="reference audio folder or token shards")
@@ -122,7 +141,6 @@ def is_shards(spec: str | None) -> bool:
 
 def load_items(args: argparse.Namespace, num_codebooks: int, codebook_size: int) -> tuple[list, dict[str, int]]:
     """Evaluation items in a fixed order, with their reference; skipped counts by reason."""
-    from magnet_lightning.metrics.eval_set import items_from_files, items_from_shards
 
     skipped: dict[str, int] = {}
     on_bad = "skip" if args.skip_bad else "error"
@@ -148,7 +166,6 @@ def load_items(args: argparse.Namespace, num_codebooks: int, codebook_size: int)
 def attach_references(items: list, args: argparse.Namespace, num_codebooks: int, codebook_size: int,
                       on_bad: str) -> tuple[list, int]:
     """Give each item its reference from --reference (audio folder by id, or shard codes by key)."""
-    from magnet_lightning.metrics.eval_set import find_reference, items_from_shards
 
     if is_shards(args.reference):
         refs, _ = items_from_shards(args.reference, num_codebooks, codebook_size)
@@ -217,7 +234,6 @@ def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_args(args: argparse.Namespace):
     """Every check that needs no model; returns the checkpoint's facts (K, V, codec name)."""
-    from magnet_lightning.cli import checks
 
     for flag, value in (("--batch-size", args.batch_size), ("--limit", args.limit), ("--duration", args.duration),
                         ("--max-duration", args.max_duration)):
@@ -237,14 +253,39 @@ def check_args(args: argparse.Namespace):
     return facts
 
 
+def build_suite(args: argparse.Namespace, facts: Any, embedders: dict[str, str], codec: Any, device: torch.device):
+    """The metric suite; a missing T5 and every missing embedder weight file are named in one error."""
+
+    try:
+        checks.check_text_encoder(facts, args.text_encoder, args.allow_random_text_encoder)
+        missing_t5 = ""
+    except UserError as err:
+        missing_t5 = str(err)
+    try:
+        suite = AudioEvalSuite(args.metrics, embedders, embedder_kwargs(args), args.allow_random_embedders,
+                               args.seed, codec=codec).to(device)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(" | ".join(m for m in (missing_t5, str(err)) if m)) from None
+    if missing_t5:
+        raise UserError(missing_t5)
+    return suite
+
+
+def random_weights(facts: Any, gen: Any, suite: Any) -> dict[str, Any]:
+    """Which parts of this evaluation had random weights, and the sentence that says so (empty when none)."""
+
+    parts = {"codec": bool(getattr(gen.codec, "random_weights", False)),
+             "text_encoder": bool(getattr(gen.text_encoder, "is_random", False)),
+             "embedders": suite.random_embedders,
+             "checkpoint_trained_with": list(facts.random_parts)}
+    used = [name for name in ("codec", "text_encoder", "embedders") if parts[name]]
+    return {**parts, "note": describe_random(used + list(facts.random_parts))}
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
     """Run the evaluation; returns the report on global rank 0 (None elsewhere).
 
     Order: arguments, items and references, codec, embedders (their weights), and only then the model and T5."""
-    from magnet_lightning.codec.codecs import load_codec
-    from magnet_lightning.generation.generator import MagnetGenerator
-    from magnet_lightning.metrics.generation_eval import evaluate_items
-    from magnet_lightning.metrics.suite import AudioEvalSuite
 
     facts = check_args(args)
     rank, world, device = init_distributed(args.device)
@@ -257,8 +298,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
         raise UserError("no evaluation items left (see the skip messages above)")
     codec = load_codec(args.codec or facts.codec, device=device)
     embedders = {"fad": args.fad_embedder, "kl": args.kl_embedder, "clap": args.clap_embedder}
-    suite = AudioEvalSuite(args.metrics, embedders, embedder_kwargs(args), args.allow_random_embedders, args.seed,
-                           codec=codec).to(device)
+    suite = build_suite(args, facts, embedders, codec, device)
     if suite.needs_reference and any(i.path is None and i.codes is None for i in items):
         raise UserError("FAD/KL need references: pass --reference (or shard prompts), or --metrics clap")
     gen = MagnetGenerator.from_pretrained(args.ckpt, device=device, text_encoder=args.text_encoder, codec=codec,
@@ -288,6 +328,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
         "metrics": metrics,
         "num_items": len(items) - too_short,
         "skipped": skipped,
+        "random_weights": random_weights(facts, gen, suite),
         "settings": {
             "ckpt": str(args.ckpt), "prompts": args.prompts, "reference": args.reference, "metrics": args.metrics,
             "embedders": {m: embedders[m] for m in args.metrics}, "embedder_kwargs": embedder_kwargs(args),
@@ -305,7 +346,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:
     """The JSON report, written atomically (a temp file renamed over the target)."""
-    from magnet_lightning.utils.stale_files import remove_stale
 
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -316,8 +356,6 @@ def write_report(report: dict[str, Any], path: str | Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from magnet_lightning.checkpoint.hub import expand_args
-    from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
 
     args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
     expand_args(args, "ckpt", "prompts", "reference", "out", "codec", "text_encoder", "vggish_ckpt", "passt_ckpt",
@@ -329,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if report is not None:
                 write_report(report, args.out)
                 log.info("metrics %s -> %s", report["metrics"], args.out)
+                if report["random_weights"]["note"]:
+                    log.warning("%s (recorded in the report)", report["random_weights"]["note"])
     finally:
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 sys.path.insert(0, str(ROOT / "tests"))  # the release-format file writer
 
-from evaluation.memory_cases import CASES, RELEASES, RankContext, release_file  # noqa: E402
-from magnet_lightning.config import MODEL_PRESETS  # noqa: E402
+from evaluation.memory_cases import CASES, RELEASES, RankContext, release_file
+from magnet_lightning.config import MODEL_PRESETS
 
 TARGET_RSS, TARGET_TIME = 1.25, 0.35
 NOTES = ("peak_over_model", "peak_above_baseline_over_model", "time_over_reference", "before_step_rss_gb",

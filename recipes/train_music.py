@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a fresh clone
 
-from magnet_lightning.cli.prelude import prepare  # noqa: E402
+from magnet_lightning.cli.prelude import prepare
 
 prepare()  # hub offline without network, known third-party warnings quiet: before transformers is imported
 

@@ -4,6 +4,7 @@ generate CLI / --init_from; the license follows the weights' origin; push_to_hub
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -41,7 +42,8 @@ def test_export_holds_the_ema_weights_and_loads_everywhere(trained, tmp_path):
     finally:
         os.umask(umask)
     assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o644  # shareable, as the umask allows
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    # a local codec folder travels with the export (a hub codec would be named by its id)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "codec", "config.json", "model.safetensors"]
     raw = torch.load(ckpt, weights_only=True)
     loaded = load_pretrained(out)
     ema = {k[len("model."):]: v for k, v in raw["state_dict"].items() if k.startswith("model.")}
@@ -51,8 +53,9 @@ def test_export_holds_the_ema_weights_and_loads_everywhere(trained, tmp_path):
     assert all(torch.equal(state[k], ema[k]) for k in ema)
     assert any(not torch.equal(state[k], live[k]) for k in live)  # the EMA, not the live weights
     reference = load_pretrained(ckpt)
-    for field in ("text_encoder", "codec", "sample_rate", "frame_rate", "span_len", "segment_duration", "decoding"):
+    for field in ("text_encoder", "sample_rate", "frame_rate", "span_len", "segment_duration", "decoding"):
         assert getattr(loaded, field) == getattr(reference, field), field
+    assert loaded.codec == str(out / "codec") and Path(reference.codec) == Path(codec)
     assert loaded.model.cfg == reference.model.cfg and loaded.decoding["temperature"] == 2.0
     config = json.loads((out / "config.json").read_text())
     assert config["license"] == "mit" and config["model"]["dim"] == TINY_MODEL["dim"]
@@ -129,7 +132,8 @@ def test_cli_errors_are_one_line_and_push_to_hub_uploads_the_folder(trained, tmp
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     assert main([str(ckpt), str(tmp_path / "model"), "--license", "mit", "--push-to-hub", "me/magnet-tiny"]) == 0
     assert calls[1:] == [("create_repo", "me/magnet-tiny", True),
-                         ("upload_folder", "me/magnet-tiny", ["README.md", "config.json", "model.safetensors"])]
+                         ("upload_folder", "me/magnet-tiny", ["README.md", "codec", "config.json",
+                                                              "model.safetensors"])]
     with pytest.raises(SystemExit):  # never over an existing export
         main([str(ckpt), str(tmp_path / "model")])
     assert "exists" in capsys.readouterr().err

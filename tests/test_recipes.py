@@ -1,5 +1,5 @@
 """Every recipe config parses, builds its module (on the meta device: no memory for 1.8B weights) and datamodule, and
-states the paper's hyper-parameters (magnet_spec.md §6/§7); the global-batch arithmetic; the FSDP strategy."""
+states the paper's hyper-parameters (magnet_spec.md §6/§7); the global-batch arithmetic; the FSDP2 strategy with EMA."""
 
 from __future__ import annotations
 
@@ -58,14 +58,15 @@ def _build(config: Path, *extra: str) -> _BuildOnlyCLI:
 
 FAMILY = {  # the other families' recipes: (family, params (M) range, optimizer, lr, EMA every n steps, strategy)
     "musicgen_small": ("musicgen", (400, 440), "dadam", 1.0, 10, "ddp"),
-    "musicgen_medium": ("musicgen", (1780, 1900), "adamw", 1e-4, 0, "MagnetFSDPStrategy"),
+    "musicgen_medium": ("musicgen", (1780, 1900), "adamw", 1e-4, 10, "fsdp2"),
     "hybrid_magnet_small_30s": ("hybrid", (400, 440), "dadam", 1.0, 10, "ddp"),
 }
-DEMOS = {"demo_music": "magnet", "demo_musicgen": "musicgen", "demo_hybrid": "hybrid"}
+DEMOS = {"demo_music": "magnet", "demo_musicgen": "musicgen", "demo_hybrid": "hybrid", "demo_sharded": "magnet"}
+OWN_AUDIO = {"cpu_own_audio"}  # README "Your own audio on a CPU machine" (tests/test_own_audio.py runs it)
 
 
 def test_every_config_is_listed():
-    assert {p.stem for p in CONFIGS.glob("*.yaml")} == set(PAPER) | set(FAMILY) | set(DEMOS)
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == set(PAPER) | set(FAMILY) | set(DEMOS) | OWN_AUDIO
 
 
 @pytest.mark.parametrize("name", sorted(FAMILY))
@@ -210,21 +211,6 @@ def test_accumulation_refuses_indivisible_global_batch(global_batch, per_device,
         accumulation_for(global_batch, per_device, world)
 
 
-def test_fsdp_strategy_wraps_transformer_layers():
-    from magnet_lightning.config import model_preset
-    from magnet_lightning.models.layers import Layer
-    from magnet_lightning.models.magnet import MagnetTransformer
-
-    model = MagnetTransformer(model_preset("tiny", codebook_size=16, text_dim=32))
-    layer = next(m for m in model.modules() if isinstance(m, Layer))
-    strategy = MagnetFSDPStrategy(activation_checkpointing=True)
-    for policy in (strategy.kwargs["auto_wrap_policy"], strategy._activation_checkpointing_kwargs["auto_wrap_policy"]):
-        assert policy(module=layer, recurse=False, nonwrapped_numel=0)
-        assert not policy(module=model, recurse=False, nonwrapped_numel=0)
-    assert "auto_wrap_policy" in MagnetFSDPStrategy().kwargs
-    assert not MagnetFSDPStrategy()._activation_checkpointing_kwargs
-
-
 def test_print_config_through_the_script_implies_fit():
     import os
     import subprocess
@@ -295,12 +281,10 @@ def test_before_fit_sets_accumulation_from_world_size(meta_models):
         cli.before_fit()
 
 
-def test_fsdp_with_ema_is_refused(meta_models):
-    cli = _build(CONFIGS / "music_medium_30s.yaml")
-    cli.trainer = _fake_trainer(MagnetFSDPStrategy(), 64)
-    with pytest.raises(ValueError, match="ema_every_n_steps 0"):
-        cli.before_fit()
-    cli = _build(CONFIGS / "music_medium_30s.yaml", "--model.ema_every_n_steps", "0")
+def test_fsdp2_with_ema_is_accepted(meta_models):
+    """EMA under FSDP2 averages each rank's shards (training/ema.py): the sharded medium recipe keeps its EMA."""
+    cli = _build(CONFIGS / "music_medium_30s.yaml", "--trainer.strategy", "fsdp2")
+    assert cli.model.hparams.ema_every_n_steps == 10 and cli.trainer_kwargs["strategy"] == "fsdp2"
     cli.trainer = _fake_trainer(MagnetFSDPStrategy(), 64)
     cli.before_fit()
     assert cli.trainer.accumulate_grad_batches == 1

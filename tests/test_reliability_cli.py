@@ -161,7 +161,8 @@ def test_training_manifest_mismatch(tmp_path, monkeypatch, capfd):
 def test_training_missing_t5(tmp_path, monkeypatch, capfd):
     err = _train(tmp_path, monkeypatch, capfd, "--model.text_encoder", str(tmp_path / "my_t5"),
                  "--model.allow_random_text_encoder", "false")
-    assert_one_line(err, "my_t5", "hf download")
+    line = assert_one_line(err, "my_t5", "not found", "--model.allow_random_text_encoder true")
+    assert "hf download" not in line  # a local folder is not a hub id
 
 
 def test_training_stale_checkpoint_temporaries_are_removed(tmp_path):

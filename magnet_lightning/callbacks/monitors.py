@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import lightning as L
 import torch
-from lightning.pytorch.strategies import FSDPStrategy
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+from torch.distributed.tensor import DTensor
 
 
 def total_grad_norm(parameters, reduce=None) -> torch.Tensor:
@@ -13,7 +14,8 @@ def total_grad_norm(parameters, reduce=None) -> torch.Tensor:
     square = None
     for p in parameters:
         if p.grad is not None:
-            part = p.grad.detach().float().pow(2).sum()
+            grad = p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad  # FSDP2: this rank's shard
+            part = grad.detach().float().pow(2).sum()
             square = part if square is None else square + part
     if square is None:
         return torch.zeros(())
@@ -26,15 +28,16 @@ class GradNormMonitor(L.Callback):
     """Logs ``train/grad_norm`` (total L2 norm of the unscaled gradients, before clipping) every `log_every_n_steps`
     optimizer steps, and ``train/dadapt_d`` (D-Adaptation's step size) when the optimizer has one.
 
-    Under a sharded strategy (FSDP) each rank holds a disjoint shard of the gradients, so squared norms are summed
-    over ranks; under DDP the gradients are already identical on all ranks.
+    Under a sharded strategy (FSDP, FSDP2) each rank holds a disjoint shard of the gradients, so squared norms are
+    summed over ranks; under DDP the gradients are already identical on all ranks.
     """
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
         every = max(1, trainer.log_every_n_steps)
         if trainer.global_step % every:
             return
-        reduce = trainer.strategy.reduce if isinstance(trainer.strategy, FSDPStrategy) else None
+        sharded = isinstance(trainer.strategy, (FSDPStrategy, ModelParallelStrategy))
+        reduce = trainer.strategy.reduce if sharded else None
         pl_module.log("train/grad_norm", total_grad_norm(pl_module.parameters(), reduce), on_step=True,
                       on_epoch=False)
         d = optimizer.param_groups[0].get("d")
@@ -43,7 +46,8 @@ class GradNormMonitor(L.Callback):
 
 
 class ValLossHistory(L.Callback):
-    """Remembers (step, val/loss) of every validation, so the end of a run can report first and last."""
+    """Remembers (step, val/loss) of every validation, so the end of a run can report first and last (across
+    resumes: the history is part of the checkpoint)."""
 
     def __init__(self):
         self.history: list[tuple[int, float]] = []
@@ -52,3 +56,10 @@ class ValLossHistory(L.Callback):
         value = trainer.callback_metrics.get("val/loss")
         if value is not None and not trainer.sanity_checking:
             self.history.append((trainer.global_step, float(value)))
+
+    def state_dict(self) -> dict:
+        """Kept in checkpoints: after a resume the end summary still starts at the run's first validation."""
+        return {"history": [[int(step), float(loss)] for step, loss in self.history]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = [(int(step), float(loss)) for step, loss in state_dict.get("history", [])]

@@ -8,7 +8,9 @@ a converted or audiocraft checkpoint). OUT is a new folder:
 - ``model.safetensors``: the transformer's weights only (no live copy, optimizer or loop state);
 - ``config.json``: ``{"format": "magnet_lightning.pretrained", "version": 1, "model": {ModelConfig},
   "text_encoder", "codec", "sample_rate", "frame_rate", "span_len", "segment_duration", "decoding", "license",
-  "source"}`` (the T5 and codec are named, not copied: they load from the Hugging Face cache or their paths);
+  "source", "random_parts"}``: the T5 is named (a hub id, or a local folder's absolute path); a codec that is a local
+  folder is copied into OUT/codec/ (``"codec": "codec"``, read relative to OUT), a hub codec is named by its id, so
+  OUT loads from any folder and machine;
 - ``README.md``: a model card whose metadata carries the license.
 
 OUT loads wherever a checkpoint does: ``MagnetGenerator.from_pretrained(OUT)``, ``load_pretrained(OUT)``,
@@ -38,8 +40,10 @@ from magnet_lightning.checkpoint.pretrained import (
     load_pretrained,
 )
 from magnet_lightning.config import ModelConfig
+from magnet_lightning.utils.provenance import absolute_if_local, describe_random
 
 CARD_NAME = "README.md"
+EXPORT_CODEC = "codec"  # the folder inside an export that holds a copied local codec
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -90,10 +94,12 @@ def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype:
               "sample_rate": pretrained.sample_rate, "frame_rate": pretrained.frame_rate,
               "span_len": pretrained.span_len, "segment_duration": pretrained.segment_duration,
               "decoding": pretrained.decoding, "license": chosen, "dtype": dtype, "source": ckpt.name}
+    config["random_parts"] = pretrained.random_parts
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
+        config.update(carry_codec(pretrained.codec, tmp), text_encoder=absolute_if_local(pretrained.text_encoder))
         from safetensors.torch import save_file
 
         state = {k: v.detach().to(DTYPES[dtype]).contiguous() for k, v in pretrained.model.state_dict().items()}
@@ -109,6 +115,15 @@ def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype:
     return out
 
 
+def carry_codec(codec: str, folder: Path) -> dict[str, Any]:
+    """A local codec folder is copied to FOLDER/codec (the export then names it "codec"); a hub id is kept."""
+    local = Path(str(codec)).expanduser()
+    if not local.is_dir():
+        return {"codec": absolute_if_local(codec)}
+    shutil.copytree(local, folder / EXPORT_CODEC)
+    return {"codec": EXPORT_CODEC, "codec_source": str(local.resolve())}
+
+
 def model_card(config: dict[str, Any]) -> str:
     cfg = ModelConfig.from_dict(config["model"])
     lines = ["---", f"license: {config['license'] if config['license'] != 'unspecified' else 'other'}",
@@ -116,14 +131,24 @@ def model_card(config: dict[str, Any]) -> str:
              f"# {config.get('family', 'magnet')} checkpoint (magnet_lightning export)", "",
              f"{cfg.num_parameters() / 1e6:.1f} M parameters ({cfg.num_layers} layers x {cfg.dim}), "
              f"{cfg.num_codebooks} codebooks of {cfg.codebook_size}; text encoder `{config['text_encoder']}`, codec "
-             f"`{config['codec']}` ({config['sample_rate']} Hz); trained on {config['segment_duration']:g}-s "
-             "segments.", "", "```python", "from magnet_lightning import MagnetGenerator", "",
+             f"`{config['codec']}`{_copied(config)} ({config['sample_rate']} Hz); trained on "
+             f"{config['segment_duration']:g}-s segments.", "", "```python",
+             "from magnet_lightning import MagnetGenerator", "",
              'generator = MagnetGenerator.from_pretrained("PATH_OR_FOLDER")',
              'audio = generator.generate(["calm piano"], duration=10, seed=0).audio', "```", ""]
+    random_note = describe_random(config.get("random_parts") or [])
+    if random_note:
+        lines += [f"**{random_note}.** This export shows that training and generation run; it is not a model of "
+                  "music.", ""]
     if config["license"] == AUDIOCRAFT_LICENSE:
         lines += ["The weights derive from Meta's audiocraft MAGNeT release and are licensed CC-BY-NC 4.0 "
                   "(non-commercial use only).", ""]
     return "\n".join(lines)
+
+
+def _copied(config: dict[str, Any]) -> str:
+    source = config.get("codec_source")
+    return f" (this folder's copy of `{source}`)" if source else ""
 
 
 def push_to_hub(folder: str | Path, repo_id: str, private: bool = True, token: str | None = None) -> str:

@@ -106,6 +106,17 @@ def _cache_dir() -> str:
     return str(constants.HF_HUB_CACHE)
 
 
+SHARDED_META = "meta.pt"
+"""Beside torch.distributed.checkpoint's `.metadata`, what marks a sharded training checkpoint folder
+(training/sharded_checkpoint.py writes it)."""
+
+
+def is_sharded(path: str | os.PathLike) -> bool:
+    """True for a sharded training checkpoint folder (DCP metadata and `meta.pt`)."""
+    path = Path(path)
+    return path.is_dir() and (path / ".metadata").is_file() and (path / SHARDED_META).is_file()
+
+
 def resolve_lm(name_or_path: str | os.PathLike) -> Source:
     """An LM checkpoint given as a file, a folder holding state_dict.bin, or a hub repo id -> Source.
 
@@ -115,6 +126,9 @@ def resolve_lm(name_or_path: str | os.PathLike) -> Source:
     path = expand(text)
     if path.is_file():
         return Source(path.resolve())
+    if is_sharded(path):
+        raise FileNotFoundError(f"{path} is a sharded training checkpoint (FSDP2): convert it into one file first, "
+                                f"e.g. `magnet-convert sharded {path} model.ckpt`, and pass that file")
     if path.is_dir():
         inner = path / LM_FILE
         if not inner.is_file():

@@ -20,6 +20,7 @@ from magnet_lightning.config import ModelConfig
 from magnet_lightning.errors import CheckpointError
 from magnet_lightning.models.base import CodebookTransformer
 from magnet_lightning.models.registry import DEFAULT_FAMILY
+from magnet_lightning.utils.provenance import RANDOM_PARTS_KEY, is_random_folder
 
 
 @dataclass
@@ -40,6 +41,25 @@ class Pretrained:
     """License of the weights when known (cc-by-nc-4.0 for Meta's released checkpoints)."""
     source: str = ""
     """The file or hub repo the weights came from."""
+    random_parts: list[str] = field(default_factory=list)
+    """Parts trained or exported with random weights ('codec', 'text_encoder'; `utils.provenance`)."""
+
+
+def recorded_random_parts(raw: dict, codec: str | None) -> list[str]:
+    """The parts a checkpoint or export config records as random, plus 'codec' for a marked random codec folder
+    (older checkpoints recorded no list)."""
+    parts = list(raw.get(RANDOM_PARTS_KEY) or [])
+    if "codec" not in parts and is_random_folder(codec):
+        parts.insert(0, "codec")
+    return parts
+
+
+def export_codec(folder: Path, config: dict) -> str:
+    """The codec an export names: its own copy (a folder inside the export, named relatively) made absolute, or the
+    hub id / path recorded."""
+    codec = str(config.get("codec"))
+    inside = folder / codec
+    return str(inside.resolve()) if codec and not Path(codec).is_absolute() and inside.is_dir() else codec
 
 
 def _from_lightning(raw: dict, path: Path, dtype: str | torch.dtype | None = None,
@@ -60,6 +80,7 @@ def _from_lightning(raw: dict, path: Path, dtype: str | torch.dtype | None = Non
         model=model.eval(), text_encoder=meta["text_encoder"], codec=meta["codec"], sample_rate=meta["sample_rate"],
         frame_rate=meta["frame_rate"], span_len=meta["span_len"], segment_duration=meta["segment_duration"],
         decoding=meta["decoding"], license=raw.get("license"), source=str(raw.get("converted_from") or path),
+        random_parts=recorded_random_parts(raw, meta["codec"]),
     )
 
 
@@ -108,11 +129,13 @@ def load_exported(path: str | Path, map_location: str | torch.device = "cpu",
     model = empty_model(config.get("family", DEFAULT_FAMILY), ModelConfig.from_dict(config["model"]),
                         config.get("delays"))
     model = load_safetensors(weights, model, dtype, map_location)
+    codec = export_codec(folder, config)
     return Pretrained(model=model.eval(), text_encoder=config["text_encoder"],
-                      codec=config["codec"], sample_rate=int(config["sample_rate"]),
+                      codec=codec, sample_rate=int(config["sample_rate"]),
                       frame_rate=float(config["frame_rate"]), span_len=int(config["span_len"]),
                       segment_duration=float(config["segment_duration"]), decoding=dict(config.get("decoding") or {}),
-                      license=config.get("license"), source=str(folder))
+                      license=config.get("license"), source=str(folder),
+                      random_parts=recorded_random_parts(config, codec))
 
 
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device | None = None, *,

@@ -22,12 +22,20 @@ import torch
 from magnet_lightning.checkpoint import hub
 from magnet_lightning.checkpoint.audiocraft import audiocraft_metadata
 from magnet_lightning.checkpoint.audiocraft_config import ConfigError, read_lm_config
-from magnet_lightning.checkpoint.pretrained import CONFIG_NAME, is_export, lightning_metadata
+from magnet_lightning.checkpoint.pretrained import (
+    CONFIG_NAME,
+    export_codec,
+    is_export,
+    lightning_metadata,
+    recorded_random_parts,
+)
+from magnet_lightning.cli.startup import text_encoder_on_disk
 from magnet_lightning.errors import UserError, one_line
 from magnet_lightning.generation.families import decoder_family, decoding_config_for, families_where, family_label
 from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
 from magnet_lightning.models.registry import DEFAULT_FAMILY
 from magnet_lightning.utils.audio import read_audio
+from magnet_lightning.utils.provenance import looks_local
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,8 @@ class CheckpointFacts:
     path: str = ""
     """The checkpoint as the user named it (for messages)."""
     frame_rate: float = 50.0
+    random_parts: tuple[str, ...] = ()
+    """Parts recorded as random-weight stand-ins ('codec', 'text_encoder')."""
 
 
 def _load_light(path: Path) -> object:
@@ -66,13 +76,15 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
     any model (an audiocraft file's facts come from its xp.cfg; its tensors are memory-mapped, not read)."""
     folder = hub.expand(path)
     if is_export(folder):  # an export folder: its config.json says everything
-        config = json.loads(((folder if folder.is_dir() else folder.parent) / CONFIG_NAME).read_text())
+        folder = folder if folder.is_dir() else folder.parent
+        config = json.loads((folder / CONFIG_NAME).read_text())
         model = config.get("model") or {}
+        codec = export_codec(folder, config)
         return CheckpointFacts(config.get("family", DEFAULT_FAMILY), int(model.get("num_codebooks", 4)),
                                int(model.get("codebook_size", 2048)), float(config.get("segment_duration", 10.0)),
-                               str(config.get("codec")), str(config.get("text_encoder")),
-                               int(config.get("span_len", 3)), dict(config.get("decoding") or {}), str(path),
-                               float(config.get("frame_rate", 50.0)))
+                               codec, str(config.get("text_encoder")), int(config.get("span_len", 3)),
+                               dict(config.get("decoding") or {}), str(path), float(config.get("frame_rate", 50.0)),
+                               tuple(recorded_random_parts(config, codec)))
     source = hub.resolve_lm(path)
     raw = _load_light(source.path)
     if isinstance(raw, dict) and "best_state" in raw:
@@ -88,10 +100,11 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
             raise UserError(f"{source.path}: neither a magnet_lightning checkpoint (hyper_parameters.model) nor an "
                             "audiocraft state_dict.bin (best_state + xp.cfg)")
         meta = lightning_metadata(hp)
+        meta["random_parts"] = recorded_random_parts(raw, meta["codec"])
     return CheckpointFacts(meta["family"], meta["num_codebooks"], meta["codebook_size"],
                            float(meta["segment_duration"]), str(meta["codec"]), str(meta["text_encoder"]),
                            int(meta["span_len"]), dict(meta["decoding"]), str(path),
-                           float(meta["frame_rate"]))
+                           float(meta["frame_rate"]), tuple(meta.get("random_parts") or ()))
 
 
 def positive(flag: str, value: float | None) -> None:
@@ -231,6 +244,7 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
     overrides = decoding_overrides(args, decoder_family(facts.family).own_prompt)
     check_options(facts, args.preset, overrides)
     check_partners(args, facts, duration)
+    check_text_encoder(facts, getattr(args, "text_encoder", None), getattr(args, "allow_random_text_encoder", False))
     check_decoding(facts, duration, args.preset, overrides)
     try:
         jobs = make_jobs(args)
@@ -248,6 +262,22 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
         except ValueError as err:
             raise UserError(f"--prompt-audio: {err}") from None
     return inputs
+
+
+def check_text_encoder(facts: CheckpointFacts, override: str | None, allow_random: bool) -> None:
+    """The T5 the checkpoint names (or `override`) is on disk, or --allow-random-text-encoder was given; the error
+    says which, and that a checkpoint trained with the random stand-in needs that flag to get the same one."""
+
+    name = override or facts.text_encoder
+    if allow_random or text_encoder_on_disk(name):
+        return
+    if "text_encoder" in facts.random_parts:
+        raise UserError(f"this checkpoint was trained with a random-weight stand-in of {name!r} (its weights were "
+                        "missing); pass --allow-random-text-encoder to generate with the same stand-in")
+    fetch = "" if looks_local(name) else f"download it (`hf download {name}`) or "
+    raise UserError(f"text encoder {name!r} is not on disk: {fetch}pass its folder with --text-encoder DIR; "
+                    "--allow-random-text-encoder uses a random-weight stand-in instead (the audio will not follow "
+                    "the text)")
 
 
 def check_partners(args: argparse.Namespace, facts: CheckpointFacts, duration: float) -> None:

@@ -15,11 +15,12 @@ from magnet_lightning.checkpoint.export import (
     export,
     push_to_hub,
 )
+from magnet_lightning.cli.help import OneLineParser, program_name
 from magnet_lightning.errors import CheckpointError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m magnet_lightning.export", description=__doc__.split("\n\n")[0])
+    p = OneLineParser(prog=program_name("magnet_lightning.export"), description=__doc__.split("\n\n")[0])
     p.add_argument("ckpt", help="training checkpoint (.ckpt), converted checkpoint or audiocraft state_dict.bin")
     p.add_argument("out", help="new folder for model.safetensors, config.json and README.md")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the stored weights")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import secrets
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -31,6 +32,7 @@ from tqdm import tqdm
 
 from magnet_lightning.checkpoint.hub import expand_args
 from magnet_lightning.cli.checks import check_generate_args, peek_checkpoint
+from magnet_lightning.cli.help import DefaultsOnce, OneLineParser, program_name
 from magnet_lightning.data.prompts import read_prompts
 from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
 from magnet_lightning.generation.generator import MagnetGenerator
@@ -38,6 +40,7 @@ from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
 from magnet_lightning.generation.magnet_config import DECODING_PRESETS
 from magnet_lightning.generation.two_model import hybrid_generate
 from magnet_lightning.utils.audio import write_wav
+from magnet_lightning.utils.provenance import absolute_if_local, describe_random
 from magnet_lightning.utils.run_manifest import RunManifest
 
 log = logging.getLogger(__name__)
@@ -48,9 +51,10 @@ def _slug(text: str, limit: int = 40) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m magnet_lightning.generate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="our .ckpt or an audiocraft state_dict.bin")
+    p = OneLineParser(prog=program_name("magnet_lightning.generate"), description=__doc__.split("\n\n")[0],
+                                formatter_class=DefaultsOnce)
+    p.add_argument("--ckpt", required=True,
+                   help="our .ckpt, an export folder, an audiocraft state_dict.bin or a released repo id")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--text", action="append", help="caption (repeat for several)")
     src.add_argument("--prompts", help="file of captions: .txt (one a line), .csv or .jsonl (text/caption[, name])")
@@ -58,20 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: the training segment)")
     p.add_argument("--num-samples", type=int, default=1, help="generations per caption")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=None, help="seed of the first batch (batch i uses seed + i)")
+    p.add_argument("--batch-size", type=int, default=8, help="generations decoded together")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the first batch, batch i uses seed + i (default: drawn, recorded in manifest.jsonl)")
     p.add_argument("--preset", choices=sorted(DECODING_PRESETS), default=None,
                    help="decoding defaults (default: the checkpoint's, else music)")
     p.add_argument("--steps", type=int, nargs="+", default=None, help="decoding steps per codebook, e.g. 20 10 10 10")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the preset's)")
+    p.add_argument("--top-k", type=int, default=None, help="sample among the K most likely tokens (default: off)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: the preset's)")
     p.add_argument("--cfg-max", type=float, default=None, help="guidance coefficient at the first step")
     p.add_argument("--cfg-min", type=float, default=None, help="guidance coefficient at the last step")
     p.add_argument("--cfg-coef", type=float, default=None,
                    help="guidance coefficient of the autoregressive family (default: the checkpoint's, 3.0)")
-    p.add_argument("--span-arrangement", choices=["nonoverlap", "stride1"], default=None)
-    p.add_argument("--span-scoring", choices=["max", "prod"], default=None)
+    p.add_argument("--span-arrangement", choices=["nonoverlap", "stride1"], default=None,
+                   help="how masked spans are laid out (default: the checkpoint's)")
+    p.add_argument("--span-scoring", choices=["max", "prod"], default=None,
+                   help="a span's confidence from its tokens' probabilities (default: the preset's)")
     p.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
     p.add_argument("--prompt-audio", help="audio to continue, or with --infill the clip to edit")
     p.add_argument("--infill", type=float, nargs=2, metavar=("START", "END"),
@@ -79,11 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lufs", type=float, default=-14.0, help="loudness of written files")
     p.add_argument("--no-normalize", action="store_true", help="write audio without loudness normalisation")
     p.add_argument("--save-tokens", action="store_true", help="also write NAME.codes.npy [K, T] int16")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--text-encoder", default=None, help="override the checkpoint's T5 (name or path)")
     p.add_argument("--codec", default=None, help="override the checkpoint's codec (name or path)")
     p.add_argument("--allow-random-text-encoder", action="store_true",
-                   help="demo only: random-weight T5 when its weights are missing")
+                   help="a random-weight T5 stand-in when its weights are missing (what a checkpoint trained with "
+                        "the stand-in needs; the audio will not follow the text)")
     p.add_argument("--rescorer", default=None, metavar="CKPT",
                    help="an autoregressive checkpoint (e.g. facebook/musicgen-small) that rescores MAGNeT's spans "
                         "(paper Eq. 5); needs --rescore-weight")
@@ -127,10 +135,22 @@ def _partners(args, gen: MagnetGenerator) -> dict[str, MagnetGenerator]:
     return partners
 
 
-def _manifest_record(args, name: str, text: str | None, tokens, wav, sample_rate: int, seed, config) -> dict:
+def run_provenance(args, gen: MagnetGenerator) -> dict:
+    """What each manifest record says about its inputs: absolute checkpoint and prompt-audio paths, the infill range,
+    the seed (drawn and recorded when --seed is not given), and which parts had random weights."""
+    parts = (["codec"] if getattr(gen.codec, "random_weights", False) else []) + \
+        (["text_encoder"] if getattr(gen.text_encoder, "is_random", False) else [])
+    return {"ckpt": absolute_if_local(str(args.ckpt)),
+            "prompt_audio": absolute_if_local(args.prompt_audio), "infill": list(args.infill) if args.infill else None,
+            "seed": args.seed if args.seed is not None else secrets.randbelow(2**31),
+            "random_parts": parts, "random_weights": describe_random(parts)}
+
+
+def _manifest_record(args, name: str, text: str | None, tokens, wav, sample_rate: int, seed, config,
+                     provenance: dict) -> dict:
     return {"file": f"{name}.wav", "text": text, "seconds": wav.shape[-1] / sample_rate, "frames": tokens.shape[-1],
-            "seed": seed, "decoding": asdict(config), "ckpt": str(args.ckpt), "rescorer": args.rescorer,
-            "hybrid_ar": args.hybrid_ar}
+            "decoding": asdict(config), "rescorer": args.rescorer, "hybrid_ar": args.hybrid_ar, **provenance,
+            "seed": seed}
 
 
 def _generate_batch(args, gen: MagnetGenerator, partners: dict, texts: list, checked, config, seed, progress):
@@ -161,9 +181,10 @@ def _run(args, checked) -> None:
         ar = partners["hybrid_ar"]
         steps += ar.num_steps(ar.decoding_config(), args.hybrid_prompt_seconds or DEFAULT_PROMPT_SECONDS)
     bar = tqdm(total=len(batches) * steps, unit="step", desc="generating")
+    provenance = run_provenance(args, gen)
     for index, batch in enumerate(batches):
         start = bar.n
-        seed = None if args.seed is None else args.seed + index
+        seed = provenance["seed"] + index
         result = _generate_batch(args, gen, partners, [text for _, text in batch], checked, config, seed,
                                  lambda done, _total, start=start: bar.update(start + done - bar.n))
         records = []
@@ -171,7 +192,8 @@ def _run(args, checked) -> None:
             write_wav(out / f"{name}.wav", wav, result.sample_rate, None if args.no_normalize else args.lufs)
             if args.save_tokens:
                 np.save(out / f"{name}.codes.npy", tokens.cpu().numpy().astype(np.int16))
-            records.append(_manifest_record(args, name, text, tokens, wav, result.sample_rate, seed, config))
+            records.append(_manifest_record(args, name, text, tokens, wav, result.sample_rate, seed, config,
+                                           provenance))
         manifest.add(records)
     bar.close()
     log.info("wrote %d files to %s", len(checked.jobs), out)

@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 import difflib
 import re
+import sys
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser
+
+from magnet_lightning.errors import UserExit, debug_enabled, one_line
 
 _UNKNOWN = re.compile(r"unrecognized arguments: (--[\w.]+)|[Kk]ey '([\w.]+)' is not expected|"
                       r"does not accept nested key '([\w.]+)'|does not accept option '([\w.]+)'")
@@ -19,7 +22,8 @@ class StrictArgumentParser(LightningArgumentParser):
 
     With abbreviations (argparse's default) ``--trainer.max_step`` silently means ``--trainer.max_steps``, and
     ``--model.optimizer.lr`` would be matched by ``--model.optimizer.l``. A user error exits with code 2 and a short
-    message (usage line, then ``error: ...``), never a traceback.
+    message, ``error: ...`` on one line of stderr (the usage is for ``--help``), never a traceback; ``--debug``
+    raises jsonargparse's error instead.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -27,9 +31,11 @@ class StrictArgumentParser(LightningArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None):
-        if self.exit_on_error:  # not while jsonargparse tries the alternatives of a union type internally
-            message = explain_unknown_key(self, message)
-        return super().error(message, ex)
+        if not self.exit_on_error or debug_enabled():  # jsonargparse trying a union's alternatives, or --debug
+            return super().error(message, ex)
+        message = one_line(explain_unknown_key(self, message))
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        raise UserExit(message)
 
 
 def option_names(parser) -> list[str]:

@@ -36,8 +36,13 @@ def quiet_known_warnings() -> None:
         logging.getLogger(name).addFilter(_DropTips())
 
 
-def prepare() -> None:
-    """Call first in every entry point (before transformers / huggingface_hub are imported)."""
+_prepared = []  # set once per process: a console script that runs a script form probes the hub once, not twice
 
+
+def prepare() -> None:
+    """Call first in every entry point (before transformers / huggingface_hub are imported); once per process."""
+    if _prepared:
+        return
+    _prepared.append(True)
     hub_offline_without_network()
     quiet_known_warnings()

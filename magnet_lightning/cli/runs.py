@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from magnet_lightning.training.sharded_checkpoint import is_sharded, restore_interrupted
+
 RUN_DIR_VARIABLE = "MAGNET_RUN_DIR"  # the folder chosen by rank 0, inherited by the processes Lightning spawns
 WANDB_ID_FILE = "wandb_id"
 PLACEHOLDER = "{run_dir}"
@@ -37,7 +39,8 @@ class RunConfig:
 
 
 def checkpoints_in(folder: Path) -> list[Path]:
-    return [p for p in folder.rglob("*.ckpt") if p.is_file()] if folder.is_dir() else []
+    """Checkpoints under `folder`: files, and sharded checkpoint folders (FSDP2)."""
+    return [p for p in folder.rglob("*.ckpt") if p.is_file() or is_sharded(p)] if folder.is_dir() else []
 
 
 def newest_run(root: Path) -> Path | None:
@@ -131,8 +134,9 @@ def keep_wandb_run_id(run_dir: Path, run_id: str) -> None:
 
 
 def newest_checkpoint(candidates: Iterable[Path]) -> Path | None:
-    """The most recently written of `candidates` that exist (last.ckpt, hpc_ckpt_N.ckpt, ...)."""
-    existing = [Path(c) for c in candidates if c and Path(c).is_file()]
+    """The most recently written of `candidates` that exist (last.ckpt, hpc_ckpt_N.ckpt, ...; a file, or a sharded
+    checkpoint folder of the FSDP2 strategy)."""
+    existing = [Path(c) for c in candidates if c and (Path(c).is_file() or is_sharded(c))]
     return max(existing, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
@@ -141,5 +145,6 @@ def resume_candidates(root_dir: Path, checkpoint_dirs: Iterable[Path]) -> list[P
     preemption checkpoints ``hpc_ckpt_N.ckpt`` Lightning writes to ``trainer.default_root_dir``."""
     found = list(root_dir.glob("hpc_ckpt_*.ckpt")) if root_dir.is_dir() else []
     for folder in checkpoint_dirs:
+        restore_interrupted(folder)  # a sharded checkpoint whose write was killed between its two renames
         found += list(Path(folder).glob("last*.ckpt")) if Path(folder).is_dir() else []
     return found

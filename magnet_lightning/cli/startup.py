@@ -103,6 +103,7 @@ def check_training_config(config: Any) -> None:
     if not model.allow_random_text_encoder and not text_encoder_on_disk(str(model.text_encoder)):
 
         raise _missing_weights_error(str(model.text_encoder), FileNotFoundError("not in the local cache"))
+    check_schedule(model.optimizer, config.get("trainer", {}).get("max_steps"))
     data = config.data
     check_shards(_specs(data.train_shards) + _specs(data.val_shards), model_cfg.num_codebooks,
                  model_cfg.codebook_size, float(model.frame_rate), model.codec, int(model.sample_rate))
@@ -110,6 +111,16 @@ def check_training_config(config: Any) -> None:
 
         if not is_export(hub.expand(model.init_from)):
             hub.resolve_lm(model.init_from)  # a file, a folder, or a released repo id fetched now: fails here if absent
+
+
+def check_schedule(optimizer: Any, max_steps: int | None) -> None:
+    """A cosine schedule must outlast its warm-up: checked here, before any process group starts."""
+    cfg = OptimConfig(**_plain(optimizer))
+    total = cfg.total_steps or (max_steps if max_steps and max_steps > 0 else 0)
+    if cfg.schedule == "cosine" and total and total <= cfg.warmup_steps:
+        raise UserError(f"the cosine schedule's warm-up ({cfg.warmup_steps} steps) is not shorter than training "
+                        f"({total} steps, trainer.max_steps / model.optimizer.total_steps): lower "
+                        "--model.optimizer.warmup_steps or raise --trainer.max_steps")
 
 
 def remove_stale_checkpoint_temporaries(trainer: Any) -> list[Path]:

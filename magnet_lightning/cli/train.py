@@ -10,11 +10,15 @@
   world)`` (an error if it does not divide);
 - ``--init_from PATH``: start from our checkpoint or a converted audiocraft one (fine-tuning), same as
   ``--model.init_from``;
-- ``--demo.enabled true``: build (once, cached) the synthetic demo corpus and point the data and codec at it;
+- ``--demo.enabled true``: build (once, cached) the synthetic demo corpus and point the data and codec at it, unless
+  the user's own ``--data.train_shards`` / ``--data.val_shards`` turn the demo off (`demo_overridden`); arguments
+  without ``--config`` still mean the default (demo) config;
+- Lightning's own misconfigurations (``MisconfigurationException``, and ``ValueError`` while the trainer is built or
+  fit starts) are one ``error:`` line (`magnet_lightning.cli.misconfig`);
 - W&B offline automatically when no API key or no network; the resolved config logged to the run;
 - atomic checkpoint writes (`AtomicCheckpointIO`), gradient-norm and D-Adaptation step-size logging
-  (`GradNormMonitor`), FSDP with the transformer `Layer` as wrap unit (`MagnetFSDPStrategy`), a progress bar in
-  optimizer steps (`StepProgressBar`).
+  (`GradNormMonitor`), sharded training with FSDP2 (``--trainer.strategy fsdp2``: `MagnetFSDPStrategy`, each
+  transformer `Layer` sharded), a progress bar in optimizer steps (`StepProgressBar`).
 
 Subcommands: ``fit`` and ``validate``. Generation and evaluation have their own programs (``python -m
 magnet_lightning.generate``, ``evaluation/evaluate.py``).
@@ -36,12 +40,11 @@ from typing import Any
 import lightning as L
 from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.strategies import FSDPStrategy
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from magnet_lightning.callbacks.monitors import ValLossHistory
 from magnet_lightning.callbacks.progress import StepProgressBar
-from magnet_lightning.cli.generate import _slug
+from magnet_lightning.cli.misconfig import FitStarted, lightning_misconfigurations
 from magnet_lightning.cli.parser import StrictArgumentParser
 from magnet_lightning.cli.runs import (
     RUN_DIR_VARIABLE,
@@ -54,17 +57,18 @@ from magnet_lightning.cli.runs import (
     wandb_run_id,
 )
 from magnet_lightning.cli.startup import check_training_config, remove_stale_checkpoint_temporaries
+from magnet_lightning.cli.summary import end_of_run_summary
 from magnet_lightning.cli.wandb_setup import LoggedSaveConfigCallback, choose_wandb_mode
 from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.demo.corpus import DemoConfig, prepare_demo_corpus
 from magnet_lightning.demo.text_cache import CachedTextEncoder
-from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
-from magnet_lightning.generation.generator import MagnetGenerator
+from magnet_lightning.errors import CheckpointError, UserError, pop_debug_flag, user_errors
 from magnet_lightning.training.checkpoint_io import AtomicCheckpointIO
 from magnet_lightning.training.lit_module import MagnetLightningModule
-from magnet_lightning.utils.audio import write_wav
+from magnet_lightning.training.strategies import register_strategy_names
 
 set_parsing_settings(docstring_parse_attribute_docstrings=True)  # dataclass field docstrings become --help text
+register_strategy_names()  # --trainer.strategy fsdp2 (and the FSDP strategy's older dotted names)
 
 log = logging.getLogger(__name__)
 SUBCOMMANDS = ("fit", "validate")
@@ -146,12 +150,19 @@ class MagnetCLI(LightningCLI):
             plugins.append(AtomicCheckpointIO())
         kwargs["plugins"] = plugins
         callbacks = kwargs.get("callbacks", trainer_cfg.get("callbacks")) or []
-        callbacks = [*(callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]), ValLossHistory()]
+        self.fit_started = FitStarted()
+        callbacks = [*(callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]), ValLossHistory(),
+                     self.fit_started]
         if trainer_cfg.get("enable_progress_bar", True) is not False and \
                 not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(StepProgressBar())
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
+
+    def instantiate_classes(self) -> None:
+        """Lightning's misconfigurations while the trainer, model and callbacks are built: one line."""
+        with lightning_misconfigurations("trainer / model / callbacks configuration"):
+            super().instantiate_classes()
 
     # -- before the classes exist
     def before_instantiate_classes(self) -> None:
@@ -163,6 +174,8 @@ class MagnetCLI(LightningCLI):
             self._keep_wandb_id(loggers)
         if config.get("init_from"):
             config.model.init_from = config.init_from
+        if config.demo.enabled and demo_overridden(config):
+            config.demo.enabled = False
         if config.demo.enabled:
             self._prepare_demo(config)
         if self.subcommand == "fit":
@@ -211,12 +224,7 @@ class MagnetCLI(LightningCLI):
             self.run_dir.mkdir(parents=True, exist_ok=True)  # W&B's start-up git probe warns about a missing folder
             if getattr(self, "wandb_id", None):
                 keep_wandb_run_id(self.run_dir, self.wandb_id)
-        if isinstance(trainer.strategy, FSDPStrategy) and self.model.hparams.ema_every_n_steps > 0:
-            raise ValueError("EMA (Lightning WeightAveraging) keeps a full, unsharded copy and does not support FSDP: "
-                             "set --model.ema_every_n_steps 0 with FSDP, or train with DDP (the 1.5B model fits DDP "
-                             "on 80 GB GPUs).")
         if config.get("cache_text_embeddings"):
-
             self.model.set_text_encoder(CachedTextEncoder(self.model.text_encoder))
         per_device = datamodule.hparams.batch_size
         if config.get("global_batch_size"):
@@ -237,7 +245,8 @@ class MagnetCLI(LightningCLI):
             ckpt_path = self.resume_checkpoint()
             rank_zero_info(f"resuming from {ckpt_path}" if ckpt_path else "--ckpt_path last: no checkpoint yet, "
                            "starting from scratch")
-        self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+        with lightning_misconfigurations("at the start of fit", started=lambda: self.fit_started.started):
+            self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
 
     def resume_checkpoint(self) -> str | None:
         trainer = self.trainer
@@ -246,31 +255,8 @@ class MagnetCLI(LightningCLI):
         return str(newest) if newest else None
 
     def after_fit(self) -> None:
-        if not self.trainer.is_global_zero:
-            return
-        config = self._sub_config()
-        lines = ["", "=" * 88]
-        history = next((c.history for c in self.trainer.callbacks if isinstance(c, ValLossHistory)), [])
-        if history:
-            (s0, v0), (s1, v1) = history[0], history[-1]
-            lines.append(f"val/loss: first {v0:.4f} (step {s0}) -> last {v1:.4f} (step {s1}) over {len(history)} "
-                         f"validations" + ("  [falling]" if v1 < v0 else "  [NOT falling]"))
-        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith("eval/")}
-        if metrics:
-            lines.append("final eval metrics: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
-        lines.append(f"outputs (run folder {self.run_dir}):")
-        ckpt_cb = self.trainer.checkpoint_callback
-        if ckpt_cb is not None:
-            lines.append(f"  checkpoints: {ckpt_cb.dirpath} (last: {Path(ckpt_cb.last_model_path or '-').name}, "
-                         f"best: {Path(ckpt_cb.best_model_path or '-').name})")
-        for logger in self.trainer.loggers:
-            lines.append(f"  {type(logger).__name__}: {_logger_dir(logger)}")
-        if config.generate_after_fit and ckpt_cb is not None and ckpt_cb.last_model_path:
-            wavs = generate_samples(ckpt_cb.last_model_path, self._captions(config.generate_after_fit),
-                                    self.run_dir / "samples", text_encoder=self.model.text_encoder)
-            lines.append(f"  generated WAVs: {wavs[0].parent} ({len(wavs)} files)")
-        lines.append("=" * 88)
-        print("\n".join(lines), flush=True)
+        if self.trainer.is_global_zero:
+            print(end_of_run_summary(self), flush=True)
 
     def _captions(self, n: int) -> list[str]:
         corpus = getattr(self, "demo_corpus", None)
@@ -281,38 +267,28 @@ class MagnetCLI(LightningCLI):
         return (texts or ["calm piano melody"])[:n]
 
 
+def demo_overridden(config) -> bool:
+    """Whether the user's own data turns the demo off: ``--data.train_shards`` / ``--data.val_shards`` given with the
+    demo config mean "train on these" (said on stderr), never silently replaced by the demo corpus. A ``model.codec``
+    other than ``demo.codec`` with the demo on would be replaced too: refused in one line."""
+    data = config.data
+    if data.get("train_shards") or data.get("val_shards"):
+        rank_zero_info("demo off: training on --data.train_shards / --data.val_shards (with --model.codec "
+                       f"{config.model.codec}: the codec your shards were tokenized with)")
+        return True
+    if str(config.model.codec) != str(config.demo.codec):
+        raise UserError(f"--model.codec {config.model.codec} with the demo on: the demo tokenizes its corpus with "
+                        f"demo.codec ({config.demo.codec}); set --demo.codec {config.model.codec} instead, or train on "
+                        "your own shards (--data.train_shards / --data.val_shards turn the demo off)")
+    return False
+
+
 def _has_omegaconf() -> bool:
     try:
         import omegaconf  # noqa: F401
     except ImportError:
         return False
     return True
-
-
-def _logger_dir(logger) -> str:
-    experiment = getattr(logger, "experiment", None)
-    run_dir = getattr(experiment, "dir", None) if type(logger).__name__ == "WandbLogger" else None
-    if run_dir:
-        mode = os.environ.get("WANDB_MODE", "online")
-        return f"{Path(run_dir).parent} (mode {mode}; upload with `wandb sync {Path(run_dir).parent}`)"
-    return str(getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None))
-
-
-def generate_samples(ckpt: str, captions: list[str], out_dir: Path, seed: int = 0,
-                     text_encoder: Any = None) -> list[Path]:
-    """Generate one clip per caption from `ckpt` and write -14 LUFS WAVs to `out_dir`; returns the paths.
-    `text_encoder`: a loaded one to reuse (default: the checkpoint's, loaded again)."""
-
-    generator = MagnetGenerator.from_pretrained(ckpt, device="cpu", text_encoder=text_encoder,
-                                                allow_random_text_encoder=True)
-    result = generator.generate(captions, seed=seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (caption, wav) in enumerate(zip(captions, result.audio)):
-        path = out_dir / f"{i:02d}_{_slug(caption)}.wav"
-        write_wav(path, wav.cpu(), generator.sample_rate)
-        paths.append(path)
-    return paths
 
 
 def config_dir() -> Path:
@@ -329,19 +305,27 @@ def default_args(config_name: str) -> list[str]:
     return ["fit", "--config", str(config_dir() / config_name)]
 
 
+def _names_config(args: list[str]) -> bool:
+    return any(a in ("-c", "--config") or a.startswith("--config=") for a in args)
+
+
 def recipe_argv(args: list[str], default_config: str) -> list[str]:
-    """The recipe's argv as LightningCLI gets it: no arguments -> `fit` with the default config (the CPU demo for
-    music); no subcommand -> `fit`; `test` / `predict` -> exit 2 with where to go instead."""
+    """The recipe's argv as LightningCLI gets it: no subcommand -> `fit`; no ``--config`` -> the default config (the
+    CPU demo for music) first, so `--demo.root X` alone still runs the demo; `test` / `predict` -> exit 2 with where
+    to go instead. Notices go to stderr (stdout stays clean for ``--print_config``)."""
     args = list(args)
-    if not args:
-        args = default_args(default_config)
-        print(f"No arguments: running `{' '.join(args)}` (see recipes/README.md for the paper configs).", flush=True)
-    elif args[0] in ("test", "predict"):
+    if args[:1] and args[0] in ("test", "predict"):
         sys.stderr.write(f"error: `{args[0]}` is not a subcommand of this recipe (use fit or validate); generate audio "
                          "with `python -m magnet_lightning.generate`, evaluate with `evaluation/evaluate.py`.\n")
         raise SystemExit(2)
-    elif not set(SUBCOMMANDS) & set(args) and not {"-h", "--help"} & set(args[:1]):
+    if {"-h", "--help"} & set(args[:1]):
+        return args
+    if not args or args[0] not in SUBCOMMANDS:
         args = ["fit", *args]  # `train_music.py --config X` means `train_music.py fit --config X`
+    if not _names_config(args) and not {"-h", "--help"} & set(args):
+        args[1:1] = default_args(default_config)[1:]
+        print(f"No --config: running `{' '.join(args)}` (see recipes/README.md for the paper configs).",
+              file=sys.stderr, flush=True)
     return args
 
 

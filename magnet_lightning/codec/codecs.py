@@ -24,6 +24,7 @@ from torch import nn
 
 from magnet_lightning.checkpoint import hub
 from magnet_lightning.codec.audiocraft import build_encodec, read_compression_state
+from magnet_lightning.utils.provenance import is_random_folder, looks_local
 from magnet_lightning.utils.safe_load import load_tensors
 
 DEFAULT_CODEC = "facebook/encodec_32khz"
@@ -80,6 +81,10 @@ class Codec(nn.Module):
     frame_rate: float
     num_codebooks: int
     codebook_size: int
+    random_weights: bool = False
+    """True for a random-weight stand-in (a folder with `utils.provenance.RANDOM_MARKER`)."""
+    source: str = ""
+    """Where it was loaded from: an absolute folder or file path, or the hub id."""
 
     def _freeze(self) -> None:
         self.eval()
@@ -239,6 +244,9 @@ def _load_hf_encodec(name_or_path: str, bandwidth: float | None, device: str | t
     from transformers import EncodecModel
 
     local = Path(name_or_path).expanduser()
+    if not local.is_dir() and looks_local(name_or_path):
+        raise FileNotFoundError(f"codec folder {name_or_path} not found (looked in {local.resolve()}): pass the "
+                                "folder that holds the codec's config.json and model.safetensors")
     try:
         model = EncodecModel.from_pretrained(str(local) if local.is_dir() else name_or_path)
     except (OSError, ValueError) as e:
@@ -250,7 +258,10 @@ def _load_hf_encodec(name_or_path: str, bandwidth: float | None, device: str | t
             "model.safetensors (from EncodecModel.save_pretrained)."
         ) from e
     name = local.name if local.is_dir() else name_or_path
-    return HFEncodecCodec(model, name=f"hf-encodec:{name}", bandwidth=bandwidth).to(device)
+    codec = HFEncodecCodec(model, name=f"hf-encodec:{name}", bandwidth=bandwidth)
+    codec.source = str(local.resolve()) if local.is_dir() else name_or_path
+    codec.random_weights = local.is_dir() and is_random_folder(local)
+    return codec.to(device)
 
 
 def _load_encodec_package(name: str, bandwidth: float | None, device: str | torch.device) -> EncodecPackageCodec:

@@ -46,7 +46,8 @@ def write_manifest(out_dir: str | Path, codec_info: dict, shards: list[dict], **
 
     Args:
         out_dir: shard folder.
-        codec_info: name, sample_rate, frame_rate, num_codebooks, codebook_size, channels.
+        codec_info: name, sample_rate, frame_rate, num_codebooks, codebook_size, channels (and, when known,
+            source and random_weights: written as codec_source and codec_random_weights).
         shards: [{"url": "NAME-000000.tar", "num_samples": n}, ...], urls relative to `out_dir`.
         **extra: more top-level fields (e.g. skip counters).
     """
@@ -64,6 +65,10 @@ def write_manifest(out_dir: str | Path, codec_info: dict, shards: list[dict], **
         "tokenizer_version": TOKENIZER_VERSION,
         **extra,
     }
+    if codec_info.get("source"):  # a local codec's absolute folder: the shards name it from anywhere
+        manifest["codec_source"] = str(codec_info["source"])
+    if codec_info.get("random_weights"):  # a random-weight stand-in (the demo's codec): said wherever it is used
+        manifest["codec_random_weights"] = True
     path = Path(out_dir) / MANIFEST_NAME
     tmp = path.with_suffix(f".json.tmp{os.getpid()}")
     tmp.write_text(json.dumps(manifest, indent=1))

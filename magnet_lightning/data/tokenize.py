@@ -49,8 +49,19 @@ ON_CHANGE = ("error", "incremental", "force")
 
 
 def codec_info(codec: Codec) -> dict:
-    return {"name": codec.name, "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate,
+    """The manifest's codec fields; a local codec's absolute folder (`source`), and `random_weights` for a stand-in."""
+    info = {"name": codec.name, "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate,
             "num_codebooks": codec.num_codebooks, "codebook_size": codec.codebook_size, "channels": codec.channels}
+    if getattr(codec, "source", ""):
+        info["source"] = codec.source
+    if getattr(codec, "random_weights", False):
+        info["random_weights"] = True
+    return info
+
+
+def _same_codec(recorded: dict, expected: dict) -> bool:
+    """A done-record's codec is the expected one (its folder may have moved since: `source` is not compared)."""
+    return {k: v for k, v in recorded.items() if k != "source"} == {k: v for k, v in expected.items() if k != "source"}
 
 
 def _channels_fit(channels: int, target: int) -> bool:
@@ -194,7 +205,7 @@ def merge_manifest(out_dir: Path, name: str, plan: list[list[AudioItem]], codec:
     or None while shards are missing (another rank may still be working)."""
     records = [_read_record(_done_path(out_dir, name, i)) for i in range(len(plan))]
     expected = codec_info(codec)
-    if not all(_matches(r, shard, lambda c: c == expected) for r, shard in zip(records, plan)):
+    if not all(_matches(r, shard, lambda c: _same_codec(c, expected)) for r, shard in zip(records, plan)):
         return None
     problems = Counter(s["reason"] for r in records for s in r["skipped"])
     shards = [{"url": r["url"], "num_samples": r["num_samples"]} for r in records if r["num_samples"] > 0]
@@ -309,7 +320,7 @@ def tokenize_dataset(source: str | Path | list[AudioItem], out_dir: str | Path, 
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = make_plan(items, opts.samples_per_shard)
     expected = codec_info(codec)
-    state = check_output(out_dir, name, plan, lambda c: c == expected, on_change)
+    state = check_output(out_dir, name, plan, lambda c: _same_codec(c, expected), on_change)
     redo = state.changed + (state.kept if on_change == "force" else [])
     for i in redo:
         if i % world_size == rank:  # each rank clears only its own shards

@@ -24,6 +24,7 @@ from magnet_lightning.codec.codecs import HFEncodecCodec, load_codec
 from magnet_lightning.codec.fit import fit_codebooks
 from magnet_lightning.data.tokenize import TokenizeOptions, tokenize_dataset
 from magnet_lightning.demo.synth import draw_spec, render
+from magnet_lightning.utils.provenance import RANDOM_MARKER
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +100,14 @@ def get_codec(cfg: DemoConfig, root: Path, fit_wavs: list[np.ndarray], sample_ra
     except FileNotFoundError as err:
         if cfg.codec not in RANDOM_CODEC_ARCHS:
             raise
-        reason = str(err).splitlines()[0]
+        reason = " ".join(str(err).split())
     from transformers import EncodecConfig, EncodecModel
 
     log.warning("\n%s\nCODEC %r NOT FOUND (%s)\n-> using the SAME ARCHITECTURE WITH RANDOM WEIGHTS, codebooks "
                 "fitted by k-means to the demo corpus.\nTokens carry information, but decoded audio will sound like "
                 "noise.\n"
                 "For real audio, download it (`hf download %s`) and delete %s.\n%s",
-                BANNER, cfg.codec, reason[:200], cfg.codec, root, BANNER)
+                BANNER, cfg.codec, reason, cfg.codec, root, BANNER)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = EncodecModel(EncodecConfig(**RANDOM_CODEC_ARCHS[cfg.codec]))
@@ -114,6 +115,10 @@ def get_codec(cfg: DemoConfig, root: Path, fit_wavs: list[np.ndarray], sample_ra
     fit_codebooks(codec, [torch.from_numpy(w)[None] for w in fit_wavs], sample_rate, seed=cfg.seed)
     target = root / "codec"
     model.save_pretrained(target)
+    (target / RANDOM_MARKER).write_text(json.dumps({
+        "random_weights": True, "architecture": cfg.codec, "seed": cfg.seed,
+        "note": "random encoder/decoder weights, codebooks fitted by k-means to the demo corpus: decoded audio is "
+                "noise-like; for real audio use the real codec"}, indent=2) + "\n")
     return load_codec(str(target)), str(target.resolve()), True
 
 

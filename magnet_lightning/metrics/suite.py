@@ -49,18 +49,20 @@ def build_embedder(name: str, allow_random: bool = False, seed: int = 0, **kwarg
     logger.warning("\n%s\nRANDOM-WEIGHT %s EMBEDDER: its weights are not available (%s).\nallow_random_embedders=True:"
                    " using the same architecture with random weights (seed %d). Metrics computed with it are NOT "
                    "comparable with any published or other-run number.\n%s", _BANNER, name.upper(),
-                   str(reason).splitlines()[0], seed, _BANNER)
+                   " ".join(str(reason).split()), seed, _BANNER)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         random_kwargs = {k: v for k, v in kwargs.items() if k != "checkpoint"}
         try:
-            return get_embedder(name, random_weights=True, **random_kwargs)
+            embedder = get_embedder(name, random_weights=True, **random_kwargs)
         except RuntimeError:
             if name != "clap":
                 raise
             logger.warning("roberta-base tokenizer unavailable too: random CLAP uses a byte-level stand-in tokenizer.")
             random_kwargs["tokenizer"] = "bytes"
-            return get_embedder(name, random_weights=True, **random_kwargs)
+            embedder = get_embedder(name, random_weights=True, **random_kwargs)
+    embedder.random_weights = True  # reports say which metrics came from random weights
+    return embedder
 
 
 class AudioEvalSuite:
@@ -84,11 +86,17 @@ class AudioEvalSuite:
         self.names = [m for m in DEFAULT_EMBEDDERS if m in metrics]
         self.embedder_names = {m: {**DEFAULT_EMBEDDERS, **(embedders or {})}[m] for m in self.names}
         self.embedders: dict[str, AudioEmbedder] = {}
+        missing = []
         for name in dict.fromkeys(self.embedder_names.values()):
             kwargs = dict((embedder_kwargs or {}).get(name, {}))
             if name == "codec":
                 kwargs.setdefault("codec", codec)
-            self.embedders[name] = build_embedder(name, allow_random_embedders, seed, **kwargs)
+            try:
+                self.embedders[name] = build_embedder(name, allow_random_embedders, seed, **kwargs)
+            except OSError as err:  # every missing weight file (or tokenizer) is named at once, not one per run
+                missing.append(f"{name}: " + " ".join(str(err).split()))
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} embedder weight file(s) missing: " + " | ".join(missing))
         self.metrics: dict[str, Any] = {}
         if "fad" in self.names:
             self.metrics["fad"] = FrechetAudioDistance(num_features=self._embedder("fad").dim)
@@ -101,6 +109,11 @@ class AudioEvalSuite:
                 raise ValueError(f"clap needs an embedder with embed_text(), got {self.embedder_names['clap']!r}")
             self.metrics["clap"] = CLAPScore()
         self.skipped = 0
+
+    @property
+    def random_embedders(self) -> list[str]:
+        """Names of the embedders built with random weights (``allow_random_embedders``)."""
+        return [name for name, e in self.embedders.items() if getattr(e, "random_weights", False)]
 
     def _embedder(self, metric: str) -> AudioEmbedder:
         return self.embedders[self.embedder_names[metric]]

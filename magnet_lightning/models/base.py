@@ -56,8 +56,11 @@ class CodebookTransformer(nn.Module):
         return x + sinusoidal_positions(positions, self.cfg.dim, self.cfg.max_period).to(x.dtype)
 
     def prepare_text(self, text_states: torch.Tensor, text_mask: torch.Tensor) -> TextMemory:
-        """Project text states [B, S, E] (zeroed where text_mask [B, S] is False) and compute every layer's K/V."""
+        """Project text states [B, S, E] (zeroed where text_mask [B, S] is False) and compute every layer's K/V
+        (with `transformer.layerwise_text`, under FSDP2, each layer computes its own in its forward)."""
         text = self.text_proj(text_states) * text_mask[..., None].to(text_states.dtype)  # [B, S, D]
+        if self.transformer.layerwise_text:
+            return TextMemory([], text)
         return TextMemory([layer.cross_attention.text_keys_values(text) for layer in self.transformer.layers])
 
     def all_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,12 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from magnet_lightning.utils.provenance import looks_local
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +30,17 @@ _MIN_VOCAB = 256  # transformers returns a 5-100 entry tokenizer when files are 
 
 
 def _missing_weights_error(name: str, cause: Exception) -> FileNotFoundError:
+    if looks_local(name):
+        where = (f"Text encoder folder {name!r} not found (looked in {Path(name).expanduser().resolve()}): pass the "
+                 "folder that holds the T5's config.json, weights and tokenizer")
+    else:
+        where = (f"Text encoder {name!r} is not available offline ({type(cause).__name__}: {cause}). Download it "
+                 f"once on a machine with network access, e.g. `hf download {name}` (it lands in the Hugging Face "
+                 f"cache, $HF_HOME or ~/.cache/huggingface), or save it with "
+                 f"`T5EncoderModel.from_pretrained('{name}').save_pretrained(DIR)` plus the tokenizer, and pass DIR")
     return FileNotFoundError(
-        f"Text encoder {name!r} is not available offline ({type(cause).__name__}: {cause}).\n"
-        f"Download it once on a machine with network access, e.g. `hf download {name}` (it lands in the "
-        f"Hugging Face cache, $HF_HOME or ~/.cache/huggingface), or save it with "
-        f"`T5EncoderModel.from_pretrained('{name}').save_pretrained(DIR)` plus the tokenizer, and pass DIR as the "
-        f"text encoder path."
+        f"{where}. Without it, a random-weight stand-in (the audio will not follow the text): "
+        "--allow-random-text-encoder (generate, evaluate) or --model.allow_random_text_encoder true (training)."
     )
 
 

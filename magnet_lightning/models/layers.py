@@ -17,6 +17,7 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from magnet_lightning.config import ModelConfig
 
@@ -85,7 +86,12 @@ class Layer(nn.Module):
         self.linear1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
         self.linear2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor], attend: AttendFn) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor] | torch.Tensor,
+                attend: AttendFn) -> torch.Tensor:
+        """x [B, T, D]; text_kv: this layer's text keys and values [B, H, S, Dh], or the projected text [B, S, D]
+        (they are computed here then)."""
+        if isinstance(text_kv, torch.Tensor):
+            text_kv = self.cross_attention.text_keys_values(text_kv)
         x = x + self.self_attn.self_attention(self.norm1(x), attend)
         x = x + self.cross_attention.cross_attention(self.norm_cross(x), *text_kv)
         return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
@@ -97,16 +103,34 @@ class TextMemory:
 
     keys_values: list[tuple[torch.Tensor, torch.Tensor]]
     """Per layer, keys and values [B, H, S, Dh]."""
+    text: torch.Tensor | None = None
+    """Instead of `keys_values`: the projected text [B, S, D], each layer computing its keys and values in its own
+    forward (sharded training, where a layer's weights exist only during its forward and backward)."""
+
+    def for_layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+        return self.text if self.text is not None else self.keys_values[index]
 
 
 class Transformer(nn.Module):
-    """The stack of layers: x [B, T, D] -> [B, T, D] given the text memory and every layer's attention rule."""
+    """The stack of layers: x [B, T, D] -> [B, T, D] given the text memory and every layer's attention rule.
+
+    `activation_checkpointing` (a run-time switch, not part of the weights): with gradients on, each Layer keeps only
+    its input and recomputes its activations in the backward pass (`torch.utils.checkpoint`, non-reentrant, the RNG
+    state preserved), trading about one more forward per step for the activation memory of all layers.
+    """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
+        self.activation_checkpointing = False
+        self.layerwise_text = False  # True under FSDP2 (training/fsdp.py): TextMemory holds the text, not K/V
 
     def forward(self, x: torch.Tensor, memory: TextMemory, attend: LayerAttendFn) -> torch.Tensor:
-        for index, (layer, kv) in enumerate(zip(self.layers, memory.keys_values)):
-            x = layer(x, kv, partial(attend, index))
+        recompute = self.activation_checkpointing and torch.is_grad_enabled()
+        for index, layer in enumerate(self.layers):
+            kv = memory.for_layer(index)
+            if recompute:
+                x = checkpoint(layer, x, kv, partial(attend, index), use_reentrant=False)
+            else:
+                x = layer(x, kv, partial(attend, index))
         return x

@@ -31,6 +31,7 @@ from magnet_lightning.models.registry import DEFAULT_FAMILY, build_model, model_
 from magnet_lightning.training.ema import EMA
 from magnet_lightning.training.families import TRAINING_FAMILIES, BatchInputs
 from magnet_lightning.training.optim import OptimConfig, build_optimizer, build_scheduler
+from magnet_lightning.utils.provenance import RANDOM_PARTS_KEY, absolute_if_local, is_random_folder
 
 
 def _as(cls, value):
@@ -123,6 +124,8 @@ class MagnetLightningModule(L.LightningModule):
         frame_rate: codec frames per second (50 for EnCodec 32 kHz).
         segment_duration: training crop in seconds (follows data.segment_duration in the recipes).
         decoding: decoding defaults stored in the checkpoint for generation (DecodingDefaults).
+        activation_checkpointing: recompute each transformer Layer's activations in the backward pass (less memory,
+            about one more forward per step); any strategy (DDP, FSDP2) and family.
 
     Logged: ``train/loss``, ``train/ppl``, ``val/loss``, ``val/ppl``, and per family: ``train/loss_stage{k}`` (the
     mean loss of the micro-batches that drew stage k since the last log step, only for stages drawn in that window;
@@ -154,6 +157,7 @@ class MagnetLightningModule(L.LightningModule):
         frame_rate: float = 50.0,
         segment_duration: float = 10.0,
         decoding: DecodingDefaults = DecodingDefaults(),
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -291,10 +295,37 @@ class MagnetLightningModule(L.LightningModule):
         scheduler = build_scheduler(optimizer, self.optim_cfg, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_model(self) -> None:
+        """Called by Lightning once the processes exist: activation checkpointing, then, under the FSDP2 strategy
+        (`MagnetFSDPStrategy.shard`), each transformer Layer sharded, then the model (training/fsdp.py)."""
+        self.model.transformer.activation_checkpointing = bool(self.hparams.get("activation_checkpointing", False))
+        shard = getattr(self.trainer.strategy, "shard", None) if self._trainer is not None else None
+        if shard is not None:
+            shard(self.model)
+
     def configure_callbacks(self):
         if self.hparams.ema_every_n_steps <= 0:
             return []
         return [EMA(self.hparams.ema_decay, self.hparams.ema_every_n_steps)]
+
+    def random_parts(self) -> list[str]:
+        """Which parts of this run have random weights: 'codec' (a marked codec folder), 'text_encoder'."""
+        parts = ["codec"] if is_random_folder(self.hparams.codec) else []
+        encoder = self._text_encoder
+        if str(self.hparams.text_encoder).startswith("random:") or getattr(
+                encoder, "is_random", getattr(getattr(encoder, "encoder", None), "is_random", False)):
+            parts.append("text_encoder")
+        return parts
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Local paths (codec, T5, init_from) recorded absolute, so the checkpoint loads from any folder; the parts
+        with random weights recorded under `RANDOM_PARTS_KEY`."""
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        for key in ("codec", "text_encoder", "init_from"):
+            if isinstance(hparams.get(key), str):
+                hparams[key] = absolute_if_local(hparams[key])
+        checkpoint["hyper_parameters"] = hparams
+        checkpoint[RANDOM_PARTS_KEY] = self.random_parts()
 
     def on_fit_start(self) -> None:
         """Start-up checks before step 1: the shards against the model (K, V, frame rate, codec, sample rate), and

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -70,4 +71,4 @@ def hub_offline_without_network() -> None:
         for v in HUB_VARIABLES:
             os.environ[v] = "1"
         print(f"{hub} is not reachable: Hugging Face hub OFFLINE (models come from the local cache or paths).",
-              flush=True)
+              file=sys.stderr, flush=True)  # stderr: `--print_config > cfg.yaml` must stay valid YAML
