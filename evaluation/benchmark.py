@@ -6,6 +6,7 @@ throughput.
     python evaluation/benchmark.py --json OUT.json                  # the small models, 10 s (500 frames), B = 1..64
     python evaluation/benchmark.py --tiny --json OUT.json           # tiny models, 3 s, B = 1, 2, 4: a CPU run
     python evaluation/benchmark.py --tiny --json OUT.json --png OUT.png --families ar
+    python evaluation/benchmark.py --tiny --long-form --json OUT.json   # long-form: 1, 2, 6 windows per family
 
 Generation: end to end from text states [B, S, E] to tokens [B, K, T], with classifier-free guidance (batch doubled),
 median of >= 3 runs after a warm-up run. MAGNeT: decoding steps [20, 10, 10, 10], the fast path (static buffers, and
@@ -16,6 +17,8 @@ rows, CFG mix, top-k sampling, token write) against a forward of a single frame 
 interleaved; target <= 1.5x. Training: forward + backward + AdamW step on B=16 (MAGNeT's masked stage loss, AR's
 delay-pattern loss), bf16 autocast on CUDA.
 On CPU the run uses one thread by default and records the load average: on a shared machine, quote it with the figures.
+--long-form (benchmark_long_form.py): seconds of compute per second of audio for 1, 2 and 6 windows of T frames
+(stride 0.6 T) per family at batch 1; there 'hybrid' is the one-model Hybrid-MAGNeT family.
 Targets on one H100 (shared performance notes): MAGNeT small b1 <= 0.12 s, b16 <= 1.1 s; the AR small model b1 <= 3 s,
 b16 <= 4 s; MAGNeT's b1 latency >= 10x lower than AR's.
 """
@@ -36,6 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
+from evaluation.benchmark_long_form import bench_long_form
 from evaluation.latency_plot import write_latency_plot
 from magnet_lightning.config import model_preset
 from magnet_lightning.generation.autoregressive import ARDecodingConfig, decode_step, generate
@@ -238,6 +242,14 @@ def _load() -> list[float] | None:
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
+def _write(result: dict, out: Path) -> dict:
+    result["load_average_after"] = _load()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return result
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--json", required=True, help="where to write the results")
@@ -257,6 +269,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="MAGNeT: torch.compile the per-step forward (fast path)")
     p.add_argument("--train-steps", type=int, default=None, help="timed training steps (median); default 10/3")
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--long-form", action="store_true",
+                   help="only long-form generation: compute per second of audio for 1, 2, 6 windows of --frames")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads (torch.set_num_threads); default: 1 on CPU (timings on a shared machine must not "
                         "fight other jobs for cores), else torch's default")
@@ -266,25 +280,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    threads = args.threads or (1 if device.type == "cpu" else None)
-    if threads:
-        torch.set_num_threads(threads)
-    setup = SETUPS["tiny" if args.tiny else "small"]
-    torch.manual_seed(0)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-    cfg = model_preset("tiny" if args.tiny else "small", **setup["model"])
-    frames, text_len, batches = args.frames or setup["frames"], setup["text_len"], args.batches or setup["batches"]
-    result = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
-        "dtype": "bfloat16" if device.type == "cuda" else "float32", "setup": "tiny" if args.tiny else "small",
-        "frames": frames, "seconds_of_audio": frames / FRAME_RATE, "text_len": text_len, "cfg": True,
-        "batches": batches, "torch": torch.__version__, "runs": args.runs, "cpu_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(), "load_average_before": _load(),
-    }
+def bench_generation_and_training(args: argparse.Namespace, result: dict, cfg, setup: dict,
+                                  device: torch.device) -> None:
+    """Latency and throughput of each family's generation, the KV-cache step, training speed: into `result`."""
+    frames, text_len, batches = result["frames"], result["text_len"], result["batches"]
     steps = args.train_steps or (3 if device.type == "cpu" else 10)
     magnet = MagnetTransformer(cfg).to(device).eval()
     ar = ARTransformer(model_preset("tiny" if args.tiny else "small", **setup["model"],
@@ -316,6 +315,11 @@ def main(argv=None) -> dict:
         result["ar"]["kv_cache"] = bench_kv_step(ar, frames, text_len, device, args.kv_rounds, args.kv_calls)
         print(f"ar KV-cache step: {result['ar']['kv_cache']['step_over_single_frame_forward']}x a single-frame "
               f"forward (target <= {KV_TARGET})", flush=True)
+    _training_rows(args, result, magnet, ar, steps, device)
+
+
+def _training_rows(args: argparse.Namespace, result: dict, magnet, ar, steps: int, device: torch.device) -> None:
+    frames, text_len, batches = result["frames"], result["text_len"], result["batches"]
     magnet_row, ar_row = result.get("magnet"), result.get("ar")
     if not args.skip_train:
         if magnet_row is not None:
@@ -326,16 +330,40 @@ def main(argv=None) -> dict:
                 ar, lambda c, s, m: ar_loss(ar, c, s, m).loss, 16, frames, text_len, device, steps), 1)
     if magnet_row is not None and ar_row is not None and 1 in batches:
         result["b1_latency_ar_over_magnet"] = round(ar_row["latency_s"]["1"] / magnet_row["latency_s"]["1"], 2)
-    result["load_average_after"] = _load()
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    threads = args.threads or (1 if device.type == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
+    setup = SETUPS["tiny" if args.tiny else "small"]
+    torch.manual_seed(0)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    cfg = model_preset("tiny" if args.tiny else "small", **setup["model"])
+    frames, text_len, batches = args.frames or setup["frames"], setup["text_len"], args.batches or setup["batches"]
+    result = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({platform.machine()})",
+        "dtype": "bfloat16" if device.type == "cuda" else "float32", "setup": "tiny" if args.tiny else "small",
+        "frames": frames, "seconds_of_audio": frames / FRAME_RATE, "text_len": text_len, "cfg": True,
+        "batches": batches, "torch": torch.__version__, "runs": args.runs, "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(), "load_average_before": _load(),
+    }
+    if args.long_form:
+        result["long_form"] = bench_long_form(args.families, "tiny" if args.tiny else "small", setup["model"],
+                                              text_len, frames, device, args.runs, FRAME_RATE, args.plain)
+        return _write(result, Path(args.json))
+    bench_generation_and_training(args, result, cfg, setup, device)
     out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    _write(result, out)
     series = {FAMILIES[name]: [(int(b), result[name]["latency_s"][b], result[name]["throughput_audio_s_per_s"][b])
                                for b in result[name]["latency_s"]] for name in FAMILIES if name in result}
     png = write_latency_plot(series, args.png or out.with_suffix(".png"),
                              title=f"{result['setup']} models, {frames / FRAME_RATE:g} s, {result['device']}")
     print(json.dumps(result, indent=2))
-    print(f"wrote {out} and {png}")
+    print(f"wrote {png}")
     return result
 
 

@@ -37,6 +37,7 @@ from magnet_lightning.cli.prelude import prepare
 prepare()  # the start-up of every entry point (hub probe once, known warnings quiet): before transformers loads
 
 import torch
+from tqdm import tqdm
 
 from magnet_lightning.checkpoint.hub import expand_args
 from magnet_lightning.cli import checks
@@ -83,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
     p.add_argument("--max-duration", type=float, default=None, help="cap on generated/reference seconds")
     p.add_argument("--duration", type=float, default=None, help="seconds to generate when there is no reference")
+    p.add_argument("--extend-stride", type=float, default=None, metavar="SECONDS",
+                   help="stride of long-form generation (durations past the checkpoint's segment run in windows; "
+                        "default: the family's)")
     p.add_argument("--preset", default=None)
     p.add_argument("--steps", type=int, nargs="+", default=None, help="decoding steps per codebook")
     p.add_argument("--temperature", type=float, default=None)
@@ -249,7 +253,12 @@ def check_args(args: argparse.Namespace):
     facts = checks.peek_checkpoint(args.ckpt)
     decoding = decoding_overrides(args)
     preset = decoding.pop("preset", None)
-    checks.check_decoding(facts, args.max_duration or args.duration or facts.segment_duration, preset, decoding)
+    duration = args.max_duration or args.duration or facts.segment_duration
+    checks.check_decoding(facts, min(duration, facts.segment_duration), preset, decoding)
+    checks.positive("--extend-stride", args.extend_stride)
+    if args.extend_stride is not None and args.extend_stride >= facts.segment_duration:
+        raise UserError(f"--extend-stride {args.extend_stride:g}: must be shorter than the checkpoint's "
+                        f"{facts.segment_duration:g}-s segment (the window of long-form generation)")
     return facts
 
 
@@ -282,11 +291,34 @@ def random_weights(facts: Any, gen: Any, suite: Any) -> dict[str, Any]:
     return {**parts, "note": describe_random(used + list(facts.random_parts))}
 
 
+def _report(args: argparse.Namespace, metrics: dict, items: list, skipped: dict, facts: Any, gen: Any, suite: Any,
+            embedders: dict, world: int, config: Any, decoding: dict) -> dict[str, Any]:
+    """The JSON report: metrics, what was skipped and random, every setting, the seed of every item."""
+    return {
+        "metrics": metrics,
+        "num_items": len(items) - skipped["too_short"],
+        "skipped": skipped,
+        "random_weights": random_weights(facts, gen, suite),
+        "settings": {
+            "ckpt": str(args.ckpt), "prompts": args.prompts, "reference": args.reference, "metrics": args.metrics,
+            "embedders": {m: embedders[m] for m in args.metrics}, "embedder_kwargs": embedder_kwargs(args),
+            "random_embedders": args.allow_random_embedders, "batch_size": args.batch_size,
+            "max_duration": args.max_duration, "duration": args.duration, "extend_stride": args.extend_stride,
+            "lufs": args.lufs, "world_size": world,
+            "codec": gen.codec.name, "sample_rate": gen.sample_rate, "fast_decoding": gen.fast,
+            "decoding": asdict(config),
+            "decoding_overrides": decoding,
+        },
+        "seeds": {"base": args.seed, "rule": "batch b (items b*batch_size ...) uses seed + b*batch_size",
+                  "items": {item.key: args.seed + (i // args.batch_size) * args.batch_size
+                            for i, item in enumerate(items)}},
+    }
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
     """Run the evaluation; returns the report on global rank 0 (None elsewhere).
 
     Order: arguments, items and references, codec, embedders (their weights), and only then the model and T5."""
-
     facts = check_args(args)
     rank, world, device = init_distributed(args.device)
     try:
@@ -308,14 +340,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
     config = gen.decoding_config(args.max_duration or args.duration, **decoding)
     bar = None
     if rank == 0 and not args.no_progress:
-        from tqdm import tqdm
-
         calls = math.ceil(math.ceil(len(items) / args.batch_size) / world)
-        steps = gen.num_steps(config, args.max_duration or args.duration)
+        steps = gen.num_steps(config, args.max_duration or args.duration, args.extend_stride)
         bar = tqdm(total=calls * steps, unit="step", desc=f"evaluating ({world} ranks)")
     with torch.no_grad():
         evaluate_items(gen, suite, items, rank=rank, world_size=world, batch_size=args.batch_size, seed=args.seed,
                        max_duration=args.max_duration, default_duration=args.duration, decoding=decoding,
+                       extend_stride=args.extend_stride,
                        lufs=args.lufs, progress=bar.update if bar is not None else None)
     if bar is not None:
         bar.close()
@@ -324,24 +355,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
     if rank != 0:
         return None
     skipped["too_short"] = too_short
-    return {
-        "metrics": metrics,
-        "num_items": len(items) - too_short,
-        "skipped": skipped,
-        "random_weights": random_weights(facts, gen, suite),
-        "settings": {
-            "ckpt": str(args.ckpt), "prompts": args.prompts, "reference": args.reference, "metrics": args.metrics,
-            "embedders": {m: embedders[m] for m in args.metrics}, "embedder_kwargs": embedder_kwargs(args),
-            "random_embedders": args.allow_random_embedders, "batch_size": args.batch_size,
-            "max_duration": args.max_duration, "duration": args.duration, "lufs": args.lufs, "world_size": world,
-            "codec": gen.codec.name, "sample_rate": gen.sample_rate, "fast_decoding": gen.fast,
-            "decoding": asdict(config),
-            "decoding_overrides": decoding,
-        },
-        "seeds": {"base": args.seed, "rule": "batch b (items b*batch_size ...) uses seed + b*batch_size",
-                  "items": {item.key: args.seed + (i // args.batch_size) * args.batch_size
-                            for i, item in enumerate(items)}},
-    }
+    return _report(args, metrics, items, skipped, facts, gen, suite, embedders, world, config, decoding)
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:

@@ -139,3 +139,11 @@ def test_two_torchrun_ranks_match_one(assets, tmp_path):
     assert ddp["settings"]["world_size"] == 2 and ddp["num_items"] == 3
     for name, value in single["metrics"].items():
         assert ddp["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-5)
+
+
+def test_long_references_are_generated_in_windows_with_the_given_stride(assets):
+    # references of 1.1-1.3 s against a 1.2-s checkpoint: the 1.3-s batch runs as long-form, stride 0.4 s
+    report = run(assets, "--extend-stride", "0.4", "--metrics", "clap", out_name="long.json")
+    assert report["settings"]["extend_stride"] == 0.4 and report["num_items"] == 3
+    with pytest.raises(SystemExit, match="--extend-stride 1.2: must be shorter than the checkpoint's 1.2-s segment"):
+        run(assets, "--extend-stride", "1.2", out_name="bad.json")

@@ -76,8 +76,10 @@ def test_audio_prompt_and_infill(gen):
     assert torch.equal(edited.tokens[..., :start], original[..., :start])
     assert torch.equal(edited.tokens[..., end:], original[..., end:])
     assert not torch.equal(edited.tokens[..., start:end], original[..., start:end])
-    cont = gen.generate(["birds"], prompt=clip[..., :8000], prompt_sample_rate=16000, duration=1.0, seed=0)
-    assert torch.equal(cont.tokens[..., :25], gen.codec.encode(clip[None, :, :8000], 16000))
+    # 1 s from a 0.5-s checkpoint: long-form, continuing a prompt shorter than one window
+    cont = gen.generate(["birds"], prompt=clip[..., :6400], prompt_sample_rate=16000, duration=1.0, seed=0)
+    assert cont.tokens.shape[-1] == 50 and torch.equal(cont.tokens[..., :20],
+                                                       gen.codec.encode(clip[None, :, :6400], 16000))
 
 
 def test_bad_requests(gen):

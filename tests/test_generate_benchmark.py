@@ -38,3 +38,36 @@ def test_benchmark_tiny_writes_both_families_and_the_chart(tmp_path):
     image = Image.open(out.with_suffix(".png")).convert("RGB")
     colours = {colour for _, colour in image.getcolors(maxcolors=1 << 20)}
     assert {(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189)} <= colours  # the four lines
+
+
+def test_benchmark_long_form_reports_compute_per_second_for_1_2_6_windows(tmp_path):
+    out = tmp_path / "long.json"
+    cmd = [sys.executable, str(ROOT / "evaluation" / "benchmark.py"), "--tiny", "--long-form", "--json", str(out),
+           "--runs", "1", "--frames", "10", "--families", "magnet", "ar", "hybrid"]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    long_form = json.loads(out.read_text())["long_form"]
+    assert (long_form["window_frames"], long_form["stride_frames"], long_form["windows"]) == (10, 6, [1, 2, 6])
+    for family in ("magnet", "ar", "hybrid"):
+        entry = long_form[family]
+        assert [entry[n]["frames"] for n in ("1", "2", "6")] == [10, 16, 40]  # W + (n - 1) * S
+        for n in ("1", "2", "6"):
+            seconds = entry[n]["frames"] / 50
+            assert entry[n]["compute_s_per_audio_s"] == pytest.approx(entry[n]["latency_s"] / seconds, rel=0.02)
+    assert "rescored" not in long_form
+
+
+def test_long_form_join_study_runs_and_reports_every_stride(tmp_path):
+    out = tmp_path / "joins.json"
+    cmd = [sys.executable, str(ROOT / "evaluation" / "long_form_joins.py"), "--synthetic", "--train-steps", "2",
+           "--batch", "4", "--windows", "3", "--strides", "0.5", "0.9", "--out", str(out)]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["window_frames"] == 60 and set(report["strides"]) == {"0.5", "0.9"}
+    for fraction, entry in report["strides"].items():
+        assert entry["stride_frames"] == round(float(fraction) * 60)
+        assert entry["frames"] == 60 + 2 * entry["stride_frames"]
+        assert entry["join_fad"] >= 0 and 0 <= entry["new_token_rate"] <= 1

@@ -245,7 +245,8 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
     check_options(facts, args.preset, overrides)
     check_partners(args, facts, duration)
     check_text_encoder(facts, getattr(args, "text_encoder", None), getattr(args, "allow_random_text_encoder", False))
-    check_decoding(facts, duration, args.preset, overrides)
+    check_long_form(args, facts, duration)
+    check_decoding(facts, min(duration, facts.segment_duration), args.preset, overrides)  # the steps of a window
     try:
         jobs = make_jobs(args)
     except ValueError as err:  # a malformed prompt file: the message names the file and line
@@ -319,3 +320,28 @@ def check_prompt_audio(path: str, duration: float, infill: Sequence[float] | Non
         needed = f" (this family needs {margin:g} s more)" if margin else ""
         raise UserError(f"--prompt-audio is {seconds:.2f} s, longer than the {duration:g} s to generate{needed}: pass "
                         "a longer --duration or a shorter clip")
+
+
+def check_long_form(args: argparse.Namespace, facts: CheckpointFacts, duration: float) -> None:
+    """Long-form generation (a --duration past the checkpoint's segment, in windows of the segment): a stride below
+    the segment, a prompt (--prompt-audio, or --hybrid-prompt-seconds) shorter than one window, an infill region of
+    at most one window."""
+    segment, stride = facts.segment_duration, getattr(args, "extend_stride", None)
+    positive("--extend-stride", stride)
+    if stride is not None and stride >= segment:
+        raise UserError(f"--extend-stride {stride:g}: must be shorter than the checkpoint's {segment:g}-s segment (the "
+                        f"window each step of long-form generation decodes), e.g. --extend-stride {0.6 * segment:g}")
+    if args.infill and args.infill[1] - args.infill[0] > segment:
+        raise UserError(f"--infill {args.infill[0]:g} {args.infill[1]:g}: regenerates "
+                        f"{args.infill[1] - args.infill[0]:g} s, more than the checkpoint's {segment:g}-s segment; "
+                        f"infill at most {segment:g} s at a time")
+    if duration <= segment or args.infill:
+        return
+    seconds = audio_seconds(args.prompt_audio, "--prompt-audio") if args.prompt_audio else 0.0
+    if segment <= seconds < duration:  # (longer than the generation: check_prompt_audio says so)
+        raise UserError(f"--prompt-audio is {seconds:.2f} s: a generation longer than the checkpoint's {segment:g}-s "
+                        "segment continues a prompt shorter than the segment; trim the clip")
+    hybrid_prompt = getattr(args, "hybrid_prompt_seconds", None)
+    if getattr(args, "hybrid_ar", None) and hybrid_prompt is not None and hybrid_prompt >= segment:
+        raise UserError(f"--hybrid-prompt-seconds {hybrid_prompt:g}: a generation longer than the checkpoint's "
+                        f"{segment:g}-s segment continues a prompt shorter than the segment")

@@ -50,21 +50,8 @@ def _slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:limit] or "untitled"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog=program_name("magnet_lightning.generate"), description=__doc__.split("\n\n")[0],
-                                formatter_class=DefaultsOnce)
-    p.add_argument("--ckpt", required=True,
-                   help="our .ckpt, an export folder, an audiocraft state_dict.bin or a released repo id")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--text", action="append", help="caption (repeat for several)")
-    src.add_argument("--prompts", help="file of captions: .txt (one a line), .csv or .jsonl (text/caption[, name])")
-    src.add_argument("--unconditional", type=int, metavar="N", help="N generations without text")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--duration", type=float, default=None, help="seconds (default: the training segment)")
-    p.add_argument("--num-samples", type=int, default=1, help="generations per caption")
-    p.add_argument("--batch-size", type=int, default=8, help="generations decoded together")
-    p.add_argument("--seed", type=int, default=None,
-                   help="seed of the first batch, batch i uses seed + i (default: drawn, recorded in manifest.jsonl)")
+def _add_decoding_options(p: argparse.ArgumentParser) -> None:
+    """The decoding options (which of them a checkpoint takes is its family's entry in generation/families.py)."""
     p.add_argument("--preset", choices=sorted(DECODING_PRESETS), default=None,
                    help="decoding defaults (default: the checkpoint's, else music)")
     p.add_argument("--steps", type=int, nargs="+", default=None, help="decoding steps per codebook, e.g. 20 10 10 10")
@@ -79,6 +66,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how masked spans are laid out (default: the checkpoint's)")
     p.add_argument("--span-scoring", choices=["max", "prod"], default=None,
                    help="a span's confidence from its tokens' probabilities (default: the preset's)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog=program_name("magnet_lightning.generate"), description=__doc__.split("\n\n")[0],
+                                formatter_class=DefaultsOnce)
+    p.add_argument("--ckpt", required=True,
+                   help="our .ckpt, an export folder, an audiocraft state_dict.bin or a released repo id")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--text", action="append", help="caption (repeat for several)")
+    src.add_argument("--prompts", help="file of captions: .txt (one a line), .csv or .jsonl (text/caption[, name])")
+    src.add_argument("--unconditional", type=int, metavar="N", help="N generations without text")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds (default: the training segment); longer runs in windows of the segment")
+    p.add_argument("--extend-stride", type=float, default=None, metavar="SECONDS",
+                   help="long-form generation: seconds each window advances (it continues the last segment - stride "
+                        "seconds of the one before); default: the family's (18 s for a 30-s MusicGen, as audiocraft)")
+    p.add_argument("--num-samples", type=int, default=1, help="generations per caption")
+    p.add_argument("--batch-size", type=int, default=8, help="generations decoded together")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the first batch, batch i uses seed + i (default: drawn, recorded in manifest.jsonl)")
+    _add_decoding_options(p)
     p.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
     p.add_argument("--prompt-audio", help="audio to continue, or with --infill the clip to edit")
     p.add_argument("--infill", type=float, nargs=2, metavar=("START", "END"),
@@ -156,7 +165,7 @@ def _manifest_record(args, name: str, text: str | None, tokens, wav, sample_rate
 def _generate_batch(args, gen: MagnetGenerator, partners: dict, texts: list, checked, config, seed, progress):
     """One batch through the generator, or through two-model hybrid inference with --hybrid-ar."""
     kwargs = dict(duration=args.duration, decoding=config, seed=seed, rescorer=partners.get("rescorer"),
-                  progress=progress)
+                  extend_stride=args.extend_stride, progress=progress)
     if "hybrid_ar" in partners:
         return hybrid_generate(gen, partners["hybrid_ar"], texts,
                                prompt_seconds=args.hybrid_prompt_seconds or DEFAULT_PROMPT_SECONDS, **kwargs)
@@ -176,7 +185,7 @@ def _run(args, checked) -> None:
     out.mkdir(parents=True, exist_ok=True)
     manifest = RunManifest(out / "manifest.jsonl")
     batches = [checked.jobs[i:i + args.batch_size] for i in range(0, len(checked.jobs), args.batch_size)]
-    steps = gen.num_steps(config, args.duration)
+    steps = gen.num_steps(config, args.duration, args.extend_stride)
     if "hybrid_ar" in partners:
         ar = partners["hybrid_ar"]
         steps += ar.num_steps(ar.decoding_config(), args.hybrid_prompt_seconds or DEFAULT_PROMPT_SECONDS)

@@ -27,10 +27,12 @@ Shapes: B batch, K codebooks, T frames, Tp prompt frames, S sequence steps, V co
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 
 from magnet_lightning.generation.common import ProgressFn, autocast_context, guidance_batch, text_inputs
+from magnet_lightning.generation.long_form import extend
 from magnet_lightning.generation.request import DecodeRequest
 from magnet_lightning.generation.sampling import draw_noise, sample_next_tokens
 from magnet_lightning.models.ar import ARTransformer
@@ -131,6 +133,12 @@ def decode_step(model: ARTransformer, memory: TextMemory, cache: KVCache, sequen
     return write_step(sequence, choose_tokens(logits[:, :, -1], use_cfg, config, noise), step + 1)
 
 
+def _cache(model: ARTransformer, rows: int, steps: int, device: torch.device) -> KVCache:
+    """A static KV cache of `steps` steps for `rows` rows, in the autocast dtype when autocast is on."""
+    dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+    return KVCache.for_model(model, rows, steps, dtype)
+
+
 def _uncached_step(model: ARTransformer, memory: TextMemory, kv: KVCache | None, sequence: torch.Tensor, step: int,
                    first: int, use_cfg: bool, config: ARDecodingConfig, noise: torch.Tensor | None) -> None:
     """Predict step + 1 of sequence [B, K, S] without a cached prefix: the whole prefix (no cache), or the prompt
@@ -158,6 +166,8 @@ def generate(
     progress: ProgressFn | None = None,
     cache: bool = True,
     autocast: bool | None = None,
+    window_frames: int | None = None,
+    stride_frames: int | None = None,
 ) -> torch.Tensor:
     """Generate codes autoregressively.
 
@@ -171,9 +181,14 @@ def generate(
         progress: progress(done_steps, total_steps) after every step.
         cache: keep earlier steps' keys/values in a static KV cache (False: rerun the whole prefix every step).
         autocast: bf16 autocast (default: on CUDA).
+        window_frames, stride_frames: long-form generation in windows of W frames, stride S (`generate_windows`).
     Returns:
         long [B, K, T] token ids in [0, V).
     """
+    if window_frames is not None or stride_frames is not None:
+        return generate_windows(partial(generate, model, text_states, text_mask, config=config, batch_size=batch_size,
+                                        generator=generator, cache=cache, autocast=autocast),
+                                model, config, num_frames, prompt, window_frames, stride_frames, progress)
     cfg = model.cfg
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
@@ -183,13 +198,9 @@ def generate(
     use_cfg = conditioned and config.uses_cfg
     sequence = initial_sequence(model, prompt, num_frames)  # [B, K, S]
     first, last = model.pattern.first_step(prompt.shape[-1]), sequence.shape[-1] - 1
-    rows = 2 * batch if use_cfg else batch
     with autocast_context(device, autocast):
         memory = model.prepare_text(*guidance_batch(states, mask)) if use_cfg else model.prepare_text(states, mask)
-        kv = None
-        if cache:
-            dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-            kv = KVCache.for_model(model, rows, last, dtype)
+        kv = _cache(model, 2 * batch if use_cfg else batch, last, device) if cache else None
         for index, step in enumerate(range(first - 1, last)):
             noise = None if config.greedy else draw_noise((batch, cfg.num_codebooks, cfg.codebook_size), generator,
                                                           device)
@@ -203,13 +214,28 @@ def generate(
     return model.pattern.revert(sequence, num_frames)
 
 
+def generate_windows(generate_window, model: ARTransformer, config: ARDecodingConfig, num_frames: int,
+                     prompt: torch.Tensor | None, window_frames: int | None, stride_frames: int | None,
+                     progress: ProgressFn | None) -> torch.Tensor:
+    """Long-form generation (long_form.py): audiocraft's `_generate_tokens` extension with max_duration W and
+    extend_stride S, token for token; a user prompt [B, K, Tp] (Tp < W) comes back in front. Returns [B, K, T]."""
+    def window(window_prompt, frames, window_progress):
+        return generate_window(frames, prompt=window_prompt, progress=window_progress)
+
+    return extend(window, num_frames, window_frames, stride_frames, prompt, progress=progress,
+                  window_steps=lambda w: num_steps(model, config, w.length, 0, w.prompt))
+
+
 def decode_request(model: ARTransformer, request: DecodeRequest) -> torch.Tensor:
     """The autoregressive decoder for the family table (a prompt is continued). Returns long [B, K, T]."""
     return generate(model, request.text_states, request.text_mask, request.num_frames, request.config,
                     request.prompt, batch_size=request.batch_size, generator=request.generator,
-                    progress=request.progress)
+                    progress=request.progress, window_frames=request.window_frames,
+                    stride_frames=request.stride_frames)
 
 
-def num_steps(model: ARTransformer, config: ARDecodingConfig, num_frames: int, prompt_frames: int = 0) -> int:
-    """Model steps of one generation without a prompt (progress bars): one per sequence step of the pattern."""
-    return num_frames + model.pattern.max_delay - model.pattern.delays[0]
+def num_steps(model: ARTransformer, config: ARDecodingConfig | None, num_frames: int, prompt_frames: int = 0,
+              given_frames: int = 0) -> int:
+    """Model steps of one generation of T frames after `given_frames` given ones (what `progress` counts): one per
+    sequence step of the pattern from the first unknown code on (`prompt_frames`: a hybrid's own prompt, unused)."""
+    return model.pattern.sequence_length(num_frames) - model.pattern.first_step(given_frames)

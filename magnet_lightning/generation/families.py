@@ -16,6 +16,7 @@ from typing import Any
 from magnet_lightning.generation import autoregressive, hybrid_magnet, magnet
 from magnet_lightning.generation.autoregressive import ARDecodingConfig
 from magnet_lightning.generation.hybrid_magnet import HybridDecodingConfig
+from magnet_lightning.generation.long_form import LongFormDefaults
 from magnet_lightning.generation.magnet_config import DecodingConfig, decoding_preset
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.hybrid import HybridMagnetTransformer
@@ -34,9 +35,13 @@ class DecoderFamily:
     decode: Callable[..., Any]
     """decode(model, DecodeRequest) -> long [B, K, T]."""
     num_steps: Callable[..., int]
-    """num_steps(model, config, num_frames, prompt_frames) -> model steps of one generation (progress bars)."""
+    """num_steps(model, config, num_frames, prompt_frames, given_frames=0) -> model steps of one generation (one
+    long-form window) after `given_frames` given ones (progress bars)."""
     guidance_option: str
     """The option holding the guidance strength (an A/B slider, the docs)."""
+    long_form: LongFormDefaults
+    """Long-form generation past the segment (long_form.py: every family extends, through its continuation path):
+    the default stride, and why."""
     presets: bool = False
     """Takes MAGNeT's presets (`preset`) and per-codebook decoding steps (`decoding_steps`, --steps)."""
     prompt: bool = True
@@ -66,13 +71,18 @@ rows (the null rows are zero text states, so their padding does not change the c
 
 DECODER_FAMILIES: dict[str, DecoderFamily] = {
     MagnetTransformer.family: DecoderFamily(
-        DecodingConfig, magnet.decode_request, magnet.num_steps, "max_cfg_coef", presets=True, infill=True,
+        DecodingConfig, magnet.decode_request, magnet.num_steps, "max_cfg_coef", LongFormDefaults(
+            0.6, "the reference's 18 s of 30; measured flat join FAD for 0.3-0.9 (evaluation/long_form_joins.py)"),
+        presets=True, infill=True,
         rescored=True, fast_path=True, ignored_records=frozenset({"cfg_coef", "prompt_seconds"}) | _RECORDED_ONLY),
     ARTransformer.family: DecoderFamily(
-        ARDecodingConfig, autoregressive.decode_request, autoregressive.num_steps, "cfg_coef", partner=True,
+        ARDecodingConfig, autoregressive.decode_request, autoregressive.num_steps, "cfg_coef", LongFormDefaults(
+            0.6, "the reference: audiocraft MusicGen's extend_stride, 18 s of a 30-s window"), partner=True,
         ignored_records=frozenset({"preset", "prompt_seconds"}) | _RECORDED_ONLY),
     HybridMagnetTransformer.family: DecoderFamily(
-        HybridDecodingConfig, hybrid_magnet.decode_request, hybrid_magnet.num_steps, "max_cfg_coef", presets=True,
+        HybridDecodingConfig, hybrid_magnet.decode_request, hybrid_magnet.num_steps, "max_cfg_coef",
+        LongFormDefaults(0.6, "MAGNeT's; the 4-s overlap of a 10-s window exceeds the 3-s autoregressive prompt, so "
+                              "later windows run only max_delay autoregressive steps"), presets=True,
         own_prompt=True, ignored_records=frozenset({"cfg_coef"}) | _RECORDED_ONLY),
 }
 assert set(DECODER_FAMILIES) == set(MODEL_FAMILIES), "every model family needs a decoder entry"

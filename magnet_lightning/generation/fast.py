@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from magnet_lightning.generation.common import ProgressFn, StageFn, autocast_context, guidance_batch, text_inputs
+from magnet_lightning.generation.long_form import decode_windows
 from magnet_lightning.generation.magnet import (
     StepInputs,
     check_rescorer,
@@ -206,9 +207,18 @@ class FastDecoder:
         progress: ProgressFn | None = None,
         on_stage_end: StageFn | None = None,
         rescorer=None,
+        window_frames: int | None = None,
+        stride_frames: int | None = None,
     ) -> torch.Tensor:
-        """Same contract as `decoding.decode`: long [B, K, T]."""
+        """Same contract as `magnet.decode` (long-form too): long [B, K, T]."""
         config = config or DecodingConfig()
+        if window_frames is not None or stride_frames is not None:
+            def window(frames, **constraints):
+                return self.decode(text_states, text_mask, frames, config, batch_size=batch_size, generator=generator,
+                                   on_stage_end=on_stage_end, rescorer=rescorer, **constraints)
+
+            return decode_windows(window, num_frames, window_frames, stride_frames, self.model.mask_token_id,
+                                  given=given, fixed=fixed, progress=progress)
         model, device = self.model, self.device
         config.check(model.cfg.num_codebooks)
         check_rescorer(rescorer, model, config)

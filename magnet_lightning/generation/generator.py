@@ -7,6 +7,7 @@ Shapes: B batch, K codebooks, T frames, C channels, N samples.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,10 +23,13 @@ from magnet_lightning.generation.common import ProgressFn
 from magnet_lightning.generation.families import decoder_family, decoding_config_for, families_where, family_label
 from magnet_lightning.generation.fast import FastDecoder
 from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
+from magnet_lightning.generation.long_form import LongFormPlan, long_form_plan, plan_windows
 from magnet_lightning.generation.request import DecodeRequest
 from magnet_lightning.generation.rescoring import rescorer_for
 from magnet_lightning.models.conditioning import TextEncoder
 from magnet_lightning.models.registry import DEFAULT_FAMILY
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,6 +81,7 @@ class MagnetGenerator:
         self.fast = (self.device.type == "cuda" and self.decoder.fast_path) if fast is None else fast
         self.compile = compile
         self._fast_decoder = None
+        self._announced: LongFormPlan | None = None
         if codec is not None and (codec.num_codebooks, codec.codebook_size) != (
                 model.cfg.num_codebooks, model.cfg.codebook_size):
             raise ValueError(f"codec {codec.name!r} has K={codec.num_codebooks}, V={codec.codebook_size} but the model "
@@ -112,16 +117,22 @@ class MagnetGenerator:
     # -- options ---------------------------------------------------------------------------------------------
 
     def decoding_config(self, duration: float | None = None, preset: str | None = None, **overrides) -> Any:
-        """The options of one generation: see `families.decoding_config_for` (None overrides are ignored)."""
+        """The options of one generation (of one window of it when it is longer than the segment): see
+        `families.decoding_config_for` (None overrides are ignored)."""
         return decoding_config_for(self.family, self.decoding_defaults, span_len=self.span_len,
                                    segment_duration=self.segment_duration,
-                                   num_codebooks=self.model.cfg.num_codebooks, duration=duration, preset=preset,
-                                   overrides=overrides)
+                                   num_codebooks=self.model.cfg.num_codebooks, duration=self.window_duration(duration),
+                                   preset=preset, overrides=overrides)
 
-    def num_steps(self, config: Any, duration: float | None = None) -> int:
-        """Model steps of one generation of `duration` seconds without a prompt (for progress bars)."""
-        num_frames = self.num_frames(duration or self.segment_duration)
-        return self.decoder.num_steps(self.model, config, num_frames, self.own_prompt_frames(config, num_frames))
+    def num_steps(self, config: Any, duration: float | None = None, extend_stride: float | None = None) -> int:
+        """Model steps of one generation of `duration` seconds without a prompt, every long-form window counted (for
+        progress bars)."""
+        frames = self.num_frames(duration or self.segment_duration)
+        plan = self.long_form(frames, extend_stride)
+        windows = [(frames, 0)] if plan is None else [(w.length, w.prompt) for w in plan_windows(
+            frames, plan.window_frames, plan.stride_frames)]
+        return sum(self.decoder.num_steps(self.model, config, length, self.own_prompt_frames(config, length), given)
+                   for length, given in windows)
 
     def own_prompt_frames(self, config: Any, num_frames: int) -> int:
         """Frames a family that generates its own prompt (Hybrid-MAGNeT) generates autoregressively: its
@@ -130,6 +141,37 @@ class MagnetGenerator:
             return 0
         seconds = getattr(config, "prompt_seconds", None) or DEFAULT_PROMPT_SECONDS
         return min(self._frame(seconds), num_frames - 1)
+
+    # -- long-form -----------------------------------------------------------------------------------------------
+
+    def window_duration(self, duration: float | None = None) -> float:
+        """Seconds one decoder call covers: the generation's, at most the checkpoint's segment (long-form windows)."""
+        return min(duration or self.segment_duration, self.segment_duration)
+
+    def default_stride(self) -> float:
+        """The family's default long-form stride for this checkpoint's segment, in seconds (its table entry)."""
+        return self.decoder.long_form.stride_seconds(self.segment_duration)
+
+    def long_form(self, num_frames: int, extend_stride: float | None = None,
+                  prompt_frames: int = 0) -> LongFormPlan | None:
+        """The windows of a generation of T frames after a prompt of Tp frames: None within the checkpoint's segment
+        (one decoder call, as always). ValueError for a stride not below the segment or a prompt of a whole window."""
+        stride = self.default_stride() if extend_stride is None else extend_stride
+        if not 0 < stride < self.segment_duration or self._frame(stride) < 1:
+            raise ValueError(f"extend_stride={stride:g} s: the stride must be above 0 and below the checkpoint's "
+                             f"{self.segment_duration:g}-s segment (the window)")
+        window = self.num_frames(self.segment_duration)
+        if num_frames > window and prompt_frames >= window:
+            raise ValueError(f"the prompt is {prompt_frames / self.frame_rate:g} s, not shorter than the checkpoint's "
+                             f"{self.segment_duration:g}-s segment: a long-form generation continues a prompt shorter "
+                             "than one window; shorten the prompt")
+        return long_form_plan(num_frames, window, self._frame(stride), prompt_frames)
+
+    def _announce(self, plan: LongFormPlan | None) -> None:
+        """One log line per new long-form plan."""
+        if plan is not None and plan != self._announced:
+            log.info(plan.describe(self.frame_rate))
+            self._announced = plan
 
     def num_frames(self, duration: float) -> int:
         if duration <= 0:
@@ -194,6 +236,7 @@ class MagnetGenerator:
         decode_audio: bool = True,
         progress: ProgressFn | None = None,
         rescorer: MagnetGenerator | None = None,
+        extend_stride: float | None = None,
         **decoding_overrides,
     ) -> GenerationResult:
         """Generate a batch.
@@ -209,7 +252,10 @@ class MagnetGenerator:
                 `decoding_overrides` (any option the family takes, e.g. temperature=2.0).
             seed: seeds a torch.Generator on the model's device (same seed -> same tokens).
             rescorer: an autoregressive generator (e.g. MusicGen-small for MAGNeT-small) whose probabilities rank the
-                spans with weight 1 - rescore_weight (paper §3.3, Eq. 5; see rescoring.py).
+                spans with weight 1 - rescore_weight (paper §3.3, Eq. 5; see rescoring.py); per window in long-form.
+            extend_stride: seconds; a duration beyond the checkpoint's segment is generated in windows of the segment,
+                each continuing the last (segment - stride) seconds of the one before (long_form.py; logged once).
+                Default: the family's (`default_stride`: 18 s for a 30-s MusicGen, as the reference).
         """
         texts = list(texts) if texts is not None else [None] * (num_samples or 1)
         if not texts:
@@ -223,7 +269,8 @@ class MagnetGenerator:
         self.check_takes(prompt is not None, infill is not None, rescorer is not None)
         if infill is not None and prompt is None:
             raise ValueError("infill needs the clip to edit as `prompt` (audio or tokens)")
-        request = self._request(texts, config, duration, prompt, prompt_sample_rate, infill, seed, progress)
+        request = self._request(texts, config, duration, prompt, prompt_sample_rate, infill, seed, progress,
+                                extend_stride)
         if rescorer is not None and config.rescore_weight < 1.0:
             request.rescorer = rescorer_for(rescorer, texts, request.text_states, request.text_mask,
                                             self.text_encoder)
@@ -231,7 +278,8 @@ class MagnetGenerator:
         return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, config)
 
     def _request(self, texts: list[str | None], config: Any, duration: float | None, prompt, prompt_sample_rate,
-                 infill, seed: int | None, progress: ProgressFn | None) -> DecodeRequest:
+                 infill, seed: int | None, progress: ProgressFn | None,
+                 extend_stride: float | None = None) -> DecodeRequest:
         """The token-level request of one batch: text states, the prompt's or the edited clip's tokens, lengths."""
         batch = len(texts)
         states, mask = self._text(texts)
@@ -243,9 +291,14 @@ class MagnetGenerator:
             span = (self._frame(infill[0]), min(self._frame(infill[1]), num_frames))
         else:
             num_frames = self.num_frames(duration or self.segment_duration)
+        plan = self.long_form(num_frames, extend_stride, 0 if codes is None or span is not None else codes.shape[-1])
+        self._announce(plan)
+        window = num_frames if plan is None else plan.window_frames
         return DecodeRequest(config, states, mask, batch, num_frames, codes, span,
-                             self.own_prompt_frames(config, num_frames), self._generator(seed), progress,
-                             fast=self._fast() if self.fast else None)
+                             self.own_prompt_frames(config, min(num_frames, window)), self._generator(seed), progress,
+                             fast=self._fast() if self.fast else None,
+                             window_frames=None if plan is None else plan.window_frames,
+                             stride_frames=None if plan is None else plan.stride_frames)
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
         return None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))

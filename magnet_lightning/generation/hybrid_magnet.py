@@ -5,7 +5,8 @@ fixed: stream k keeps its first prompt_frames - d_k frames, the codes before the
 
 A user's prompt (audio continuation) is the start of the autoregressive part: its frames are kept, the autoregressive
 decoding continues it up to `prompt_frames` (or not at all when the prompt is already that long), and MAGNeT decodes
-the rest.
+the rest. Long-form generation (`window_frames`, `stride_frames`; long_form.py) chains such continuations, the
+previous window's tail as each window's prompt.
 
 Shapes: B batch, K codebooks, T frames, Tp prompt frames, S text tokens, E text width.
 """
@@ -18,7 +19,9 @@ import torch
 
 from magnet_lightning.generation.autoregressive import ARDecodingConfig
 from magnet_lightning.generation.autoregressive import generate as ar_generate
+from magnet_lightning.generation.autoregressive import num_steps as ar_steps
 from magnet_lightning.generation.common import ProgressFn
+from magnet_lightning.generation.long_form import extend
 from magnet_lightning.generation.magnet import decode
 from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.generation.request import DecodeRequest
@@ -39,6 +42,16 @@ class HybridDecodingConfig(DecodingConfig):
         super().__post_init__()
         if self.prompt_seconds is not None and not self.prompt_seconds > 0:
             raise ValueError(f"prompt_seconds must be positive, got {self.prompt_seconds}")
+
+
+def autoregressive_frames(model: HybridMagnetTransformer, num_frames: int, prompt_frames: int,
+                          given_frames: int = 0) -> int:
+    """Frames of the autoregressive part of a generation of T frames: `prompt_frames`, raised after a given prompt of
+    Tp frames to Tp + max_delay (every delay-shifted stream keeps the whole prompt) but at most T - 1 (a short
+    long-form window: the prompt frames past the boundary are then fixed in MAGNeT's part)."""
+    if given_frames:
+        return min(max(prompt_frames, given_frames + model.pattern.max_delay), num_frames - 1)
+    return prompt_frames
 
 
 def _autoregressive_prompt(model: HybridMagnetTransformer, text_states, text_mask, prompt_frames: int,
@@ -65,16 +78,29 @@ def generate(
     batch_size: int | None = None,
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
+    window_frames: int | None = None,
+    stride_frames: int | None = None,
 ) -> torch.Tensor:
     """Generate codes [B, K, T] with one Hybrid-MAGNeT model: `prompt_frames` (0 <= P < T) autoregressively with
-    `ar_config` (continuing `prompt` long [B, K, Tp] when given; P is raised to Tp + max_delay so that every
-    delay-shifted stream keeps the whole prompt), the rest with MAGNeT's decoding
-    and `config`. text_states [B, S, E] / text_mask [B, S], or None (unconditional; give batch_size)."""
-    if prompt is not None:  # every stream keeps the whole prompt: the boundary lies max_delay steps past it
-        prompt_frames = max(prompt_frames, prompt.shape[-1] + model.pattern.max_delay)
+    `ar_config` (continuing `prompt` long [B, K, Tp] when given: `autoregressive_frames`), the rest with MAGNeT's
+    decoding and `config`. text_states [B, S, E] / text_mask [B, S], or None (unconditional; give batch_size).
+    window_frames / stride_frames: long-form generation (W, S; each window's autoregressive part at most W - 1)."""
+    if window_frames is not None or stride_frames is not None:
+        def window(window_prompt, frames, window_progress):
+            return generate(model, text_states, text_mask, frames, min(prompt_frames, frames - 1), config, ar_config,
+                            prompt=window_prompt, batch_size=batch_size, generator=generator,
+                            progress=window_progress)
+
+        return extend(window, num_frames, window_frames, stride_frames, prompt, progress=progress,
+                      window_steps=lambda w: num_steps(model, config, w.length, min(prompt_frames, w.length - 1),
+                                                       w.prompt))
+    given_frames = 0 if prompt is None else prompt.shape[-1]
+    if given_frames >= num_frames:
+        raise ValueError(f"the prompt has {given_frames} frames, not fewer than the {num_frames} to generate")
+    prompt_frames = autoregressive_frames(model, num_frames, prompt_frames, given_frames)
     if not 0 <= prompt_frames < num_frames:
-        raise ValueError(f"prompt_frames={prompt_frames} (the autoregressive prompt, a given prompt included) must be "
-                         f"in [0, num_frames={num_frames})")
+        raise ValueError(f"prompt_frames={prompt_frames} (the autoregressive prompt) must be in [0, num_frames="
+                         f"{num_frames})")
     device = next(model.parameters()).device
     batch = text_states.shape[0] if text_states is not None else batch_size
     if batch is None:
@@ -83,9 +109,10 @@ def generate(
     given = torch.full((batch, model.cfg.num_codebooks, num_frames), model.mask_token_id, dtype=torch.long,
                        device=device)
     fixed = model.prompt_mask(boundary, num_frames)  # [B, K, T]
-    done = [0]
+    fixed[..., :given_frames] = True
+    total, done = num_steps(model, config, num_frames, prompt_frames, given_frames), [0]
 
-    def ar_progress(step: int, total: int) -> None:
+    def ar_progress(step: int, _total: int) -> None:
         done[0] = step
         if progress is not None:
             progress(step, total)
@@ -95,7 +122,7 @@ def generate(
                                        generator, ar_progress)
         given[..., :prompt_frames] = codes
         given = given.masked_fill(~fixed, model.mask_token_id)
-    rest = None if progress is None else (lambda step, total: progress(done[0] + step, total))
+    rest = None if progress is None else (lambda step, _total: progress(done[0] + step, total))
     return decode(BoundHybrid(model, boundary), text_states, text_mask, num_frames, config, batch_size=batch,
                   given=given, fixed=fixed, generator=generator, progress=rest)
 
@@ -104,11 +131,14 @@ def decode_request(model: HybridMagnetTransformer, request: DecodeRequest) -> to
     """Hybrid-MAGNeT's decoder for the family table. Returns long [B, K, T]."""
     return generate(model, request.text_states, request.text_mask, request.num_frames, request.prompt_frames,
                     request.config, prompt=request.prompt, batch_size=request.batch_size,
-                    generator=request.generator, progress=request.progress)
+                    generator=request.generator, progress=request.progress, window_frames=request.window_frames,
+                    stride_frames=request.stride_frames)
 
 
-def num_steps(model: HybridMagnetTransformer, config: DecodingConfig, num_frames: int, prompt_frames: int) -> int:
-    """Model steps of one generation (progress bars): the autoregressive prompt's, then MAGNeT's."""
-    pattern = model.pattern
-    prompt_steps = prompt_frames + pattern.max_delay - pattern.delays[0] if prompt_frames else 0
+def num_steps(model: HybridMagnetTransformer, config: DecodingConfig, num_frames: int, prompt_frames: int,
+              given_frames: int = 0) -> int:
+    """Model steps of one generation (one window; what `progress` counts): the autoregressive part's after the
+    `given_frames` given ones, then MAGNeT's."""
+    ar_frames = autoregressive_frames(model, num_frames, prompt_frames, given_frames)
+    prompt_steps = ar_steps(model, None, ar_frames, 0, given_frames) if ar_frames > given_frames else 0
     return sum(config.decoding_steps) + prompt_steps

@@ -48,6 +48,7 @@ from magnet_lightning.generation.common import (
     guidance_batch,
     text_inputs,
 )
+from magnet_lightning.generation.long_form import decode_windows
 from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.generation.request import DecodeRequest
 from magnet_lightning.generation.sampling import draw_noise, sample_tokens
@@ -188,6 +189,8 @@ def decode(
     on_stage_end: StageFn | None = None,
     autocast: bool | None = None,
     rescorer=None,
+    window_frames: int | None = None,
+    stride_frames: int | None = None,
 ) -> torch.Tensor:
     """Generate codes with MAGNeT's iterative decoding (the plain path: a Python loop of `decode_step`).
 
@@ -201,10 +204,16 @@ def decode(
             infilling context); see `continuation` and `infilling`.
         generator: a torch.Generator on the model's device, for reproducible sampling.
         progress: called after every step; on_stage_end: called with the codes after every stage.
-        rescorer: e.g. rescoring.ARRescorer for the same batch; used when config.rescore_weight < 1.
+        rescorer: e.g. rescoring.ARRescorer for the same batch; used when config.rescore_weight < 1 (per window).
+        window_frames, stride_frames: long-form generation in windows of W frames, stride S (`decode_windows`).
     Returns:
         long [B, K, T] token ids in [0, V).
     """
+    if window_frames is not None or stride_frames is not None:
+        window = partial(decode, model, text_states, text_mask, config=config, batch_size=batch_size,
+                         generator=generator, on_stage_end=on_stage_end, autocast=autocast, rescorer=rescorer)
+        return decode_windows(window, num_frames, window_frames, stride_frames, model.mask_token_id, given=given,
+                              fixed=fixed, progress=progress)
     cfg = model.cfg
     config.check(cfg.num_codebooks)
     check_rescorer(rescorer, model, config)
@@ -280,11 +289,12 @@ def decode_request(model, request: DecodeRequest) -> torch.Tensor:
     elif request.prompt is not None:
         given, fixed = continuation(request.prompt, request.num_frames, model.mask_token_id)
     kwargs = {"batch_size": request.batch_size, "given": given, "fixed": fixed, "generator": request.generator,
-              "progress": request.progress, "rescorer": request.rescorer}
+              "progress": request.progress, "rescorer": request.rescorer, "window_frames": request.window_frames,
+              "stride_frames": request.stride_frames}
     run = request.fast.decode if request.fast is not None else partial(decode, model)
     return run(request.text_states, request.text_mask, request.num_frames, request.config, **kwargs)
 
 
-def num_steps(model, config: DecodingConfig, num_frames: int, prompt_frames: int = 0) -> int:
-    """Model steps of one generation (progress bars): the sum of the stages' decoding steps."""
+def num_steps(model, config: DecodingConfig, num_frames: int, prompt_frames: int = 0, given_frames: int = 0) -> int:
+    """Model steps of one generation (one window; what `progress` counts): the sum of the stages' decoding steps."""
     return sum(config.decoding_steps)

@@ -36,3 +36,7 @@ class DecodeRequest:
     """rescoring.ARRescorer of this batch (MAGNeT spans ranked with an autoregressive model's probabilities)."""
     fast: Any = None
     """fast.FastDecoder to run MAGNeT's steps on static buffers, or None (the plain loop)."""
+    window_frames: int | None = None
+    """Long-form generation (long_form.py): windows of W frames (at most the training segment); None: one window."""
+    stride_frames: int | None = None
+    """Long-form generation: frames each window advances (1 <= S < W)."""

@@ -29,10 +29,12 @@ def check_pair(magnet, ar) -> None:
 
 def hybrid_generate(magnet, ar, texts: Sequence[str | None], *, duration: float | None = None,
                     prompt_seconds: float = DEFAULT_PROMPT_SECONDS, decoding=None, ar_decoding=None,
-                    seed: int | None = None, decode_audio: bool = True, progress=None, rescorer=None):
+                    seed: int | None = None, decode_audio: bool = True, progress=None, rescorer=None,
+                    extend_stride: float | None = None):
     """Generate `duration` seconds: the first `prompt_seconds` by `ar`, the rest by `magnet` (both MagnetGenerator).
 
     decoding / ar_decoding: the two models' configs (None: each checkpoint's defaults); seed seeds both.
+    A duration past MAGNeT's segment is long-form (extend_stride: MAGNeT's windows continue the AR prompt).
     Returns MAGNeT's GenerationResult (tokens [B, K, T] of the whole clip, audio).
     """
     check_pair(magnet, ar)
@@ -51,4 +53,4 @@ def hybrid_generate(magnet, ar, texts: Sequence[str | None], *, duration: float 
                          progress=prompt_progress).tokens
     rest = None if progress is None else (lambda done, total: progress(steps[0] + done, total))
     return magnet.generate(texts, duration=duration, prompt=prompt, decoding=decoding, seed=seed,
-                           decode_audio=decode_audio, progress=rest, rescorer=rescorer)
+                           decode_audio=decode_audio, progress=rest, rescorer=rescorer, extend_stride=extend_stride)

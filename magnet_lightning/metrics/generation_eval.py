@@ -87,13 +87,16 @@ def evaluate_items(generator: Any, suite: AudioEvalSuite, items: Sequence[EvalIt
                    world_size: int = 1, batch_size: int = 8, seed: int = 0, max_duration: float | None = None,
                    default_duration: float | None = None, decoding: Any = None, lufs: float | None = -14.0,
                    references: ReferenceLoader | None = None, keep_examples: int = 0, min_calls: int = 0,
-                   progress: Callable[[int], None] | None = None) -> list[Example]:
+                   progress: Callable[[int], None] | None = None,
+                   extend_stride: float | None = None) -> list[Example]:
     """Generate this rank's batches and update ``suite``; returns up to ``keep_examples`` examples.
 
     ``generator``: a MagnetGenerator (``.generate(texts, duration=, seed=, decoding=)``, ``.sample_rate``,
     ``.frame_rate``); ``decoding``: DecodingConfig fields to override (dict) — its steps bound the cost.
     ``progress(n)`` is called with the decoding steps done since the last call. ``min_calls``: make at least this
     many generate calls (when the ranks hold different item lists, pass the largest call count of all ranks).
+    ``extend_stride``: the stride of long-form generation (durations past the checkpoint's segment; None: the
+    family's default).
     """
     if not items and min_calls == 0:
         raise ValueError("the evaluation set is empty")
@@ -101,12 +104,13 @@ def evaluate_items(generator: Any, suite: AudioEvalSuite, items: Sequence[EvalIt
     mine, calls = rank_batches(len(items), batch_size, rank, world_size)
     rate = int(generator.sample_rate)
     examples: list[Example] = []
+    options = {**dict(decoding or {}), **({} if extend_stride is None else {"extend_stride": extend_stride})}
     for call in range(max(calls, min_calls)):
         real = call < len(mine)
         b = mine[call] if real else 0
         if not real:  # throw-away batch: keeps every rank's generate-call count equal
             generator.generate([""] * batch_size, duration=default_duration or max_duration, seed=seed,
-                               decode_audio=False, progress=_stepper(progress), **dict(decoding or {}))
+                               decode_audio=False, progress=_stepper(progress), **options)
             continue
         batch = list(items[b * batch_size:(b + 1) * batch_size])
         refs = [references(item) for item in batch]
@@ -115,7 +119,7 @@ def evaluate_items(generator: Any, suite: AudioEvalSuite, items: Sequence[EvalIt
         duration = _batch_duration(refs, rate, max_duration, default_duration)
         batch_seed = seed + b * batch_size
         result = generator.generate([item.text for item in batch], duration=duration, seed=batch_seed,
-                                    progress=_stepper(progress), **dict(decoding or {}))
+                                    progress=_stepper(progress), **options)
         generated = []
         for wav, ref in zip(result.audio.float().cpu(), refs):
             wav = match_length(wav, ref.shape[-1]) if ref is not None else wav
