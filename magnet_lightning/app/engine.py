@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from magnet_lightning.app.settings import Limits, ModelSpec
+from magnet_lightning.app.settings import DEFAULT_MAX_SECONDS, Limits, ModelSpec
 from magnet_lightning.app.traits import Traits, traits_of
 from magnet_lightning.errors import one_line
 from magnet_lightning.generation.generator import MagnetGenerator
@@ -262,7 +262,8 @@ class Engine:
 
 def loaded_models(generators: dict[str, MagnetGenerator], limits: Limits) -> dict[str, Loaded]:
     """Name -> Loaded, with each masked model's autoregressive partners among the others."""
-    models = {name: Loaded(name, gen, traits_of(gen), limits.max_duration or gen.segment_duration)
+    models = {name: Loaded(name, gen, traits_of(gen),
+                           limits.max_duration or max(DEFAULT_MAX_SECONDS, gen.segment_duration))
               for name, gen in generators.items()}
     for loaded in models.values():
         if not loaded.traits.takes_partner:

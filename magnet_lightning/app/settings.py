@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_MAX_SECONDS = 30.0
+
 
 @dataclass(frozen=True)
 class Limits:
     """What one request may ask for; over a limit is a message in the page."""
 
     max_duration: float | None = None
-    """Seconds of one generation or edited clip (None: each checkpoint's training segment)."""
+    """Seconds of one generation or edited clip (None: DEFAULT_MAX_SECONDS, or the checkpoint's training segment if
+    longer). Past the segment, generation is long-form (windows of the segment, the family's default stride)."""
     max_captions: int = 4
     """Captions of one request (one clip each)."""
     max_batch: int = 8

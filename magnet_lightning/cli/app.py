@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     p.add_argument("--max-duration", type=float, default=None,
-                   help="longest generation or edited clip in seconds (default: each checkpoint's training segment)")
+                   help="longest generation or edited clip in seconds (default: 30, or a checkpoint's training "
+                        "segment if longer); past the segment, generation is long-form (windows)")
     p.add_argument("--max-captions", type=int, default=4, help="captions of one request")
     p.add_argument("--max-batch", type=int, default=8, help="rows of one batched generation")
     p.add_argument("--max-text-chars", type=int, default=300, help="characters of one caption")
