@@ -171,6 +171,10 @@ def _check(command: str, monkeypatch, capsys, inline: bool = False) -> None:
         return _check_recipe(["fit", "--config", config, *overrides, "--ckpt_path", "last"], monkeypatch, capsys)
     if program == "magnet-train":
         return _check_recipe(args, monkeypatch, capsys)
+    if program == "magnet-app":
+        from magnet_lightning.cli.app import build_parser
+
+        return _parse(build_parser(), args, capsys)
     if program in ("python", "python3") and args[:1] == ["-m"]:
         module, args = args[1], args[2:]
         if module == "pytest":

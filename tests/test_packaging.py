@@ -16,7 +16,7 @@ tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = {"magnet-train": "train", "magnet-generate": "generate", "magnet-tokenize": "tokenize",
-           "magnet-evaluate": "evaluate", "magnet-convert": "convert", "magnet-export": "export"}
+           "magnet-evaluate": "evaluate", "magnet-convert": "convert", "magnet-export": "export", "magnet-app": "app"}
 
 
 def _pyproject() -> dict:

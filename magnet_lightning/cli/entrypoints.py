@@ -1,7 +1,7 @@
 """The console scripts of the package (pyproject.toml): ``magnet-train`` (= recipes/train_music.py; ``magnet-train``
 alone runs the CPU demo), ``magnet-generate``, ``magnet-tokenize`` (= data/tokenize_audio.py), ``magnet-evaluate``
-(= evaluation/evaluate.py), ``magnet-convert`` and ``magnet-export``. Each runs `prelude.prepare()` first. This module
-imports nothing heavy.
+(= evaluation/evaluate.py), ``magnet-convert``, ``magnet-export`` and ``magnet-app`` (the interactive app). Each
+runs `prelude.prepare()` first. This module imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -62,5 +62,12 @@ def convert() -> None:
 def export() -> int:
     prepare()
     from magnet_lightning.cli.export import main  # entry point: loaded only after prepare()
+
+    return main()
+
+
+def app() -> int:
+    prepare()
+    from magnet_lightning.cli.app import main  # entry point: loaded only after prepare()
 
     return main()
