@@ -28,7 +28,7 @@ from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.generation.magnet_config import DECODING_PRESETS
 from magnet_lightning.lora.adapters import LoraConfig
 from magnet_lightning.models.conditioning import TextDropout, TextEncoder
-from magnet_lightning.models.registry import DEFAULT_FAMILY, build_model, model_family
+from magnet_lightning.models.registry import DEFAULT_FAMILY, FAMILIES, build_model
 from magnet_lightning.training.ema import EMA, TrainableEMA
 from magnet_lightning.training.families import TRAINING_FAMILIES, BatchInputs
 from magnet_lightning.training.lora_training import check_checkpoint, keep_adapters_only, start_lora, stored_names
@@ -174,7 +174,9 @@ class MagnetLightningModule(L.LightningModule):
         hparams["lora"] = None if self.lora_cfg is None else asdict(self.lora_cfg)
         self.save_hyperparameters(hparams)
         self.model_cfg, self.masking_cfg, self.optim_cfg = model_cfg, masking_cfg, optim_cfg
-        self.family = model_family(family).name  # a ValueError naming the families for an unknown one
+        if family not in FAMILIES:
+            raise ValueError(f"family={family!r}: choose one of {', '.join(FAMILIES)}")
+        self.family = family
         self.model = build_model(family, model_cfg, delays)
         self.text_dropout = TextDropout(cfg_dropout, word_dropout, cfg_dropout_per_sample)
         self._text_encoder: TextEncoder | None = None
