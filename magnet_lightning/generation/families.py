@@ -96,7 +96,7 @@ def decoder_family(name: str) -> DecoderFamily:
 
 
 def family_label(name: str) -> str:
-    """The family's name in messages ('MAGNeT', 'autoregressive (MusicGen)', 'Hybrid-MAGNeT')."""
+    """The family's name in messages ('MAGNeT', 'autoregressive', 'Hybrid-MAGNeT')."""
     return MODEL_FAMILIES[name].label
 
 

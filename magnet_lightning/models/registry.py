@@ -24,7 +24,7 @@ class ModelFamily:
 
     model_class: type[CodebookTransformer]
     label: str
-    """The name messages use ('MAGNeT', 'autoregressive (MusicGen)', 'Hybrid-MAGNeT')."""
+    """The name messages use ('MAGNeT', 'autoregressive', 'Hybrid-MAGNeT')."""
     delay_pattern: bool
     """The model lays the codebooks out in a delay pattern (it takes `delays`)."""
     lora_targets: dict[str, tuple[str, ...]]
