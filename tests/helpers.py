@@ -40,3 +40,21 @@ class FixedBatches(Dataset):
 
 def loader(dataset: Dataset) -> DataLoader:
     return DataLoader(dataset, batch_size=None, shuffle=False)
+
+
+def save_delayed_family_checkpoint(model_class, path, root, seed: int, segment_duration: float, decoding: dict):
+    """A checkpoint file of a delay-pattern family (autoregressive, Hybrid-MAGNeT) with random weights, written as our
+    LightningModule writes it, beside the tiny 16 kHz codec folder `root / "codec"` (K=4, V=64); returns `path`."""
+    from dataclasses import asdict
+
+    from magnet_lightning.config import ModelConfig
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**dict(TINY_MODEL, codebook_size=64))
+    model = model_class(cfg)
+    hparams = {"model": asdict(cfg), "family": model_class.family, "delays": [0, 1, 2, 3],
+               "text_encoder": "random:tiny", "codec": str(root / "codec"), "sample_rate": 16000, "frame_rate": 50.0,
+               "segment_duration": segment_duration, "decoding": decoding}
+    torch.save({"hyper_parameters": hparams, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}},
+               path)
+    return path

@@ -3,14 +3,13 @@ and each family's generation options and inputs are checked through its table (b
 
 import ast
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import TINY_MODEL
+from helpers import save_delayed_family_checkpoint
 from test_generate import DURATION, STEPS, assets  # noqa: F401  (the shared tiny MAGNeT checkpoint and codec)
 from test_hybrid_inference import ar_ckpt  # noqa: F401  (a tiny autoregressive checkpoint beside it)
 from test_reliability_cli import assert_one_line, in_process
@@ -18,7 +17,6 @@ from test_reliability_cli import assert_one_line, in_process
 from magnet_lightning.checkpoint.audiocraft_families import AUDIOCRAFT_IMPORTS
 from magnet_lightning.cli.checks import _OPTION_FLAGS
 from magnet_lightning.cli.generate import main
-from magnet_lightning.config import ModelConfig
 from magnet_lightning.generation.families import DECODER_FAMILIES, decoder_family
 from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.models.hybrid import HybridMagnetTransformer
@@ -55,17 +53,8 @@ def test_no_code_compares_against_a_family_name():
 @pytest.fixture(scope="module")
 def hybrid_ckpt(assets):  # noqa: F811
     _, root = assets
-    torch.manual_seed(2)
-    cfg = ModelConfig(**dict(TINY_MODEL, codebook_size=64))
-    model = HybridMagnetTransformer(cfg)
-    hparams = {"model": asdict(cfg), "family": HybridMagnetTransformer.family, "delays": [0, 1, 2, 3],
-               "text_encoder": "random:tiny", "codec": str(root / "codec"), "sample_rate": 16000,
-               "frame_rate": 50.0, "segment_duration": DURATION, "decoding": {"decoding_steps": STEPS,
-                                                                            "prompt_seconds": 0.1}}
-    path = root / "hybrid.ckpt"
-    torch.save({"hyper_parameters": hparams, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}},
-               path)
-    return path
+    return save_delayed_family_checkpoint(HybridMagnetTransformer, root / "hybrid.ckpt", root, 2, DURATION,
+                                          {"decoding_steps": STEPS, "prompt_seconds": 0.1})
 
 
 @pytest.fixture

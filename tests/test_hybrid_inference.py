@@ -2,15 +2,13 @@
 prompt, MAGNeT's rest) and rescoring a MAGNeT generation with an autoregressive checkpoint."""
 
 import json
-from dataclasses import asdict
 
 import pytest
 import torch
-from helpers import TINY_MODEL
+from helpers import save_delayed_family_checkpoint
 from test_generate import DURATION, STEPS, assets  # noqa: F401  (the shared tiny MAGNeT checkpoint and codec)
 
 from magnet_lightning.cli.generate import main
-from magnet_lightning.config import ModelConfig
 from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.generation.two_model import hybrid_generate
 from magnet_lightning.models.ar import ARTransformer
@@ -19,16 +17,7 @@ from magnet_lightning.models.ar import ARTransformer
 @pytest.fixture(scope="module")
 def ar_ckpt(assets):  # noqa: F811
     _, root = assets
-    torch.manual_seed(1)
-    cfg = ModelConfig(**dict(TINY_MODEL, codebook_size=64))
-    model = ARTransformer(cfg)
-    hparams = {"model": asdict(cfg), "family": "musicgen", "delays": [0, 1, 2, 3], "text_encoder": "random:tiny",
-               "codec": str(root / "codec"), "sample_rate": 16000, "frame_rate": 50.0,
-               "segment_duration": DURATION, "decoding": {"top_k": 20}}
-    path = root / "ar.ckpt"
-    torch.save({"hyper_parameters": hparams, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}},
-               path)
-    return path
+    return save_delayed_family_checkpoint(ARTransformer, root / "ar.ckpt", root, 1, DURATION, {"top_k": 20})
 
 
 @pytest.fixture(scope="module")
