@@ -30,13 +30,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
-# evaluation.evaluate runs the entry points' start-up (prelude.prepare) as it is imported, before torch loads
+from magnet_lightning.cli.prelude import prepare
+
+prepare()  # the start-up of every entry point (hub probe once, known warnings quiet): before transformers loads
+
 import torch  # noqa: E402  (after the start-up above)
 
-from evaluation.evaluate import check_readable, embedder_kwargs, is_shards, load_items, write_report
 from magnet_lightning.checkpoint.hub import expand_args
 from magnet_lightning.cli import checks
 from magnet_lightning.cli.checks import peek_checkpoint
+from magnet_lightning.cli.evaluate import check_readable, embedder_kwargs, is_shards, load_items, write_report
 from magnet_lightning.codec.codecs import load_codec
 from magnet_lightning.errors import CheckpointError, UserError, pop_debug_flag, user_errors
 from magnet_lightning.generation.families import DECODER_FAMILIES, decoder_family

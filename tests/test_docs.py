@@ -194,11 +194,17 @@ def _check(command: str, monkeypatch, capsys, inline: bool = False) -> None:
         assert (ROOT / script).is_file(), script
         if script in RECIPES:
             return _check_recipe(args, monkeypatch, capsys)
-        if script in ("evaluation/evaluate.py", "evaluation/ablation.py"):
+        if script == "evaluation/evaluate.py":
+            from magnet_lightning.cli.evaluate import build_parser
+
+            return _parse(build_parser(), args, capsys)
+        if script == "evaluation/ablation.py":
             return _parse(_module_from(script).build_parser(), args, capsys)
         if script == "data/tokenize_audio.py":
+            from magnet_lightning.cli.tokenize import parse_args
+
             try:
-                return _module_from(script).parse_args(args) and None
+                return parse_args(args) and None
             except SystemExit:
                 pytest.fail(f"rejected: {args}: {capsys.readouterr().err.strip().splitlines()[-1:]}")
         return _check_with_help([sys.executable, str(ROOT / script)], args)

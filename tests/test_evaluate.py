@@ -18,8 +18,7 @@ from helpers import TINY_MODEL, tiny_module
 from test_audio_metrics_callback import TINY_VGGISH, save_tiny_codec, toy_clap_registered  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "evaluation"))
-import evaluate  # noqa: E402
+from magnet_lightning.cli import evaluate  # noqa: E402
 
 RATE = 16000
 EMBEDDER_ARGS = ["--clap-embedder", "toy_clap", "--allow-random-embedders", "--embedder-kwargs",
@@ -126,10 +125,10 @@ def test_two_torchrun_ranks_match_one(assets, tmp_path):
     single = run(assets, out_name="single.json")
     out = tmp_path / "ddp.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{ROOT / 'tests'}{os.pathsep}{ROOT}")
-    script = ("import sys, evaluate, test_audio_metrics_callback as t; "
+    script = ("import sys, test_audio_metrics_callback as t; from magnet_lightning.cli import evaluate; "
               "from magnet_lightning.metrics.embedders import register_embedder; "
               "register_embedder('toy_clap', lambda **kw: t.ToyClap()); sys.exit(evaluate.main(sys.argv[1:]))")
-    (tmp_path / "launch.py").write_text(f"import sys; sys.path.insert(0, {str(ROOT / 'evaluation')!r})\n{script}\n")
+    (tmp_path / "launch.py").write_text(script + "\n")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
            str(tmp_path / "launch.py"), "--ckpt", str(ckpt), "--prompts", str(csv), "--reference", str(audio),
            "--out", str(out), "--batch-size", "2", "--seed", "7", "--no-progress", "--device", "cpu", *EMBEDDER_ARGS]

@@ -153,8 +153,7 @@ def test_random_embedder_banner_prints_the_full_paths(tmp_path, monkeypatch, cap
 def test_evaluation_report_says_which_parts_were_random():
     from types import SimpleNamespace
 
-    sys.path.insert(0, str(ROOT / "evaluation"))
-    from evaluate import random_weights
+    from magnet_lightning.cli.evaluate import random_weights
 
     gen = SimpleNamespace(codec=SimpleNamespace(random_weights=True), text_encoder=SimpleNamespace(is_random=False))
     facts = SimpleNamespace(random_parts=("text_encoder",))
@@ -194,11 +193,7 @@ def test_generate_help_says_each_default_once_and_documents_every_option(monkeyp
 
 
 def test_tokenizer_workers_fit_the_cores(monkeypatch):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tok", ROOT / "data" / "tokenize_audio.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    from magnet_lightning.cli import tokenize as module
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert module.default_workers() == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))

@@ -244,12 +244,9 @@ def test_generate_rerun_keeps_one_record_per_file(assets, tmp_path):  # noqa: F8
 
 # ------------------------------------------------------------------------------------------------- tokenize
 def tokenize_script():
-    import importlib.util
+    from magnet_lightning.cli import tokenize
 
-    spec = importlib.util.spec_from_file_location("tokenize_audio_cli", ROOT / "data" / "tokenize_audio.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    return script
+    return tokenize
 
 
 def _tokenize(args, capfd) -> str:

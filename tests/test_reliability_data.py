@@ -145,12 +145,7 @@ def test_stale_temporary_files_are_removed_at_the_next_start(tmp_path):
 
 
 def test_script_checks_the_input_before_loading_the_codec(tmp_path, monkeypatch, capsys):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("tokenize_audio", Path(__file__).parents[1] / "data" /
-                                                  "tokenize_audio.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from magnet_lightning.cli import tokenize as script
     monkeypatch.setattr(script, "load_codec", lambda *a, **k: pytest.fail("the codec was loaded"))
     out = tmp_path / "out"
     for args, message in (

@@ -1,6 +1,5 @@
 """Tokenizing generated audio with tiny codecs of both families into shards, then reading them back."""
 
-import importlib.util
 import io
 import json
 import math
@@ -150,10 +149,8 @@ def test_keys_are_dot_free_and_unique(tmp_path):
 def test_script_runs_with_local_codec_dir(tmp_path):
     tiny_hf_model().save_pretrained(tmp_path / "codec")
     audio = make_audio_folder(tmp_path / "audio")
-    path = Path(__file__).parents[1] / "data" / "tokenize_audio.py"
-    spec = importlib.util.spec_from_file_location("tokenize_audio", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    from magnet_lightning.cli import tokenize as script
+
     summary = script.main(["--input", str(audio), "--output", str(tmp_path / "tok"), "--codec", str(tmp_path / "codec"),
                            "--samples-per-shard", "4", "--num-workers", "1", "--no-progress", "--rank", "0",
                            "--world-size", "1"])
