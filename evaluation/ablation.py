@@ -40,12 +40,16 @@ from magnet_lightning.checkpoint.hub import expand_args
 from magnet_lightning.cli import checks
 from magnet_lightning.cli.checks import peek_checkpoint
 from magnet_lightning.cli.evaluate import check_readable, embedder_kwargs, is_shards, load_items, write_report
+from magnet_lightning.cli.options import user_error
 from magnet_lightning.codec.codecs import load_codec
 from magnet_lightning.errors import CheckpointError, UserError, pop_debug_flag, user_errors
 from magnet_lightning.generation.families import DECODER_FAMILIES, decoder_family
 from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
-from magnet_lightning.generation.two_model import hybrid_generate
+from magnet_lightning.generation.options import OptionError
+from magnet_lightning.generation.plan import make_plan
+from magnet_lightning.generation.request import GenerationRequest
+from magnet_lightning.generation.two_model import two_model_generate
 from magnet_lightning.metrics.fad import FrechetAudioDistance
 from magnet_lightning.metrics.generation_eval import ReferenceLoader, evaluate_items
 from magnet_lightning.metrics.suite import AudioEvalSuite
@@ -144,8 +148,17 @@ def check_args(args: argparse.Namespace):
                                                       facts["--magnet"].codebook_size):
             raise UserError(f"{flag}: K={fact.num_codebooks}, V={fact.codebook_size} differ from --magnet's: the "
                             "models must share one codec")
-    checks.check_steps(args.steps, facts["--magnet"].num_codebooks)
-    return facts["--magnet"]
+    magnet, steps = facts["--magnet"], {"decoding_steps": args.steps} if args.steps else {}
+    duration = args.max_duration or args.duration
+    try:  # every MAGNeT row's plan, as the generation will build it
+        for weight in (1.0, *args.weights):
+            make_plan(magnet, GenerationRequest(duration, options={**steps, "rescore_weight": weight},
+                                                rescorer=facts["--ar"] if weight < 1 else None))
+        make_plan(magnet, GenerationRequest(duration, options={**steps, "prompt_seconds": args.hybrid_prompt_seconds},
+                                            two_model=facts["--ar"]))
+    except OptionError as err:
+        raise user_error(err) from None
+    return magnet
 
 
 def build_settings(args: argparse.Namespace, magnet, ar, hybrid) -> list[Setting]:
@@ -162,7 +175,7 @@ def build_settings(args: argparse.Namespace, magnet, ar, hybrid) -> list[Setting
 
     def hybrid_run(texts, duration, seed, decode_audio, progress):
         config = magnet.decoding_config(duration, **steps)
-        return hybrid_generate(magnet, ar, texts, duration=duration, prompt_seconds=args.hybrid_prompt_seconds,
+        return two_model_generate(magnet, ar, texts, duration=duration, prompt_seconds=args.hybrid_prompt_seconds,
                                decoding=config, seed=seed, decode_audio=decode_audio, progress=progress)
 
     def family_run(gen):
@@ -179,8 +192,7 @@ def build_settings(args: argparse.Namespace, magnet, ar, hybrid) -> list[Setting
                         {"prompt_seconds": args.hybrid_prompt_seconds}))
     if hybrid is not None:
         rows.append(Setting("Hybrid-MAGNeT (one model)", family_run(hybrid), hybrid,
-                            {"prompt_seconds": hybrid.own_prompt_frames(hybrid.decoding_config(), hybrid.num_frames(
-                                hybrid.segment_duration)) / hybrid.frame_rate}))
+                            {"prompt_seconds": hybrid.plan().own_prompt_frames / hybrid.frame_rate}))
     rows.append(Setting("AR alone", family_run(ar), ar, {}))
     return rows
 

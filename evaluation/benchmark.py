@@ -1,6 +1,6 @@
 """MAGNeT and the autoregressive (MusicGen-style) model of the same size side by side, random weights (paper Fig. 2):
 generation latency and throughput (seconds of audio per second) for each batch size, the same for MAGNeT rescored by
-the AR model and for hybrid inference (AR prompt, MAGNeT rest), the autoregressive KV-cache step cost, and training
+the AR model and for two-model generation (AR prompt, MAGNeT rest), the autoregressive KV-cache step cost, and training
 throughput.
 
     python evaluation/benchmark.py --json OUT.json                  # the small models, 10 s (500 frames), B = 1..64
@@ -66,9 +66,9 @@ FRAME_RATE = 50.0
 MAGNET_STEPS = [20, 10, 10, 10]
 KV_TARGET = 1.5
 RESCORE_WEIGHT = 0.7
-HYBRID_PROMPT = 150  # frames: 3 s at 50 Hz, the paper's Hybrid-MAGNeT prompt scale
+AR_PROMPT = 150  # frames: 3 s at 50 Hz, the paper's Hybrid-MAGNeT prompt scale
 FAMILIES = {"magnet": "MAGNeT", "ar": "autoregressive (KV cache)", "rescored": "MAGNeT + AR rescoring",
-            "hybrid": "hybrid: AR prompt + MAGNeT"}
+            "two_model": "two-model: AR prompt + MAGNeT"}
 
 
 def _sync(device: torch.device) -> None:
@@ -126,12 +126,12 @@ def rescored_generation(model: MagnetTransformer, rescorer_model: ARTransformer,
     return lambda: decode(model, states, mask, frames, config, generator=g, rescorer=rescorer)
 
 
-def hybrid_generation(model: MagnetTransformer, ar_model: ARTransformer, fast: FastDecoder | None, batch: int,
+def two_model_generation(model: MagnetTransformer, ar_model: ARTransformer, fast: FastDecoder | None, batch: int,
                       frames: int, text_len: int, device):
-    """Hybrid inference: the AR model generates the first HYBRID_PROMPT frames (a third of shorter clips), MAGNeT the
-    rest with them fixed (hybrid.py does the same through generators)."""
+    """Two-model generation: the AR model generates the first AR_PROMPT frames (a third of shorter clips), MAGNeT the
+    rest with them fixed (generation/two_model.py does the same through generators)."""
 
-    prompt_frames = min(HYBRID_PROMPT, frames // 3)
+    prompt_frames = min(AR_PROMPT, frames // 3)
     config = decoding_preset("music", 10.0, model.cfg.num_codebooks)
     states, mask = _text(batch, text_len, model.cfg.text_dim, device)
     g = torch.Generator(device).manual_seed(0)
@@ -256,7 +256,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--png", default=None, help="latency-vs-throughput chart (default: the --json path with .png)")
     p.add_argument("--tiny", action="store_true", help="tiny models, 150 frames, B = 1, 2, 4 (CPU run)")
     p.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=list(FAMILIES),
-                   help="rescored: MAGNeT with the AR model as rescorer (w=0.7); hybrid: AR prompt of 3 s (a third of "
+                   help="rescored: MAGNeT with the AR model as rescorer (w=0.7); two_model: AR prompt of 3 s (a third of "
                         "a shorter clip), MAGNeT the rest")
     p.add_argument("--device", default=None, help="default: cuda if available")
     p.add_argument("--runs", type=int, default=3, help="timed generation runs per batch size (median)")
@@ -296,7 +296,7 @@ def bench_generation_and_training(args: argparse.Namespace, result: dict, cfg, s
         "magnet": lambda b: magnet_generation(magnet, fast, b, frames, text_len, device),
         "ar": lambda b: ar_generation(ar, b, frames, text_len, device),
         "rescored": lambda b: rescored_generation(magnet, ar, fast, b, frames, text_len, device),
-        "hybrid": lambda b: hybrid_generation(magnet, ar, fast, b, frames, text_len, device),
+        "two_model": lambda b: two_model_generation(magnet, ar, fast, b, frames, text_len, device),
     }
     for name in [n for n in FAMILIES if n in args.families]:
         entry = {"magnet": {"parameters": sum(p.numel() for p in magnet.parameters()), "decoding_steps": MAGNET_STEPS,
@@ -306,7 +306,7 @@ def bench_generation_and_training(args: argparse.Namespace, result: dict, cfg, s
                         "steps": frames + ar.pattern.max_delay},
                  "rescored": {"rescore_weight": RESCORE_WEIGHT, "rescorer": "the AR model (one pass a step)",
                               "path": path},
-                 "hybrid": {"prompt_frames": min(HYBRID_PROMPT, frames // 3), "path": path}}[name]
+                 "two_model": {"prompt_frames": min(AR_PROMPT, frames // 3), "path": path}}[name]
         entry.update(bench_family(name, runs[name], batches, frames, device, args.runs))
         result[name] = entry
     runs.clear()

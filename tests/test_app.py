@@ -223,11 +223,15 @@ def test_refused_requests_are_one_line_messages(client, server, names, change, m
 def test_bad_clips_are_messages(client, server, names, clip_file, tmp_path):
     not_audio = tmp_path / "notes.wav"
     not_audio.write_text("not audio at all")
-    long_clip = tmp_path / "long.wav"
+    long_clip, short_clip = tmp_path / "long.wav", tmp_path / "short.wav"
     soundfile.write(str(long_clip), np.zeros(24000, dtype=np.float32), 16000)
+    soundfile.write(str(short_clip), 0.1 * np.random.default_rng(0).standard_normal(4800).astype(np.float32), 16000)
     cases = [(names["magnet"], not_audio, "continue", {}, "not a readable audio file"),
              (names["magnet"], long_clip, "infill", {}, "at most 1 s"),
-             (names["magnet"], clip_file, "continue", {}, "needs a longer duration"),
+             (names["magnet"], clip_file, "continue", {}, "not shorter than the 0.5 s to generate .*: trim the clip "
+              "to under 0.5 s"),  # as long as the segment: no longer duration helps (long-form needs less)
+             (names["magnet"], short_clip, "continue", {"seconds": 0.2}, "longer than the 0.2 s to generate .*: "
+              "continuing it needs a longer duration"),
              (names["magnet"], clip_file, "infill", {"start": 0.6, "end": 0.7}, "start inside the 0.50 s clip"),
              (names["ar"], clip_file, "infill", {}, "cannot infill")]
     for ckpt, clip, mode, extra, message in cases:
@@ -258,8 +262,8 @@ def test_duration_is_checked_per_checkpoint(server, names):
 def test_checks_behind_the_page_controls(server, names):
     """What the page's own ranges already refuse, refused again for any other caller of the engine."""
     magnet = server.engine.models[names["magnet"]]
-    with pytest.raises(requests.InputError, match="rescore weight 1: choose 0 <= w < 1"):
-        requests.pairing(magnet, names["ar"], RESCORE, 1.0, None, DURATION)
+    with pytest.raises(requests.InputError, match="partner needs rescore weight W with 0 <= W < 1 .*, got 1$"):
+        requests.generation_request(server.engine, magnet.name, "x", DURATION, 1, {}, names["ar"], RESCORE, 1.0)
     with pytest.raises(requests.InputError, match="'nope' is not loaded"):
         requests.loaded(server.engine, "nope")
 

@@ -11,10 +11,20 @@ BASE = {"config", "errors"}  # top-level modules below every layer
 FACADE = {"generate", "convert", "export"}  # top-level modules above every layer (with __init__)
 
 
+def _absolute(path: Path, node: ast.ImportFrom) -> str:
+    """The module a `from ... import` names, a relative one resolved against `path`'s package."""
+    if not node.level:
+        return node.module or ""
+    package = list(path.relative_to(PACKAGE.parent).parent.parts)
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _imports(path: Path):
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            modules = [node.module] if node.module != "magnet_lightning" else [
+        if isinstance(node, ast.ImportFrom) and (node.module or node.level):
+            module = _absolute(path, node)
+            modules = [module] if module != "magnet_lightning" else [
                 f"magnet_lightning.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.Import):
             modules = [alias.name for alias in node.names]
@@ -60,3 +70,18 @@ def test_imports_inside_functions_are_entry_points_only():
 def test_the_top_level_is_a_small_facade():
     assert {p.stem for p in PACKAGE.glob("*.py")} <= BASE | FACADE | {"__init__"}
     assert all(len(p.read_text().splitlines()) <= 400 for p in PACKAGE.rglob("*.py"))
+
+
+def test_relative_imports_are_resolved():
+    """A relative import is held to the same layering as an absolute one (`_imports` resolves it)."""
+    node = ast.parse("from ..generation import plan\nfrom . import facts").body
+    assert _absolute(PACKAGE / "checkpoint" / "facts.py", node[0]) == "magnet_lightning.generation"
+    assert _absolute(PACKAGE / "checkpoint" / "facts.py", node[1]) == "magnet_lightning.checkpoint"
+
+
+def test_functions_are_at_most_60_lines():
+    roots = [PACKAGE, *(PACKAGE.parent / folder for folder in ("recipes", "data", "evaluation"))]
+    long = [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})"
+            for root in roots for path in root.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 60]
+    assert long == [], "split these functions (at most 60 lines each)"

@@ -15,8 +15,8 @@ from test_hybrid_inference import ar_ckpt  # noqa: F401  (a tiny autoregressive 
 from test_reliability_cli import assert_one_line, in_process
 
 from magnet_lightning.checkpoint.audiocraft_families import AUDIOCRAFT_IMPORTS
-from magnet_lightning.cli.checks import _OPTION_FLAGS
 from magnet_lightning.cli.generate import main
+from magnet_lightning.cli.options import decoding_options
 from magnet_lightning.generation.families import DECODER_FAMILIES, decoder_family
 from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.models.hybrid import HybridMagnetTransformer
@@ -73,17 +73,18 @@ def ckpts(assets, ar_ckpt, hybrid_ckpt):  # noqa: F811
 
 
 def _refused_options():
+    """(family, flag, its value): every declared option another family takes and this one does not."""
     for family, spec in DECODER_FAMILIES.items():
-        for option, flag in _OPTION_FLAGS.items():
-            if option not in spec.options and option not in ("use_sampling", "prompt_seconds"):
-                yield family, flag
+        for name, (declared, _) in decoding_options().items():
+            if name not in spec.options:
+                value = {"steps": ["2", "1", "1", "1"], "bool": [], "choice": list(declared.option.choices[-1:])}.get(
+                    declared.kind, ["0.5"])
+                yield family, declared.flag, value
 
 
-@pytest.mark.parametrize("family,flag", list(_refused_options()))
-def test_an_option_the_family_does_not_take_is_one_line_before_loading(ckpts, family, flag, tmp_path, capfd,
+@pytest.mark.parametrize("family,flag,value", list(_refused_options()))
+def test_an_option_the_family_does_not_take_is_one_line_before_loading(ckpts, family, flag, value, tmp_path, capfd,
                                                                        no_loading):
-    value = {"--steps": ["2", "1", "1", "1"], "--span-arrangement": ["stride1"], "--span-scoring": ["prod"]}.get(
-        flag, ["0.5"])
     out = tmp_path / "out"
     err = in_process(main, ["--ckpt", str(ckpts[family]), "--text", "x", flag, *value, "--out", str(out)], capfd)
     assert_one_line(err, flag, f"not an option of the {MODEL_FAMILIES[family].label} family")

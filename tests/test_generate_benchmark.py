@@ -1,5 +1,5 @@
 """The benchmark script runs end to end on CPU (tiny setup, one run): MAGNeT and the autoregressive model side by
-side, with MAGNeT rescored by the AR model and hybrid inference, every documented key, and a latency-vs-throughput PNG
+side, with MAGNeT rescored by the AR model and two-model generation, every documented key, and a latency-vs-throughput PNG
 with every family drawn."""
 
 import json
@@ -25,8 +25,8 @@ def test_benchmark_tiny_writes_both_families_and_the_chart(tmp_path):
     assert result["device"].startswith("cpu") and result["cpu_threads"] == 1 and result["frames"] == 20
     assert result["magnet"]["decoding_steps"] == [20, 10, 10, 10] and result["ar"]["steps"] == 23
     assert result["ar"]["decoding"]["top_k"] == 250 and result["ar"]["decoding"]["cfg_coef"] == 3.0
-    assert result["rescored"]["rescore_weight"] == 0.7 and result["hybrid"]["prompt_frames"] == 6  # a third of 20
-    for family in ("magnet", "ar", "rescored", "hybrid"):
+    assert result["rescored"]["rescore_weight"] == 0.7 and result["two_model"]["prompt_frames"] == 6  # a third of 20
+    for family in ("magnet", "ar", "rescored", "two_model"):
         entry = result[family]
         assert set(entry["latency_s"]) == set(entry["throughput_audio_s_per_s"]) == {"1", "2"}
         for batch, latency in entry["latency_s"].items():
@@ -43,13 +43,13 @@ def test_benchmark_tiny_writes_both_families_and_the_chart(tmp_path):
 def test_benchmark_long_form_reports_compute_per_second_for_1_2_6_windows(tmp_path):
     out = tmp_path / "long.json"
     cmd = [sys.executable, str(ROOT / "evaluation" / "benchmark.py"), "--tiny", "--long-form", "--json", str(out),
-           "--runs", "1", "--frames", "10", "--families", "magnet", "ar", "hybrid"]
+           "--runs", "1", "--frames", "10", "--families", "magnet", "ar", "two_model"]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     long_form = json.loads(out.read_text())["long_form"]
     assert (long_form["window_frames"], long_form["stride_frames"], long_form["windows"]) == (10, 6, [1, 2, 6])
-    for family in ("magnet", "ar", "hybrid"):
+    for family in ("magnet", "ar", "two_model"):
         entry = long_form[family]
         assert [entry[n]["frames"] for n in ("1", "2", "6")] == [10, 16, 40]  # W + (n - 1) * S
         for n in ("1", "2", "6"):

@@ -46,7 +46,7 @@ def test_a_duration_past_the_segment_is_generated_in_windows_with_audio_for_the_
     result = gen.generate(["calm piano"], duration=2.0, seed=0, progress=lambda d, t: seen.append((d, t)))
     assert result.tokens.shape == (1, 4, 100) and result.audio.shape == (1, 1, 100 * 320)
     (line,) = _long_form_lines(caplog)
-    windows = num_windows(100, 25, gen._frame(gen.default_stride()))
+    windows = num_windows(100, 25, int(gen.default_stride() * gen.frame_rate + 1e-6))
     assert f"in {windows} windows" in line.getMessage() and "--extend-stride" in line.getMessage()
     assert seen[-1] == (windows * sum(STEPS),) * 2 == (gen.num_steps(result.config, 2.0),) * 2
     gen.generate(["calm piano"], duration=2.0, seed=1, decode_audio=False)

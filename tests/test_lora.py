@@ -18,7 +18,9 @@ from magnet_lightning.errors import CheckpointError
 from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.lora import LoraConfig, apply_lora, merge_lora
 from magnet_lightning.lora.files import ADAPTER_CONFIG, ADAPTER_WEIGHTS, read_adapter
-from magnet_lightning.models.registry import FAMILIES
+from magnet_lightning.models.registry import MODEL_FAMILIES
+
+FAMILY_NAMES = list(MODEL_FAMILIES)
 
 LORA = dict(rank=4, alpha=8.0, dropout=0.0)
 
@@ -70,10 +72,10 @@ def bases(tmp_path_factory):
     root = tmp_path_factory.mktemp("lora_bases")
     fast = {"decoding_steps": [2, 1, 1, 1]}  # MAGNeT's stages (the autoregressive family does not read it)
     return {family: save_base(tiny_module(family=family, decoding=fast), root / f"{family}.ckpt")
-            for family in FAMILIES}
+            for family in FAMILY_NAMES}
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_zero_b_equals_base_and_merge_equals_unmerged(family, bases):
     base = tiny_module(family=family, init_from=str(bases[family])).eval()
     adapted = tiny_module(family=family, init_from=str(bases[family]), lora=LORA).eval()
@@ -92,7 +94,7 @@ def test_zero_b_equals_base_and_merge_equals_unmerged(family, bases):
 
 
 def test_targets_and_extra_trainable_choose_what_trains(bases):
-    module = tiny_module(init_from=str(bases[FAMILIES[0]]),
+    module = tiny_module(init_from=str(bases[FAMILY_NAMES[0]]),
                          lora=dict(LORA, targets=["self_attn.q", "feed_forward"], extra_trainable=["heads"]))
     names = [n for n, p in module.model.named_parameters() if p.requires_grad]
     assert "heads" in names and all(".q." in n or "linear" in n for n in names if n != "heads")
@@ -105,7 +107,7 @@ def test_targets_and_extra_trainable_choose_what_trains(bases):
         apply_lora(tiny_module().model, LoraConfig(extra_trainable=["nope"]))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_training_keeps_the_base_and_checkpoints_only_adapters(family, bases, tmp_path):
     module = tiny_module(family=family, init_from=str(bases[family]), lora=LORA, ema_every_n_steps=2)
     base_state = {k: v.clone() for k, v in tiny_module(family=family, init_from=str(bases[family])).model
@@ -126,7 +128,7 @@ def test_training_keeps_the_base_and_checkpoints_only_adapters(family, bases, tm
     assert tensor_numel(raw) == 4 * sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_resume_is_exact_and_a_wrong_base_is_refused(family, bases, tmp_path):
     def module(init_from=bases[family]):
         return tiny_module(family=family, init_from=str(init_from), lora=LORA, ema_every_n_steps=2)
@@ -154,7 +156,7 @@ def test_resume_is_exact_and_a_wrong_base_is_refused(family, bases, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_base_plus_adapter_generates_as_the_merged_export(family, bases, tmp_path, capsys):
     module = tiny_module(family=family, init_from=str(bases[family]), lora=LORA, segment_duration=0.3)
     fit(module, tmp_path, 4)
@@ -178,7 +180,7 @@ def test_base_plus_adapter_generates_as_the_merged_export(family, bases, tmp_pat
     merged = tokens(tmp_path / "merged")
     assert torch.equal(tokens(bases[family], adapter), merged)
     assert torch.equal(tokens(bases[family], folder), merged)
-    assert not torch.equal(tokens(bases[family]), merged) or family != FAMILIES[0]
+    assert not torch.equal(tokens(bases[family]), merged) or family != FAMILY_NAMES[0]
     other = save_base(tiny_module(family=family, seed=7), tmp_path / "other.ckpt")
     with pytest.raises(SystemExit):
         export_main([str(other), str(tmp_path / "bad"), "--adapter", str(folder), "--adapter-only"])
@@ -198,7 +200,7 @@ def test_adapter_size_of_a_demo_sized_model():
     assert adapters / base < 0.05
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_activation_checkpointing_gives_the_same_adapter_gradients(family, bases):
     module = tiny_module(family=family, init_from=str(bases[family]), lora=LORA)
     for name, param in module.model.named_parameters():

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from magnet_lightning.models.registry import FAMILIES
+from magnet_lightning.models.registry import MODEL_FAMILIES
+
+FAMILY_NAMES = list(MODEL_FAMILIES)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +47,7 @@ SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_two_process_ddp_lora_training(tmp_path, family):
     script = tmp_path / "train_ddp.py"
     script.write_text(SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), family=family, out=str(tmp_path)))

@@ -16,6 +16,7 @@ from test_data_module import INFO, sample, write_dataset
 from magnet_lightning.cli import prelude
 from magnet_lightning.cli.train import main, recipe_argv
 from magnet_lightning.errors import DEBUG_ENV
+from magnet_lightning.utils import startup
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "recipes" / "configs" / "demo_music.yaml"
@@ -184,11 +185,29 @@ def test_every_entry_point_starts_the_same_way(name):
 
 def test_prepare_runs_once_per_process(monkeypatch):
     calls = []
-    monkeypatch.setattr(prelude, "_prepared", [])
-    monkeypatch.setattr(prelude, "hub_offline_without_network", lambda: calls.append(1))
+    monkeypatch.setattr(startup, "_started", [])
+    monkeypatch.setattr(startup, "hub_offline_without_network", lambda: calls.append(1))
     prelude.prepare()
     prelude.prepare()
+    startup.start_up()  # what MagnetGenerator.from_pretrained runs: the same start-up, still once
     assert calls == [1]
+
+
+def test_the_python_api_starts_up_like_the_command_lines(monkeypatch, tmp_path):
+    """Without a network, from_pretrained sets the hub offline even after huggingface_hub was imported, so a missing
+    file fails at once instead of after minutes of retries."""
+    import huggingface_hub.constants as hub
+
+    from magnet_lightning.generation.generator import MagnetGenerator
+
+    for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(startup, "_started", [])
+    monkeypatch.setattr("magnet_lightning.utils.network.reachable", lambda address, timeout=3.0: False)
+    with pytest.raises(Exception):  # noqa: B017 - nothing at this path: any loading error, but after the start-up
+        MagnetGenerator.from_pretrained(str(tmp_path / "absent.ckpt"), device="cpu")
+    assert hub.HF_HUB_OFFLINE is True and os.environ["HF_HUB_OFFLINE"] == "1"
 
 
 def test_argparse_programs_answer_mistakes_in_one_line(capsys):

@@ -122,7 +122,7 @@ def test_family_config_builds_with_its_reference_hyperparameters(name, meta_mode
     chosen = trainer["strategy"]
     assert (chosen if isinstance(chosen, str) else type(chosen).__name__).rsplit(".", 1)[-1] == strategy
     from magnet_lightning.callbacks import AudioDemoCallback, AudioMetricsCallback
-    from magnet_lightning.generation.families import decoding_config_for
+    from magnet_lightning.generation.plan import decoding_config_for
 
     decoding = decoding_config_for(family, hp.decoding, span_len=3, segment_duration=30.0, num_codebooks=4)
     if family == "musicgen":

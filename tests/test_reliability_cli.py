@@ -191,7 +191,7 @@ def _generate(args, capfd) -> str:
 @pytest.mark.parametrize("extra,needles", [
     (["--text", "x", "--duration", "-1"], ["--duration must be a positive number, got -1"]),
     (["--prompts", "absent.txt"], ["prompt file absent.txt not found"]),
-    (["--text", "x", "--top-p", "1.5"], ["top_p"]),
+    (["--text", "x", "--top-p", "1.5"], ["--top-p must be in [0, 1], got 1.5"]),
     (["--text", "x", "--infill", "1", "2"], ["--infill needs --prompt-audio"]),
 ])
 def test_generate_argument_mistakes(ckpt, tmp_path, monkeypatch, capfd, extra, needles):

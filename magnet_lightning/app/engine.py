@@ -31,7 +31,8 @@ from magnet_lightning.app.settings import DEFAULT_MAX_SECONDS, Limits, ModelSpec
 from magnet_lightning.app.traits import Traits, traits_of
 from magnet_lightning.errors import one_line
 from magnet_lightning.generation.generator import MagnetGenerator
-from magnet_lightning.generation.two_model import check_pair, hybrid_generate
+from magnet_lightning.generation.plan import GenerationPlan
+from magnet_lightning.generation.two_model import check_pair, two_model_generate
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class Request:
     """float [C, N]: the clip to continue, or to edit with `infill`."""
     clip_rate: int | None = None
     infill: tuple[float, float] | None = None
+    plan: Any = field(default=None, compare=False)
+    """The generation plan (generation/plan.py) built and checked when the request was made."""
 
     def batch_key(self) -> tuple | None:
         """Requests with the same key run as one generation; None: this one runs alone."""
@@ -237,11 +240,9 @@ class Engine:
         seed = request.seed if request.seed is not None else random.randrange(2 ** 31)
         loaded = self.models[request.ckpt]
         gen = loaded.generator
-        config = gen.decoding_config(request.duration, **dict(request.options))
         partner = self.models[request.partner].generator if request.partner else None
-        total = gen.num_steps(config, request.duration)
-        if request.partner_mode == HYBRID:
-            total += partner.num_steps(partner.decoding_config(), request.prompt_seconds)
+        plan = request.plan or plan_request(self.models, request)
+        total = plan.steps
 
         def progress(done: int, _total: int) -> None:
             for job in group:
@@ -249,15 +250,26 @@ class Engine:
 
         with torch.no_grad():
             if request.partner_mode == HYBRID:
-                result = hybrid_generate(gen, partner, texts, duration=request.duration,
-                                         prompt_seconds=request.prompt_seconds, decoding=config, seed=seed,
-                                         progress=progress)
+                result = two_model_generate(gen, partner, texts, plan=plan, seed=seed, progress=progress)
             else:
-                result = gen.generate(texts, duration=request.duration, prompt=request.clip,
-                                      prompt_sample_rate=request.clip_rate, infill=request.infill, decoding=config,
-                                      seed=seed, progress=progress,
+                result = gen.generate(texts, plan=plan, prompt=request.clip,
+                                      prompt_sample_rate=request.clip_rate, seed=seed, progress=progress,
                                       rescorer=partner if request.partner_mode == RESCORE else None)
         return result.tokens, result.audio, result.sample_rate, seed, result.config
+
+
+def plan_request(models: dict[str, Loaded], request: Request) -> GenerationPlan:
+    """The generation plan of a request (generation/plan.py checks it; an OptionError names a mistake)."""
+    gen = models[request.ckpt].generator
+    partner = models[request.partner].generator if request.partner else None
+    options = dict(request.options)
+    if request.partner_mode == HYBRID:
+        options.setdefault("prompt_seconds", request.prompt_seconds)
+    frames = 0 if request.clip is None else gen.input_frames(request.clip, request.clip_rate)
+    return gen.plan(request.duration, rescorer=partner if request.partner_mode == RESCORE else None,
+                    two_model=partner if request.partner_mode == HYBRID else None,
+                    prompt_frames=0 if request.infill else frames, infill=request.infill,
+                    clip_frames=frames if request.infill else None, **options)
 
 
 def loaded_models(generators: dict[str, MagnetGenerator], limits: Limits) -> dict[str, Loaded]:

@@ -1,24 +1,36 @@
 """The page's values -> a checked `Request`, or an `InputError` whose one-line message the page shows.
 
 Checked before anything reaches the model: the checkpoint is loaded, captions (count, length), duration (positive,
-at most the checkpoint's limit), seed, decoding options (parsed, and the config built as the generator will), the
-autoregressive partner (loaded, compatible, rescoring weight in [0, 1), hybrid prompt shorter than the clip), and a
-clip to continue or edit (readable, finite, not empty, within the limits, the infill range inside it).
+at most the checkpoint's limit), seed, the partner (loaded beside it), a clip (readable, finite, not empty, within the
+limits), the page values (parsed into the options' types); then the generation plan is built (generation/plan.py),
+which checks the options, the partner's rescoring weight or prompt and the clip against the lengths, with the same
+checks and messages as the command lines, naming the page's controls.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from magnet_lightning.app.engine import HYBRID, RESCORE, Engine, Loaded, Request
-from magnet_lightning.app.traits import changed_options
+from magnet_lightning.app.engine import HYBRID, RESCORE, Engine, Loaded, Request, plan_request
+from magnet_lightning.app.traits import PageNames, changed_options
+from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
+from magnet_lightning.generation.options import OptionError
 from magnet_lightning.utils.audio import read_audio
 
 NO_PARTNER = "none"
 CONTINUE, INFILL = "continue", "infill"
+DEFAULT_RESCORE_WEIGHT = 0.8
+"""The page's rescoring weight (and an API request's that gives none)."""
+
+
+def prompt_default(model: Loaded) -> float:
+    """The partner's seconds of two-model generation a request that gives none gets: 3 s, at most half the
+    checkpoint's segment."""
+    return round(min(DEFAULT_PROMPT_SECONDS, model.generator.segment_duration / 2), 2)
 
 
 class InputError(ValueError):
@@ -54,6 +66,9 @@ def number(value: Any, what: str) -> float:
 
 
 def duration(value: Any, model: Loaded) -> float:
+    """Seconds to generate (None: the checkpoint's segment)."""
+    if value is None:
+        return model.generator.segment_duration
     seconds = number(value, "duration")
     if not 0 < seconds <= model.max_duration:
         raise InputError(f"duration {seconds:g} s: choose between 0 and {model.max_duration:g} s for {model.name}")
@@ -70,37 +85,38 @@ def seed(value: Any) -> int | None:
     return None if number_ < 0 else int(number_)
 
 
-def options(model: Loaded, values: dict[str, Any], seconds: float, extra: dict[str, Any] | None = None) -> tuple:
-    """The decoding options changed from the checkpoint's, checked by building the config the generator will."""
+def changed(model: Loaded, values: dict[str, Any]) -> dict[str, Any]:
+    """The page values that differ from the checkpoint's own options, parsed into the options' types."""
     try:
-        changed = {**changed_options(model.traits, values), **(extra or {})}
-        config = model.generator.decoding_config(seconds, **changed)
-        if hasattr(config, "check"):
-            config.check(model.generator.model.cfg.num_codebooks)
-    except (ValueError, TypeError) as err:
+        return changed_options(model.traits, values)
+    except ValueError as err:
         raise InputError(f"decoding options: {' '.join(str(err).split())}") from None
-    return tuple(sorted(changed.items()))
 
 
-def pairing(model: Loaded, partner: str | None, mode: str | None, weight: Any, prompt_seconds: Any,
-            seconds: float) -> tuple[str | None, str | None, dict[str, Any], float | None]:
-    """(partner, mode, extra decoding options, hybrid prompt seconds) of the partner choice."""
+def planned(engine: Engine, request: Request) -> Request:
+    """The request with its generation plan, built and checked as the generator will run it (engine.plan_request);
+    a mistake is an InputError naming the page's control."""
+    try:
+        return replace(request, plan=plan_request(engine.models, request))
+    except OptionError as err:
+        raise InputError(" ".join(err.render(PageNames()).split())) from None
+
+
+def pairing(model: Loaded, partner: str | None, mode: str | None, weight: Any,
+            prompt_seconds: Any) -> tuple[str | None, str | None, dict[str, Any]]:
+    """(partner, mode, its options: the rescoring weight or the partner's prompt seconds) of the partner choice."""
     if not partner or partner == NO_PARTNER:
-        return None, None, {}, None
+        return None, None, {}
+    mode = RESCORE if mode is None else mode
+    weight = DEFAULT_RESCORE_WEIGHT if weight is None else weight
+    prompt_seconds = prompt_default(model) if prompt_seconds is None else prompt_seconds
     if partner not in model.partners:
         choices = ", ".join(model.partners) or "none is loaded (start the app with an autoregressive --ckpt too)"
         raise InputError(f"{partner!r} cannot be paired with {model.name}; autoregressive partners: {choices}")
     if mode == RESCORE:
-        w = number(weight, "rescore weight")
-        if not 0 <= w < 1:
-            raise InputError(f"rescore weight {w:g}: choose 0 <= w < 1 (the weight of the masked model's own "
-                             "probability)")
-        return partner, RESCORE, {"rescore_weight": w}, None
+        return partner, RESCORE, {"rescore_weight": number(weight, "rescore weight")}
     if mode == HYBRID:
-        prompt = number(prompt_seconds, "hybrid prompt seconds")
-        if not 0 < prompt < seconds:
-            raise InputError(f"hybrid prompt {prompt:g} s: must be between 0 and the {seconds:g} s generated")
-        return partner, HYBRID, {}, prompt
+        return partner, HYBRID, {"prompt_seconds": number(prompt_seconds, "hybrid prompt seconds")}
     raise InputError(f"pairing {mode!r}: choose {RESCORE!r} or {HYBRID!r}")
 
 
@@ -111,9 +127,10 @@ def generation_request(engine: Engine, ckpt: str, text: str | None, seconds: Any
     model = loaded(engine, ckpt)
     texts = captions(text, engine)
     seconds = duration(seconds, model)
-    partner, mode, extra, prompt = pairing(model, partner, mode, weight, prompt_seconds, seconds)
-    return Request(ckpt, texts, seconds, seed(seed_value), options(model, values, seconds, extra), partner, mode,
-                   prompt)
+    partner, mode, extra = pairing(model, partner, mode, weight, prompt_seconds)
+    options = tuple(sorted({**changed(model, values), **extra}.items()))
+    return planned(engine, Request(ckpt, texts, seconds, seed(seed_value), options, partner, mode,
+                                   extra.get("prompt_seconds")))
 
 
 def clip(path: str | None, model: Loaded) -> tuple[torch.Tensor, int]:
@@ -141,23 +158,17 @@ def edit_request(engine: Engine, ckpt: str, text: str | None, clip_path: str | N
     texts = captions(text, engine)
     if len(texts) > 1:
         raise InputError("continuation and infill take one caption")
+    mode = CONTINUE if mode is None else mode
     if mode not in (CONTINUE, INFILL):
         raise InputError(f"mode {mode!r}: choose {CONTINUE!r} or {INFILL!r}")
     if not model.traits.takes_prompt or (mode == INFILL and not model.traits.takes_infill):
         raise InputError(f"{model.name} ({model.traits.label}) cannot {mode} a clip; choose another checkpoint")
     wav, rate = clip(clip_path, model)
-    length = wav.shape[-1] / rate
     infill = None
     if mode == INFILL:
-        infill = (number(start, "infill start"), number(end, "infill end"))
-        if not 0 <= infill[0] < infill[1] or infill[0] >= length:
-            raise InputError(f"infill {infill[0]:g}-{infill[1]:g} s: need 0 <= start < end with start inside the "
-                             f"{length:.2f} s clip")
-        seconds = length
+        infill, seconds = (number(start, "infill start"), number(end, "infill end")), wav.shape[-1] / rate
     else:
         seconds = duration(seconds, model)
-        if length >= seconds:
-            raise InputError(f"the clip is {length:.2f} s long: continuing it needs a longer duration than that "
-                             f"(now {seconds:g} s)")
-    return Request(ckpt, texts, seconds, seed(seed_value), options(model, values, seconds), clip=wav,
-                   clip_rate=rate, infill=infill)
+    options = tuple(sorted(changed(model, values).items()))
+    return planned(engine, Request(ckpt, texts, seconds, seed(seed_value), options, clip=wav, clip_rate=rate,
+                                   infill=infill))

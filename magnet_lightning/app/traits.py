@@ -1,7 +1,8 @@
 """What a loaded checkpoint takes, as the page shows it, read from the generation layer's family table
-(`generation/families.py`, the generator's `decoder`): one control per decoding option of its family (default: the
-checkpoint's own value, `MagnetGenerator.decoding_config()`), and whether it continues a prompt, infills a clip and
-can be paired with an autoregressive checkpoint (rescorer, two-model hybrid).
+(`generation/families.py`, the generator's `decoder`): one control per declared decoding option of its family
+(generation/options.py: kind, choices, help; default: the checkpoint's own value, `MagnetGenerator.decoding_config()`),
+and whether it continues a prompt, infills a clip and can be paired with an autoregressive checkpoint (rescorer,
+two-model generation). Messages about options use the page's names for them (`PageNames`).
 
 A control's value from the page is turned back into the option's type here (`parse_value`), and only the options
 the user changed are passed to the generator (`changed_options`): an untouched option keeps following the
@@ -11,18 +12,16 @@ checkpoint's own rule (e.g. MAGNeT's decoding steps grow with the duration).
 from __future__ import annotations
 
 import math
-import types
-from dataclasses import dataclass, fields
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from dataclasses import dataclass
+from typing import Any
 
 from magnet_lightning.generation.families import family_label
-from magnet_lightning.generation.magnet_config import SPAN_ARRANGEMENTS, SPAN_SCORINGS, STRIDE1_COVERS
+from magnet_lightning.generation.options import Names, declared_options, show
 
-CHOICES = {"span_arrangement": SPAN_ARRANGEMENTS, "span_scoring": SPAN_SCORINGS, "stride1_cover": STRIDE1_COVERS}
-"""Options whose value is one of a few names."""
-NOT_CONTROLS = {"span_len", "rescore_weight"}
-"""Decoding fields without a control of their own: the model's training span (not a choice), and the rescoring
-weight (set beside the rescorer, since it only means something with one)."""
+PAGE_NAMES = {"rescore_weight": "rescore weight", "prompt_seconds": "hybrid prompt", "duration": "duration",
+              "infill": "infill", "prompt": "the clip", "rescorer": "autoregressive partner",
+              "two_model": "autoregressive partner", "extend_stride": "long-form stride"}
+"""Page names of the options and inputs that are not a control's own label."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,8 @@ class Control:
     choices: tuple[str, ...] = ()
     optional: bool = False
     """An empty value means the option's own default (e.g. Hybrid-MAGNeT's prompt_seconds)."""
+    help: str = ""
+    """The declaration's help text (the control's info line)."""
 
     @property
     def label(self) -> str:
@@ -63,42 +64,32 @@ class Traits:
         return next(c for c in self.controls if c.name == name)
 
 
-def _optional(annotation: Any) -> tuple[Any, bool]:
-    """(T, True) for `T | None`, else (annotation, False)."""
-    args = get_args(annotation)
-    if get_origin(annotation) in (Union, types.UnionType) and type(None) in args and len(args) == 2:
-        return next(a for a in args if a is not type(None)), True
-    return annotation, False
-
-
-def _kind(name: str, annotation: Any) -> str:
-    if name in CHOICES:
-        return "choice"
-    if annotation is bool:
-        return "bool"
-    if annotation is int:
-        return "int"
-    if annotation is float:
-        return "float"
-    if getattr(annotation, "__origin__", None) is tuple:
-        return "steps"
-    raise TypeError(f"decoding option {name} has a type the app has no control for: {annotation}")
-
-
 def controls_of(config: Any) -> tuple[Control, ...]:
-    """The controls of a decoding config (a dataclass instance: DecodingConfig or ARDecodingConfig), its values as
-    the defaults."""
-    hints = get_type_hints(type(config))
+    """The controls of a decoding config (a dataclass instance of a family's config class): one per declared option
+    that is a page control, its value as the default."""
     controls = []
-    for field in fields(config):
-        if field.name in NOT_CONTROLS:
+    for declared in declared_options(type(config)):
+        if not declared.option.control:
             continue
-        annotation, optional = _optional(hints[field.name])
-        kind = _kind(field.name, annotation)
-        value = getattr(config, field.name)
-        default = " ".join(str(v) for v in value) if kind == "steps" and value is not None else value
-        controls.append(Control(field.name, kind, default, tuple(CHOICES.get(field.name, ())), optional))
+        value = getattr(config, declared.name)
+        default = " ".join(str(v) for v in value) if declared.kind == "steps" and value is not None else value
+        controls.append(Control(declared.name, declared.kind, default, declared.option.choices, declared.optional,
+                                declared.help))
     return tuple(controls)
+
+
+class PageNames(Names):
+    """Options named as the page names them (a control's label), for the messages of the plan's checks."""
+
+    UNITS = {"duration": " s", "prompt_seconds": " s", "extend_stride": " s"}
+
+    def name(self, option: str) -> str:
+        return PAGE_NAMES.get(option, option)
+
+    def set(self, option: str, value: Any) -> str:
+        if option not in PAGE_NAMES:  # a decoding control: its option name, as the details panel shows it
+            return f"{option}={show(value)}"
+        return f"{self.name(option)} {show(value)}{self.UNITS.get(option, '')}"
 
 
 def traits_of(generator: Any) -> Traits:

@@ -6,8 +6,8 @@ pairing: rescorer or two-model hybrid). Right, three tabs: Generate (captions ->
 downloads per clip), Continue / infill (an uploaded or recorded clip), A/B (one caption and seed, the settings on the
 left against a second checkpoint and its own controls, side by side with each latency).
 
-The API (gradio_client) has the three endpoints /generate, /edit and /compare; their inputs are the page's, in
-`input_names` order.
+The API (gradio_client) has the three endpoints /generate, /edit and /compare (app/api.py): named inputs in the
+page's order (`input_names` for the decoding options), each left out following the chosen checkpoint's own rule.
 """
 
 from __future__ import annotations
@@ -19,21 +19,19 @@ from pathlib import Path
 
 import gradio as gr
 
+from magnet_lightning.app.api import wire_api
 from magnet_lightning.app.engine import HYBRID, RESCORE, Engine, Loaded
 from magnet_lightning.app.handlers import Handlers, page_errors
 from magnet_lightning.app.outputs import KEEP_SECONDS
-from magnet_lightning.app.requests import CONTINUE, INFILL, NO_PARTNER
+from magnet_lightning.app.requests import CONTINUE, DEFAULT_RESCORE_WEIGHT, INFILL, NO_PARTNER, prompt_default
 from magnet_lightning.app.traits import Control
-from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
 
 log = logging.getLogger(__name__)
-
-DEFAULT_RESCORE_WEIGHT = 0.8
 
 
 def _control(control: Control, value, visible: bool, elem_id: str | None = None):
     """The component of one decoding option (also used as its update when the checkpoint changes)."""
-    common = dict(label=control.label, visible=visible, elem_id=elem_id)
+    common = dict(label=control.label, visible=visible, elem_id=elem_id, info=control.help or None)
     if control.kind == "bool":
         return gr.Checkbox(value=value, **common)
     if control.kind == "int":
@@ -42,7 +40,7 @@ def _control(control: Control, value, visible: bool, elem_id: str | None = None)
         return gr.Number(value=value, **common)
     if control.kind == "choice":
         return gr.Dropdown(choices=list(control.choices), value=value, **common)
-    return gr.Textbox(value=value, info="steps per codebook stage, e.g. 20 10 10 10", **common)
+    return gr.Textbox(value=value, **common)
 
 
 def _union(engine: Engine) -> dict[str, Control]:
@@ -78,10 +76,6 @@ def _choices(engine: Engine) -> list[tuple[str, str]]:
     return [(f"{_short(engine, m)} ({m.traits.label})", m.name) for m in engine.models.values()]
 
 
-def _prompt_default(model: Loaded) -> float:
-    return round(min(DEFAULT_PROMPT_SECONDS, model.generator.segment_duration / 2), 2)
-
-
 def _settings(engine: Engine, first: Loaded) -> dict:
     """The settings column: checkpoint, duration, seed, pairing, decoding controls."""
     s = {"ckpt": gr.Dropdown(choices=_choices(engine), value=first.name,
@@ -96,7 +90,7 @@ def _settings(engine: Engine, first: Loaded) -> dict:
         s["mode"] = gr.Radio([RESCORE, HYBRID], value=RESCORE, label="Pairing", elem_id="pairing")
         s["weight"] = gr.Slider(0.0, 0.99, value=DEFAULT_RESCORE_WEIGHT, step=0.01,
                                 label="Rescore weight (own probability; 1 - w to the partner)")
-        s["prompt_seconds"] = gr.Number(value=_prompt_default(first), label="Hybrid: seconds from the partner")
+        s["prompt_seconds"] = gr.Number(value=prompt_default(first), label="Hybrid: seconds from the partner")
     with gr.Accordion("Decoding options (the checkpoint's defaults)", open=True):
         s["controls"] = _controls(engine, first, "dec")
     return s
@@ -120,13 +114,13 @@ def _wire_settings(engine: Engine, s: dict) -> None:
         partners = [NO_PARTNER, *model.partners]
         return [gr.Slider(0.1, model.max_duration, value=model.generator.segment_duration, step=0.1),
                 gr.Group(visible=bool(model.partners)), gr.Dropdown(choices=partners, value=NO_PARTNER),
-                gr.Number(value=_prompt_default(model)), *_control_updates(model, union)]
+                gr.Number(value=prompt_default(model)), *_control_updates(model, union)]
 
     s["ckpt"].change(changed, s["ckpt"], [s["duration"], s["pairing_group"], s["partner"], s["prompt_seconds"],
                                           *s["controls"]], queue=False, api_visibility="private")
 
 
-def _generate_tab(engine: Engine, handlers: Handlers, s: dict) -> None:
+def _generate_tab(engine: Engine, handlers: Handlers, s: dict) -> list:
     limits = engine.limits
     text = gr.Textbox(lines=3, label=f"Caption(s): one a line, at most {limits.max_captions} (empty: unconditional)",
                       placeholder="lo-fi piano with soft drums", elem_id="captions")
@@ -140,12 +134,14 @@ def _generate_tab(engine: Engine, handlers: Handlers, s: dict) -> None:
     text.change(players, text, out["players"], queue=False, api_visibility="private")
     inputs = [s["ckpt"], text, s["duration"], s["seed"], s["partner"], s["mode"], s["weight"], s["prompt_seconds"],
               *s["controls"]]
-    button.click(page_errors(handlers.generate), inputs,
-                 [*out["players"], out["spectrogram"], out["files"], out["details"]], api_name="generate",
-                 concurrency_id="model", concurrency_limit=limits.max_batch)
+    outputs = [*out["players"], out["spectrogram"], out["files"], out["details"]]
+    button.click(page_errors(handlers.generate), inputs, outputs, api_name="page_generate",
+                 api_visibility="private", concurrency_id="model",
+                 concurrency_limit=limits.max_batch)
+    return outputs
 
 
-def _edit_tab(engine: Engine, handlers: Handlers, s: dict) -> None:
+def _edit_tab(engine: Engine, handlers: Handlers, s: dict) -> list:
     clip = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Clip to continue or edit",
                     elem_id="clip")
     text = gr.Textbox(label="Caption", placeholder="add a bass line", elem_id="edit-caption")
@@ -157,12 +153,14 @@ def _edit_tab(engine: Engine, handlers: Handlers, s: dict) -> None:
     button = gr.Button("Continue / infill", variant="primary", elem_id="edit")
     out = _outputs(1, "edit")
     inputs = [s["ckpt"], text, clip, mode, s["duration"], start, end, s["seed"], *s["controls"]]
-    button.click(page_errors(handlers.edit), inputs,
-                 [out["players"][0], out["spectrogram"], out["files"], out["details"]], api_name="edit",
-                 concurrency_id="model", concurrency_limit=engine.limits.max_batch)
+    outputs = [out["players"][0], out["spectrogram"], out["files"], out["details"]]
+    button.click(page_errors(handlers.edit), inputs, outputs, api_name="page_edit",
+                 api_visibility="private", concurrency_id="model",
+                 concurrency_limit=engine.limits.max_batch)
+    return outputs
 
 
-def _compare_tab(engine: Engine, handlers: Handlers, s: dict, first: Loaded) -> None:
+def _compare_tab(engine: Engine, handlers: Handlers, s: dict, first: Loaded) -> list:
     text = gr.Textbox(label="Caption (A and B share it and the seed)", elem_id="ab-caption")
     gr.Markdown("**A**: the settings on the left. **B**: the checkpoint and options below.")
     ckpt_b = gr.Dropdown(choices=_choices(engine), value=first.name,
@@ -182,8 +180,10 @@ def _compare_tab(engine: Engine, handlers: Handlers, s: dict, first: Loaded) -> 
               *s["controls"], ckpt_b, *controls_b]
     outputs = [o for out in (out_a, out_b) for o in (out["players"][0], out["spectrogram"], out["files"],
                                                         out["details"])]
-    button.click(page_errors(handlers.compare), inputs, outputs, api_name="compare", concurrency_id="model",
+    button.click(page_errors(handlers.compare), inputs, outputs, api_name="page_compare",
+                 api_visibility="private", concurrency_id="model",
                  concurrency_limit=engine.limits.max_batch)
+    return outputs
 
 
 def _header(engine: Engine) -> str:
@@ -208,12 +208,13 @@ def build(engine: Engine, out_root: Path) -> gr.Blocks:
                 settings = _settings(engine, first)
             with gr.Column(scale=2):
                 with gr.Tab("Generate"):
-                    _generate_tab(engine, handlers, settings)
+                    outputs = {"generate": _generate_tab(engine, handlers, settings)}
                 with gr.Tab("Continue / infill"):
-                    _edit_tab(engine, handlers, settings)
+                    outputs["edit"] = _edit_tab(engine, handlers, settings)
                 with gr.Tab("A/B"):
-                    _compare_tab(engine, handlers, settings, first)
+                    outputs["compare"] = _compare_tab(engine, handlers, settings, first)
         _wire_settings(engine, settings)
+        wire_api(engine, handlers, _union(engine), outputs)
     return demo
 
 

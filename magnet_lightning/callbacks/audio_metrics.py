@@ -271,7 +271,7 @@ class AudioMetricsCallback(L.Callback):
 
         world = trainer.world_size if self.prompts is not None else 1
         calls = max(min_calls, math.ceil(math.ceil(num_items / self.batch_size) / world))
-        steps = generator.num_steps(generator.decoding_config(self.max_duration, **self.decoding), self.max_duration)
+        steps = generator.plan(self.max_duration, **self.decoding).steps
         return tqdm(total=calls * steps, desc="eval/audio metrics", unit="step", leave=False, dynamic_ncols=True)
 
     def _log_media(self, trainer: L.Trainer, examples: list[Example]) -> None:

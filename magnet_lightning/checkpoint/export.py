@@ -45,6 +45,7 @@ from magnet_lightning.checkpoint.pretrained import (
 )
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.lora.files import attach_adapter, read_adapter, write_adapter_folder
+from magnet_lightning.models.registry import family_of, model_family
 from magnet_lightning.utils.provenance import absolute_if_local, describe_random
 
 CARD_NAME = "README.md"
@@ -142,7 +143,7 @@ def model_card(config: dict[str, Any]) -> str:
     cfg = ModelConfig.from_dict(config["model"])
     lines = ["---", f"license: {config['license'] if config['license'] != 'unspecified' else 'other'}",
              "library_name: magnet_lightning", "tags: [text-to-audio, magnet, music-generation]", "---", "",
-             f"# {config.get('family', 'magnet')} checkpoint (magnet_lightning export)", "",
+             f"# {model_family(family_of(config)).label} checkpoint (magnet_lightning export)", "",
              f"{cfg.num_parameters() / 1e6:.1f} M parameters ({cfg.num_layers} layers x {cfg.dim}), "
              f"{cfg.num_codebooks} codebooks of {cfg.codebook_size}; text encoder `{config['text_encoder']}`, codec "
              f"`{config['codec']}`{_copied(config)} ({config['sample_rate']} Hz); trained on "

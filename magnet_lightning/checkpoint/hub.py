@@ -44,12 +44,6 @@ class Source:
     path: Path
     repo_id: str | None = None
 
-    def sibling(self, filename: str) -> Path:
-        """A file published beside this one (same folder, or same hub repo)."""
-        if self.repo_id is not None:
-            return fetch(self.repo_id, filename)
-        return self.path.parent / filename
-
 
 def expand(path: str | os.PathLike) -> Path:
     """A user path with `~` and environment variables expanded."""

@@ -22,7 +22,7 @@ from magnet_lightning.lora.adapters import merge_lora
 from magnet_lightning.lora.files import CHECKPOINT_KEY as LORA_CHECKPOINT_KEY
 from magnet_lightning.lora.files import attach_adapter, read_adapter
 from magnet_lightning.models.base import CodebookTransformer
-from magnet_lightning.models.registry import DEFAULT_FAMILY
+from magnet_lightning.models.registry import family_of
 from magnet_lightning.utils.provenance import RANDOM_PARTS_KEY, is_random_folder
 
 
@@ -78,7 +78,7 @@ def _from_lightning(raw: dict, path: Path, dtype: str | torch.dtype | None = Non
     prefix = "model."
     state = {k[len(prefix):]: v for k, v in raw["state_dict"].items() if k.startswith(prefix)}
     try:
-        model = empty_model(hp.get("family", DEFAULT_FAMILY), cfg, hp.get("delays"))
+        model = empty_model(family_of(hp), cfg, hp.get("delays"))
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from err
     model = assign_weights(model, state, dtype, device, source=str(path))
@@ -95,7 +95,7 @@ def lightning_metadata(hp: dict) -> dict[str, Any]:
     """What our checkpoint's hyper-parameters say for generation, with the defaults of older checkpoints."""
     model = hp.get("model") or {}
     return {
-        "family": hp.get("family", DEFAULT_FAMILY),
+        "family": family_of(hp),
         "num_codebooks": int(model.get("num_codebooks", 4)),
         "codebook_size": int(model.get("codebook_size", 2048)),
         "text_encoder": hp.get("text_encoder", "t5-base"),
@@ -133,7 +133,7 @@ def load_exported(path: str | Path, map_location: str | torch.device = "cpu",
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: the export folder is incomplete")
-    model = empty_model(config.get("family", DEFAULT_FAMILY), ModelConfig.from_dict(config["model"]),
+    model = empty_model(family_of(config), ModelConfig.from_dict(config["model"]),
                         config.get("delays"))
     model = load_safetensors(weights, model, dtype, map_location)
     codec = export_codec(folder, config)

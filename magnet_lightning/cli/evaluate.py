@@ -37,6 +37,7 @@ from tqdm import tqdm
 from magnet_lightning.checkpoint.hub import expand_args
 from magnet_lightning.cli import checks
 from magnet_lightning.cli.help import DefaultsOnce, OneLineParser
+from magnet_lightning.cli.options import add_generation_flags, given_options
 from magnet_lightning.codec.codecs import load_codec
 from magnet_lightning.errors import (
     CheckpointError,
@@ -79,16 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
     p.add_argument("--max-duration", type=float, default=None, help="cap on generated/reference seconds")
     p.add_argument("--duration", type=float, default=None, help="seconds to generate when there is no reference")
-    p.add_argument("--extend-stride", type=float, default=None, metavar="SECONDS",
-                   help="stride of long-form generation (durations past the checkpoint's segment run in windows; "
-                        "default: the family's)")
-    p.add_argument("--preset", default=None)
-    p.add_argument("--steps", type=int, nargs="+", default=None, help="decoding steps per codebook")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--cfg-max", type=float, default=None)
-    p.add_argument("--cfg-min", type=float, default=None)
+    add_generation_flags(p, ("extend_stride", "preset"))
     p.add_argument("--lufs", type=float, default=-14.0, help="loudness of generated clips")
     p.add_argument("--skip-bad", action="store_true", help="skip (count, log) ids without readable reference audio")
     p.add_argument("--device", default=None)
@@ -226,9 +218,8 @@ def embedder_kwargs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    values = {"preset": args.preset, "decoding_steps": args.steps, "temperature": args.temperature,
-              "top_k": args.top_k, "top_p": args.top_p, "max_cfg_coef": args.cfg_max, "min_cfg_coef": args.cfg_min}
-    return {k: v for k, v in values.items() if v is not None}
+    """The decoding options and preset the flags set (what every generation of the evaluation passes on)."""
+    return {**given_options(args), **({"preset": args.preset} if args.preset else {})}
 
 
 def check_args(args: argparse.Namespace):
@@ -246,14 +237,7 @@ def check_args(args: argparse.Namespace):
         raise UserError("FAD/KL need references: pass --reference (or shard prompts), or --metrics clap")
     embedder_kwargs(args)
     facts = checks.peek_checkpoint(args.ckpt)
-    decoding = decoding_overrides(args)
-    preset = decoding.pop("preset", None)
-    duration = args.max_duration or args.duration or facts.segment_duration
-    checks.check_decoding(facts, min(duration, facts.segment_duration), preset, decoding)
-    checks.positive("--extend-stride", args.extend_stride)
-    if args.extend_stride is not None and args.extend_stride >= facts.segment_duration:
-        raise UserError(f"--extend-stride {args.extend_stride:g}: must be shorter than the checkpoint's "
-                        f"{facts.segment_duration:g}-s segment (the window of long-form generation)")
+    checks.plan_of(facts, args, {}, duration=args.max_duration or args.duration)  # every generation option, once
     return facts
 
 
@@ -332,12 +316,12 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
                                           allow_random_text_encoder=args.allow_random_text_encoder,
                                           fast=False if args.no_fast else None)
     decoding = decoding_overrides(args)
-    config = gen.decoding_config(args.max_duration or args.duration, **decoding)
+    plan = gen.plan(args.max_duration or args.duration, extend_stride=args.extend_stride, **decoding)
+    config = plan.config
     bar = None
     if rank == 0 and not args.no_progress:
         calls = math.ceil(math.ceil(len(items) / args.batch_size) / world)
-        steps = gen.num_steps(config, args.max_duration or args.duration, args.extend_stride)
-        bar = tqdm(total=calls * steps, unit="step", desc=f"evaluating ({world} ranks)")
+        bar = tqdm(total=calls * plan.steps, unit="step", desc=f"evaluating ({world} ranks)")
     with torch.no_grad():
         evaluate_items(gen, suite, items, rank=rank, world_size=world, batch_size=args.batch_size, seed=args.seed,
                        max_duration=args.max_duration, default_duration=args.duration, decoding=decoding,

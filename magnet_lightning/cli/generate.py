@@ -8,9 +8,10 @@
 `--prompt-audio` alone continues the clip (its tokens are kept, the rest generated up to --duration); with
 `--infill START END` the clip is edited: only the frames in [START, END) seconds are regenerated (MAGNeT only).
 
-The model family is the checkpoint's: MAGNeT checkpoints decode iteratively (decoding.py, options DecodingConfig),
-autoregressive MusicGen ones token by token with a KV cache (ar_decoding.py, options ARDecodingConfig: --greedy,
---temperature, --top-k, --top-p, --cfg-coef).
+The model family is the checkpoint's, and so are the decoding options it takes: each flag of the "decoding options"
+group is declared once, in its family's decoding config (generation/options.py), and a flag the checkpoint's family
+does not take is one line naming the family. Every argument is checked by building the generation plan
+(generation/plan.py) before anything is loaded; --dry-run prints it.
 WAV files are loudness-normalised to -14 LUFS and written as 32-bit float (no clipping).
 
 Shapes: B batch, K codebooks, T frames, C channels, N samples.
@@ -33,12 +34,11 @@ from tqdm import tqdm
 from magnet_lightning.checkpoint.hub import expand_args
 from magnet_lightning.cli.checks import check_generate_args, peek_checkpoint
 from magnet_lightning.cli.help import DefaultsOnce, OneLineParser, program_name
+from magnet_lightning.cli.options import add_generation_flags
 from magnet_lightning.data.prompts import read_prompts
 from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
 from magnet_lightning.generation.generator import MagnetGenerator
-from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
-from magnet_lightning.generation.magnet_config import DECODING_PRESETS
-from magnet_lightning.generation.two_model import hybrid_generate
+from magnet_lightning.generation.two_model import two_model_generate
 from magnet_lightning.utils.audio import write_wav
 from magnet_lightning.utils.provenance import absolute_if_local, describe_random
 from magnet_lightning.utils.run_manifest import RunManifest
@@ -50,27 +50,9 @@ def _slug(text: str, limit: int = 40) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:limit] or "untitled"
 
 
-def _add_decoding_options(p: argparse.ArgumentParser) -> None:
-    """The decoding options (which of them a checkpoint takes is its family's entry in generation/families.py)."""
-    p.add_argument("--preset", choices=sorted(DECODING_PRESETS), default=None,
-                   help="decoding defaults (default: the checkpoint's, else music)")
-    p.add_argument("--steps", type=int, nargs="+", default=None, help="decoding steps per codebook, e.g. 20 10 10 10")
-    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the preset's)")
-    p.add_argument("--top-k", type=int, default=None, help="sample among the K most likely tokens (default: off)")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass (default: the preset's)")
-    p.add_argument("--cfg-max", type=float, default=None, help="guidance coefficient at the first step")
-    p.add_argument("--cfg-min", type=float, default=None, help="guidance coefficient at the last step")
-    p.add_argument("--cfg-coef", type=float, default=None,
-                   help="guidance coefficient of the autoregressive family (default: the checkpoint's, 3.0)")
-    p.add_argument("--span-arrangement", choices=["nonoverlap", "stride1"], default=None,
-                   help="how masked spans are laid out (default: the checkpoint's)")
-    p.add_argument("--span-scoring", choices=["max", "prod"], default=None,
-                   help="a span's confidence from its tokens' probabilities (default: the preset's)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=program_name("magnet_lightning.generate"), description=__doc__.split("\n\n")[0],
-                                formatter_class=DefaultsOnce)
+                      formatter_class=DefaultsOnce)
     p.add_argument("--ckpt", required=True,
                    help="our .ckpt, an export folder, an audiocraft state_dict.bin or a released repo id")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder or LoRA run .ckpt trained on --ckpt")
@@ -79,20 +61,22 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--prompts", help="file of captions: .txt (one a line), .csv or .jsonl (text/caption[, name])")
     src.add_argument("--unconditional", type=int, metavar="N", help="N generations without text")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--duration", type=float, default=None,
-                   help="seconds (default: the training segment); longer runs in windows of the segment")
-    p.add_argument("--extend-stride", type=float, default=None, metavar="SECONDS",
-                   help="long-form generation: seconds each window advances (it continues the last segment - stride "
-                        "seconds of the one before); default: the family's (18 s for a 30-s MusicGen, as audiocraft)")
     p.add_argument("--num-samples", type=int, default=1, help="generations per caption")
     p.add_argument("--batch-size", type=int, default=8, help="generations decoded together")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the first batch, batch i uses seed + i (default: drawn, recorded in manifest.jsonl)")
-    _add_decoding_options(p)
-    p.add_argument("--greedy", action="store_true", help="argmax instead of sampling")
     p.add_argument("--prompt-audio", help="audio to continue, or with --infill the clip to edit")
     p.add_argument("--infill", type=float, nargs=2, metavar=("START", "END"),
                    help="regenerate [START, END) seconds of --prompt-audio")
+    p.add_argument("--rescorer", default=None, metavar="CKPT",
+                   help="an autoregressive checkpoint (e.g. facebook/musicgen-small) that rescores MAGNeT's spans "
+                        "(paper Eq. 5); needs --rescore-weight")
+    p.add_argument("--hybrid-ar", default=None, metavar="CKPT",
+                   help="two-model generation: this autoregressive checkpoint generates the first "
+                        "--hybrid-prompt-seconds, MAGNeT the rest")
+    add_generation_flags(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="check everything and print the generation plan (windows, steps, options), load nothing")
     p.add_argument("--lufs", type=float, default=-14.0, help="loudness of written files")
     p.add_argument("--no-normalize", action="store_true", help="write audio without loudness normalisation")
     p.add_argument("--save-tokens", action="store_true", help="also write NAME.codes.npy [K, T] int16")
@@ -102,17 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-random-text-encoder", action="store_true",
                    help="a random-weight T5 stand-in when its weights are missing (what a checkpoint trained with "
                         "the stand-in needs; the audio will not follow the text)")
-    p.add_argument("--rescorer", default=None, metavar="CKPT",
-                   help="an autoregressive checkpoint (e.g. facebook/musicgen-small) that rescores MAGNeT's spans "
-                        "(paper Eq. 5); needs --rescore-weight")
-    p.add_argument("--rescore-weight", type=float, default=None, metavar="W",
-                   help="weight of MAGNeT's own probability, 0 <= W < 1 (1 - W goes to the rescorer)")
-    p.add_argument("--hybrid-ar", default=None, metavar="CKPT",
-                   help="hybrid inference: this autoregressive checkpoint generates the first "
-                        "--hybrid-prompt-seconds, MAGNeT the rest")
-    p.add_argument("--hybrid-prompt-seconds", type=float, default=None, metavar="S",
-                   help=f"seconds generated autoregressively first: by --hybrid-ar, or by a Hybrid-MAGNeT --ckpt "
-                        f"(default: the checkpoint's, else {DEFAULT_PROMPT_SECONDS:g})")
     p.add_argument("--no-fast", action="store_true", help="plain decoding loop (no static buffers / CUDA graphs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward (CUDA)")
     p.epilog = "A wrong argument is one line and exit code 2; --debug (or MAGNET_DEBUG=1) shows the traceback."
@@ -146,64 +119,60 @@ def _partners(args, gen: MagnetGenerator) -> dict[str, MagnetGenerator]:
 
 
 def run_provenance(args, gen: MagnetGenerator) -> dict:
-    """What each manifest record says about its inputs: absolute checkpoint and prompt-audio paths, the infill range,
-    the seed (drawn and recorded when --seed is not given), and which parts had random weights."""
+    """What each manifest record says about its inputs: absolute checkpoint, adapter and prompt-audio paths, the
+    infill range, the seed (drawn and recorded when --seed is not given), and which parts had random weights."""
     parts = (["codec"] if getattr(gen.codec, "random_weights", False) else []) + \
         (["text_encoder"] if getattr(gen.text_encoder, "is_random", False) else [])
-    return {"ckpt": absolute_if_local(str(args.ckpt)),
+    return {"ckpt": absolute_if_local(str(args.ckpt)), "adapter": absolute_if_local(args.adapter),
             "prompt_audio": absolute_if_local(args.prompt_audio), "infill": list(args.infill) if args.infill else None,
             "seed": args.seed if args.seed is not None else secrets.randbelow(2**31),
             "random_parts": parts, "random_weights": describe_random(parts)}
 
 
-def _manifest_record(args, name: str, text: str | None, tokens, wav, sample_rate: int, seed, config,
+def _manifest_record(args, name: str, text: str | None, tokens, wav, sample_rate: int, seed, plan,
                      provenance: dict) -> dict:
     return {"file": f"{name}.wav", "text": text, "seconds": wav.shape[-1] / sample_rate, "frames": tokens.shape[-1],
-            "decoding": asdict(config), "rescorer": args.rescorer, "hybrid_ar": args.hybrid_ar, **provenance,
-            "seed": seed}
+            "decoding": asdict(plan.config), "rescorer": args.rescorer, "hybrid_ar": args.hybrid_ar,
+            "long_form": None if plan.window_frames is None else {
+                "windows": len(plan.windows), "window_seconds": plan.window_frames / plan.facts.frame_rate,
+                "stride_seconds": plan.stride_frames / plan.facts.frame_rate},
+            **provenance, "seed": seed}
 
 
-def _generate_batch(args, gen: MagnetGenerator, partners: dict, texts: list, checked, config, seed, progress):
-    """One batch through the generator, or through two-model hybrid inference with --hybrid-ar."""
-    kwargs = dict(duration=args.duration, decoding=config, seed=seed, rescorer=partners.get("rescorer"),
-                  extend_stride=args.extend_stride, progress=progress)
+def _generate_batch(gen: MagnetGenerator, partners: dict, texts: list, checked, seed, progress):
+    """One batch of the plan through the generator, or through two-model generation with --hybrid-ar."""
+    kwargs = dict(plan=checked.plan, seed=seed, rescorer=partners.get("rescorer"), progress=progress)
     if "hybrid_ar" in partners:
-        return hybrid_generate(gen, partners["hybrid_ar"], texts,
-                               prompt_seconds=args.hybrid_prompt_seconds or DEFAULT_PROMPT_SECONDS, **kwargs)
-    return gen.generate(texts, prompt=checked.prompt, prompt_sample_rate=checked.prompt_rate,
-                        infill=tuple(args.infill) if args.infill else None, **kwargs)
+        return two_model_generate(gen, partners["hybrid_ar"], texts, **kwargs)
+    return gen.generate(texts, prompt=checked.prompt, prompt_sample_rate=checked.prompt_rate, **kwargs)
 
 
 def _run(args, checked) -> None:
-    """Load the checkpoint (and its partners), then generate every batch into --out with its manifest."""
+    """Load the checkpoint (and its partners), then generate every batch of the plan into --out with its
+    manifest."""
     gen = MagnetGenerator.from_pretrained(
         args.ckpt, device=args.device, text_encoder=args.text_encoder, codec=args.codec,
         allow_random_text_encoder=args.allow_random_text_encoder, fast=False if args.no_fast else None,
         compile=args.compile, adapter=args.adapter)
     partners = _partners(args, gen)
-    config = gen.decoding_config(args.duration, args.preset, **checked.overrides)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = RunManifest(out / "manifest.jsonl")
     batches = [checked.jobs[i:i + args.batch_size] for i in range(0, len(checked.jobs), args.batch_size)]
-    steps = gen.num_steps(config, args.duration, args.extend_stride)
-    if "hybrid_ar" in partners:
-        ar = partners["hybrid_ar"]
-        steps += ar.num_steps(ar.decoding_config(), args.hybrid_prompt_seconds or DEFAULT_PROMPT_SECONDS)
-    bar = tqdm(total=len(batches) * steps, unit="step", desc="generating")
+    bar = tqdm(total=len(batches) * checked.plan.steps, unit="step", desc="generating")
     provenance = run_provenance(args, gen)
     for index, batch in enumerate(batches):
         start = bar.n
         seed = provenance["seed"] + index
-        result = _generate_batch(args, gen, partners, [text for _, text in batch], checked, config, seed,
+        result = _generate_batch(gen, partners, [text for _, text in batch], checked, seed,
                                  lambda done, _total, start=start: bar.update(start + done - bar.n))
         records = []
         for (name, text), tokens, wav in zip(batch, result.tokens, result.audio):
             write_wav(out / f"{name}.wav", wav, result.sample_rate, None if args.no_normalize else args.lufs)
             if args.save_tokens:
                 np.save(out / f"{name}.codes.npy", tokens.cpu().numpy().astype(np.int16))
-            records.append(_manifest_record(args, name, text, tokens, wav, result.sample_rate, seed, config,
-                                           provenance))
+            records.append(_manifest_record(args, name, text, tokens, wav, result.sample_rate, seed, checked.plan,
+                                            provenance))
         manifest.add(records)
     bar.close()
     log.info("wrote %d files to %s", len(checked.jobs), out)
@@ -219,5 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     with user_errors(CheckpointError):
         if args.adapter and not Path(args.adapter).exists():
             raise FileNotFoundError(f"--adapter {args.adapter} not found (a LoRA adapter folder or a LoRA run's .ckpt)")
-        _run(args, check_generate_args(args, _jobs))
+        checked = check_generate_args(args, _jobs)
+        if args.dry_run:
+            print(checked.plan.describe())
+            print(f"{len(checked.jobs)} generation(s) in batches of {args.batch_size}; nothing loaded (--dry-run)")
+            return 0
+        _run(args, checked)
     return 0

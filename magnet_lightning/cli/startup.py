@@ -19,13 +19,20 @@ from dataclasses import asdict, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from lightning.pytorch.strategies import StrategyRegistry
+
 from magnet_lightning.checkpoint import hub
 from magnet_lightning.checkpoint.pretrained import is_export
 from magnet_lightning.config import MaskingConfig, ModelConfig
 from magnet_lightning.data.shards import check_compatible, resolve_shards
 from magnet_lightning.errors import UserError
+from magnet_lightning.generation.plan import decoding_config_for
+from magnet_lightning.lora.adapters import LoraConfig
 from magnet_lightning.models.conditioning import _missing_weights_error
+from magnet_lightning.models.registry import DEFAULT_FAMILY, MODEL_FAMILIES
+from magnet_lightning.training.decoding_defaults import DecodingDefaults
 from magnet_lightning.training.optim import OptimConfig
+from magnet_lightning.training.strategies import STRATEGY_NAME
 from magnet_lightning.utils.stale_files import remove_stale
 
 
@@ -41,16 +48,20 @@ def _plain(value: Any) -> dict:
 
 
 def _section_classes() -> dict[str, type]:
-
-    return {"model": ModelConfig, "masking": MaskingConfig, "optimizer": OptimConfig}
+    return {"model": ModelConfig, "masking": MaskingConfig, "optimizer": OptimConfig, "lora": LoraConfig,
+            "decoding": DecodingDefaults}
 
 
 def check_sections(model_config: Any) -> Any:
-    """Unknown or invalid fields of model.model / model.masking / model.optimizer -> UserError naming them (with
-    the closest known name). Returns the ModelConfig."""
+    """Unknown or invalid fields of model.model / masking / optimizer / lora / decoding -> UserError naming them
+    (with the closest known name); the decoding options checked as the model's family declares them. Returns the
+    ModelConfig."""
     built = {}
     for section, cls in _section_classes().items():
-        values = _plain(getattr(model_config, section, None))
+        value = getattr(model_config, section, None)
+        if value is None and section == "lora":  # no adapters: full training
+            continue
+        values = _plain(value)
         known = [f.name for f in fields(cls)]
         for name in values:
             if name not in known:
@@ -60,8 +71,40 @@ def check_sections(model_config: Any) -> Any:
         try:
             built[section] = cls(**values)
         except (TypeError, ValueError) as err:
-            raise UserError(f"model.{section}: {err}") from None
+            message = str(err) if str(err).startswith(f"model.{section}") else f"model.{section}: {err}"
+            raise UserError(message) from None
+    check_decoding(str(getattr(model_config, "family", DEFAULT_FAMILY)), built["decoding"].to_dict(), built["model"],
+                   float(getattr(model_config, "segment_duration", 10.0)))
     return built["model"]
+
+
+def check_decoding(family: str, recorded: dict, model: ModelConfig, segment_duration: float) -> None:
+    """The decoding options a run records, as its family's generation will read them (generation/plan.py)."""
+    if family not in MODEL_FAMILIES:
+        raise UserError(f"model.family={family!r}: choose one of {', '.join(MODEL_FAMILIES)}")
+    try:
+        config = decoding_config_for(family, recorded, span_len=3, segment_duration=segment_duration,
+                                     num_codebooks=model.num_codebooks)
+        steps = getattr(config, "decoding_steps", None)
+        if steps is not None and len(steps) != model.num_codebooks:
+            raise ValueError(f"decoding_steps has {len(steps)} entries but the model has {model.num_codebooks} "
+                             "codebooks: give one number of decoding steps per codebook")
+    except ValueError as err:
+        raise UserError(f"model.decoding: {err}") from None
+
+
+def check_strategy(strategy: Any) -> None:
+    """A strategy given by name must be one Lightning knows (registered names, 'auto'); the closest is suggested."""
+    if not isinstance(strategy, str):
+        return
+    known = ["auto", *StrategyRegistry.available_strategies()]
+    if strategy not in known:
+        close = difflib.get_close_matches(strategy, known, n=2)
+        close.sort(key=lambda name: name != STRATEGY_NAME)  # this project's sharded strategy first
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        common = [name for name in ("auto", "ddp", "fsdp2", "deepspeed", "single_device") if name in known]
+        raise UserError(f"--trainer.strategy {strategy}: unknown strategy{hint}; choose one of {', '.join(common)} "
+                        "or another registered name (lightning.pytorch.strategies.StrategyRegistry)")
 
 
 def _specs(value: Any) -> list[str]:
@@ -96,14 +139,21 @@ def text_encoder_on_disk(name: str) -> bool:
         return False
 
 
+def check_settings(config: Any) -> None:
+    """The settings that need no file, before anything is built or prepared (the demo corpus included): the model's
+    sections and recorded decoding options, the strategy, the schedule."""
+    check_sections(config.model)
+    check_strategy(config.get("trainer", {}).get("strategy"))
+    check_schedule(config.model.optimizer, config.get("trainer", {}).get("max_steps"))
+
+
 def check_training_config(config: Any) -> None:
     """The parsed fit config, before the model, data module, trainer or callbacks are built."""
     model = config.model
-    model_cfg = check_sections(model)
+    model_cfg = ModelConfig(**_plain(model.model))  # checked by check_settings
     if not model.allow_random_text_encoder and not text_encoder_on_disk(str(model.text_encoder)):
 
         raise _missing_weights_error(str(model.text_encoder), FileNotFoundError("not in the local cache"))
-    check_schedule(model.optimizer, config.get("trainer", {}).get("max_steps"))
     data = config.data
     check_shards(_specs(data.train_shards) + _specs(data.val_shards), model_cfg.num_codebooks,
                  model_cfg.codebook_size, float(model.frame_rate), model.codec, int(model.sample_rate))

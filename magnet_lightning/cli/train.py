@@ -56,7 +56,7 @@ from magnet_lightning.cli.runs import (
     substitute,
     wandb_run_id,
 )
-from magnet_lightning.cli.startup import check_training_config, remove_stale_checkpoint_temporaries
+from magnet_lightning.cli.startup import check_settings, check_training_config, remove_stale_checkpoint_temporaries
 from magnet_lightning.cli.summary import end_of_run_summary
 from magnet_lightning.cli.wandb_setup import LoggedSaveConfigCallback, choose_wandb_mode
 from magnet_lightning.data.datamodule import TokenDataModule
@@ -168,6 +168,8 @@ class MagnetCLI(LightningCLI):
     # -- before the classes exist
     def before_instantiate_classes(self) -> None:
         config = self._sub_config()
+        if self.subcommand == "fit":
+            check_settings(config)  # before the run folder and the demo corpus
         self._set_run_dir(config)
         loggers = config.get("trainer", {}).get("logger")
         if "WandbLogger" in str(loggers):

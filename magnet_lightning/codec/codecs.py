@@ -7,7 +7,7 @@ Two EnCodec families sit behind one interface (`Codec`):
 - `EncodecPackageCodec`: the ``encodec`` pip package's own 24 kHz / 48 kHz models (weights in the torch hub cache).
 
 audiocraft-format codecs (``compression_state_dict.bin``, e.g. Audio-MAGNeT's 16 kHz one) are rebuilt as
-`transformers.EncodecModel` (audiocraft_codec.py) and served by `HFEncodecCodec`.
+`transformers.EncodecModel` (codec/audiocraft.py) and served by `HFEncodecCodec`.
 
 Shapes: B batch, C channels, N samples, K codebooks, T frames, V codebook size.
 Heavy libraries are imported inside the functions that need them.

@@ -15,7 +15,7 @@ import torch
 
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.lora.files import CHECKPOINT_KEY
-from magnet_lightning.models.registry import DEFAULT_FAMILY
+from magnet_lightning.models.registry import family_of
 from magnet_lightning.training.lit_module import MagnetLightningModule
 
 log = logging.getLogger(__name__)
@@ -29,14 +29,14 @@ def _fits(path: Path, family: str, model: dict[str, Any]) -> bool:
     except Exception:  # unreadable or being written: not a candidate
         return False
     hp = raw.get("hyper_parameters") or {}
-    return CHECKPOINT_KEY not in raw and hp.get("family", DEFAULT_FAMILY) == family and hp.get("model") == model
+    return CHECKPOINT_KEY not in raw and family_of(hp) == family and hp.get("model") == model
 
 
 def demo_lora_base(module_args: dict[str, Any], runs_root: str | Path, out_dir: str | Path) -> str:
     """The path of a base for the LoRA demo whose LightningModule arguments are `module_args` (the recipe's
     ``model`` section): the newest fitting ``RUN/checkpoints/last.ckpt`` under `runs_root`, else
     ``out_dir/random_base.ckpt`` (written once, seeded by ``module_args['seed']``)."""
-    family = module_args.get("family", DEFAULT_FAMILY)
+    family = family_of(module_args)
     model = asdict(ModelConfig(**module_args["model"]))
     runs = sorted(Path(runs_root).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in runs:

@@ -1,4 +1,4 @@
-"""Autoregressive decoding of the MusicGen-style family: the counterpart of `decoding.decode`, the one module of the
+"""Autoregressive decoding of the MusicGen-style family: the counterpart of `magnet.decode`, the one module of the
 algorithm (audiocraft `LMModel.generate` with `two_step_cfg=False`).
 
 The codes to generate are laid out in the delay pattern (delay_pattern.py): a sequence [B, K, S] with S = T +
@@ -33,9 +33,11 @@ import torch
 
 from magnet_lightning.generation.common import ProgressFn, autocast_context, guidance_batch, text_inputs
 from magnet_lightning.generation.long_form import extend
+from magnet_lightning.generation.options import check_fields, option
 from magnet_lightning.generation.request import DecodeRequest
 from magnet_lightning.generation.sampling import draw_noise, sample_next_tokens
 from magnet_lightning.models.ar import ARTransformer
+from magnet_lightning.models.delay_pattern import DelayPattern
 from magnet_lightning.models.kv_cache import KVCache
 from magnet_lightning.models.layers import TextMemory
 
@@ -45,24 +47,20 @@ UNKNOWN = -1
 
 @dataclass(frozen=True)
 class ARDecodingConfig:
-    """Every option of autoregressive decoding; defaults are the reference's (audiocraft `MusicGen`,
-    `generate.lm` of the released configs)."""
+    """Every option of autoregressive decoding, declared once (generation/options.py); defaults are the reference's
+    (audiocraft `MusicGen`, `generate.lm` of the released configs)."""
 
-    use_sampling: bool = True
-    """False: greedy (argmax of the guided logits) at every step."""
-    cfg_coef: float = 3.0
-    """Classifier-free guidance coefficient (classifier_free_guidance.inference_coef); 1.0: no guidance."""
-    top_k: int = 250
-    """Sample among the k most probable tokens (0: off; ignored when top_p > 0, as the reference)."""
-    top_p: float = 0.0
-    """Nucleus sampling mass (0: off); takes precedence over top_k."""
-    temperature: float = 1.0
-    """Softmax temperature; 0 means greedy, as the reference."""
+    use_sampling: bool = option(True, "sample (false: greedy, the argmax of the guided logits at every step)",
+                                negate="--greedy", negate_help="argmax instead of sampling (greedy decoding)")
+    cfg_coef: float = option(3.0, "classifier-free guidance coefficient of the autoregressive family "
+                             "(classifier_free_guidance.inference_coef; 1: no guidance)", minimum=0)
+    top_k: int = option(250, "sample among the k most probable tokens (0: off; ignored when top_p > 0, as the "
+                        "reference)", minimum=0)
+    top_p: float = option(0.0, "nucleus sampling mass (0: off); takes precedence over top_k", minimum=0, maximum=1)
+    temperature: float = option(1.0, "softmax temperature (0: greedy, as the reference)", minimum=0)
 
     def __post_init__(self) -> None:
-        if self.temperature < 0 or self.top_k < 0 or not 0.0 <= self.top_p <= 1.0 or self.cfg_coef < 0:
-            raise ValueError(f"need temperature >= 0, top_k >= 0, 0 <= top_p <= 1, cfg_coef >= 0; got "
-                             f"{self.temperature}, {self.top_k}, {self.top_p}, {self.cfg_coef}")
+        check_fields(self)
 
     @property
     def greedy(self) -> bool:
@@ -223,7 +221,7 @@ def generate_windows(generate_window, model: ARTransformer, config: ARDecodingCo
         return generate_window(frames, prompt=window_prompt, progress=window_progress)
 
     return extend(window, num_frames, window_frames, stride_frames, prompt, progress=progress,
-                  window_steps=lambda w: num_steps(model, config, w.length, 0, w.prompt))
+                  window_steps=lambda w: num_steps(model.pattern, config, w.length, 0, w.prompt))
 
 
 def decode_request(model: ARTransformer, request: DecodeRequest) -> torch.Tensor:
@@ -234,8 +232,8 @@ def decode_request(model: ARTransformer, request: DecodeRequest) -> torch.Tensor
                     stride_frames=request.stride_frames)
 
 
-def num_steps(model: ARTransformer, config: ARDecodingConfig | None, num_frames: int, prompt_frames: int = 0,
+def num_steps(pattern: DelayPattern, config: ARDecodingConfig | None, num_frames: int, prompt_frames: int = 0,
               given_frames: int = 0) -> int:
     """Model steps of one generation of T frames after `given_frames` given ones (what `progress` counts): one per
     sequence step of the pattern from the first unknown code on (`prompt_frames`: a hybrid's own prompt, unused)."""
-    return model.pattern.sequence_length(num_frames) - model.pattern.first_step(given_frames)
+    return pattern.sequence_length(num_frames) - pattern.first_step(given_frames)

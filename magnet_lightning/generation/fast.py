@@ -1,4 +1,4 @@
-"""Fast MAGNeT decoding: the same `decoding.decode_step` on static buffers, each stage's whole step (forward over
+"""Fast MAGNeT decoding: the same `magnet.decode_step` on static buffers, each stage's whole step (forward over
 [cond; null], CFG mix, sampling, token write, re-scoring, step counter) captured once in a CUDA graph and replayed.
 
 Why (performance.md): at batch 1 a decoding step is bound by kernel-launch overhead on the CPU; replaying one graph
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -35,6 +36,7 @@ from magnet_lightning.generation.magnet import (
     resolve_constraints,
 )
 from magnet_lightning.generation.magnet_config import DecodingConfig
+from magnet_lightning.generation.options import declared_options
 from magnet_lightning.generation.sampling import draw_noise
 from magnet_lightning.generation.spans import free_units, initial_scores, stage_schedule
 
@@ -51,22 +53,30 @@ class _CompiledForward:
 
 @dataclass(frozen=True)
 class _PlanKey:
+    """What a set of static buffers and captured steps depends on: the shapes and the options the steps are traced
+    with (every declared option but those fed to the steps as data, `Option.schedule`)."""
+
     batch: int
     num_frames: int
     text_len: int
     use_cfg: bool
-    decoding_steps: tuple[int, ...]
-    span_len: int
-    span_arrangement: str
-    span_scoring: str
-    top_k: int
-    top_p: float
-    use_sampling: bool
-    stride1_cover: str
-    confidence_before_top_k: bool
-    rescore_weight: float
     rescorer_text_len: int
     """0 without a rescorer."""
+    options: tuple[tuple[str, Any], ...]
+
+    @property
+    def decoding_steps(self) -> tuple[int, ...]:
+        return dict(self.options)["decoding_steps"]
+
+    @property
+    def use_sampling(self) -> bool:
+        return dict(self.options)["use_sampling"]
+
+
+def traced_options(config: DecodingConfig) -> tuple[tuple[str, Any], ...]:
+    """(name, value) of the options a captured step is traced with, the model's span included."""
+    return (("span_len", config.span_len),) + tuple(
+        (d.name, getattr(config, d.name)) for d in declared_options(type(config)) if not d.option.schedule)
 
 
 class _Plan:
@@ -150,7 +160,7 @@ class _Plan:
 
 
 class FastDecoder:
-    """Decoding with static buffers and CUDA graphs; `decode` has the signature of `decoding.decode`.
+    """Decoding with static buffers and CUDA graphs; `decode` has the signature of `magnet.decode`.
 
     Args:
         model: MagnetTransformer (left untouched; a bf16 copy is made when `dtype` differs from its own).
@@ -179,9 +189,7 @@ class FastDecoder:
         text_len = memory.keys_values[0][0].shape[-2]
         rescoring = rescorer is not None and config.rescore_weight < 1.0
         rescorer_len = rescorer.memory.keys_values[0][0].shape[-2] if rescoring else 0
-        key = _PlanKey(batch, num_frames, text_len, use_cfg, config.decoding_steps, config.span_len,
-                       config.span_arrangement, config.span_scoring, config.top_k, config.top_p, config.use_sampling,
-                       config.stride1_cover, config.confidence_before_top_k, config.rescore_weight, rescorer_len)
+        key = _PlanKey(batch, num_frames, text_len, use_cfg, rescorer_len, traced_options(config))
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = _Plan(self, key, config, memory, rescorer if rescoring else None)

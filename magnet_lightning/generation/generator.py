@@ -8,7 +8,6 @@ Shapes: B batch, K codebooks, T frames, C channels, N samples.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,17 +16,18 @@ from typing import Any
 
 import torch
 
+from magnet_lightning.checkpoint.facts import CheckpointFacts
 from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.codec.codecs import load_codec
 from magnet_lightning.generation.common import ProgressFn
-from magnet_lightning.generation.families import decoder_family, decoding_config_for, families_where, family_label
+from magnet_lightning.generation.families import decoder_family, family_label
 from magnet_lightning.generation.fast import FastDecoder
-from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
-from magnet_lightning.generation.long_form import LongFormPlan, long_form_plan, plan_windows
-from magnet_lightning.generation.request import DecodeRequest
+from magnet_lightning.generation.plan import GenerationPlan, make_plan, options_config
+from magnet_lightning.generation.request import DecodeRequest, GenerationRequest
 from magnet_lightning.generation.rescoring import rescorer_for
 from magnet_lightning.models.conditioning import TextEncoder
 from magnet_lightning.models.registry import DEFAULT_FAMILY
+from magnet_lightning.utils.startup import start_up
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,9 @@ def _is_codes(x: torch.Tensor) -> bool:
 class MagnetGenerator:
     """A loaded model with its text encoder and codec, ready to generate many batches.
 
-    The family is the model's (`model.family`); `self.decoder` is its entry in the family table: which decoding
-    options it takes, whether it continues prompts, infills, is rescored, has a fast path.
+    The family is the model's (`model.family`); `self.decoder` is its entry in the family table. Each generation
+    runs a plan (generation/plan.py) built from the checkpoint's facts (`self.facts`) and the request before any
+    decoding: `plan(...)` builds one, `generate(...)` builds one unless it is given.
 
     Args:
         model: a model of a registered family (eval mode, on its device).
@@ -62,11 +63,12 @@ class MagnetGenerator:
         decoding_defaults: decoding options recorded in the checkpoint (its family's option names; 'preset').
         fast: FastDecoder (static buffers, CUDA graphs, bf16 weights); default: on CUDA for families that have one.
         compile: torch.compile the per-step forward in the fast path.
+        name: the checkpoint as the user named it (messages, plans).
     """
 
     def __init__(self, model, text_encoder=None, codec=None, *, frame_rate: float = 50.0, sample_rate: int = 32000,
                  span_len: int = 3, segment_duration: float = 10.0, decoding_defaults: dict | None = None,
-                 fast: bool | None = None, compile: bool = False):
+                 fast: bool | None = None, compile: bool = False, name: str = "the model"):
         self.model, self.text_encoder, self.codec = model, text_encoder, codec
         self.frame_rate = float(codec.frame_rate if codec is not None else frame_rate)
         self.sample_rate = int(codec.sample_rate if codec is not None else sample_rate)
@@ -81,11 +83,16 @@ class MagnetGenerator:
         self.fast = (self.device.type == "cuda" and self.decoder.fast_path) if fast is None else fast
         self.compile = compile
         self._fast_decoder = None
-        self._announced: LongFormPlan | None = None
-        if codec is not None and (codec.num_codebooks, codec.codebook_size) != (
-                model.cfg.num_codebooks, model.cfg.codebook_size):
+        self._announced: tuple | None = None
+        cfg = model.cfg
+        if codec is not None and (codec.num_codebooks, codec.codebook_size) != (cfg.num_codebooks, cfg.codebook_size):
             raise ValueError(f"codec {codec.name!r} has K={codec.num_codebooks}, V={codec.codebook_size} but the model "
-                             f"expects K={model.cfg.num_codebooks}, V={model.cfg.codebook_size}")
+                             f"expects K={cfg.num_codebooks}, V={cfg.codebook_size}")
+        pattern = getattr(model, "pattern", None)
+        self.facts = CheckpointFacts(
+            self.family, cfg.num_codebooks, cfg.codebook_size, segment_duration, getattr(codec, "name", ""), "",
+            span_len, self.decoding_defaults, name, self.frame_rate, (), self.sample_rate,
+            pattern.delays if pattern is not None else None)
 
     @classmethod
     def from_pretrained(cls, ckpt: str | Path, *, device: str | torch.device | None = None,
@@ -93,13 +100,15 @@ class MagnetGenerator:
                         fast: bool | None = None, compile: bool = False,
                         dtype: str | torch.dtype | None = None,
                         adapter: str | Path | None = None) -> MagnetGenerator:
-        """Load our Lightning checkpoint or an audiocraft state_dict.bin (checkpoint.load_pretrained).
+        """Load our Lightning checkpoint or an audiocraft state_dict.bin (checkpoint.load_pretrained), after the
+        start-up every entry point runs (the hub is probed once and set offline without a network).
 
         dtype: the transformer's weights (float32, bfloat16 or float16; default float32), loaded straight onto `device`.
 
         text_encoder / codec: a name or path overriding the checkpoint's, or a ready object; codec=False skips it.
         adapter: a LoRA adapter folder or LoRA run checkpoint trained on `ckpt`, merged into its weights.
         """
+        start_up()
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         pre = load_pretrained(ckpt, device=device, dtype=dtype, adapter=adapter)
         if text_encoder is None or isinstance(text_encoder, str):
@@ -109,78 +118,55 @@ class MagnetGenerator:
             codec = load_codec(codec or pre.codec, device=device)
         return cls(pre.model.eval(), text_encoder, codec or None, frame_rate=pre.frame_rate,
                    sample_rate=pre.sample_rate, span_len=pre.span_len, segment_duration=pre.segment_duration,
-                   decoding_defaults=pre.decoding, fast=fast, compile=compile)
+                   decoding_defaults=pre.decoding, fast=fast, compile=compile, name=str(ckpt))
 
     @property
     def guidance_option(self) -> str:
         """The decoding option of the guidance strength (`cfg_coef`, or MAGNeT's `max_cfg_coef` at the first step)."""
         return self.decoder.guidance_option
 
-    # -- options ---------------------------------------------------------------------------------------------
+    # -- plans -----------------------------------------------------------------------------------------------------
+
+    def plan(self, duration: float | None = None, *, extend_stride: float | None = None, preset: str | None = None,
+             decoding: Any = None, prompt_frames: int = 0, infill: tuple[float, float] | None = None,
+             clip_frames: int | None = None, rescorer: MagnetGenerator | None = None,
+             two_model: MagnetGenerator | None = None, **options) -> GenerationPlan:
+        """The plan of one generation on this checkpoint (generation/plan.py); an OptionError names a mistake.
+        `decoding`: a whole config of the family's class instead of preset + recorded defaults + `options`."""
+        request = GenerationRequest(duration, extend_stride, preset, options, prompt_frames, infill, clip_frames,
+                                    None if rescorer is None else rescorer.facts,
+                                    None if two_model is None else two_model.facts, config=decoding)
+        return make_plan(self.facts, request)
 
     def decoding_config(self, duration: float | None = None, preset: str | None = None, **overrides) -> Any:
-        """The options of one generation (of one window of it when it is longer than the segment): see
-        `families.decoding_config_for` (None overrides are ignored)."""
-        return decoding_config_for(self.family, self.decoding_defaults, span_len=self.span_len,
-                                   segment_duration=self.segment_duration,
-                                   num_codebooks=self.model.cfg.num_codebooks, duration=self.window_duration(duration),
-                                   preset=preset, overrides=overrides)
+        """The options of one generation (of one window of it when it is longer than the segment): preset <-
+        the checkpoint's recorded options <- overrides (None overrides are ignored); the plan checks the rest
+        (a rescorer for a rescore_weight below 1, ...) when the config is used."""
+        return options_config(self.facts, duration, preset, **overrides)
 
-    def num_steps(self, config: Any, duration: float | None = None, extend_stride: float | None = None) -> int:
-        """Model steps of one generation of `duration` seconds without a prompt, every long-form window counted (for
-        progress bars)."""
-        frames = self.num_frames(duration or self.segment_duration)
-        plan = self.long_form(frames, extend_stride)
-        windows = [(frames, 0)] if plan is None else [(w.length, w.prompt) for w in plan_windows(
-            frames, plan.window_frames, plan.stride_frames)]
-        return sum(self.decoder.num_steps(self.model, config, length, self.own_prompt_frames(config, length), given)
-                   for length, given in windows)
-
-    def own_prompt_frames(self, config: Any, num_frames: int) -> int:
-        """Frames a family that generates its own prompt (Hybrid-MAGNeT) generates autoregressively: its
-        `prompt_seconds` (the checkpoint's, default 3 s), always fewer than the clip's; 0 for other families."""
-        if not self.decoder.own_prompt:
-            return 0
-        seconds = getattr(config, "prompt_seconds", None) or DEFAULT_PROMPT_SECONDS
-        return min(self._frame(seconds), num_frames - 1)
-
-    # -- long-form -----------------------------------------------------------------------------------------------
-
-    def window_duration(self, duration: float | None = None) -> float:
-        """Seconds one decoder call covers: the generation's, at most the checkpoint's segment (long-form windows)."""
-        return min(duration or self.segment_duration, self.segment_duration)
+    def num_steps(self, config: Any = None, duration: float | None = None, extend_stride: float | None = None) -> int:
+        """Model steps of one generation of `duration` seconds without a prompt, every long-form window counted."""
+        return self.plan(duration, extend_stride=extend_stride, decoding=config).steps
 
     def default_stride(self) -> float:
         """The family's default long-form stride for this checkpoint's segment, in seconds (its table entry)."""
         return self.decoder.long_form.stride_seconds(self.segment_duration)
 
-    def long_form(self, num_frames: int, extend_stride: float | None = None,
-                  prompt_frames: int = 0) -> LongFormPlan | None:
-        """The windows of a generation of T frames after a prompt of Tp frames: None within the checkpoint's segment
-        (one decoder call, as always). ValueError for a stride not below the segment or a prompt of a whole window."""
-        stride = self.default_stride() if extend_stride is None else extend_stride
-        if not 0 < stride < self.segment_duration or self._frame(stride) < 1:
-            raise ValueError(f"extend_stride={stride:g} s: the stride must be above 0 and below the checkpoint's "
-                             f"{self.segment_duration:g}-s segment (the window)")
-        window = self.num_frames(self.segment_duration)
-        if num_frames > window and prompt_frames >= window:
-            raise ValueError(f"the prompt is {prompt_frames / self.frame_rate:g} s, not shorter than the checkpoint's "
-                             f"{self.segment_duration:g}-s segment: a long-form generation continues a prompt shorter "
-                             "than one window; shorten the prompt")
-        return long_form_plan(num_frames, window, self._frame(stride), prompt_frames)
-
-    def _announce(self, plan: LongFormPlan | None) -> None:
-        """One log line per new long-form plan."""
-        if plan is not None and plan != self._announced:
-            log.info(plan.describe(self.frame_rate))
-            self._announced = plan
-
     def num_frames(self, duration: float) -> int:
-        if duration <= 0:
-            raise ValueError(f"duration must be positive, got {duration}")
-        return max(1, round(duration * self.frame_rate))
+        return self.facts.frames(duration)
 
-    # -- conditioning and constraints --------------------------------------------------------------------------
+    def _announce(self, plan: GenerationPlan) -> None:
+        """One log line per new long-form plan."""
+        key = (plan.num_frames, plan.window_frames, plan.stride_frames, plan.prompt_frames)
+        if plan.window_frames is not None and plan.infill is None and key != self._announced:
+            log.info("long-form generation: %g s is longer than the checkpoint's %g-s segment, so it runs in %d "
+                     "windows, each continuing the last %g s of the one before (stride %g s; extend_stride / "
+                     "--extend-stride to change it)", plan.duration, self.segment_duration, len(plan.windows),
+                     (plan.window_frames - plan.stride_frames) / self.frame_rate,
+                     plan.stride_frames / self.frame_rate)
+            self._announced = key
+
+    # -- conditioning and inputs -----------------------------------------------------------------------------------
 
     def _text(self, texts: list[str | None]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if all(not t for t in texts):
@@ -189,6 +175,15 @@ class MagnetGenerator:
             raise ValueError("this generator has no text encoder: only unconditional generation (texts None)")
         states, mask = self.text_encoder(texts)
         return states.to(self.device), mask.to(self.device)
+
+    def input_frames(self, x: torch.Tensor, sample_rate: int | None = None) -> int:
+        """Frames of a prompt or clip: tokens [K, T] / [B, K, T] (T), or audio [C, N] / [B, C, N] at `sample_rate`
+        (the frames the codec gives)."""
+        if _is_codes(x):
+            return x.shape[-1]
+        if sample_rate is None:
+            raise ValueError("prompt audio needs its sample rate (prompt_sample_rate)")
+        return self.facts.audio_frames(x.shape[-1], sample_rate)
 
     def _codes(self, x: torch.Tensor, sample_rate: int | None, batch: int, what: str) -> torch.Tensor:
         """Tokens [B, K, T] of audio ([C, N] / [B, C, N] float, through the codec) or tokens ([K, T] / [B, K, T])."""
@@ -208,19 +203,6 @@ class MagnetGenerator:
                              f"{self.model.cfg.num_codebooks}, T]")
         return codes.to(self.device).long()
 
-    def _frame(self, seconds: float) -> int:
-        return math.floor(seconds * self.frame_rate + 1e-6)
-
-    def check_takes(self, prompt: bool = False, infill: bool = False, rescorer: bool = False) -> None:
-        """A ValueError naming this family when it does not take a prompt, an infill or a rescorer."""
-        spec, label = self.decoder, family_label(self.family)
-        for wanted, takes, what, who in ((prompt, spec.prompt, "a prompt", dict(prompt=True)),
-                                         (infill, spec.infill, "infilling", dict(infill=True)),
-                                         (rescorer, spec.rescored, "a rescorer", dict(rescored=True))):
-            if wanted and not takes:
-                raise ValueError(f"the {label} family takes no {what} (families that do: "
-                                 f"{', '.join(families_where(**who))})")
-
     # -- generation ----------------------------------------------------------------------------------------------
 
     def generate(
@@ -239,6 +221,7 @@ class MagnetGenerator:
         progress: ProgressFn | None = None,
         rescorer: MagnetGenerator | None = None,
         extend_stride: float | None = None,
+        plan: GenerationPlan | None = None,
         **decoding_overrides,
     ) -> GenerationResult:
         """Generate a batch.
@@ -254,53 +237,56 @@ class MagnetGenerator:
                 `decoding_overrides` (any option the family takes, e.g. temperature=2.0).
             seed: seeds a torch.Generator on the model's device (same seed -> same tokens).
             rescorer: an autoregressive generator (e.g. MusicGen-small for MAGNeT-small) whose probabilities rank the
-                spans with weight 1 - rescore_weight (paper §3.3, Eq. 5; see rescoring.py); per window in long-form.
+                spans with weight 1 - rescore_weight (paper section 3.3, Eq. 5; see rescoring.py); per window.
             extend_stride: seconds; a duration beyond the checkpoint's segment is generated in windows of the segment,
                 each continuing the last (segment - stride) seconds of the one before (long_form.py; logged once).
                 Default: the family's (`default_stride`: 18 s for a 30-s MusicGen, as the reference).
+            plan: a plan built beforehand (`plan(...)`, the command lines' `make_plan`) instead of the arguments
+                above that it covers (duration, infill, decoding, preset, extend_stride, decoding_overrides).
         """
         texts = list(texts) if texts is not None else [None] * (num_samples or 1)
         if not texts:
             raise ValueError("texts is empty")
-        if decoding is not None and (decoding_overrides or preset):
-            raise ValueError("pass either a decoding config or preset/overrides, not both")
-        config = decoding or self.decoding_config(duration, preset, **decoding_overrides)
-        if not isinstance(config, self.decoder.config_class):
-            raise ValueError(f"a {family_label(self.family)} model decodes with a "
-                             f"{self.decoder.config_class.__name__}, got {type(config).__name__}")
-        self.check_takes(prompt is not None, infill is not None, rescorer is not None)
-        if infill is not None and prompt is None:
-            raise ValueError("infill needs the clip to edit as `prompt` (audio or tokens)")
-        request = self._request(texts, config, duration, prompt, prompt_sample_rate, infill, seed, progress,
-                                extend_stride)
-        if rescorer is not None and config.rescore_weight < 1.0:
+        if plan is None:
+            frames = 0 if prompt is None else self.input_frames(prompt, prompt_sample_rate)
+            plan = self.plan(duration, extend_stride=extend_stride, preset=preset, decoding=decoding,
+                             prompt_frames=0 if infill is not None else frames, infill=infill,
+                             clip_frames=frames if infill is not None else None, rescorer=rescorer,
+                             **decoding_overrides)
+        self._check_plan(plan, prompt, rescorer)
+        request = self._request(plan, texts, prompt, prompt_sample_rate, seed, progress)
+        if plan.rescorer is not None:
             request.rescorer = rescorer_for(rescorer, texts, request.text_states, request.text_mask,
                                             self.text_encoder)
         tokens = self.decoder.decode(self.model, request)
-        return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, config)
+        return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, plan.config)
 
-    def _request(self, texts: list[str | None], config: Any, duration: float | None, prompt, prompt_sample_rate,
-                 infill, seed: int | None, progress: ProgressFn | None,
-                 extend_stride: float | None = None) -> DecodeRequest:
+    def _check_plan(self, plan: GenerationPlan, prompt, rescorer) -> None:
+        """The plan is one of this checkpoint's, for the inputs given (the caller's invariants, not user checks)."""
+        mine, theirs = self.facts, plan.facts
+        if (theirs.family, theirs.num_codebooks, theirs.codebook_size, theirs.frame_rate) != (
+                mine.family, mine.num_codebooks, mine.codebook_size, mine.frame_rate):
+            raise ValueError(f"the plan is for a {family_label(theirs.family)} checkpoint with K={theirs.num_codebooks}"
+                             f", V={theirs.codebook_size}, not this {family_label(mine.family)} one")
+        if (prompt is not None) != bool(plan.prompt_frames or plan.infill) or (plan.rescorer is None) != (
+                rescorer is None or plan.config.rescore_weight >= 1):
+            raise ValueError("the plan and the inputs disagree on the prompt or the rescorer")
+
+    def _request(self, plan: GenerationPlan, texts: list[str | None], prompt, prompt_sample_rate, seed: int | None,
+                 progress: ProgressFn | None) -> DecodeRequest:
         """The token-level request of one batch: text states, the prompt's or the edited clip's tokens, lengths."""
         batch = len(texts)
         states, mask = self._text(texts)
         codes = None if prompt is None else self._codes(prompt, prompt_sample_rate, batch,
-                                                        "prompt" if infill is None else "infill")
-        span = None
-        if infill is not None:
-            num_frames = codes.shape[-1]
-            span = (self._frame(infill[0]), min(self._frame(infill[1]), num_frames))
-        else:
-            num_frames = self.num_frames(duration or self.segment_duration)
-        plan = self.long_form(num_frames, extend_stride, 0 if codes is None or span is not None else codes.shape[-1])
+                                                        "prompt" if plan.infill is None else "infill")
+        expected = plan.num_frames if plan.infill is not None else plan.prompt_frames
+        if codes is not None and codes.shape[-1] != expected:
+            raise ValueError(f"the prompt has {codes.shape[-1]} frames, the plan {expected}")
         self._announce(plan)
-        window = num_frames if plan is None else plan.window_frames
-        return DecodeRequest(config, states, mask, batch, num_frames, codes, span,
-                             self.own_prompt_frames(config, min(num_frames, window)), self._generator(seed), progress,
-                             fast=self._fast() if self.fast else None,
-                             window_frames=None if plan is None else plan.window_frames,
-                             stride_frames=None if plan is None else plan.stride_frames)
+        return DecodeRequest(plan.config, states, mask, batch, plan.num_frames, codes, plan.infill,
+                             plan.own_prompt_frames, self._generator(seed), progress,
+                             fast=self._fast() if self.fast else None, window_frames=plan.window_frames,
+                             stride_frames=plan.stride_frames)
 
     def _generator(self, seed: int | None) -> torch.Generator | None:
         return None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))

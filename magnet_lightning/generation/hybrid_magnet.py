@@ -24,7 +24,9 @@ from magnet_lightning.generation.common import ProgressFn
 from magnet_lightning.generation.long_form import extend
 from magnet_lightning.generation.magnet import decode
 from magnet_lightning.generation.magnet_config import DecodingConfig
+from magnet_lightning.generation.options import option
 from magnet_lightning.generation.request import DecodeRequest
+from magnet_lightning.models.delay_pattern import DelayPattern
 from magnet_lightning.models.hybrid import BoundHybrid, HybridMagnetTransformer
 
 DEFAULT_PROMPT_SECONDS = 3.0
@@ -35,22 +37,19 @@ DEFAULT_PROMPT_SECONDS = 3.0
 class HybridDecodingConfig(DecodingConfig):
     """MAGNeT's decoding options for the part after the prompt, and the prompt's length."""
 
-    prompt_seconds: float | None = None
-    """Seconds generated autoregressively before MAGNeT takes over (None: DEFAULT_PROMPT_SECONDS)."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.prompt_seconds is not None and not self.prompt_seconds > 0:
-            raise ValueError(f"prompt_seconds must be positive, got {self.prompt_seconds}")
+    prompt_seconds: float | None = option(
+        None, "seconds generated autoregressively first, by a Hybrid-MAGNeT checkpoint itself or by the "
+        f"autoregressive partner of two-model generation (default: the checkpoint's, else {DEFAULT_PROMPT_SECONDS:g})",
+        flag="--hybrid-prompt-seconds", above=0, unit="s")
 
 
-def autoregressive_frames(model: HybridMagnetTransformer, num_frames: int, prompt_frames: int,
+def autoregressive_frames(pattern: DelayPattern, num_frames: int, prompt_frames: int,
                           given_frames: int = 0) -> int:
     """Frames of the autoregressive part of a generation of T frames: `prompt_frames`, raised after a given prompt of
     Tp frames to Tp + max_delay (every delay-shifted stream keeps the whole prompt) but at most T - 1 (a short
     long-form window: the prompt frames past the boundary are then fixed in MAGNeT's part)."""
     if given_frames:
-        return min(max(prompt_frames, given_frames + model.pattern.max_delay), num_frames - 1)
+        return min(max(prompt_frames, given_frames + pattern.max_delay), num_frames - 1)
     return prompt_frames
 
 
@@ -92,12 +91,12 @@ def generate(
                             progress=window_progress)
 
         return extend(window, num_frames, window_frames, stride_frames, prompt, progress=progress,
-                      window_steps=lambda w: num_steps(model, config, w.length, min(prompt_frames, w.length - 1),
-                                                       w.prompt))
+                      window_steps=lambda w: num_steps(model.pattern, config, w.length,
+                                                       min(prompt_frames, w.length - 1), w.prompt))
     given_frames = 0 if prompt is None else prompt.shape[-1]
     if given_frames >= num_frames:
         raise ValueError(f"the prompt has {given_frames} frames, not fewer than the {num_frames} to generate")
-    prompt_frames = autoregressive_frames(model, num_frames, prompt_frames, given_frames)
+    prompt_frames = autoregressive_frames(model.pattern, num_frames, prompt_frames, given_frames)
     if not 0 <= prompt_frames < num_frames:
         raise ValueError(f"prompt_frames={prompt_frames} (the autoregressive prompt) must be in [0, num_frames="
                          f"{num_frames})")
@@ -110,7 +109,7 @@ def generate(
                        device=device)
     fixed = model.prompt_mask(boundary, num_frames)  # [B, K, T]
     fixed[..., :given_frames] = True
-    total, done = num_steps(model, config, num_frames, prompt_frames, given_frames), [0]
+    total, done = num_steps(model.pattern, config, num_frames, prompt_frames, given_frames), [0]
 
     def ar_progress(step: int, _total: int) -> None:
         done[0] = step
@@ -135,10 +134,10 @@ def decode_request(model: HybridMagnetTransformer, request: DecodeRequest) -> to
                     stride_frames=request.stride_frames)
 
 
-def num_steps(model: HybridMagnetTransformer, config: DecodingConfig, num_frames: int, prompt_frames: int,
+def num_steps(pattern: DelayPattern, config: DecodingConfig, num_frames: int, prompt_frames: int,
               given_frames: int = 0) -> int:
     """Model steps of one generation (one window; what `progress` counts): the autoregressive part's after the
     `given_frames` given ones, then MAGNeT's."""
-    ar_frames = autoregressive_frames(model, num_frames, prompt_frames, given_frames)
-    prompt_steps = ar_steps(model, None, ar_frames, 0, given_frames) if ar_frames > given_frames else 0
+    ar_frames = autoregressive_frames(pattern, num_frames, prompt_frames, given_frames)
+    prompt_steps = ar_steps(pattern, None, ar_frames, 0, given_frames) if ar_frames > given_frames else 0
     return sum(config.decoding_steps) + prompt_steps

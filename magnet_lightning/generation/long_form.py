@@ -94,37 +94,6 @@ class LongFormDefaults:
         return self.stride_fraction * segment_duration
 
 
-@dataclass(frozen=True)
-class LongFormPlan:
-    """The windows of one generation past the segment, in frames (`MagnetGenerator` builds it from seconds)."""
-
-    num_frames: int
-    window_frames: int
-    stride_frames: int
-    prompt_frames: int = 0
-
-    @property
-    def windows(self) -> int:
-        return len(plan_windows(self.num_frames, self.window_frames, self.stride_frames, self.prompt_frames))
-
-    def describe(self, frame_rate: float) -> str:
-        """The one log line of a long-form generation."""
-        return (f"long-form generation: {self.num_frames / frame_rate:g} s is longer than the checkpoint's "
-                f"{self.window_frames / frame_rate:g}-s segment, so it runs in {self.windows} windows, each continuing "
-                f"the last {(self.window_frames - self.stride_frames) / frame_rate:g} s of the one before (stride "
-                f"{self.stride_frames / frame_rate:g} s; extend_stride / --extend-stride to change it)")
-
-
-def long_form_plan(num_frames: int, window_frames: int, stride_frames: int,
-                   prompt_frames: int = 0) -> LongFormPlan | None:
-    """The plan of a generation of T frames with a window of W frames: None when T <= W (one window, nothing
-    changes); ValueError for a stride not in [1, W) or a prompt not shorter than one window."""
-    check_windows(num_frames, window_frames, stride_frames, prompt_frames)
-    if num_frames <= window_frames:
-        return None
-    return LongFormPlan(num_frames, window_frames, stride_frames, prompt_frames)
-
-
 def extend(
     window: WindowFn,
     num_frames: int,
@@ -187,8 +156,14 @@ def infill_window(fixed: torch.Tensor, window_frames: int) -> int:
     if last - first > window_frames:
         raise ValueError(f"the region to regenerate spans {last - first} frames, more than one window "
                          f"({window_frames} frames): infill at most one window at a time")
+    return infill_window_start(first, last, window_frames, fixed.shape[-1])
+
+
+def infill_window_start(first: int, last: int, window_frames: int, num_frames: int) -> int:
+    """The first frame of the window of W frames that decodes the free frames [first, last) of a clip of T
+    frames: the region centred in its context where the clip allows."""
     start = first - (window_frames - (last - first)) // 2
-    return max(0, min(start, fixed.shape[-1] - window_frames))
+    return max(0, min(start, num_frames - window_frames))
 
 
 def decode_windows(

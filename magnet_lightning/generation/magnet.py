@@ -27,7 +27,7 @@ In sampling mode each token is drawn from the reference's distribution, but from
 reference's for the same seed.
 
 Every step is a pure tensor function with static shapes (no host synchronisation): the fast path
-(`fast_decoding.FastDecoder`) runs the same `decode_step` on static buffers inside CUDA graphs.
+(`fast.FastDecoder`) runs the same `decode_step` on static buffers inside CUDA graphs.
 
 Shapes: B batch, K codebooks, T frames, N span chunks, U scoring units (N or T), S text tokens, E text width,
 V codebook size.
@@ -133,14 +133,15 @@ def decode_step(
                             config.confidence_before_top_k)
     codes[:, stage] = torch.where(masked, sampled.tokens, row)
     confidence = sampled.confidence
-    if rescorer is not None and config.rescore_weight < 1.0:
+    if rescorer is not None and config.rescore_weight < 1.0:  # w = 1 ranks as if there were no rescorer
         w = config.rescore_weight
         confidence = w * confidence + (1.0 - w) * rescorer(codes, stage)
     return codes, unit_scores(confidence, masked, config)
 
 
 def check_rescorer(rescorer, model, config: DecodingConfig) -> None:
-    """A rescore_weight below 1 needs a rescorer that reads the model's tokens."""
+    """The decoder's invariant: a rescore_weight below 1 needs a rescorer that reads the model's tokens (a rescorer
+    given with weight 1 ranks as if there were none)."""
     if config.rescore_weight < 1.0 and rescorer is None:
         raise ValueError(f"rescore_weight={config.rescore_weight} needs a rescorer (an autoregressive model, "
                          "rescoring.ARRescorer); 1.0 means no rescoring")
@@ -295,6 +296,6 @@ def decode_request(model, request: DecodeRequest) -> torch.Tensor:
     return run(request.text_states, request.text_mask, request.num_frames, request.config, **kwargs)
 
 
-def num_steps(model, config: DecodingConfig, num_frames: int, prompt_frames: int = 0, given_frames: int = 0) -> int:
+def num_steps(pattern, config: DecodingConfig, num_frames: int, prompt_frames: int = 0, given_frames: int = 0) -> int:
     """Model steps of one generation (one window; what `progress` counts): the sum of the stages' decoding steps."""
     return sum(config.decoding_steps)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from magnet_lightning.generation.options import OptionError, check_fields, option
+
 SPAN_ARRANGEMENTS = ("nonoverlap", "stride1")
 
 
@@ -15,64 +17,57 @@ STRIDE1_COVERS = ("reference", "minimal")
 
 @dataclass(frozen=True)
 class DecodingConfig:
-    """Every option of MAGNeT decoding. Defaults are the music model's (audiocraft `MAGNeT.set_generation_params`)."""
+    """Every option of MAGNeT decoding, declared once (generation/options.py). Defaults are the music model's
+    (audiocraft `MAGNeT.set_generation_params`)."""
 
-    decoding_steps: tuple[int, ...] = (20, 10, 10, 10)
-    """Steps per codebook stage; one entry per codebook ([60, 10, 10, 10] for 30-s models)."""
+    decoding_steps: tuple[int, ...] = option(
+        (20, 10, 10, 10), "decoding steps per codebook stage, e.g. 20 10 10 10 (default: the checkpoint's, [20, 10, "
+        "10, 10] up to 10 s and [60, 10, 10, 10] above)", flag="--steps", minimum=1, per_codebook=True)
     span_len: int = 3
-    """Span length L in frames (the model's training span)."""
-    span_arrangement: str = "nonoverlap"
-    """'nonoverlap': re-mask whole chunks [cL, cL + L); 'stride1': least probable overlapping spans."""
-    span_scoring: str = "max"
-    """Chunk unconfidence in 'nonoverlap' mode: 'max' = 1 - max token probability, 'prod' = sum of -log p."""
-    max_cfg_coef: float = 10.0
-    """Guidance coefficient at the first step (mask rate 1)."""
-    min_cfg_coef: float = 1.0
-    """Guidance coefficient at the last step (mask rate 0)."""
-    temperature: float = 3.0
-    """Sampling temperature at the first step of each stage."""
-    anneal_temperature: bool = True
-    """Linearly anneal the temperature to 0 at the last step of each stage."""
-    top_k: int = 0
-    """Keep the k most probable tokens (0: off)."""
-    top_p: float = 0.9
-    """Nucleus sampling mass (0: off)."""
-    use_sampling: bool = True
-    """False: greedy (argmax of the guided logits) at every step."""
-    anneal_from_initial: bool = False
-    """Departure: the annealed temperature starts at exactly `temperature` (the reference: temperature * (s-1)/s)."""
-    confidence_before_top_k: bool = False
-    """Departure: rank top-k samples by their untruncated probability (the reference: the renormalised top-k one)."""
-    stride1_cover: str = "reference"
-    """'stride1' span choice: 'reference' (audiocraft's binary search for the number of spans; may re-mask tokens
-    decoded at an earlier step) or 'minimal' (departure: the fewest top spans covering the count, decoded tokens
-    kept)."""
-    mask_upper_stages_in_prompt: bool = False
-    """Departure: at stage k, stages above k are MASK on prompt frames too (the reference shows them)."""
-    rescore_weight: float = 1.0
-    """Paper §3.3, Eq. 5 (not in audiocraft): spans are ranked by w * p_MAGNeT + (1 - w) * p_rescorer, w this weight;
-    1.0 is no rescoring. Needs a rescorer (rescoring.py). The paper's Fig. 4 writes the weights the other way round."""
+    """Span length L in frames: the model's training span (set from the checkpoint; not an option)."""
+    span_arrangement: str = option(
+        "nonoverlap", "how masked spans are laid out: 'nonoverlap' re-masks whole chunks [cL, cL + L), 'stride1' the "
+        "least probable overlapping spans", choices=SPAN_ARRANGEMENTS)
+    span_scoring: str = option(
+        "max", "a chunk's unconfidence in 'nonoverlap' mode: 'max' = 1 - its largest token probability, 'prod' = "
+        "the sum of -log p", choices=SPAN_SCORINGS)
+    max_cfg_coef: float = option(10.0, "classifier-free guidance coefficient at the first step (mask rate 1)",
+                                 flag="--cfg-max", minimum=0, schedule=True)
+    min_cfg_coef: float = option(1.0, "classifier-free guidance coefficient at the last step (mask rate 0)",
+                                 flag="--cfg-min", minimum=0, schedule=True)
+    temperature: float = option(3.0, "sampling temperature at the first step of each stage", minimum=0,
+                                schedule=True)
+    anneal_temperature: bool = option(True, "anneal the temperature linearly to 0 at the last step of each stage",
+                                      schedule=True)
+    top_k: int = option(0, "sample among the k most probable tokens (0: off)", minimum=0)
+    top_p: float = option(0.9, "nucleus sampling mass (0: off)", minimum=0, maximum=1)
+    use_sampling: bool = option(True, "sample (false: greedy, the argmax of the guided logits at every step)",
+                                negate="--greedy", negate_help="argmax instead of sampling (greedy decoding)")
+    anneal_from_initial: bool = option(
+        False, "departure: the annealed temperature starts at exactly `temperature` (the reference: temperature * "
+        "(s-1)/s)", departure=True, schedule=True)
+    confidence_before_top_k: bool = option(
+        False, "departure: rank top-k samples by their untruncated probability (the reference: the renormalised "
+        "top-k one)", departure=True)
+    stride1_cover: str = option(
+        "reference", "'stride1' span choice: 'reference' (audiocraft's binary search for the number of spans; may "
+        "re-mask tokens decoded at an earlier step) or 'minimal' (departure: the fewest top spans covering the "
+        "count, decoded tokens kept)", choices=STRIDE1_COVERS)
+    mask_upper_stages_in_prompt: bool = option(
+        False, "departure: at stage k, stages above k are MASK on prompt frames too (the reference shows them)",
+        departure=True, schedule=True)
+    rescore_weight: float = option(
+        1.0, "paper section 3.3, Eq. 5 (not in audiocraft): spans ranked by w * p_MAGNeT + (1 - w) * p_rescorer; "
+        "1 is no rescoring, below 1 needs a rescorer (the paper's Fig. 4 writes the weights the other way round)",
+        minimum=0, maximum=1, control=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "decoding_steps", tuple(int(s) for s in self.decoding_steps))
-        if not self.decoding_steps or any(s < 1 for s in self.decoding_steps):
-            raise ValueError(f"decoding_steps must be positive integers, got {list(self.decoding_steps)}")
+        check_fields(self)
         if self.span_len < 1:
             raise ValueError(f"span_len must be >= 1, got {self.span_len}")
-        if self.span_arrangement not in SPAN_ARRANGEMENTS:
-            raise ValueError(f"span_arrangement={self.span_arrangement!r}: choose one of {SPAN_ARRANGEMENTS}")
-        if self.span_scoring not in SPAN_SCORINGS:
-            raise ValueError(f"span_scoring={self.span_scoring!r}: choose one of {SPAN_SCORINGS}")
-        if self.temperature < 0 or self.top_k < 0 or not 0.0 <= self.top_p <= 1.0:
-            raise ValueError(f"need temperature >= 0, top_k >= 0, 0 <= top_p <= 1; got {self.temperature}, "
-                             f"{self.top_k}, {self.top_p}")
         if self.top_k > 0 and self.top_p > 0:
-            raise ValueError(f"top_k={self.top_k} and top_p={self.top_p} are both set: the reference samples with "
-                             "top_p and ignores top_k; set one of them to 0")
-        if not 0.0 <= self.rescore_weight <= 1.0:
-            raise ValueError(f"rescore_weight must be in [0, 1] (1: no rescoring), got {self.rescore_weight}")
-        if self.stride1_cover not in STRIDE1_COVERS:
-            raise ValueError(f"stride1_cover={self.stride1_cover!r}: choose one of {STRIDE1_COVERS}")
+            raise OptionError("top_k", f"{{set}} and {{top_p}}={self.top_p:g} are both set: the reference samples "
+                              "with top_p and ignores top_k; set one of them to 0", self.top_k)
 
     def check(self, num_codebooks: int) -> None:
         """Raise unless there is exactly one decoding_steps entry per codebook."""

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from magnet_lightning.errors import CheckpointError
 from magnet_lightning.lora.adapters import LoraConfig, apply_lora, is_adapter_name, load_lora_state
 from magnet_lightning.models.base import CodebookTransformer
+from magnet_lightning.models.registry import family_of
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 FORMAT, VERSION = "magnet_lightning.lora", 1
@@ -132,7 +133,7 @@ def _read_checkpoint(path: Path) -> Adapter:
     state = {k[len("model."):]: v for k, v in raw["state_dict"].items() if k.startswith("model.")}
     base = raw[CHECKPOINT_KEY]
     return Adapter(LoraConfig(**hp["lora"]), state, BaseIdentity(base["source"], base["sha256"]),
-                   hp.get("family", "magnet"), str(path))
+                   family_of(hp), str(path))
 
 
 def read_adapter(path: str | os.PathLike) -> Adapter:

@@ -45,6 +45,7 @@ class ARTransformer(CodebookTransformer):
     """
 
     family = "musicgen"
+    sharded_forwards = (*CodebookTransformer.sharded_forwards, "forward_sequence")
 
     def __init__(self, cfg: ModelConfig, delays: Sequence[int] | None = None):
         super().__init__(cfg)

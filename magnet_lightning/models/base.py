@@ -23,7 +23,11 @@ class CodebookTransformer(nn.Module):
     """The shared trunk; subclasses define which positions self-attention sees and what forward returns."""
 
     family: str = ""
-    """'magnet' or 'musicgen': the checkpoint family this model class reads and writes."""
+    """The family this model class is (models/registry.py), the string its checkpoints store."""
+    sharded_forwards: tuple[str, ...] = ("prepare_text",)
+    """Methods besides `forward` that the objectives and decoders call and that use the root's own weights
+    (embeddings, text projection, heads): FSDP2 gathers those weights around these calls too (training/fsdp.py).
+    A family adds its own entry points here."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

@@ -138,10 +138,6 @@ class TextEncoder:
         architecture), so two models can share it."""
         return name is not None and self.name.removeprefix("random:") == name.removeprefix("random:")
 
-    @classmethod
-    def from_modules(cls, model: Any, tokenizer: Any, name: str = "custom", dtype: str = "auto") -> TextEncoder:
-        return cls(model, tokenizer, name, dtype)
-
     @torch.no_grad()
     def __call__(self, texts: Sequence[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
         device = self.device

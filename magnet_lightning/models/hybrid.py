@@ -51,6 +51,7 @@ class HybridMagnetTransformer(ARTransformer):
     """Hybrid-MAGNeT: the autoregressive trunk with MAGNeT's masked generation after a per-item boundary."""
 
     family = "hybrid"
+    sharded_forwards = (*ARTransformer.sharded_forwards, "hybrid_logits", "stage_logits")
 
     @property
     def mask_token_id(self) -> int:
@@ -101,8 +102,9 @@ class HybridMagnetTransformer(ARTransformer):
 
 
 class BoundHybrid:
-    """A HybridMagnetTransformer with fixed boundaries, seen by MAGNeT's decoding loop (decoding.decode) as a model:
-    `forward_with_memory(codes, memory, stage, heads='stage')` returns the stage's logits aligned with its frames."""
+    """A HybridMagnetTransformer with fixed boundaries, seen by MAGNeT's decoding loop (generation/magnet.py `decode`)
+    as a model: `forward_with_memory(codes, memory, stage, heads='stage')` returns the stage's logits aligned with
+    its frames."""
 
     def __init__(self, model: HybridMagnetTransformer, boundary: torch.Tensor):
         self.model, self.boundary = model, boundary

@@ -16,6 +16,7 @@ class MagnetTransformer(CodebookTransformer):
     """MAGNeT's non-causal transformer over K parallel codebook streams, conditioned on text by cross-attention."""
 
     family = "magnet"
+    sharded_forwards = (*CodebookTransformer.sharded_forwards, "forward_with_memory")
 
     @property
     def mask_token_id(self) -> int:

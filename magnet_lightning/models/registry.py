@@ -8,8 +8,9 @@ that every table has the same keys. Adding a family = a model class, one entry i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.models.ar import ARTransformer
@@ -56,15 +57,20 @@ MODEL_FAMILIES: dict[str, ModelFamily] = {
         ModelFamily(HybridMagnetTransformer, "Hybrid-MAGNeT", delay_pattern=True, lora_targets=_TRUNK_TARGETS),
     )
 }
-FAMILIES = tuple(MODEL_FAMILIES)
 DEFAULT_FAMILY = MagnetTransformer.family
 """The family of a checkpoint that names none (checkpoints written before families existed)."""
+
+
+def family_of(record: Mapping[str, Any]) -> str:
+    """The family a checkpoint's record names (its hyper-parameters, an export's config.json, an adapter's
+    config): its `family`, else DEFAULT_FAMILY (files written before families existed). The one reader of it."""
+    return str(record.get("family") or DEFAULT_FAMILY)
 
 
 def model_family(name: str) -> ModelFamily:
     """The family `name`, or a ValueError listing the known ones."""
     if name not in MODEL_FAMILIES:
-        raise ValueError(f"unknown model family {name!r}: choose one of {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown model family {name!r}: choose one of {', '.join(MODEL_FAMILIES)}")
     return MODEL_FAMILIES[name]
 
 

@@ -82,12 +82,10 @@ class TrainingFamily:
     """objective(model, BatchInputs) -> BatchLoss."""
     validate_per_stage: bool
     """Validation scores each codebook stage in its own pass (else one pass scores the batch)."""
-    masked: bool
-    """The objective masks spans (it reads `masking`)."""
 
 
 TRAINING_FAMILIES: dict[str, TrainingFamily] = {
-    MagnetTransformer.family: TrainingFamily(magnet_objective, validate_per_stage=True, masked=True),
-    ARTransformer.family: TrainingFamily(ar_objective, validate_per_stage=False, masked=False),
-    HybridMagnetTransformer.family: TrainingFamily(hybrid_objective, validate_per_stage=False, masked=True),
+    MagnetTransformer.family: TrainingFamily(magnet_objective, validate_per_stage=True),
+    ARTransformer.family: TrainingFamily(ar_objective, validate_per_stage=False),
+    HybridMagnetTransformer.family: TrainingFamily(hybrid_objective, validate_per_stage=False),
 }

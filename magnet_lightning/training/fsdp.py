@@ -15,9 +15,6 @@ from torch.distributed.tensor import DTensor
 
 from magnet_lightning.models.layers import Layer
 
-FORWARD_METHODS = ("prepare_text", "hybrid_logits", "stage_logits", "forward_with_memory", "forward_sequence")
-"""Entry points of the families' objectives besides `forward` that use the root's weights (embeddings, text
-projection, heads): FSDP2 gathers them around these calls too."""
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -58,9 +55,8 @@ def shard_model(model: nn.Module, mesh, config: ShardingConfig, device: torch.de
         if isinstance(module, Layer):
             fully_shard(module, mesh=mesh, mp_policy=policy, reshard_after_forward=config.reshard_after_forward)
     fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=config.reshard_after_forward)
-    for name in FORWARD_METHODS:
-        if callable(getattr(model, name, None)):
-            register_fsdp_forward_method(model, name)
+    for name in type(model).sharded_forwards:  # each family declares its own (models/)
+        register_fsdp_forward_method(model, name)
     model.transformer.layerwise_text = True  # a layer's weights exist only in its forward: K/V of text computed there
     return model
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, fields, replace
 from typing import Any
 
 import lightning as L
@@ -25,10 +25,10 @@ import torch
 from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.config import MaskingConfig, ModelConfig
 from magnet_lightning.generation.generator import MagnetGenerator
-from magnet_lightning.generation.magnet_config import DECODING_PRESETS
 from magnet_lightning.lora.adapters import LoraConfig
 from magnet_lightning.models.conditioning import TextDropout, TextEncoder
-from magnet_lightning.models.registry import DEFAULT_FAMILY, FAMILIES, build_model
+from magnet_lightning.models.registry import DEFAULT_FAMILY, MODEL_FAMILIES, build_model
+from magnet_lightning.training.decoding_defaults import DecodingDefaults
 from magnet_lightning.training.ema import EMA, TrainableEMA
 from magnet_lightning.training.families import TRAINING_FAMILIES, BatchInputs
 from magnet_lightning.training.lora_training import check_checkpoint, keep_adapters_only, start_lora, stored_names
@@ -49,50 +49,6 @@ def _as(cls, value):
             raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
         return cls(**value)
     raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
-
-
-@dataclass
-class DecodingDefaults:
-    """Decoding settings stored in the checkpoint for generation: a preset, then any field set here (None: the
-    preset's value; see `magnet_lightning.generation.magnet_config.DecodingConfig`)."""
-
-    preset: str = "music"
-    """'music' (temperature 3, top-p 0.9, CFG 10 -> 1) or 'audio' (temperature 3.5, top-p 0.8, CFG 20 -> 1)."""
-    decoding_steps: list[int] | None = None
-    """Steps per codebook stage, e.g. [20, 10, 10, 10] (10 s) or [60, 10, 10, 10] (30 s); None: by duration."""
-    temperature: float | None = None
-    """Sampling temperature at the first step of each stage."""
-    anneal_temperature: bool | None = None
-    """Linearly anneal the temperature to 0 over each stage."""
-    top_k: int | None = None
-    """Keep the k most probable tokens (0: off)."""
-    top_p: float | None = None
-    """Nucleus sampling mass (0: off)."""
-    max_cfg_coef: float | None = None
-    """Classifier-free guidance coefficient at the first step."""
-    min_cfg_coef: float | None = None
-    """Classifier-free guidance coefficient at the last step."""
-    span_arrangement: str | None = None
-    """'nonoverlap' (music) or 'stride1' (audio)."""
-    span_scoring: str | None = None
-    """'max' or 'prod' (chunk unconfidence in 'nonoverlap' mode)."""
-    use_sampling: bool | None = None
-    """False: greedy decoding."""
-    cfg_coef: float | None = None
-    """Autoregressive family: the classifier-free guidance coefficient (audiocraft's default 3.0)."""
-    two_step_cfg: bool | None = None
-    """Autoregressive family, recorded from audiocraft: its two-step CFG gives the batched rows' logits here."""
-    prompt_seconds: float | None = None
-    """Hybrid-MAGNeT: seconds generated autoregressively before MAGNeT takes over (default 3)."""
-
-    def __post_init__(self) -> None:
-
-        if self.preset not in DECODING_PRESETS:
-            raise ValueError(f"decoding.preset={self.preset!r}: choose one of {sorted(DECODING_PRESETS)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The preset and the fields that are set (what generation reads from the checkpoint)."""
-        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def derive_seed(*parts: Any) -> int:
@@ -174,8 +130,8 @@ class MagnetLightningModule(L.LightningModule):
         hparams["lora"] = None if self.lora_cfg is None else asdict(self.lora_cfg)
         self.save_hyperparameters(hparams)
         self.model_cfg, self.masking_cfg, self.optim_cfg = model_cfg, masking_cfg, optim_cfg
-        if family not in FAMILIES:
-            raise ValueError(f"family={family!r}: choose one of {', '.join(FAMILIES)}")
+        if family not in MODEL_FAMILIES:
+            raise ValueError(f"family={family!r}: choose one of {', '.join(MODEL_FAMILIES)}")
         self.family = family
         self.model = build_model(family, model_cfg, delays)
         self.text_dropout = TextDropout(cfg_dropout, word_dropout, cfg_dropout_per_sample)

@@ -1,7 +1,7 @@
 """Evaluation embedders, pluggable by name: ``get_embedder("vggish" | "clap" | "passt" | "codec", **kwargs)``.
 
 Each loader finds real weights on local disk and fails with a message naming the file, its URL and where to put
-it. Heavy libraries (laion_clap, hear21passt, the codec) are imported only when that embedder is built.
+it. Heavy libraries (laion_clap, hear21passt) are imported only when that embedder is built (inside its loader).
 """
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from typing import Any
 from magnet_lightning.errors import UserError
 
 from .base import AudioEmbedder, EmbedderHolder, to_mono_at
+from .clap import load_clap
+from .codec_latents import load_codec_embedder
+from .passt import load_passt
+from .vggish import load_vggish
 from .weights import WEIGHTS_DIR_ENV, resolve_weights, weights_dir
 
 _LOADERS: dict[str, Callable[..., AudioEmbedder]] = {}
@@ -39,31 +43,8 @@ def get_embedder(name: str, **kwargs: Any) -> AudioEmbedder:
     return _LOADERS[name](**kwargs)
 
 
-def _vggish(**kwargs: Any) -> AudioEmbedder:
-    from .vggish import load_vggish
-
-    return load_vggish(**kwargs)
-
-
-def _clap(**kwargs: Any) -> AudioEmbedder:
-    from .clap import load_clap
-
-    return load_clap(**kwargs)
-
-
-def _passt(**kwargs: Any) -> AudioEmbedder:
-    from .passt import load_passt
-
-    return load_passt(**kwargs)
-
-
-def _codec(**kwargs: Any) -> AudioEmbedder:
-    from .codec_latents import load_codec_embedder
-
-    return load_codec_embedder(**kwargs)
-
-
-for _name, _loader in (("vggish", _vggish), ("clap", _clap), ("passt", _passt), ("codec", _codec)):
+for _name, _loader in (("vggish", load_vggish), ("clap", load_clap), ("passt", load_passt),
+                      ("codec", load_codec_embedder)):
     register_embedder(_name, _loader)
 
 __all__ = ["AudioEmbedder", "EmbedderHolder", "WEIGHTS_DIR_ENV", "available_embedders", "get_embedder",
