@@ -63,9 +63,9 @@ def choose_license(ckpt: Path, given: str | None, origin: Origin | None = None) 
                              f"--license {given} is not allowed")
         return AUDIOCRAFT_LICENSE
     if origin.derived is None and not given:
-        raise ValueError(f"{ckpt} was fine-tuned from {origin.init_from}, whose license this export cannot know: pass "
+        raise ValueError(f"{ckpt} comes from {origin.init_from}, whose license this export cannot know: pass "
                          f"--license ({AUDIOCRAFT_LICENSE} if it was a released audiocraft checkpoint)")
-    return given or "unspecified"
+    return given or origin.license or "unspecified"
 
 
 def resolve_checkpoint(ckpt: str | Path) -> Path:

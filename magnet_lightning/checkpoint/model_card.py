@@ -32,6 +32,8 @@ class Origin:
     init_from: str | None = None
     training: dict[str, float] = field(default_factory=dict)
     """cfg_dropout and word_dropout where the checkpoint records them."""
+    license: str | None = None
+    """The license the checkpoint records (a converted transformers repo's model card), if any."""
 
 
 def _read_raw(ckpt: Path) -> dict:
@@ -55,6 +57,11 @@ def _checkpoint_origin(ckpt: Path) -> Origin:
         return Origin(True, str(ckpt), "nothing: audiocraft's weights as released", training=training)
     hp = raw.get("hyper_parameters") or {}
     training = {k: float(hp[k]) for k in ("cfg_dropout", "word_dropout") if k in hp}
+    if raw.get("converted_from") and raw.get("converted_format"):  # another library's model, its license recorded
+        recorded = raw.get("license")
+        derived = True if recorded == AUDIOCRAFT_LICENSE else (False if recorded else None)
+        return Origin(derived, str(raw["converted_from"]), f"nothing: converted from {raw['converted_format']}",
+                      str(raw["converted_from"]), training, recorded)
     if raw.get("converted_from"):
         return Origin(True, str(raw["converted_from"]), "nothing: audiocraft's weights, converted",
                       training=training)

@@ -12,10 +12,7 @@ over an existing folder unless `force`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from magnet_lightning.checkpoint import hub
 from magnet_lightning.checkpoint.export import CARD_NAME, DTYPES, choose_license, random_notes, resolve_checkpoint
@@ -24,6 +21,8 @@ from magnet_lightning.checkpoint.model_card import CardInfo, model_card, read_or
 from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.errors import UserError
 from magnet_lightning.interop.audiocraft_release import release_files, write_release
+from magnet_lightning.interop.exported import Exported
+from magnet_lightning.interop.transformers_export import export_transformers
 from magnet_lightning.lora.files import read_adapter
 from magnet_lightning.models.registry import model_family
 from magnet_lightning.utils.staged_folder import check_target, staged_folder
@@ -31,14 +30,6 @@ from magnet_lightning.utils.staged_folder import check_target, staged_folder
 FORMATS = ("magnet_lightning", "audiocraft", "transformers")
 DEFAULT_DTYPES = {"magnet_lightning": "float32", "audiocraft": "float16", "transformers": "float32"}
 """Each format's weight dtype unless --dtype says otherwise (audiocraft's releases are float16)."""
-
-
-@dataclass
-class Exported:
-    folder: Path
-    files: list[str]
-    notes: list[str]
-    """What the user should know (e.g. no codec file for audiocraft)."""
 
 
 def export_as(fmt: str, ckpt: str | Path, out: str | Path, *, license: str | None = None, dtype: str | None = None,
@@ -59,8 +50,6 @@ def export_as(fmt: str, ckpt: str | Path, out: str | Path, *, license: str | Non
         if adapter_only:
             raise UserError("audiocraft has no adapter format: leave out --adapter-only to export the merged model")
         return _export_audiocraft(resolve_checkpoint(ckpt), out, license, dtype, adapter, force)
-    from magnet_lightning.interop.transformers_musicgen import export_transformers  # entry point: transformers
-
     return export_transformers(resolve_checkpoint(ckpt), out, license=license, dtype=dtype, adapter=adapter,
                                adapter_only=adapter_only, force=force)
 
@@ -91,7 +80,3 @@ def _export_audiocraft(ckpt: Path, out: Path, license: str | None, dtype: str, a
         names = write_release(files, tmp)
         (tmp / CARD_NAME).write_text(model_card(card))
     return Exported(out, sorted([*names, CARD_NAME]), notes)
-
-
-def weights_dtype(name: str) -> torch.dtype:
-    return DTYPES[name]
