@@ -11,6 +11,7 @@ import os
 import pytest
 import torch
 from audiocraft_files import hub_cache
+from test_interop_formats import fake_hub  # noqa: F401  (a fake HfApi that records the upload)
 from test_reliability_cli import assert_one_line
 
 from magnet_lightning.checkpoint.pretrained import load_pretrained
@@ -203,3 +204,19 @@ def test_another_architecture_is_one_line(tmp_path, capsys):
         convert_main(["transformers", str(tmp_path / "t5"), str(tmp_path / "x.ckpt")])
     refused(err, capsys, "is a transformers 't5' model")
     assert not (tmp_path / "x.ckpt").exists()
+
+
+@pytest.mark.usefixtures("fake_hub")
+def test_push_to_hub_uploads_the_transformers_folder_and_the_peft_adapter(musicgen, tmp_path, fake_hub):  # noqa: F811
+    _, root = musicgen
+    _adapter(root / "ours.ckpt", tmp_path / "adapter")
+    assert export_main([str(root / "ours.ckpt"), str(tmp_path / "tf"), "--format", "transformers",
+                        "--push-to-hub", "me/tf"]) == 0
+    assert export_main([str(root / "ours.ckpt"), str(tmp_path / "peft"), "--format", "transformers",
+                        "--adapter-only", "--adapter", str(tmp_path / "adapter"), "--push-to-hub", "me/peft"]) == 0
+    uploads = {call[1]: call[2] for call in fake_hub if call[0] == "upload_folder"}
+    assert {"config.json", "model.safetensors", "generation_config.json", "preprocessor_config.json",
+            "README.md"} <= set(uploads["me/tf"])
+    assert uploads["me/peft"] == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    card = (tmp_path / "peft" / "README.md").read_text()
+    assert "library_name: peft" in card and "LoRA adapters (rank 4" in card and "PeftModel.from_pretrained" in card
