@@ -17,6 +17,7 @@ from test_reliability_cli import assert_one_line
 from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.cli.convert import main as convert_main
 from magnet_lightning.cli.export import main as export_main
+from magnet_lightning.codec.codecs import load_codec
 from magnet_lightning.generation.autoregressive import ARDecodingConfig, generate
 from magnet_lightning.lora.adapters import LoraConfig, apply_lora, lora_state_dict
 from magnet_lightning.lora.files import Adapter, BaseIdentity, base_fingerprint, write_adapter_folder
@@ -120,6 +121,8 @@ def test_convert_in_gives_transformers_greedy_tokens_and_logits(musicgen, tmp_pa
     assert torch.equal(ours, theirs)
     sequence, logits = transformers_logits(model, theirs, ckpt.model.pattern)
     assert relative(our_logits(ckpt.model, ckpt, sequence), logits) < 1e-4
+    codec = load_codec(ckpt.codec)  # the repo's EnCodec, saved beside the checkpoint, decodes its tokens
+    assert codec.sample_rate == 32000 and codec.decode(theirs).shape[-1] == theirs.shape[-1] * 640
     # by repo id, offline, from a Hugging Face cache laid out as `hf download` leaves it
     from huggingface_hub import constants
 
