@@ -1,9 +1,10 @@
-"""Slim inference exports: the generation weights and their settings as safetensors + JSON (Hugging Face layout).
+"""Slim inference exports: the generation weights and their settings as safetensors + JSON (Hugging Face layout);
+`magnet-export --format magnet_lightning`, the default (the other formats: magnet_lightning/interop/).
 
-    python -m magnet_lightning.export CKPT OUT [--dtype bfloat16] [--license LICENSE] [--push-to-hub USER/REPO]
+    python -m magnet_lightning.export CKPT OUT [--dtype bfloat16] [--license LICENSE] [--push-to-hub REPO] [--force]
 
 CKPT is anything `checkpoint.load_pretrained` reads (a training checkpoint: its EMA weights when trained with EMA;
-a converted or audiocraft checkpoint). OUT is a new folder:
+a converted or audiocraft checkpoint). OUT is a new folder (an existing one is replaced only with `force`):
 
 - ``model.safetensors``: the transformer's weights only (no live copy, optimizer or loop state);
 - ``config.json``: ``{"format": "magnet_lightning.pretrained", "version": 1, "model": {ModelConfig},
@@ -11,7 +12,8 @@ a converted or audiocraft checkpoint). OUT is a new folder:
   "source", "random_parts"}``: the T5 is named (a hub id, or a local folder's absolute path); a codec that is a local
   folder is copied into OUT/codec/ (``"codec": "codec"``, read relative to OUT), a hub codec is named by its id, so
   OUT loads from any folder and machine;
-- ``README.md``: a model card whose metadata carries the license.
+- ``README.md``: a model card (checkpoint/model_card.py) whose metadata carries the license, and which says the base
+  and what was fine-tuned (also in config.json: ``base``, ``fine_tuned``, ``training``).
 
 With ``--adapter ADAPTER`` (a LoRA adapter folder or a LoRA run's checkpoint trained on CKPT, its base) OUT is the
 merged model in the same format; with ``--adapter ADAPTER --adapter-only`` OUT is the adapter folder
