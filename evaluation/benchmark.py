@@ -256,8 +256,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--png", default=None, help="latency-vs-throughput chart (default: the --json path with .png)")
     p.add_argument("--tiny", action="store_true", help="tiny models, 150 frames, B = 1, 2, 4 (CPU run)")
     p.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=list(FAMILIES),
-                   help="rescored: MAGNeT with the AR model as rescorer (w=0.7); two_model: AR prompt of 3 s (a third of "
-                        "a shorter clip), MAGNeT the rest")
+                   help="rescored: MAGNeT with the AR model as rescorer (w=0.7); two_model: AR prompt of 3 s (a third "
+                        "of a shorter clip), MAGNeT the rest")
     p.add_argument("--device", default=None, help="default: cuda if available")
     p.add_argument("--runs", type=int, default=3, help="timed generation runs per batch size (median)")
     p.add_argument("--batches", type=int, nargs="+", default=None, help="default 1 2 4 ... 64 (1 2 4 with --tiny)")

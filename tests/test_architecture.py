@@ -5,8 +5,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "magnet_lightning"
-LAYERS = ["utils", "models", "lora", "checkpoint", "codec", "generation", "data", "metrics", "training", "callbacks",
-          "demo", "app", "cli"]
+LAYERS = ["utils", "models", "lora", "checkpoint", "codec", "interop", "generation", "data", "metrics", "training",
+          "callbacks", "demo", "app", "cli"]
 BASE = {"config", "errors"}  # top-level modules below every layer
 FACADE = {"generate", "convert", "export"}  # top-level modules above every layer (with __init__)
 

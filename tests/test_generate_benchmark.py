@@ -1,6 +1,6 @@
 """The benchmark script runs end to end on CPU (tiny setup, one run): MAGNeT and the autoregressive model side by
-side, with MAGNeT rescored by the AR model and two-model generation, every documented key, and a latency-vs-throughput PNG
-with every family drawn."""
+side, with MAGNeT rescored by the AR model and two-model generation, every documented key, and a latency-vs-throughput
+PNG with every family drawn."""
 
 import json
 import os

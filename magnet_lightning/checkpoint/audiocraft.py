@@ -35,6 +35,8 @@ from magnet_lightning.models.base import CodebookTransformer
 from magnet_lightning.models.registry import DEFAULT_FAMILY
 
 _TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
+TEXT_PROJ_PREFIX = _TEXT_PROJ
+"""audiocraft's name of the T5 projection (`text_proj` here), less `weight` / `bias`."""
 LICENSE = "cc-by-nc-4.0"
 """License of Meta's released audiocraft weights (the Hugging Face license id), recorded in converted checkpoints."""
 

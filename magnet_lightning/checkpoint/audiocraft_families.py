@@ -1,5 +1,6 @@
 """The checkpoint layer's family table: how each family imports from an audiocraft release file (`state_dict.bin`
-with its `xp.cfg`), or None for a family Meta never released (Hybrid-MAGNeT: trained here only).
+with its `xp.cfg`) and exports to it (interop/audiocraft_release.py), and whether transformers' MusicGen classes hold
+it; None for a family Meta never released (Hybrid-MAGNeT: trained here only).
 
 Keyed by the model families' names (models/registry.py); audiocraft_config.read_lm_config reads it and nothing else
 decides what a family's xp.cfg means.
@@ -38,6 +39,17 @@ class AudiocraftImport:
     """Config keys this family uses beyond the shared ones."""
     ignored: tuple[tuple[str, str], ...] = ()
     """(key pattern, why) ignored by this family only."""
+    solver: str = ""
+    """The `solver` an export's xp.cfg names (audiocraft's loaders do not read it; it says what trained the model)."""
+    audio_solver: str = ""
+    """`solver` of the family's text-to-sound models (16 kHz, audiocraft's own codec), where Meta named it apart."""
+    client: str = ""
+    """The audiocraft class whose `get_pretrained` loads the family's release folders (music)."""
+    audio_client: str = ""
+    """... and its text-to-sound ones."""
+    transformers_musicgen: bool = False
+    """transformers' `MusicgenForConditionalGeneration` holds this family's models (causal decoder, delay pattern
+    0..K-1): `magnet-convert transformers` reads them and `magnet-export --format transformers` writes them."""
 
 
 _SAMPLING_KEYS = {"use_sampling": "use_sampling", "temp": "temperature", "top_k": "top_k", "top_p": "top_p"}
@@ -56,6 +68,7 @@ AUDIOCRAFT_IMPORTS: dict[str, AudiocraftImport | None] = {
              "MAGNeT anneals its own guidance (max_cfg_coef -> min_cfg_coef)"),
             ("transformer_lm.two_step_cfg", "not supported by audiocraft's MAGNeT generation"),
         ),
+        solver="magnet", audio_solver="audio_magnet", client="MAGNeT", audio_client="MAGNeT",
     ),
     ARTransformer.family: AudiocraftImport(
         lm_model="transformer_lm", causal=True, pattern="delay", delays=True, windowed_attention=False,
@@ -66,6 +79,8 @@ AUDIOCRAFT_IMPORTS: dict[str, AudiocraftImport | None] = {
                     "codebooks_pattern.delay.empty_initial", "transformer_lm.two_step_cfg",
                     "classifier_free_guidance.inference_coef"),
         ignored=(("codebooks_pattern.parallel.*", _UNUSED_PATTERN),),
+        solver="musicgen", audio_solver="audiogen", client="MusicGen", audio_client="AudioGen",
+        transformers_musicgen=True,
     ),
     HybridMagnetTransformer.family: None,  # Meta released no Hybrid-MAGNeT model
 }

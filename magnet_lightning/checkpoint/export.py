@@ -1,9 +1,10 @@
-"""Slim inference exports: the generation weights and their settings as safetensors + JSON (Hugging Face layout).
+"""Slim inference exports: the generation weights and their settings as safetensors + JSON (Hugging Face layout);
+`magnet-export --format magnet_lightning`, the default (the other formats: magnet_lightning/interop/).
 
-    python -m magnet_lightning.export CKPT OUT [--dtype bfloat16] [--license LICENSE] [--push-to-hub USER/REPO]
+    python -m magnet_lightning.export CKPT OUT [--dtype bfloat16] [--license LICENSE] [--push-to-hub REPO] [--force]
 
 CKPT is anything `checkpoint.load_pretrained` reads (a training checkpoint: its EMA weights when trained with EMA;
-a converted or audiocraft checkpoint). OUT is a new folder:
+a converted or audiocraft checkpoint). OUT is a new folder (an existing one is replaced only with `force`):
 
 - ``model.safetensors``: the transformer's weights only (no live copy, optimizer or loop state);
 - ``config.json``: ``{"format": "magnet_lightning.pretrained", "version": 1, "model": {ModelConfig},
@@ -11,7 +12,8 @@ a converted or audiocraft checkpoint). OUT is a new folder:
   "source", "random_parts"}``: the T5 is named (a hub id, or a local folder's absolute path); a codec that is a local
   folder is copied into OUT/codec/ (``"codec": "codec"``, read relative to OUT), a hub codec is named by its id, so
   OUT loads from any folder and machine;
-- ``README.md``: a model card whose metadata carries the license.
+- ``README.md``: a model card (checkpoint/model_card.py) whose metadata carries the license, and which says the base
+  and what was fine-tuned (also in config.json: ``base``, ``fine_tuned``, ``training``).
 
 With ``--adapter ADAPTER`` (a LoRA adapter folder or a LoRA run's checkpoint trained on CKPT, its base) OUT is the
 merged model in the same format; with ``--adapter ADAPTER --adapter-only`` OUT is the adapter folder
@@ -25,7 +27,6 @@ fine-tuned from them) are CC-BY-NC 4.0, and the export says so; ``--push-to-hub`
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -35,6 +36,7 @@ import torch
 
 from magnet_lightning.checkpoint import hub
 from magnet_lightning.checkpoint.audiocraft import LICENSE as AUDIOCRAFT_LICENSE
+from magnet_lightning.checkpoint.model_card import CardInfo, Origin, model_card, read_origin
 from magnet_lightning.checkpoint.pretrained import (
     CONFIG_NAME,
     FORMAT,
@@ -47,50 +49,40 @@ from magnet_lightning.config import ModelConfig
 from magnet_lightning.lora.files import attach_adapter, read_adapter, write_adapter_folder
 from magnet_lightning.models.registry import family_of, model_family
 from magnet_lightning.utils.provenance import absolute_if_local, describe_random
+from magnet_lightning.utils.staged_folder import check_target, staged_folder
 
 CARD_NAME = "README.md"
 EXPORT_CODEC = "codec"  # the folder inside an export that holds a copied local codec
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _provenance(ckpt: Path) -> tuple[bool | None, str | None]:
-    """(weights descend from audiocraft's release: True / False / None = unknown, the fine-tuning source)."""
-    if is_export(ckpt):
-        config = json.loads(((ckpt if ckpt.is_dir() else ckpt.parent) / CONFIG_NAME).read_text())
-        return config.get("license") == AUDIOCRAFT_LICENSE, None
-    try:  # tensors on the meta device: only the metadata is read
-        raw = torch.load(ckpt, map_location="meta", weights_only=True, mmap=True)
-    except RuntimeError:  # a legacy (non-zip) file cannot be memory-mapped
-        raw = torch.load(ckpt, map_location="cpu", weights_only=True)
-    if "best_state" in raw or raw.get("converted_from"):
-        return True, None
-    init_from = (raw.get("hyper_parameters") or {}).get("init_from")
-    return (None, str(init_from)) if init_from else (False, None)
-
-
-def choose_license(ckpt: Path, given: str | None) -> str:
+def choose_license(ckpt: Path, given: str | None, origin: Origin | None = None) -> str:
     """The export's license: CC-BY-NC 4.0 for audiocraft-derived weights, else `given` (or 'unspecified')."""
-    derived, init_from = _provenance(ckpt)
-    if derived:
+    origin = origin or read_origin(ckpt)
+    if origin.derived:
         if given and given.lower() != AUDIOCRAFT_LICENSE:
             raise ValueError(f"{ckpt} holds weights converted from audiocraft, which are {AUDIOCRAFT_LICENSE}: "
                              f"--license {given} is not allowed")
         return AUDIOCRAFT_LICENSE
-    if derived is None and not given:
-        raise ValueError(f"{ckpt} was fine-tuned from {init_from}, whose license this export cannot know: pass "
+    if origin.derived is None and not given:
+        raise ValueError(f"{ckpt} comes from {origin.init_from}, whose license this export cannot know: pass "
                          f"--license ({AUDIOCRAFT_LICENSE} if it was a released audiocraft checkpoint)")
-    return given or "unspecified"
+    return given or origin.license or "unspecified"
+
+
+def resolve_checkpoint(ckpt: str | Path) -> Path:
+    """An export folder as it is; anything else (a file, a folder holding state_dict.bin, a repo id) resolved."""
+    return hub.expand(ckpt) if is_export(hub.expand(ckpt)) else hub.resolve_lm(ckpt).path
 
 
 def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype: str = "float32",
-           adapter: str | Path | None = None, adapter_only: bool = False) -> Path:
-    """Write the export folder `out` (it must not exist yet) from `ckpt` (with `adapter`: the merged model, or with
-    `adapter_only` the adapter folder); returns `out`. Atomic: written under a temporary name next to `out`, then
-    renamed."""
+           adapter: str | Path | None = None, adapter_only: bool = False, force: bool = False) -> Path:
+    """Write the export folder `out` (it must not exist yet, unless `force`) from `ckpt` (with `adapter`: the merged
+    model, or with `adapter_only` the adapter folder); returns `out`. Atomic: written under a temporary name next to
+    `out`, then renamed."""
     out = hub.expand(out)
-    ckpt = hub.expand(ckpt) if is_export(hub.expand(ckpt)) else hub.resolve_lm(ckpt).path
-    if out.exists():
-        raise FileExistsError(f"{out} exists: choose a new folder (an export is never written over another)")
+    ckpt = resolve_checkpoint(ckpt)
+    check_target(out, force)
     if dtype not in DTYPES:
         raise ValueError(f"--dtype {dtype}: choose one of {sorted(DTYPES)}")
     if adapter_only:
@@ -98,9 +90,10 @@ def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype:
             raise ValueError("--adapter-only needs --adapter ADAPTER (and CKPT its base, to check it against)")
         read = read_adapter(hub.expand(adapter))
         attach_adapter(load_pretrained(ckpt, device="cpu").model, read, str(ckpt))  # checks the base
-        return write_adapter_folder(read, out)
+        return write_adapter_folder(read, out, force=force)
+    origin = read_origin(ckpt, read_adapter(hub.expand(adapter)) if adapter else None)
+    chosen = choose_license(ckpt, license, origin)
     pretrained = load_pretrained(ckpt, device="cpu", dtype=DTYPES[dtype], adapter=adapter)
-    chosen = choose_license(ckpt, license)
     model = pretrained.model
     config = {"format": FORMAT, "version": VERSION, "family": model.family, "model": asdict(model.cfg),
               "delays": list(model.pattern.delays) if hasattr(model, "pattern") else None,
@@ -108,25 +101,17 @@ def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype:
               "sample_rate": pretrained.sample_rate, "frame_rate": pretrained.frame_rate,
               "span_len": pretrained.span_len, "segment_duration": pretrained.segment_duration,
               "decoding": pretrained.decoding, "license": chosen, "dtype": dtype,
-              "source": ckpt.name + (f" + LoRA {Path(adapter).name}" if adapter else "")}
+              "source": ckpt.name + (f" + LoRA {Path(adapter).name}" if adapter else ""),
+              "base": origin.base, "fine_tuned": origin.fine_tuned, "training": origin.training}
     config["random_parts"] = pretrained.random_parts
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_folder(out, force) as tmp:
         config.update(carry_codec(pretrained.codec, tmp), text_encoder=absolute_if_local(pretrained.text_encoder))
         from safetensors.torch import save_file
 
         state = {k: v.detach().to(DTYPES[dtype]).contiguous() for k, v in pretrained.model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "magnet_lightning": FORMAT})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp / WEIGHTS_NAME, 0o666 & ~umask)  # safetensors writes 0600; an export is meant to be shared
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        (tmp / CARD_NAME).write_text(model_card(config))
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / CARD_NAME).write_text(slim_card(config, origin))
     return out
 
 
@@ -139,26 +124,31 @@ def carry_codec(codec: str, folder: Path) -> dict[str, Any]:
     return {"codec": EXPORT_CODEC, "codec_source": str(local.resolve())}
 
 
-def model_card(config: dict[str, Any]) -> str:
+def describe(config: dict[str, Any]) -> str:
+    """One sentence on the model of an export config (sizes, text encoder, codec, rate, segment)."""
     cfg = ModelConfig.from_dict(config["model"])
-    lines = ["---", f"license: {config['license'] if config['license'] != 'unspecified' else 'other'}",
-             "library_name: magnet_lightning", "tags: [text-to-audio, magnet, music-generation]", "---", "",
-             f"# {model_family(family_of(config)).label} checkpoint (magnet_lightning export)", "",
-             f"{cfg.num_parameters() / 1e6:.1f} M parameters ({cfg.num_layers} layers x {cfg.dim}), "
-             f"{cfg.num_codebooks} codebooks of {cfg.codebook_size}; text encoder `{config['text_encoder']}`, codec "
-             f"`{config['codec']}`{_copied(config)} ({config['sample_rate']} Hz); trained on "
-             f"{config['segment_duration']:g}-s segments.", "", "```python",
-             "from magnet_lightning import MagnetGenerator", "",
+    return (f"{cfg.num_parameters() / 1e6:.1f} M parameters ({cfg.num_layers} layers x {cfg.dim}), "
+            f"{cfg.num_codebooks} codebooks of {cfg.codebook_size}; text encoder `{config['text_encoder']}`, codec "
+            f"`{config['codec']}`{_copied(config)} ({config['sample_rate']} Hz); trained on "
+            f"{config['segment_duration']:g}-s segments.")
+
+
+def random_notes(random_parts: list[str]) -> list[str]:
+    """The card's warning when parts had random weights (none otherwise)."""
+    note = describe_random(random_parts or [])
+    return [f"**{note}.** This export shows that training and generation run; it is not a model of music."] \
+        if note else []
+
+
+def slim_card(config: dict[str, Any], origin: Origin) -> str:
+    usage = ["from magnet_lightning import MagnetGenerator", "",
              'generator = MagnetGenerator.from_pretrained("PATH_OR_FOLDER")',
-             'audio = generator.generate(["calm piano"], duration=10, seed=0).audio', "```", ""]
-    random_note = describe_random(config.get("random_parts") or [])
-    if random_note:
-        lines += [f"**{random_note}.** This export shows that training and generation run; it is not a model of "
-                  "music.", ""]
-    if config["license"] == AUDIOCRAFT_LICENSE:
-        lines += ["The weights derive from Meta's audiocraft MAGNeT release and are licensed CC-BY-NC 4.0 "
-                  "(non-commercial use only).", ""]
-    return "\n".join(lines)
+             'audio = generator.generate(["calm piano"], duration=10, seed=0).audio']
+    return model_card(CardInfo(
+        format="magnet_lightning export", library="magnet_lightning",
+        family=model_family(family_of(config)).label, license=config["license"], origin=origin,
+        summary=describe(config), usage=usage, notes=random_notes(config.get("random_parts") or []),
+        tags=("text-to-audio", "magnet", "music-generation")))
 
 
 def _copied(config: dict[str, Any]) -> str:

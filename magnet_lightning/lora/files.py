@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from magnet_lightning.errors import CheckpointError
 from magnet_lightning.lora.adapters import LoraConfig, apply_lora, is_adapter_name, load_lora_state
 from magnet_lightning.models.base import CodebookTransformer
 from magnet_lightning.models.registry import family_of
+from magnet_lightning.utils.staged_folder import staged_folder
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 FORMAT, VERSION = "magnet_lightning.lora", 1
@@ -81,29 +81,25 @@ class Adapter:
     source: str
 
 
-def write_adapter_folder(adapter: Adapter, out: str | Path) -> Path:
-    """Write `out` (a new folder) with adapter_config.json + adapter_model.safetensors; atomic (temporary name, then
-    rename). Returns `out`."""
-    out = Path(out).expanduser()
-    if out.exists():
-        raise FileExistsError(f"{out} exists: choose a new folder (an adapter is never written over another)")
+def adapter_config(adapter: Adapter) -> dict:
+    """adapter_config.json of this project's adapter folder."""
     cfg = adapter.config
-    config = {"peft_type": "LORA", "task_type": None, "r": cfg.rank, "lora_alpha": cfg.alpha,
-              "lora_dropout": cfg.dropout, "target_modules": cfg.expanded_targets(),
-              "modules_to_save": cfg.extra_trainable or None, "bias": "none", "fan_in_fan_out": False,
-              "inference_mode": True, "base_model_name_or_path": adapter.base.source,
-              "magnet_lightning": {"format": FORMAT, "version": VERSION, "family": adapter.family,
-                                   "base_sha256": adapter.base.sha256, "lora": asdict(cfg)}}
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    return {"peft_type": "LORA", "task_type": None, "r": cfg.rank, "lora_alpha": cfg.alpha,
+            "lora_dropout": cfg.dropout, "target_modules": cfg.expanded_targets(),
+            "modules_to_save": cfg.extra_trainable or None, "bias": "none", "fan_in_fan_out": False,
+            "inference_mode": True, "base_model_name_or_path": adapter.base.source,
+            "magnet_lightning": {"format": FORMAT, "version": VERSION, "family": adapter.family,
+                                 "base_sha256": adapter.base.sha256, "lora": asdict(cfg)}}
+
+
+def write_adapter_folder(adapter: Adapter, out: str | Path, force: bool = False) -> Path:
+    """Write `out` (a new folder; replaced only with `force`) with adapter_config.json + adapter_model.safetensors,
+    readable as the umask allows; atomic (temporary name, then rename). Returns `out`."""
+    out = Path(out).expanduser()
+    with staged_folder(out, force, "an adapter") as tmp:
         state = {PEFT_PREFIX + k: v.detach().to("cpu", torch.float32).contiguous() for k, v in adapter.state.items()}
         save_file(state, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
-        (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / ADAPTER_CONFIG).write_text(json.dumps(adapter_config(adapter), indent=2) + "\n")
     return out
 
 
