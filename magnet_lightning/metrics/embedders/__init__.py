@@ -1,4 +1,5 @@
-"""Evaluation embedders, pluggable by name: ``get_embedder("vggish" | "clap" | "passt" | "codec", **kwargs)``.
+"""Evaluation embedders, pluggable by name: ``get_embedder("vggish" | "clap" | "passt" |
+"passt_embedding" | "codec", **kwargs)`` (``passt_embedding``: PaSST's 768-d features, for FAD / KAD).
 
 Each loader finds real weights on local disk and fails with a message naming the file, its URL and where to put
 it. Heavy libraries (laion_clap, hear21passt, the codec) are imported only when that embedder is built.
@@ -57,13 +58,20 @@ def _passt(**kwargs: Any) -> AudioEmbedder:
     return load_passt(**kwargs)
 
 
+def _passt_embedding(**kwargs: Any) -> AudioEmbedder:
+    from .passt import load_passt
+
+    return load_passt(output="embedding", **kwargs)
+
+
 def _codec(**kwargs: Any) -> AudioEmbedder:
     from .codec_latents import load_codec_embedder
 
     return load_codec_embedder(**kwargs)
 
 
-for _name, _loader in (("vggish", _vggish), ("clap", _clap), ("passt", _passt), ("codec", _codec)):
+for _name, _loader in (("vggish", _vggish), ("clap", _clap), ("passt", _passt), ("passt_embedding", _passt_embedding),
+                       ("codec", _codec)):
     register_embedder(_name, _loader)
 
 __all__ = ["AudioEmbedder", "EmbedderHolder", "WEIGHTS_DIR_ENV", "available_embedders", "get_embedder",
