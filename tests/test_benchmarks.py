@@ -50,7 +50,8 @@ def test_readers_take_the_published_columns(tmp_path):
     row = read_rows(ac, write_csv(tmp_path / "a.csv", ac.columns, [[91139, "Zn4ViKWcw", 130, "water pours"]]))[0]
     assert (row.id, row.audio, row.start, row.end) == ("91139", "Zn4ViKWcw", 130.0, 140.0)
     with pytest.raises(UserError, match="missing column.*aspect_list"):
-        read_rows(MUSICCAPS, write_csv(tmp_path / "bad.csv", ["ytid", "start_s", "end_s", "caption"], [["a", 0, 1, "x"]]))
+        read_rows(MUSICCAPS, write_csv(tmp_path / "bad.csv", ["ytid", "start_s", "end_s", "caption"],
+                                       [["a", 0, 1, "x"]]))
     with pytest.raises(UserError, match=r"dup.csv:3: id 'a' is duplicated"):
         read_rows(MUSICCAPS, write_csv(tmp_path / "dup.csv", MUSICCAPS.columns, [musiccaps_row("a", 0, 10)] * 2))
     with pytest.raises(UserError, match="not a number"):

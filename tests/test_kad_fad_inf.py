@@ -111,3 +111,26 @@ def test_bootstrap_resamples_equal_figures_recomputed_from_the_drawn_items():
         assert weighted_fad(ref, ref_items, gen, gen_items, w) == pytest.approx(
             frechet_distance(*gaussian(drawn_ref), *gaussian(drawn_gen)).item(), rel=1e-8)
     assert interval([1.0, 2.0, 3.0, float("nan")]) == [pytest.approx(1.05), pytest.approx(2.95)]
+
+
+def test_suite_adds_kad_on_the_fad_frames_from_cached_reference_embeddings():
+    from test_audio_metrics_callback import TINY_VGGISH
+
+    from magnet_lightning.metrics.suite import AudioEvalSuite
+
+    suite = AudioEvalSuite(["fad", "kad"], embedder_kwargs={"vggish": {"cfg": TINY_VGGISH}},
+                           allow_random_embedders=True, seed=1)
+    assert suite.embedder_names == {"fad": "vggish", "kad": "vggish"}
+    g = torch.Generator().manual_seed(0)
+    gens = [torch.randn(1, 16000 * 2, generator=g) * 0.3 for _ in range(3)]
+    refs = [torch.randn(1, 16000 * 2, generator=g) * 0.1 for _ in range(3)]
+    suite.update(gens, refs, ["a", "b", "c"], 16000, keys=["k0", "k1", "k2"])
+    first = suite.compute()
+    vggish = suite.embedders["vggish"]
+    expected = kernel_audio_distance(torch.cat([vggish.embed_frames(r[None], 16000)[0] for r in refs]),
+                                     torch.cat([vggish.embed_frames(x[None], 16000)[0] for x in gens]))
+    assert first["kad"] == pytest.approx(expected.item(), rel=1e-5)
+    suite.reset()
+    silence = [torch.zeros_like(r) for r in refs]  # same keys: the cached reference frames are used, not these
+    suite.update(gens, silence, ["a", "b", "c"], 16000, keys=["k0", "k1", "k2"])
+    assert suite.compute() == pytest.approx(first, rel=1e-6)
