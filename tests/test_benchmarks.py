@@ -165,6 +165,14 @@ def test_benchmark_end_to_end_resumes_and_refuses_other_settings(audiocaps, tmp_
     again = json.loads(out.read_text())
     assert again["generation"]["calls"] == 0
     assert again["metrics"]["fad"]["value"] == pytest.approx(report["metrics"]["fad"]["value"], rel=1e-6)
+    generated = out.with_name("report_generated")
+    (generated / "101.wav").unlink()  # an interrupted run: a clip lost, a journal line cut short
+    with open(generated / "generated.rank0.jsonl", "a") as journal:
+        journal.write('{"id": "102", "fi')
+    assert bench(ckpt, data, out) == 0
+    resumed = json.loads(out.read_text())
+    assert resumed["generation"]["calls"] == 1 and resumed["generation"]["clips"] == 2  # only 101's batch again
+    assert resumed["metrics"]["kl"]["value"] == pytest.approx(report["metrics"]["kl"]["value"], rel=1e-5)  # seeded
     with pytest.raises(SystemExit, match=r"other settings \(seed differ\)"):
         bench(ckpt, data, out, "--seed", "4")
     kwargs = json.loads(EMBEDDER_ARGS[-1])

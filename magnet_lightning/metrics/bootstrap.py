@@ -100,7 +100,8 @@ class KADBootstrap:
         m, n = float(w @ self.frames_x), float(w @ self.frames_y)
         if m < 2 or n < 2:
             return float("nan")
-        quad = [float(w @ s.cpu() @ w) for s in (self.s_xx, self.s_yy, self.s_xy)]
+        on = w.to(self.s_xx.device)
+        quad = [float(on @ s @ on) for s in (self.s_xx, self.s_yy, self.s_xy)]
         xx = (quad[0] - float(w @ self.diag_x)) / (m * (m - 1))
         yy = (quad[1] - float(w @ self.diag_y)) / (n * (n - 1))
         return (xx + yy - 2.0 * quad[2] / (m * n)) * SCALE

@@ -90,15 +90,15 @@ def median_pairwise_distance(x: Tensor | np.ndarray, block: int = BLOCK) -> floa
 def _narrow(x: Tensor, block: int, lo: float, hi: float, below: int, k: int,
             bins: int = 65536) -> tuple[float, float, int, int]:
     """One histogram pass over [lo, hi): the bin holding the k-th distance, the count below it and inside it."""
-    edges = lo + (hi - lo) / bins * torch.arange(bins + 1, dtype=torch.float64)
+    edges = lo + (hi - lo) / bins * torch.arange(bins + 1, dtype=torch.float64, device=x.device)
     edges[0], edges[-1] = lo, hi  # the same floats the next pass filters with
-    counts = torch.zeros(bins, dtype=torch.long)
+    counts = torch.zeros(bins, dtype=torch.long, device=x.device)
     for i, j in _pair_blocks(x.shape[0], block):
         d = _upper_distances(x, i, j, block)
         d = d[(d >= lo) & (d < hi)]
         counts += torch.bincount(torch.bucketize(d, edges, right=True) - 1, minlength=bins)[:bins]
     cumulative = below + counts.cumsum(0)
-    b = int(torch.searchsorted(cumulative, torch.tensor(k, dtype=torch.long), right=True))
+    b = int(torch.searchsorted(cumulative, torch.tensor(k, dtype=torch.long, device=x.device), right=True))
     return float(edges[b]), float(edges[b + 1]), below + int(counts[:b].sum()), int(counts[b])
 
 

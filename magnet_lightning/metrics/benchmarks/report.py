@@ -38,8 +38,9 @@ def markdown(report: dict[str, Any]) -> str:
     if report["random_weights"]["note"]:
         lines += [f"**{report['random_weights']['note']}**", ""]
     ref = report["reference_set"]
-    lines += [f"n = {report['n']} clips of {report['clip_seconds']:g} s (mean {report['clip_seconds_mean']:.3g} s) at "
-              f"{report['sample_rate']} Hz; reference set {ref['eval_set']} (checksum {ref['checksum'][:12]}, "
+    lines += [f"n = {report['n']} clips of {report['clip_seconds_mean']:.3g} s on average (the protocol's "
+              f"{report['clip_seconds']:g} s) at {report['sample_rate']} Hz; reference set {ref['eval_set']} "
+              f"(checksum {ref['checksum'][:12]}, "
               f"{sum(ref['skipped'].values())} benchmark items without audio); embedders: " +
               ", ".join(f"{role} {e['name']}{' (RANDOM WEIGHTS)' if e['random'] else ''}" for role, e in emb.items()) +
               f"; intervals: bootstrap over clips, {report['metrics'].get('resamples', 0)} resamples "

@@ -47,8 +47,9 @@ def _weighted(values: Tensor, counts: Tensor):
 def distribution_figures(ref: list[Tensor], gen: list[Tensor], counts, inf_counts, seed: int,
                          steps: int = STEPS, min_n: int = MIN_N) -> dict[str, Any]:
     """FAD, KAD and FAD∞ of the generated frames against the reference frames, with their intervals."""
-    ref_rows, gen_rows = as_rows(torch.cat(ref)), as_rows(torch.cat(gen))
-    ref_items, gen_items = item_of_frames(ref), item_of_frames(gen)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the O(frames²) kernel sums on the GPU, if any
+    ref_rows, gen_rows = as_rows(torch.cat(ref)).to(device), as_rows(torch.cat(gen)).to(device)
+    ref_items, gen_items = item_of_frames(ref).to(device), item_of_frames(gen).to(device)
     mu_r, cov_r = gaussian(ref_rows)
     fad = float(frechet_distance(mu_r, cov_r, *gaussian(gen_rows)))
     bandwidth = median_pairwise_distance(gen_rows)
