@@ -3,6 +3,9 @@ the eval set's checks, and the evaluator end to end on a tiny checkpoint (report
 import csv
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import julius
 import numpy as np
@@ -201,3 +204,28 @@ def test_benchmark_refusals_are_one_line(audiocaps, tmp_path, capsys):
     os.remove(data / "yt2.wav")
     with pytest.raises(SystemExit, match="--allow-missing 1"):
         evaluate.main(["--benchmark", "audiocaps", "--data", str(data), "--prepare"])
+
+
+def test_two_torchrun_ranks_match_one(audiocaps, tmp_path):
+    ckpt, data = audiocaps
+    assert evaluate.main(["--benchmark", "audiocaps", "--data", str(data), "--prepare"]) == 0
+    assert bench(ckpt, data, tmp_path / "one.json") == 0
+    single = json.loads((tmp_path / "one.json").read_text())
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{root / 'tests'}{os.pathsep}{root}")
+    script = ("import sys, test_audio_metrics_callback as t; from magnet_lightning.cli import evaluate; "
+              "from magnet_lightning.metrics.embedders import register_embedder; "
+              "register_embedder('toy_clap', lambda **kw: t.ToyClap()); sys.exit(evaluate.main(sys.argv[1:]))")
+    (tmp_path / "launch.py").write_text(script + "\n")
+    out = tmp_path / "two.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29547",
+           str(tmp_path / "launch.py"), "--benchmark", "audiocaps", "--data", str(data), "--ckpt", str(ckpt),
+           "--out", str(out), "--device", "cpu", "--batch-size", "2", "--seed", "3", "--bootstrap", "50",
+           "--fad-inf-bootstrap", "5", "--reference-stats", str(tmp_path / "stats"), *EMBEDDER_ARGS]
+    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = json.loads(out.read_text())
+    assert two["generation"]["world_size"] == 2 and two["generation"]["clips"] == 3
+    assert len(list((tmp_path / "stats").glob("reference_stats-*.pt"))) == 1  # embedded by both ranks, saved once
+    for key in ("fad", "kad", "kl", "clap"):
+        assert two["metrics"][key]["value"] == pytest.approx(single["metrics"][key]["value"], rel=1e-4, abs=1e-6)

@@ -3,6 +3,7 @@ decoding flags; `add_benchmark_arguments` is called by `cli.evaluate.build_parse
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from magnet_lightning.cli import checks
@@ -38,6 +39,8 @@ def check_benchmark_args(args: argparse.Namespace) -> None:
     if args.data is None and (args.prepare or args.eval_set is None):
         raise UserError(f"--benchmark {spec.name} needs --data DIR (the folder holding {spec.csv_name} and the audio)")
     if args.prepare:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError("--prepare runs in one process: start it without torchrun")
         if args.data is None or not Path(args.data).is_dir():
             raise FileNotFoundError(f"--data {args.data} is not a folder")
     else:
