@@ -178,6 +178,10 @@ def _check(command: str, monkeypatch, capsys, inline: bool = False) -> None:
         from magnet_lightning.cli.app import build_parser
 
         return _parse(build_parser(), args, capsys)
+    if program == "magnet-evaluate":
+        from magnet_lightning.cli.evaluate import build_parser
+
+        return _parse(build_parser(), args, capsys)
     if program in ("python", "python3") and args[:1] == ["-m"]:
         module, args = args[1], args[2:]
         if module == "pytest":

@@ -15,10 +15,17 @@ def tiny_vggish():
     return get_embedder("vggish", cfg=TINY_VGGISH, random_weights=True)
 
 
-def test_registry_lists_the_four_embedders():
-    assert available_embedders() == ["clap", "codec", "passt", "vggish"]
+def test_registry_lists_the_five_embedders():
+    assert available_embedders() == ["clap", "codec", "passt", "passt_embedding", "vggish"]
     with pytest.raises(KeyError, match="available"):
         get_embedder("openl3")
+
+
+def test_passt_embedding_gives_the_features_of_each_segment():
+    embedder = get_embedder("passt_embedding", tiny={"max_seconds": 1.0})
+    assert (embedder.name, embedder.kind, embedder.dim) == ("passt_embedding", "embedding", 32)
+    frames = embedder.embed_frames(torch.randn(2, 1, 48000), 32000)  # 1.5 s: a 1-s and a 0.5-s segment
+    assert frames.shape == (2, 2, 32) and torch.isfinite(frames).all()
 
 
 @pytest.mark.parametrize("name, filename", [("vggish", "vggish-10086976.pth"),

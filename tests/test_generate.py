@@ -180,3 +180,15 @@ def test_cli_expands_home_in_every_path(assets, tmp_path, monkeypatch):
     assert main(["--ckpt", "~/model.ckpt", "--prompts", "~/captions.txt", "--out", "~/samples", "--steps",
                  *map(str, STEPS)]) == 0
     assert (tmp_path / "samples" / "0000.wav").is_file() and not (tmp_path / "~").exists()
+
+
+def test_a_seed_per_row_makes_each_clip_independent_of_its_batch(gen):
+    """seed=[...]: row b samples from its own generator, so a caption keeps its tokens in another batch position
+    (the benchmark's one seed per caption); one seed for the batch is one stream, where the position matters."""
+    first = gen.generate(["calm piano", "fast drums"], seed=[5, 6], decode_audio=False).tokens
+    moved = gen.generate(["rain", "calm piano"], seed=[7, 5], decode_audio=False).tokens
+    assert torch.equal(first[0], moved[1])
+    shared = gen.generate(["rain", "calm piano"], seed=5, decode_audio=False).tokens
+    assert not torch.equal(first[0], shared[1])
+    with pytest.raises(ValueError, match="2 seeds for 3 rows"):
+        gen.generate(["a", "b", "c"], seed=[1, 2], decode_audio=False)

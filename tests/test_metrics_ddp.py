@@ -1,4 +1,4 @@
-"""The metrics give the same result on 2 gloo ranks (uneven shards) as in one process."""
+"""The metrics (KAD too) give the same result on 2 gloo ranks (uneven shards) as in one process."""
 import json
 import os
 import subprocess
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from magnet_lightning.metrics import CLAPScore, FrechetAudioDistance, KLDivergence
+from magnet_lightning.metrics import CLAPScore, FrechetAudioDistance, KernelAudioDistance, KLDivergence
 
 REPO = Path(__file__).resolve().parents[1]
 SPLIT = 23  # rank 0 gets rows [:SPLIT], rank 1 the rest: uneven shards
@@ -39,7 +39,11 @@ def compute_all(data, shard=slice(None), ref_path=None):
     kl.update(data["p_gen"][shard], data["p_ref"][shard])
     clap = CLAPScore()
     clap.update(data["audio"][shard], data["text"][shard])
-    out = {"fad": fad.compute().item(), "kl": kl.compute().item(), "clap": clap.compute().item()}
+    kad = KernelAudioDistance()
+    kad.update(data["real"][shard], True)
+    kad.update(data["fake"][shard], False)
+    out = {"fad": fad.compute().item(), "kl": kl.compute().item(), "clap": clap.compute().item(),
+           "kad": kad.compute().item()}
     if reused is not None:
         out["fad_reused"] = reused.compute().item()
     return fad, out
@@ -79,7 +83,7 @@ def test_two_rank_gloo_results_equal_single_process(tmp_path):
     _, single = compute_all(make_data())
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for result in ranks:
-        for key in ("fad", "kl", "clap"):
+        for key in ("fad", "kl", "clap", "kad"):
             assert result[key] == pytest.approx(single[key], rel=1e-5, abs=1e-7), key
         # reference stats saved in DDP hold the whole real set once, and loading them on every rank
         # does not count them twice

@@ -175,11 +175,11 @@ def test_paper_config_builds_with_reference_hyperparameters(name, meta_models):
     assert any(getattr(c, "save_last", False) for c in trainer["callbacks"])
     assert [type(lg).__name__ for lg in trainer["logger"]] == ["WandbLogger"]
 
-    # FAD (VGGish), KL (PaSST) and CLAP on the held-out validation items, with real weights only
+    # FAD (VGGish), KL (PaSST), CLAP and KAD on the held-out validation items, with real weights only
     from magnet_lightning.callbacks import AudioDemoCallback, AudioMetricsCallback
 
     (metrics,) = [c for c in trainer["callbacks"] if isinstance(c, AudioMetricsCallback)]
-    assert metrics.metric_names == ["fad", "kl", "clap"] and metrics.prompts is None
+    assert metrics.metric_names == ["fad", "kl", "clap", "kad"] and metrics.prompts is None
     assert {**{"fad": "vggish", "kl": "passt", "clap": "clap"}, **metrics.embedders} == {
         "fad": "vggish", "kl": "passt", "clap": "clap"} and not metrics.allow_random_embedders
     assert metrics.embedder_kwargs.get("passt", {}).get("pretrained_length", 20) == (10 if text_dim == 1024 else 20)

@@ -1,4 +1,6 @@
-"""Generate audio during training and score it: FAD / KL / CLAP logged as ``eval/fad``, ``eval/kl``, ``eval/clap``.
+"""Generate audio during training and score it: FAD / KL / CLAP / KAD logged as ``eval/fad``, ``eval/kl``,
+``eval/clap``, ``eval/kad`` (KAD on the FAD embedder's frames, from the same reference embeddings, computed once
+per item).
 
 When it runs: at the end of a validation epoch (``on_validation_epoch_end``), once at least ``every_n_steps``
 optimizer steps have passed since its last run (it runs at the first validation after step N, 2N, ...; set

@@ -20,7 +20,6 @@ line and exit code 2 (``--debug`` or MAGNET_DEBUG=1 shows the traceback), and no
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import logging
 import math
@@ -35,7 +34,9 @@ import torch
 from tqdm import tqdm
 
 from magnet_lightning.checkpoint.hub import expand_args
-from magnet_lightning.cli import checks
+from magnet_lightning.cli import benchmark, checks
+from magnet_lightning.cli.benchmark_args import add_benchmark_arguments, paths
+from magnet_lightning.cli.distributed import all_sum, init_distributed
 from magnet_lightning.cli.help import DefaultsOnce, OneLineParser
 from magnet_lightning.cli.options import add_generation_flags, given_options
 from magnet_lightning.codec.codecs import load_codec
@@ -58,10 +59,10 @@ log = logging.getLogger("evaluate")
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=DefaultsOnce)
-    p.add_argument("--ckpt", required=True, help="our .ckpt or an audiocraft state_dict.bin")
-    p.add_argument("--prompts", required=True, help="caption CSV/.txt/.jsonl, or token shards")
+    p.add_argument("--ckpt", default=None, help="our .ckpt, an audiocraft state_dict.bin or a released repo id")
+    p.add_argument("--prompts", default=None, help="caption CSV/.txt/.jsonl, or token shards")
     p.add_argument("--reference", default=None, help="reference audio folder or token shards")
-    p.add_argument("--out", required=True, help="JSON report path")
+    p.add_argument("--out", default=None, help="JSON report path")
     p.add_argument("--metrics", nargs="+", default=["fad", "kl", "clap"], choices=["fad", "kl", "clap"])
     p.add_argument("--fad-embedder", default="vggish", help="vggish (paper), codec (codec latents) or clap")
     p.add_argument("--kl-embedder", default="passt")
@@ -90,34 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fast", action="store_true",
                    help="plain decoding loop (default on CUDA: static buffers + CUDA graphs, bf16 weights)")
     p.add_argument("--no-progress", action="store_true")
+    add_benchmark_arguments(p)
     return p
-
-
-# ---------------------------------------------------------------------------------------------- distributed
-def init_distributed(device: str | None) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); joins the torchrun process group when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if device is None:
-        if torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-        else:
-            device = "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if dev.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(hours=2))
-    return rank, world, dev
-
-
-def all_sum(value: int, device: torch.device) -> int:
-    if not torch.distributed.is_initialized():
-        return value
-    t = torch.tensor(value, device=device, dtype=torch.long)
-    torch.distributed.all_reduce(t)
-    return int(t)
 
 
 # ---------------------------------------------------------------------------------------------- items
@@ -224,6 +199,10 @@ def decoding_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def check_args(args: argparse.Namespace):
     """Every check that needs no model; returns the checkpoint's facts (K, V, codec name)."""
+    for flag, value in (("--ckpt", args.ckpt), ("--prompts", args.prompts), ("--out", args.out)):
+        if value is None:
+            raise UserError(f"{flag} is required (or --benchmark NAME --data DIR: README, Reproducing the published "
+                            "numbers)")
 
     for flag, value in (("--batch-size", args.batch_size), ("--limit", args.limit), ("--duration", args.duration),
                         ("--max-duration", args.max_duration)):
@@ -348,14 +327,32 @@ def write_report(report: dict[str, Any], path: str | Path) -> None:
     os.replace(tmp, out)
 
 
+def run_benchmark(args: argparse.Namespace) -> int:
+    """--benchmark: prepare, or generate + score + the JSON and Markdown reports (cli/benchmark.py)."""
+    report = benchmark.run(args, decoding_overrides, embedder_kwargs)
+    if report is not None:
+        write_report(report, args.out)
+        markdown = paths(args)["markdown"]
+        benchmark.write_markdown(report, markdown)
+        log.info("%s: %s -> %s, %s", report["benchmark"], {k: v["value"] for k, v in report["metrics"].items()
+                                                           if isinstance(v, dict) and "value" in v}, args.out,
+                 markdown)
+        if report["random_weights"]["note"]:
+            log.warning("%s (recorded in the report)", report["random_weights"]["note"])
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
     expand_args(args, "ckpt", "prompts", "reference", "out", "codec", "text_encoder", "vggish_ckpt", "passt_ckpt",
-                "clap_ckpt", "clap_tokenizer")
+                "clap_ckpt", "clap_tokenizer", "data", "benchmark_csv", "eval_set", "generated", "reference_stats",
+                "markdown")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         with user_errors(CheckpointError):
+            if args.benchmark is not None:
+                return run_benchmark(args)
             report = evaluate(args)
             if report is not None:
                 write_report(report, args.out)

@@ -216,7 +216,7 @@ class MagnetGenerator:
         infill: tuple[float, float] | None = None,
         decoding: Any = None,
         preset: str | None = None,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         decode_audio: bool = True,
         progress: ProgressFn | None = None,
         rescorer: MagnetGenerator | None = None,
@@ -235,7 +235,8 @@ class MagnetGenerator:
                 [start, end) are regenerated (families with `infill` in their table).
             decoding: a full config of the family's class; otherwise preset + checkpoint defaults +
                 `decoding_overrides` (any option the family takes, e.g. temperature=2.0).
-            seed: seeds a torch.Generator on the model's device (same seed -> same tokens).
+            seed: seeds a torch.Generator on the model's device (same seed -> same tokens); a sequence of one seed per
+                row gives each row its own generator, so a row's tokens do not depend on the batch it is in.
             rescorer: an autoregressive generator (e.g. MusicGen-small for MAGNeT-small) whose probabilities rank the
                 spans with weight 1 - rescore_weight (paper section 3.3, Eq. 5; see rescoring.py); per window.
             extend_stride: seconds; a duration beyond the checkpoint's segment is generated in windows of the segment,
@@ -284,12 +285,19 @@ class MagnetGenerator:
             raise ValueError(f"the prompt has {codes.shape[-1]} frames, the plan {expected}")
         self._announce(plan)
         return DecodeRequest(plan.config, states, mask, batch, plan.num_frames, codes, plan.infill,
-                             plan.own_prompt_frames, self._generator(seed), progress,
+                             plan.own_prompt_frames, self._generator(seed, batch), progress,
                              fast=self._fast() if self.fast else None, window_frames=plan.window_frames,
                              stride_frames=plan.stride_frames)
 
-    def _generator(self, seed: int | None) -> torch.Generator | None:
-        return None if seed is None else torch.Generator(device=self.device).manual_seed(int(seed))
+    def _generator(self, seed: int | Sequence[int] | None, batch: int):
+        """A torch.Generator of `seed`, or one per row for a seed per row (None: the global stream)."""
+        if seed is None:
+            return None
+        if isinstance(seed, Sequence):
+            if len(seed) != batch:
+                raise ValueError(f"{len(seed)} seeds for {batch} rows: give one seed, or one per row")
+            return [torch.Generator(device=self.device).manual_seed(int(s)) for s in seed]
+        return torch.Generator(device=self.device).manual_seed(int(seed))
 
     def _audio(self, tokens: torch.Tensor, decode_audio: bool) -> torch.Tensor | None:
         if not decode_audio:

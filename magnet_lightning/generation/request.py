@@ -69,7 +69,8 @@ class DecodeRequest:
     """Frames [start, end) of `prompt` to regenerate (everything else kept)."""
     prompt_frames: int = 0
     """Hybrid-MAGNeT: frames generated autoregressively before MAGNeT takes over (a user prompt's count included)."""
-    generator: torch.Generator | None = None
+    generator: torch.Generator | list[torch.Generator] | None = None
+    """One generator for the batch, or one per row (generation/sampling.py `draw_noise`)."""
     progress: ProgressFn | None = None
     rescorer: Any = None
     """rescoring.ARRescorer of this batch (MAGNeT spans ranked with an autoregressive model's probabilities)."""

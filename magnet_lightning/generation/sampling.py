@@ -11,6 +11,7 @@ Shapes: B batch, T frames, V codebook size.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -57,11 +58,19 @@ def race(weights: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return (weights / noise.clamp(min=1e-30)).argmax(dim=-1)
 
 
-def draw_noise(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
-               out: torch.Tensor | None = None) -> torch.Tensor:
-    """Exp(1) noise [*shape] float32 for `sample_tokens`; written into `out` when given (a static buffer)."""
+def draw_noise(shape: tuple[int, ...], generator: torch.Generator | Sequence[torch.Generator] | None,
+               device: torch.device, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Exp(1) noise [B, ...] float32 for `sample_tokens`; written into `out` when given (a static buffer).
+    `generator`: one for the batch, or one per row (row b drawn from generator b: a row's noise does not depend on
+    the batch it is in)."""
     if out is None:
         out = torch.empty(shape, dtype=torch.float32, device=device)
+    if isinstance(generator, Sequence):
+        if len(generator) != out.shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {out.shape[0]} rows")
+        for row, row_generator in zip(out, generator):
+            row.exponential_(generator=row_generator)
+        return out
     return out.exponential_(generator=generator)
 
 

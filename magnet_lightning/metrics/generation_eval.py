@@ -124,7 +124,8 @@ def evaluate_items(generator: Any, suite: AudioEvalSuite, items: Sequence[EvalIt
         for wav, ref in zip(result.audio.float().cpu(), refs):
             wav = match_length(wav, ref.shape[-1]) if ref is not None else wav
             generated.append(loudness_normalize(wav, rate, lufs) if lufs is not None else wav)
-        scores = suite.update(generated, refs, [item.text for item in batch], rate)
+        scores = suite.update(generated, refs, [item.text for item in batch], rate,
+                              keys=[item.key for item in batch])
         for item, wav, ref, score in zip(batch, generated, refs, scores):
             if len(examples) < keep_examples:
                 examples.append(Example(item.key, item.text, wav, ref, rate, score, batch_seed))

@@ -1,4 +1,4 @@
-"""FAD, KL and CLAP over paired (generated clip, reference clip, caption) items, with the embedders they need.
+"""FAD, KL, CLAP and KAD over paired (generated clip, reference clip, caption) items, with the embedders they need.
 
 Shared by the training callback (`magnet_lightning.callbacks.AudioMetricsCallback`) and `evaluation/evaluate.py`.
 The embedders are plain attributes of this (non-Module) object, so they never enter a LightningModule's state dict
@@ -7,6 +7,10 @@ or DDP's parameters. Each metric is keyed by name and computed by one embedder c
     fad  -> "vggish" (reference protocol), or "codec" (codec latents, weight-light), or "clap"
     kl   -> "passt"
     clap -> "clap"
+    kad  -> the FAD embedder (unless named): kernel audio distance on the same frames
+
+Reference clips given with a key (``update(..., keys=[...])``) are embedded once and their frames cached here, so
+FAD and KAD reuse the same reference statistics at every later evaluation of the same items.
 
 Shapes: C channels, L samples, F frames, D embedding width.
 """
@@ -22,11 +26,12 @@ from torch import Tensor
 from .clap_score import CLAPScore
 from .embedders import AudioEmbedder, get_embedder
 from .fad import FrechetAudioDistance
+from .kad import KernelAudioDistance
 from .kl import KLDivergence
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EMBEDDERS = {"fad": "vggish", "kl": "passt", "clap": "clap"}
+DEFAULT_EMBEDDERS = {"fad": "vggish", "kl": "passt", "clap": "clap", "kad": None}  # kad: the FAD embedder
 # Shortest clip each embedder accepts (VGGish: one 0.96 s example + window; PaSST: chunks > 0.15 s).
 MIN_SECONDS = {"vggish": 0.975, "passt": 0.16}
 _BANNER = "!" * 100
@@ -84,7 +89,9 @@ class AudioEvalSuite:
         if unknown or not metrics:
             raise ValueError(f"metrics must be a non-empty subset of {sorted(DEFAULT_EMBEDDERS)}, got {list(metrics)}")
         self.names = [m for m in DEFAULT_EMBEDDERS if m in metrics]
-        self.embedder_names = {m: {**DEFAULT_EMBEDDERS, **(embedders or {})}[m] for m in self.names}
+        chosen = {**DEFAULT_EMBEDDERS, **(embedders or {})}
+        chosen["kad"] = chosen["kad"] or chosen["fad"]
+        self.embedder_names = {m: chosen[m] for m in self.names}
         self.embedders: dict[str, AudioEmbedder] = {}
         missing = []
         for name in dict.fromkeys(self.embedder_names.values()):
@@ -108,7 +115,12 @@ class AudioEvalSuite:
             if not callable(getattr(self._embedder("clap"), "embed_text", None)):
                 raise ValueError(f"clap needs an embedder with embed_text(), got {self.embedder_names['clap']!r}")
             self.metrics["clap"] = CLAPScore()
+        if "kad" in self.names:
+            if self._embedder("kad").kind != "embedding":
+                raise ValueError(f"kad needs an embedding embedder, got {self.embedder_names['kad']!r}")
+            self.metrics["kad"] = KernelAudioDistance()
         self.skipped = 0
+        self._reference_frames: dict[tuple[str, str], Tensor] = {}
 
     @property
     def random_embedders(self) -> list[str]:
@@ -120,7 +132,7 @@ class AudioEvalSuite:
 
     @property
     def needs_reference(self) -> bool:
-        return "fad" in self.names or "kl" in self.names
+        return bool({"fad", "kl", "kad"} & set(self.names))
 
     @property
     def min_seconds(self) -> float:
@@ -142,14 +154,15 @@ class AudioEvalSuite:
 
     @torch.no_grad()
     def update(self, generated: Sequence[Tensor], references: Sequence[Tensor | None], texts: Sequence[str],
-               sample_rate: int) -> list[float | None]:
+               sample_rate: int, keys: Sequence[str] | None = None) -> list[float | None]:
         """Add items: generated[i] [C, L] (already cut to the reference length), references[i] [C', L'] or None
-        (CLAP only), texts[i] its caption, all at ``sample_rate``. Returns each item's CLAP score (None if not
-        computed or skipped). Items shorter than ``min_seconds`` are skipped, counted and logged."""
+        (CLAP only), texts[i] its caption, all at ``sample_rate``; keys[i] (optional) the item's id, under which its
+        reference frames are cached. Returns each item's CLAP score (None if not computed or skipped). Items shorter
+        than ``min_seconds`` are skipped, counted and logged."""
         if not len(generated) == len(references) == len(texts):
             raise ValueError(f"{len(generated)} generated, {len(references)} references, {len(texts)} texts")
         scores: list[float | None] = []
-        for gen, ref, text in zip(generated, references, texts):
+        for index, (gen, ref, text) in enumerate(zip(generated, references, texts)):
             shortest = min(x.shape[-1] for x in (gen, ref) if x is not None) / sample_rate
             if shortest < self.min_seconds:
                 self.skipped += 1
@@ -159,16 +172,22 @@ class AudioEvalSuite:
                 continue
             if ref is None and self.needs_reference:
                 raise ValueError(f"{text!r}: FAD/KL need a reference clip")
-            scores.append(self._update_one(gen[None], None if ref is None else ref[None], text, sample_rate))
+            key = None if keys is None else str(keys[index])
+            scores.append(self._update_one(gen[None], None if ref is None else ref[None], text, sample_rate, key))
         return scores
 
-    def _update_one(self, gen: Tensor, ref: Tensor | None, text: str, sample_rate: int) -> float | None:
+    def _update_one(self, gen: Tensor, ref: Tensor | None, text: str, sample_rate: int,
+                    key: str | None = None) -> float | None:
         """gen [1, C, L], ref [1, C', L'] -> metric updates; the item's CLAP score."""
         cache: dict[tuple[str, bool], Tensor] = {}
 
         def frames(name: str, real: bool) -> Tensor:  # [1, F, D], each embedder runs once per clip
+            if real and key is not None and (name, key) in self._reference_frames:
+                return self._reference_frames[(name, key)].to(gen.device)
             if (name, real) not in cache:
                 cache[(name, real)] = self.embedders[name].embed_frames(ref if real else gen, sample_rate)
+                if real and key is not None:
+                    self._reference_frames[(name, key)] = cache[(name, real)].cpu()
             return cache[(name, real)]
 
         score = None
@@ -185,8 +204,13 @@ class AudioEvalSuite:
             text_emb = self.embedders[name].embed_text([text]).to(audio.device)
             self.metrics["clap"].update(audio, text_emb)
             score = float(torch.nn.functional.cosine_similarity(audio.double(), text_emb.double()).item())
+        if "kad" in self.metrics:
+            name = self.embedder_names["kad"]
+            self.metrics["kad"].update(frames(name, True), True)
+            self.metrics["kad"].update(frames(name, False), False)
         return score
 
     def compute(self) -> dict[str, float]:
-        """{"fad": ..., "kl": ..., "clap": ...} for the configured metrics (collective: every rank must call it)."""
+        """{"fad": ..., "kl": ..., "clap": ..., "kad": ...} for the configured metrics (collective: every rank must
+        call it)."""
         return {name: float(metric.compute()) for name, metric in self.metrics.items()}

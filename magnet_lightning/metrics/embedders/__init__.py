@@ -1,4 +1,5 @@
-"""Evaluation embedders, pluggable by name: ``get_embedder("vggish" | "clap" | "passt" | "codec", **kwargs)``.
+"""Evaluation embedders, pluggable by name: ``get_embedder("vggish" | "clap" | "passt" |
+"passt_embedding" | "codec", **kwargs)`` (``passt_embedding``: PaSST's 768-d features, for FAD / KAD).
 
 Each loader finds real weights on local disk and fails with a message naming the file, its URL and where to put
 it. Heavy libraries (laion_clap, hear21passt) are imported only when that embedder is built (inside its loader).
@@ -43,8 +44,12 @@ def get_embedder(name: str, **kwargs: Any) -> AudioEmbedder:
     return _LOADERS[name](**kwargs)
 
 
+def _passt_embedding(**kwargs: Any) -> AudioEmbedder:
+    return load_passt(output="embedding", **kwargs)
+
+
 for _name, _loader in (("vggish", load_vggish), ("clap", load_clap), ("passt", load_passt),
-                      ("codec", load_codec_embedder)):
+                      ("passt_embedding", _passt_embedding), ("codec", load_codec_embedder)):
     register_embedder(_name, _loader)
 
 __all__ = ["AudioEmbedder", "EmbedderHolder", "WEIGHTS_DIR_ENV", "available_embedders", "get_embedder",

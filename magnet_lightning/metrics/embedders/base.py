@@ -16,24 +16,26 @@ from __future__ import annotations
 
 from typing import Literal
 
+import julius
 import torch
 from torch import Tensor, nn
 
 
 def to_mono_at(wav: Tensor, sample_rate: int, target_rate: int) -> Tensor:
-    """[N, C, L] (or [N, L]) float audio at ``sample_rate`` -> mono [N, L'] at ``target_rate``."""
+    """[N, C, L] (or [N, L]) float audio at ``sample_rate`` -> mono [N, L'] at ``target_rate``.
+
+    As audiocraft's ``convert_audio`` (which its KL, CLAP and FAD metrics call): ``julius.resample_frac`` on every
+    channel first, then the mean over channels."""
     if wav.dim() == 2:
         wav = wav.unsqueeze(1)
     if wav.dim() != 3:
         raise ValueError(f"Expected audio [N, C, L], got shape {tuple(wav.shape)}.")
     if sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}.")
-    mono = wav.float().mean(dim=1)
+    wav = wav.float()
     if sample_rate != target_rate:
-        import torchaudio
-
-        mono = torchaudio.functional.resample(mono, int(sample_rate), int(target_rate))
-    return mono
+        wav = julius.resample_frac(wav, int(sample_rate), int(target_rate))
+    return wav.mean(dim=1)
 
 
 class AudioEmbedder(nn.Module):

@@ -116,8 +116,9 @@ class ClapEmbedder(AudioEmbedder):
         self.tokenizer = tokenizer
 
     def _frames(self, mono: Tensor) -> Tensor:
-        quantised = torch.round(mono.clamp(-1.0, 1.0) * 32767.0) / 32767.0  # laion_clap's int16 round trip
-        emb = self.clap.get_audio_embedding_from_data(quantised, use_tensor=True)  # [N, D]
+        # As audiocraft's CLAPTextConsistencyMetric: the float tensor as it is (use_tensor=True: no int16 round trip;
+        # laion_clap crops clips over 10 s at random and repeat-pads shorter ones)
+        emb = self.clap.get_audio_embedding_from_data(mono, use_tensor=True)  # [N, D], L2-normalised by laion_clap
         return F.normalize(emb, dim=-1).unsqueeze(1)
 
     @torch.no_grad()

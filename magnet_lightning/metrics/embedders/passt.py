@@ -61,21 +61,33 @@ def _mel_frontend() -> nn.Module:
                               fmax_aug_range=2000)
 
 
+def segments(mono: Tensor, max_samples: int, min_samples: int) -> list[Tensor]:
+    """mono [N, L] -> consecutive chunks [N, <= max_samples], no padding, chunks of ``min_samples`` or less dropped
+    (audiocraft's ``PasstKLDivergenceMetric._process_audio``)."""
+    return [c for c in torch.split(mono, max_samples, dim=-1) if c.shape[-1] > min_samples]
+
+
 class PasstEmbedder(AudioEmbedder):
     """audio -> per-chunk AudioSet label distributions [N, F, 527]."""
 
     name = "passt"
     kind = "probabilities"
 
-    def __init__(self, net: nn.Module, max_seconds: float, min_seconds: float = MIN_SECONDS) -> None:
-        super().__init__(SAMPLE_RATE, NUM_CLASSES)
+    def __init__(self, net: nn.Module, max_seconds: float, min_seconds: float = MIN_SECONDS,
+                 output: str = "probabilities") -> None:
+        if output not in ("probabilities", "embedding"):
+            raise ValueError(f"output must be 'probabilities' or 'embedding', got {output!r}")
+        super().__init__(SAMPLE_RATE, NUM_CLASSES if output == "probabilities" else int(net.num_features))
+        if output == "embedding":  # the pooled token features [N, 768] per segment (a FAD / KAD embedder)
+            self.name, self.kind = "passt_embedding", "embedding"
+        self.output = output
         self.mel = _mel_frontend()
         self.net = net
         self.max_samples = int(max_seconds * SAMPLE_RATE)
         self.min_samples = int(min_seconds * SAMPLE_RATE)
 
     def _frames(self, mono: Tensor) -> Tensor:
-        chunks = [c for c in torch.split(mono, self.max_samples, dim=-1) if c.shape[-1] > self.min_samples]
+        chunks = segments(mono, self.max_samples, self.min_samples)
         if not chunks:
             raise ValueError(f"Clips of {mono.shape[-1] / SAMPLE_RATE:.3f} s are too short for PaSST "
                              f"(more than {self.min_samples / SAMPLE_RATE} s needed).")
@@ -86,12 +98,15 @@ class PasstEmbedder(AudioEmbedder):
         """mono chunk [N, L] -> softmax over the 527 classes [N, 527]."""
         with contextlib.redirect_stdout(io.StringIO()):
             specs = self.mel(chunk).unsqueeze(1)  # [N, 1, 128, T]
-            logits, _ = self.net(specs)
+            logits, features = self.net(specs)
+        if self.output == "embedding":
+            return features.float()
         return torch.softmax(logits.float(), dim=-1)
 
 
 def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20,
-               tiny: TinyPasstConfig | dict | None = None, random_weights: bool = False) -> PasstEmbedder:
+               tiny: TinyPasstConfig | dict | None = None, random_weights: bool = False,
+               output: str = "probabilities") -> PasstEmbedder:
     """PaSST-S for 10/20/30 s windows with its AudioSet weights (explicit path, ``$MAGNET_PASST_CKPT`` or the
     weights dir). ``tiny`` (tests; a TinyPasstConfig or a dict of its fields) builds a small PaSST of the same class
     instead (random weights unless ``checkpoint`` is given). ``random_weights=True`` (demos) builds the full-size
@@ -109,7 +124,7 @@ def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20
                     distilled=True)
         if state is not None:
             net.load_state_dict(state, strict=True)
-        return PasstEmbedder(net, tiny.max_seconds).eval().requires_grad_(False)
+        return PasstEmbedder(net, tiny.max_seconds, output=output).eval().requires_grad_(False)
     if pretrained_length not in VARIANTS:
         raise ValueError(f"pretrained_length must be one of {sorted(VARIANTS)}, got {pretrained_length}.")
     arch, tdim, filename, url = VARIANTS[pretrained_length]
@@ -118,7 +133,7 @@ def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20
 
         with contextlib.redirect_stdout(io.StringIO()):
             net = get_model(arch=arch, pretrained=False, input_tdim=tdim)
-        return PasstEmbedder(net, float(pretrained_length)).eval().requires_grad_(False)
+        return PasstEmbedder(net, float(pretrained_length), output=output).eval().requires_grad_(False)
     path = resolve_weights(checkpoint, "MAGNET_PASST_CKPT", filename, url,
                            extra_dirs=(Path(torch.hub.get_dir()) / "checkpoints",))
     state = load_checkpoint(path)  # read (as data) before building the network
@@ -127,4 +142,4 @@ def load_passt(checkpoint: str | Path | None = None, pretrained_length: int = 20
     with contextlib.redirect_stdout(io.StringIO()):
         net = get_model(arch=arch, pretrained=False, input_tdim=tdim)
     net.load_state_dict(checkpoint_filter_fn(state, net), strict=True)  # the same key fix-ups hear21passt applies
-    return PasstEmbedder(net, float(pretrained_length)).eval().requires_grad_(False)
+    return PasstEmbedder(net, float(pretrained_length), output=output).eval().requires_grad_(False)
