@@ -33,6 +33,7 @@ from magnet_lightning.config import ModelConfig
 from magnet_lightning.errors import CheckpointError
 from magnet_lightning.models.base import CodebookTransformer
 from magnet_lightning.models.registry import DEFAULT_FAMILY
+from magnet_lightning.utils.codec_names import stereo_name
 
 _TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
 LICENSE = "cc-by-nc-4.0"
@@ -112,12 +113,14 @@ def codec_reference(field: str, source: hub.Source) -> str:
 
 
 def audiocraft_metadata(spec: AudiocraftLM, source: hub.Source) -> dict[str, Any]:
-    """What a released checkpoint says for generation and training (its xp.cfg by audiocraft's rules)."""
+    """What a released checkpoint says for generation and training (its xp.cfg by audiocraft's rules). A stereo
+    model's codec is `stereo:` + its mono codec (utils/codec_names.py)."""
+    codec = codec_reference(spec.codec, source)
     return {
         "family": spec.family,
         "delays": list(spec.delays),
         "text_encoder": spec.text_encoder,
-        "codec": codec_reference(spec.codec, source),
+        "codec": stereo_name(codec) if spec.stereo else codec,
         "codec_checkpoint": spec.codec,
         "sample_rate": spec.sample_rate,
         "frame_rate": spec.frame_rate,
