@@ -130,7 +130,7 @@ def hf_cache(tmp_path, monkeypatch):
     return cache
 
 
-def test_release_by_repo_id_generates_stereo_audio_and_continues_a_stereo_clip(hf_cache):
+def test_release_by_repo_id_generates_continues_and_extends_stereo_audio(hf_cache):
     pre = load_pretrained("facebook/musicgen-stereo-small")
     assert pre.codec == "stereo:facebook/encodec_32khz" and pre.source == "facebook/musicgen-stereo-small"
     gen = MagnetGenerator.from_pretrained("facebook/musicgen-stereo-small", device="cpu")
@@ -141,6 +141,9 @@ def test_release_by_repo_id_generates_stereo_audio_and_continues_a_stereo_clip(h
     cont = gen.generate(["calm piano"], prompt=clip[..., :3200], prompt_sample_rate=32000, duration=0.3, seed=1)
     assert cont.tokens.shape == (1, 8, 15) and cont.audio.shape == (1, 2, 9600)
     assert torch.equal(cont.tokens[..., :5], gen.codec.encode(clip[None, :, :3200], 32000))
+    gen.segment_duration = 0.2  # long-form: windows of 10 frames, each continuing the last 5 of the one before
+    long = gen.generate(["calm piano"], duration=0.5, extend_stride=0.1, seed=0)
+    assert long.tokens.shape == (1, 8, 25) and long.audio.shape == (1, 2, 16000)
 
 
 def test_generate_cli_writes_stereo_wavs(tmp_path, hf_cache):
