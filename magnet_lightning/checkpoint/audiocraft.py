@@ -182,11 +182,12 @@ def lightning_checkpoint(ckpt: AudiocraftCheckpoint) -> dict[str, Any]:
     import lightning
 
     meta = ckpt.metadata
-    if AUDIOCRAFT_IMPORTS[meta["family"]].delays:
-        family = {"family": meta["family"], "delays": meta["delays"]}
-    else:
-        family = {"family": meta["family"],
-                  "masking": {"span_len": meta["span_len"], "per_sample_stage": False, "stage_weights": []}}
+    spec = AUDIOCRAFT_IMPORTS[meta["family"]]
+    family = {"family": meta["family"]}
+    if spec.delays:
+        family["delays"] = meta["delays"]
+    if spec.windowed_attention:  # MAGNeT's masking (Hybrid-MAGNeT's too)
+        family["masking"] = {"span_len": meta["span_len"], "per_sample_stage": False, "stage_weights": []}
     hparams = {
         "model": asdict(ckpt.config),
         **family,

@@ -258,7 +258,7 @@ def _check_architecture(cfg: dict, spec: AudiocraftImport) -> tuple[bool, tuple[
         raise ConfigError(f"unsupported config: codebooks_pattern.delay.delays={list(delays)} for n_q={n_q}")
     for key in ("codebooks_pattern.delay.flatten_first", "codebooks_pattern.delay.empty_initial"):
         _require(cfg, key, 0, "a delay pattern variant")
-    return True, delays
+    return causal, delays
 
 
 def _known_keys(spec: AudiocraftImport) -> set[str]:
@@ -292,9 +292,9 @@ def read_lm_config(raw: Any, text_dim: int | None = None) -> AudiocraftLM:
     """
     cfg = read_xp_cfg(raw)
     lm_model = lookup(cfg, "lm_model", DEFAULT_LM_MODEL)
-    family = family_of_lm_model(lm_model)
+    family = family_of_lm_model(lm_model, lookup(cfg, "solver", None))
     if family is None:
-        raise ConfigError(f"unsupported config: lm_model={lm_model!r} (supported: {sorted(LM_MODELS)})")
+        raise ConfigError(f"unsupported config: lm_model={lm_model!r} (supported: {LM_MODELS})")
     spec = AUDIOCRAFT_IMPORTS[family]
     _check_conditioning(cfg)
     causal, delays = _check_architecture(cfg, spec)

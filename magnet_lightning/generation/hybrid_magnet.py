@@ -36,12 +36,18 @@ class HybridDecodingConfig(DecodingConfig):
     """MAGNeT's decoding options for the part after the prompt, and the prompt's length."""
 
     prompt_seconds: float | None = None
-    """Seconds generated autoregressively before MAGNeT takes over (None: DEFAULT_PROMPT_SECONDS)."""
+    """Seconds generated autoregressively before MAGNeT takes over (None: DEFAULT_PROMPT_SECONDS; the releases do not
+    fix it: their generate.lm.max_prompt_len is null)."""
+    ar_cfg_coef: float = 3.0
+    """Classifier-free guidance of the autoregressive prompt (a release's classifier_free_guidance.inference_coef);
+    its other options are the reference's (audiocraft's hybrid_magnet solver): sampling, top-k 250, temperature 1."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.prompt_seconds is not None and not self.prompt_seconds > 0:
             raise ValueError(f"prompt_seconds must be positive, got {self.prompt_seconds}")
+        if self.ar_cfg_coef < 0:
+            raise ValueError(f"ar_cfg_coef must be >= 0, got {self.ar_cfg_coef}")
 
 
 def autoregressive_frames(model: HybridMagnetTransformer, num_frames: int, prompt_frames: int,
@@ -129,8 +135,9 @@ def generate(
 
 def decode_request(model: HybridMagnetTransformer, request: DecodeRequest) -> torch.Tensor:
     """Hybrid-MAGNeT's decoder for the family table. Returns long [B, K, T]."""
+    ar_config = ARDecodingConfig(cfg_coef=getattr(request.config, "ar_cfg_coef", ARDecodingConfig.cfg_coef))
     return generate(model, request.text_states, request.text_mask, request.num_frames, request.prompt_frames,
-                    request.config, prompt=request.prompt, batch_size=request.batch_size,
+                    request.config, ar_config, prompt=request.prompt, batch_size=request.batch_size,
                     generator=request.generator, progress=request.progress, window_frames=request.window_frames,
                     stride_frames=request.stride_frames)
 
