@@ -3,8 +3,9 @@
     python -m magnet_lightning.convert audiocraft STATE_DICT_BIN_OR_REPO_ID OUT.ckpt
     python -m magnet_lightning.convert audiocraft-codec COMPRESSION_STATE_DICT_BIN_OR_REPO_ID OUT_DIR
 
-Both families are read: MAGNeT (`lm_model: transformer_lm_magnet`) and the autoregressive MusicGen checkpoints
-(`transformer_lm`, causal, delay pattern); they have the same parameters. The first command writes a Lightning
+Every family is read: MAGNeT (`lm_model: transformer_lm_magnet`), the autoregressive MusicGen checkpoints
+(`transformer_lm`, causal, delay pattern; stereo ones too) and Hybrid-MAGNeT (`transformer_lm_magnet` with `solver:
+hybrid_magnet`, delay pattern); they have the same parameters. The first command writes a Lightning
 checkpoint (plain hyper-parameters, EMA weights as `state_dict`): for MAGNeT one of `MagnetLightningModule`, usable
 for generation, evaluation and fine-tuning (`init_from`); for MusicGen the same layout with `family: musicgen` and the
 pattern's `delays` in its hyper-parameters, usable for generation (checkpoint.load_pretrained). The config is read by
