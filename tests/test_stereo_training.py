@@ -19,6 +19,7 @@ from test_codec import tiny_hf_model, varied_audio
 from test_data_module import INFO, sample, write_dataset
 from test_reliability_cli import _train, assert_one_line
 
+from magnet_lightning.checkpoint.export import export
 from magnet_lightning.cli.tokenize import main as tokenize_main
 from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.data.shards import ManifestMismatchError, check_compatible, read_manifest
@@ -115,6 +116,10 @@ def test_stereo_model_trains_and_its_lora_adapter_generates_stereo(stereo_shards
     assert gen.codec.channels == 2 and gen.model.pattern.delays == tuple(STEREO_DELAYS)
     result = gen.generate(["duet"], duration=0.1, seed=0)
     assert result.tokens.shape == (1, 4, 25) and result.audio.shape == (1, 2, 1600)
+    out = export(base, root / "export", adapter=adapter)  # the local mono codec travels inside, named stereo:codec
+    assert json.loads((out / "config.json").read_text())["codec"] == "stereo:codec"
+    exported = MagnetGenerator.from_pretrained(out, device="cpu", allow_random_text_encoder=True)
+    assert exported.codec.channels == 2 and exported.codec.source == str((out / "codec").resolve())
 
 
 def test_a_stereo_base_is_not_fine_tuned_as_mono(stereo_shards, stereo_base):
