@@ -131,6 +131,8 @@ def test_releases_by_repo_id_generate_with_a_prompt_length_parameter(tmp_path, h
     result = gen.generate(["calm piano"], duration=0.3, seed=0, prompt_seconds=0.1, decoding_steps=[2, 1, 1, 1])
     assert result.tokens.shape == (1, 4, 15) and result.audio.shape == (1, 1, 9600)
     converted = convert_audiocraft("facebook/hybrid-magnet-small", tmp_path / "hybrid.ckpt")
+    hparams = torch.load(tmp_path / "hybrid.ckpt", weights_only=True)["hyper_parameters"]
+    assert hparams["masking"]["per_sample_stage"] and hparams["delays"] == [0, 1, 2, 3]  # the branch's solver
     again = load_pretrained(tmp_path / "hybrid.ckpt")
     assert again.model.family == "hybrid" and again.span_len == 3 and again.decoding == converted.metadata["decoding"]
     assert torch.equal(again.model.emb, gen.model.emb)

@@ -188,7 +188,8 @@ def lightning_checkpoint(ckpt: AudiocraftCheckpoint) -> dict[str, Any]:
     if spec.delays:
         family["delays"] = meta["delays"]
     if spec.windowed_attention:  # MAGNeT's masking (Hybrid-MAGNeT's too)
-        family["masking"] = {"span_len": meta["span_len"], "per_sample_stage": False, "stage_weights": []}
+        family["masking"] = {"span_len": meta["span_len"], "per_sample_stage": spec.stage_per_item,
+                             "stage_weights": []}
     hparams = {
         "model": asdict(ckpt.config),
         **family,

@@ -41,6 +41,9 @@ class AudiocraftImport:
     """(key pattern, why) ignored by this family only."""
     solver: str | None = None
     """The xp.cfg's `solver` that tells this family from another of the same `lm_model` (None: any other solver)."""
+    stage_per_item: bool = False
+    """The family's solver draws the masked stage per item (not per batch): what a converted checkpoint's masking
+    records for fine-tuning."""
 
 
 _SAMPLING_KEYS = {"use_sampling": "use_sampling", "temp": "temperature", "top_k": "top_k", "top_p": "top_p"}
@@ -77,7 +80,8 @@ AUDIOCRAFT_IMPORTS: dict[str, AudiocraftImport | None] = {
     # from generate.lm.max_prompt_len (null in the branch's config: a parameter).
     HybridMagnetTransformer.family: AudiocraftImport(
         lm_model="transformer_lm_magnet", solver="hybrid_magnet", causal=False, pattern="delay", delays=True,
-        windowed_attention=True, generation_keys={**_MAGNET_KEYS, "max_prompt_len": "prompt_seconds"},
+        windowed_attention=True, stage_per_item=True,
+        generation_keys={**_MAGNET_KEYS, "max_prompt_len": "prompt_seconds"},
         guidance_keys={"classifier_free_guidance.inference_coef": ("ar_cfg_coef", float, 3.0)},
         extra_keys=(*_DELAY_KEYS, "solver", "classifier_free_guidance.inference_coef"),
         ignored=(("codebooks_pattern.parallel.*", _UNUSED_PATTERN),
