@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
+HYBRID_STAGE0_ATTENTION = ("stream", "sequence")
 
 
 @dataclass
@@ -32,6 +33,9 @@ class ModelConfig:
     """E: width of the text-encoder states (768 for t5-base, 1024 for t5-large)."""
     subcodes_context: int = 5
     """Stages >= 1 attend to frames with |t - s| <= subcodes_context; -1 disables the restriction."""
+    hybrid_stage0_attention: str = "stream"
+    """Hybrid-MAGNeT only: what MAGNeT's stage-0 rows attend to: 'stream' (the steps of stream 0, as audiocraft's
+    hybrid_magnet branch lays out its mask) or 'sequence' (every step, as MAGNeT's stage 0); models/hybrid.py."""
     attention: str = "auto"
     """Self-attention backend for the restricted window: 'auto' (flex on CUDA, sdpa elsewhere), 'sdpa' or 'flex'."""
     norm_eps: float = 1e-5
@@ -46,6 +50,9 @@ class ModelConfig:
             raise ValueError("dim must be at least 4 for the sinusoidal positions")
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"attention={self.attention!r}: choose one of {ATTENTION_BACKENDS}")
+        if self.hybrid_stage0_attention not in HYBRID_STAGE0_ATTENTION:
+            raise ValueError(f"hybrid_stage0_attention={self.hybrid_stage0_attention!r}: choose one of "
+                             f"{HYBRID_STAGE0_ATTENTION}")
         if self.subcodes_context < -1:
             raise ValueError("subcodes_context must be >= 0, or -1 for unrestricted attention")
         for name in ("num_layers", "ffn_dim", "num_codebooks", "codebook_size", "text_dim"):

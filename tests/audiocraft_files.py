@@ -39,6 +39,25 @@ def tiny_xp_cfg(name: str, **sizes) -> str:
     return yaml.safe_dump(cfg, sort_keys=False)
 
 
+STEREO_GRID = {  # audiocraft/grids/musicgen/musicgen_stereo_finetune_32khz.py: the stereo releases' settings
+    "codebooks_pattern.delay.delays": [0, 0, 1, 1, 2, 2, 3, 3], "transformer_lm.n_q": 8,
+    "interleave_stereo_codebooks.use": True, "channels": 2,
+}
+
+
+def stereo_xp_cfg(name: str, **sizes) -> str:
+    """The released MusicGen config `name` fine-tuned to stereo as audiocraft's stereo grid does (STEREO_GRID), tiny
+    transformer sizes; YAML text as the exporter writes."""
+    cfg = yaml.safe_load(tiny_xp_cfg(name, **sizes))
+    for dotted, value in STEREO_GRID.items():
+        *parents, leaf = dotted.split(".")
+        node = cfg
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
 def lm_best_state(cfg_text: str, seed: int = 0, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Random weights of the LM that `cfg_text` describes, in audiocraft's names (audiocraft_checkpoint.md), drawn
     in `dtype` (the released files hold float16)."""

@@ -18,10 +18,11 @@ V, K, E, W = 16, 4, 8, 2
 MASK = V
 
 
-def _model(layers=2, seed=0):
+def _model(layers=2, seed=0, **overrides):
     torch.manual_seed(seed)
     return HybridMagnetTransformer(model_preset("tiny", dim=32, num_heads=4, num_layers=layers, ffn_dim=64,
-                                                codebook_size=V, num_codebooks=K, text_dim=E, subcodes_context=W))
+                                                codebook_size=V, num_codebooks=K, text_dim=E, subcodes_context=W,
+                                                **overrides))
 
 
 def _text(batch=2):
@@ -43,29 +44,37 @@ def _dependencies(model, monkeypatch, sequence, boundary, stage):
     return torch.stack(rows)  # [S, S]
 
 
+@pytest.mark.parametrize("stage0", ["stream", "sequence"])
 @pytest.mark.parametrize("stage", [0, 2])
-def test_attention_structure_by_gradient(monkeypatch, stage):
-    model = _model(layers=1)  # one layer: dependence is exactly the attention mask
-    sequence = model.pattern.build(torch.randint(0, V, (1, K, 16)), V)  # S = 20 steps
-    b = 8
-    dep = _dependencies(model, monkeypatch, sequence, torch.tensor([b]), stage)
-    steps = torch.arange(dep.shape[0])
+def test_attention_structure_by_gradient(monkeypatch, stage, stage0):
+    """The branch's layout: prompt rows causal; the rows of the stage's stream attend to its steps (stages >= 1 in
+    the window); other rows to everything. Stage 0: its stream's steps, or every step ('sequence')."""
+    model = _model(layers=1, hybrid_stage0_attention=stage0)  # one layer: dependence is exactly the attention mask
+    frames, prompt = 16, 8
+    sequence = model.pattern.build(torch.randint(0, V, (1, K, frames)), V)  # S = 20 steps
+    dep = _dependencies(model, monkeypatch, sequence, torch.tensor([prompt + 1]), stage)
+    steps, delay = torch.arange(dep.shape[0]), model.pattern.delays[stage]
+    stream = (steps >= 1 + delay) & (steps <= delay + frames)  # the steps holding the stage's stream
     for q in range(dep.shape[0]):
-        if q < b:  # the prompt: causal, never a later step (nor anything of the generated part)
-            assert torch.equal(dep[q], steps <= q), q
+        if q < prompt:  # the prompt: causal, never a later step (nor anything of the generated part)
+            expected = steps <= q
+        elif not delay <= q < delay + frames:  # rows that predict nothing of this stage
+            expected = torch.ones_like(stream)
         elif stage == 0:
-            assert dep[q].all(), q
-        else:  # generated part, stage >= 1: only the window around the predicted code's step q + 1
-            assert torch.equal(dep[q], (steps - (q + 1)).abs() <= W), q
+            expected = torch.ones_like(stream) if stage0 == "sequence" else stream
+        else:  # stages >= 1: the window around the predicted code's step q + 1, within the stream
+            expected = stream & ((steps - (q + 1)).abs() <= W)
+        assert torch.equal(dep[q], expected), q
 
 
 def test_deeper_prompt_rows_still_see_no_later_step(monkeypatch):
     model = _model(layers=2)
     sequence = model.pattern.build(torch.randint(0, V, (1, K, 16)), V)
-    dep = _dependencies(model, monkeypatch, sequence, torch.tensor([6]), 1)
+    dep = _dependencies(model, monkeypatch, sequence, torch.tensor([6]), 1)  # a prompt of 5 steps: rows 0..4
     steps = torch.arange(dep.shape[0])
-    for q in range(6):
+    for q in range(5):
         assert not (dep[q] & (steps > q)).any()
+    assert (dep[5] & (steps > 5)).any()  # row 5 predicts the first generated codes, as a MAGNeT row
 
 
 def test_training_corruption_and_loss_masks():

@@ -70,7 +70,9 @@ LORA_RECIPES = {  # LoRA fine-tuning on one GPU: (family, base repo id, model pr
     "finetune_lora_magnet_medium": ("magnet", "facebook/magnet-medium-10secs", "medium"),
     "finetune_lora_musicgen_small": ("musicgen", "facebook/musicgen-small", "small"),
     "finetune_lora_musicgen_medium": ("musicgen", "facebook/musicgen-medium", "medium"),
+    "finetune_lora_musicgen_stereo_small": ("musicgen", "facebook/musicgen-stereo-small", "small"),
 }
+STEREO = {"num_codebooks": 8}  # the stereo releases: 4 codebooks per channel, interleaved
 
 
 def test_every_config_is_listed():
@@ -95,8 +97,13 @@ def test_lora_recipes_adapt_the_released_sizes_on_one_gpu(name, meta_models):
     assert "GPU memory meant for: one 24 GB GPU" in text
     cli = _build(CONFIGS / f"{name}.yaml", "--init_from", "", "--model.lora", "null")
     assert cli.model.family == family and cli.trainer_kwargs["devices"] == 1
-    expected = model_preset(preset, text_dim=768, subcodes_context=cli.model.model_cfg.subcodes_context)
+    stereo = "stereo" in repo
+    expected = model_preset(preset, text_dim=768, subcodes_context=cli.model.model_cfg.subcodes_context,
+                            **(STEREO if stereo else {}))
     assert cli.model.model_cfg == expected
+    assert cli.model.hparams.codec.startswith("stereo:") == stereo
+    if stereo:
+        assert list(cli.model.model.pattern.delays) == [0, 0, 1, 1, 2, 2, 3, 3]
 
 
 def test_demo_lora_builds_and_names_a_lora_block(meta_models):

@@ -3,8 +3,9 @@
     python -m magnet_lightning.convert audiocraft STATE_DICT_BIN_OR_REPO_ID OUT.ckpt
     python -m magnet_lightning.convert audiocraft-codec COMPRESSION_STATE_DICT_BIN_OR_REPO_ID OUT_DIR
 
-Both families are read: MAGNeT (`lm_model: transformer_lm_magnet`) and the autoregressive MusicGen checkpoints
-(`transformer_lm`, causal, delay pattern); they have the same parameters. The first command writes a Lightning
+Every family is read: MAGNeT (`lm_model: transformer_lm_magnet`), the autoregressive MusicGen checkpoints
+(`transformer_lm`, causal, delay pattern; stereo ones too) and Hybrid-MAGNeT (`transformer_lm_magnet` with `solver:
+hybrid_magnet`, delay pattern); they have the same parameters. The first command writes a Lightning
 checkpoint (plain hyper-parameters, EMA weights as `state_dict`): for MAGNeT one of `MagnetLightningModule`, usable
 for generation, evaluation and fine-tuning (`init_from`); for MusicGen the same layout with `family: musicgen` and the
 pattern's `delays` in its hyper-parameters, usable for generation (checkpoint.load_pretrained). The config is read by
@@ -33,6 +34,7 @@ from magnet_lightning.config import ModelConfig
 from magnet_lightning.errors import CheckpointError
 from magnet_lightning.models.base import CodebookTransformer
 from magnet_lightning.models.registry import DEFAULT_FAMILY
+from magnet_lightning.utils.codec_names import stereo_name
 
 _TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
 TEXT_PROJ_PREFIX = _TEXT_PROJ
@@ -114,12 +116,14 @@ def codec_reference(field: str, source: hub.Source) -> str:
 
 
 def audiocraft_metadata(spec: AudiocraftLM, source: hub.Source) -> dict[str, Any]:
-    """What a released checkpoint says for generation and training (its xp.cfg by audiocraft's rules)."""
+    """What a released checkpoint says for generation and training (its xp.cfg by audiocraft's rules). A stereo
+    model's codec is `stereo:` + its mono codec (utils/codec_names.py)."""
+    codec = codec_reference(spec.codec, source)
     return {
         "family": spec.family,
         "delays": list(spec.delays),
         "text_encoder": spec.text_encoder,
-        "codec": codec_reference(spec.codec, source),
+        "codec": stereo_name(codec) if spec.stereo else codec,
         "codec_checkpoint": spec.codec,
         "sample_rate": spec.sample_rate,
         "frame_rate": spec.frame_rate,
@@ -181,11 +185,13 @@ def lightning_checkpoint(ckpt: AudiocraftCheckpoint) -> dict[str, Any]:
     import lightning
 
     meta = ckpt.metadata
-    if AUDIOCRAFT_IMPORTS[meta["family"]].delays:
-        family = {"family": meta["family"], "delays": meta["delays"]}
-    else:
-        family = {"family": meta["family"],
-                  "masking": {"span_len": meta["span_len"], "per_sample_stage": False, "stage_weights": []}}
+    spec = AUDIOCRAFT_IMPORTS[meta["family"]]
+    family = {"family": meta["family"]}
+    if spec.delays:
+        family["delays"] = meta["delays"]
+    if spec.windowed_attention:  # MAGNeT's masking (Hybrid-MAGNeT's too)
+        family["masking"] = {"span_len": meta["span_len"], "per_sample_stage": spec.stage_per_item,
+                             "stage_weights": []}
     hparams = {
         "model": asdict(ckpt.config),
         **family,

@@ -138,7 +138,6 @@ _IGNORED: list[tuple[str, str]] = [
     ("transformer_lm.segment_duration", "overwritten by audiocraft's loader from dataset.segment_duration"),
     ("transformer_lm.span_len", "overwritten by audiocraft's loader from masking.span_len"),
     ("fuser.cross_attention_pos_emb_scale", "only used with fuser.cross_attention_pos_emb"),
-    ("interleave_stereo_codebooks.per_timestep", "only used with interleave_stereo_codebooks.use"),
     ("codebooks_pattern.unroll.*", "settings of a codebook pattern the model does not use"),
     ("codebooks_pattern.music_lm.*", "settings of a codebook pattern the model does not use"),
     ("codebooks_pattern.coarse_first.*", "settings of a codebook pattern the model does not use"),
@@ -170,6 +169,8 @@ class AudiocraftLM:
     """classifier_free_guidance.inference_coef (the autoregressive family's guidance)."""
     sample_rate: int
     channels: int
+    stereo: bool
+    """Interleaved stereo codebooks (codec/stereo.py): the codec named by `codec` applied to each channel."""
     codec: str
     """compression_model_checkpoint as written, e.g. //pretrained/facebook/encodec_32khz or //reference/.../x.th."""
     frame_rate: float
@@ -216,9 +217,27 @@ def _check_conditioning(cfg: dict) -> None:
     _require(cfg, "conditioners.description.model", "t5", "the text encoder")
     _require(cfg, "conditioners.description.t5.finetune", False, "a fine-tuned T5 whose weights are not exported")
     _require(cfg, "conditioners.description.t5.normalize_text", False, "spaCy text normalisation")
-    for key in ("interleave_stereo_codebooks.use",):
-        _require(cfg, key, False, "stereo codebook interleaving")
-    _require(cfg, "channels", 1, "mono audio")
+
+
+def _check_channels(cfg: dict, n_q: int) -> bool:
+    """Whether the model is stereo: audiocraft's interleaved stereo (`interleave_stereo_codebooks.use`, the codec
+    applied to each channel, codebooks interleaved per channel: `builders.get_wrapped_compression_model`) with
+    `channels: 2`, or mono with `channels: 1`."""
+    stereo = bool(lookup(cfg, "interleave_stereo_codebooks.use", False))
+    channels = int(lookup(cfg, "channels", 1))
+    if channels != (2 if stereo else 1):
+        raise ConfigError(f"unsupported config: channels={channels} with interleave_stereo_codebooks.use={stereo} "
+                          "(this project reads mono models and the interleaved stereo ones, channels 2)")
+    if stereo:
+        _require(cfg, "interleave_stereo_codebooks.per_timestep", False, "stereo interleaved along time")
+        if n_q % 2:
+            raise ConfigError(f"unsupported config: transformer_lm.n_q={n_q} is odd with interleaved stereo "
+                              "codebooks (two channels of the same codec)")
+    codec_n_q = lookup(cfg, "compression_model_n_q", None)  # set on the mono codec, before interleaving
+    if codec_n_q is not None and int(codec_n_q) * (2 if stereo else 1) != n_q:
+        raise ConfigError(f"unsupported config: compression_model_n_q={codec_n_q} does not give "
+                          f"transformer_lm.n_q={n_q} codebooks{' (two channels)' if stereo else ''}")
+    return stereo
 
 
 def _check_architecture(cfg: dict, spec: AudiocraftImport) -> tuple[bool, tuple[int, ...]]:
@@ -239,7 +258,7 @@ def _check_architecture(cfg: dict, spec: AudiocraftImport) -> tuple[bool, tuple[
         raise ConfigError(f"unsupported config: codebooks_pattern.delay.delays={list(delays)} for n_q={n_q}")
     for key in ("codebooks_pattern.delay.flatten_first", "codebooks_pattern.delay.empty_initial"):
         _require(cfg, key, 0, "a delay pattern variant")
-    return True, delays
+    return causal, delays
 
 
 def _known_keys(spec: AudiocraftImport) -> set[str]:
@@ -247,7 +266,7 @@ def _known_keys(spec: AudiocraftImport) -> set[str]:
     used |= {"lm_model", "codebooks_pattern.modeling", "sample_rate", "channels", "compression_model_checkpoint",
              "compression_model_n_q", "masking.span_len", "classifier_free_guidance.training_dropout", "fuser.cross",
              "fuser.sum", "fuser.prepend", "fuser.input_interpolate", "fuser.cross_attention_pos_emb",
-             "interleave_stereo_codebooks.use",
+             "interleave_stereo_codebooks.use", "interleave_stereo_codebooks.per_timestep",
              "conditioners.description.model", "conditioners.description.t5.name",
              "conditioners.description.t5.finetune", "conditioners.description.t5.word_dropout",
              "conditioners.description.t5.normalize_text", "dataset.segment_duration"}
@@ -273,9 +292,9 @@ def read_lm_config(raw: Any, text_dim: int | None = None) -> AudiocraftLM:
     """
     cfg = read_xp_cfg(raw)
     lm_model = lookup(cfg, "lm_model", DEFAULT_LM_MODEL)
-    family = family_of_lm_model(lm_model)
+    family = family_of_lm_model(lm_model, lookup(cfg, "solver", None))
     if family is None:
-        raise ConfigError(f"unsupported config: lm_model={lm_model!r} (supported: {sorted(LM_MODELS)})")
+        raise ConfigError(f"unsupported config: lm_model={lm_model!r} (supported: {LM_MODELS})")
     spec = AUDIOCRAFT_IMPORTS[family]
     _check_conditioning(cfg)
     causal, delays = _check_architecture(cfg, spec)
@@ -291,10 +310,7 @@ def read_lm_config(raw: Any, text_dim: int | None = None) -> AudiocraftLM:
         ignored[key] = "not read by audiocraft's LM builder"
         log.info("xp.cfg: ignoring unknown key %s", key)
     n_q = int(lookup(cfg, "transformer_lm.n_q"))
-    codec_n_q = lookup(cfg, "compression_model_n_q", None)
-    if codec_n_q is not None and int(codec_n_q) != n_q:
-        raise ConfigError(f"unsupported config: compression_model_n_q={codec_n_q} differs from "
-                          f"transformer_lm.n_q={n_q}")
+    stereo = _check_channels(cfg, n_q)
     text_encoder = str(lookup(cfg, "conditioners.description.t5.name"))
     dim = int(lookup(cfg, "transformer_lm.dim"))
     model = ModelConfig(
@@ -312,7 +328,7 @@ def read_lm_config(raw: Any, text_dim: int | None = None) -> AudiocraftLM:
         word_dropout=float(lookup(cfg, "conditioners.description.t5.word_dropout", 0.0)),
         cfg_dropout=float(lookup(cfg, "classifier_free_guidance.training_dropout", 0.0)),
         cfg_coef=float(lookup(cfg, "classifier_free_guidance.inference_coef", 3.0)),
-        sample_rate=int(lookup(cfg, "sample_rate")), channels=int(lookup(cfg, "channels", 1)),
+        sample_rate=int(lookup(cfg, "sample_rate")), channels=int(lookup(cfg, "channels", 1)), stereo=stereo,
         codec=str(lookup(cfg, "compression_model_checkpoint")),
         frame_rate=float(lookup(cfg, "transformer_lm.compression_model_framerate", 50)),
         segment_duration=float(lookup(cfg, "dataset.segment_duration")),

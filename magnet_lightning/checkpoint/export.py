@@ -48,6 +48,7 @@ from magnet_lightning.checkpoint.pretrained import (
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.lora.files import attach_adapter, read_adapter, write_adapter_folder
 from magnet_lightning.models.registry import family_of, model_family
+from magnet_lightning.utils.codec_names import is_stereo, mono_name, stereo_name
 from magnet_lightning.utils.provenance import absolute_if_local, describe_random
 from magnet_lightning.utils.staged_folder import check_target, staged_folder
 
@@ -116,7 +117,11 @@ def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype:
 
 
 def carry_codec(codec: str, folder: Path) -> dict[str, Any]:
-    """A local codec folder is copied to FOLDER/codec (the export then names it "codec"); a hub id is kept."""
+    """A local codec folder is copied to FOLDER/codec (the export then names it "codec", or "stereo:codec" for a
+    stereo codec of it); a hub id is kept."""
+    if is_stereo(codec):
+        carried = carry_codec(mono_name(codec), folder)
+        return {**carried, "codec": stereo_name(carried["codec"])}
     local = Path(str(codec)).expanduser()
     if not local.is_dir():
         return {"codec": absolute_if_local(codec)}

@@ -27,6 +27,11 @@ RELEASED = {
     "facebook/musicgen-small": "MusicGen small (autoregressive), text to music",
     "facebook/musicgen-medium": "MusicGen medium (autoregressive), text to music",
     "facebook/musicgen-large": "MusicGen large (autoregressive), text to music",
+    "facebook/musicgen-stereo-small": "MusicGen small (autoregressive), text to stereo music",
+    "facebook/musicgen-stereo-medium": "MusicGen medium (autoregressive), text to stereo music",
+    "facebook/musicgen-stereo-large": "MusicGen large (autoregressive), text to stereo music",
+    "facebook/hybrid-magnet-small": "Hybrid-MAGNeT small (autoregressive prompt, then MAGNeT), text to music, 30 s",
+    "facebook/hybrid-magnet-medium": "Hybrid-MAGNeT medium (autoregressive prompt, then MAGNeT), text to music, 30 s",
 }
 """The repos in audiocraft's export format that this project reads. Weights are CC-BY-NC 4.0."""
 

@@ -23,6 +23,7 @@ from magnet_lightning.lora.files import CHECKPOINT_KEY as LORA_CHECKPOINT_KEY
 from magnet_lightning.lora.files import attach_adapter, read_adapter
 from magnet_lightning.models.base import CodebookTransformer
 from magnet_lightning.models.registry import family_of
+from magnet_lightning.utils.codec_names import is_stereo, mono_name, stereo_name
 from magnet_lightning.utils.provenance import RANDOM_PARTS_KEY, is_random_folder
 
 
@@ -61,6 +62,8 @@ def export_codec(folder: Path, config: dict) -> str:
     """The codec an export names: its own copy (a folder inside the export, named relatively) made absolute, or the
     hub id / path recorded."""
     codec = str(config.get("codec"))
+    if is_stereo(codec):  # stereo:codec -> stereo:/abs/export/codec
+        return stereo_name(export_codec(folder, {**config, "codec": mono_name(codec)}))
     inside = folder / codec
     return str(inside.resolve()) if codec and not Path(codec).is_absolute() and inside.is_dir() else codec
 

@@ -44,7 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, help="audio folder (sidecar .json/.txt captions) or .jsonl/.csv manifest")
     p.add_argument("--output", required=True, help="output folder for NAME-000000.tar shards and manifest.json")
-    p.add_argument("--codec", default=DEFAULT_CODEC, help="HF EnCodec id or local dir, or encodec_24khz")
+    p.add_argument("--codec", default=DEFAULT_CODEC,
+                   help="HF EnCodec id or local dir, or encodec_24khz; stereo:NAME for stereo (the codec NAME on each "
+                        "channel, codebooks interleaved per channel, as the stereo MusicGen models)")
     p.add_argument("--bandwidth", type=float, default=None, help="codec bandwidth in kbps (chooses K)")
     p.add_argument("--name", default="shard", help="shard name prefix (no dots)")
     p.add_argument("--samples-per-shard", type=int, default=1000)

@@ -7,7 +7,9 @@ Two EnCodec families sit behind one interface (`Codec`):
 - `EncodecPackageCodec`: the ``encodec`` pip package's own 24 kHz / 48 kHz models (weights in the torch hub cache).
 
 audiocraft-format codecs (``compression_state_dict.bin``, e.g. Audio-MAGNeT's 16 kHz one) are rebuilt as
-`transformers.EncodecModel` (codec/audiocraft.py) and served by `HFEncodecCodec`.
+`transformers.EncodecModel` (codec/audiocraft.py) and served by `HFEncodecCodec`. ``stereo:NAME`` wraps any mono
+codec as audiocraft's interleaved stereo codec (stereo.py). The interface, `Codec` and `convert_audio`, is in
+base.py.
 
 Shapes: B batch, C channels, N samples, K codebooks, T frames, V codebook size.
 Heavy libraries are imported inside the functions that need them.
@@ -15,15 +17,16 @@ Heavy libraries are imported inside the functions that need them.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from magnet_lightning.checkpoint import hub
 from magnet_lightning.codec.audiocraft import build_encodec, read_compression_state
+from magnet_lightning.codec.base import Codec, convert_audio  # noqa: F401  (re-exported: the public names)
+from magnet_lightning.codec.stereo import InterleavedStereoCodec
+from magnet_lightning.utils.codec_names import is_stereo, mono_name
 from magnet_lightning.utils.provenance import is_random_folder, looks_local
 from magnet_lightning.utils.safe_load import load_tensors
 
@@ -34,125 +37,6 @@ _ENCODEC_PKG_WEIGHTS = {
     "encodec_24khz": "encodec_24khz-d7cc33bc.th",
     "encodec_48khz": "encodec_48khz-7e698e3e.th",
 }
-
-
-def convert_audio(wav: torch.Tensor, sample_rate: int, target_rate: int, target_channels: int) -> torch.Tensor:
-    """Resample and down-mix/up-mix audio to a codec's format.
-
-    Args:
-        wav: [B, C, N] or [C, N] float waveform.
-        sample_rate: rate of `wav` in Hz.
-        target_rate: the codec's rate in Hz.
-        target_channels: 1 (mono: average the channels) or 2 (stereo: mono input is duplicated).
-
-    Returns:
-        [B, target_channels, N'] (or [target_channels, N'] for 2-D input), N' = ceil(N * target_rate / sample_rate).
-    """
-    import torchaudio.functional as AF
-
-    squeeze = wav.dim() == 2
-    if squeeze:
-        wav = wav[None]
-    if wav.dim() != 3:
-        raise ValueError(f"expected audio [B, C, N] or [C, N], got shape {tuple(wav.shape)}")
-    channels = wav.shape[1]
-    if channels != target_channels:
-        if target_channels == 1:
-            wav = wav.mean(dim=1, keepdim=True)
-        elif channels == 1:
-            wav = wav.expand(-1, target_channels, -1)
-        else:
-            raise ValueError(f"cannot map {channels} channels to {target_channels}")
-    if sample_rate != target_rate:
-        wav = AF.resample(wav, int(sample_rate), int(target_rate))
-    return wav[0] if squeeze else wav
-
-
-class Codec(nn.Module):
-    """A frozen codec: `encode(wav [B, C, N], sample_rate) -> codes [B, K, T]`, `decode(codes) -> wav [B, C, N]`.
-
-    Subclasses set `name` (stable, written into shard manifests), `sample_rate`, `channels`, `frame_rate`,
-    `num_codebooks`, `codebook_size` and implement `_encode` / `decode` on audio already in the codec's format.
-    """
-
-    name: str
-    sample_rate: int
-    channels: int
-    frame_rate: float
-    num_codebooks: int
-    codebook_size: int
-    random_weights: bool = False
-    """True for a random-weight stand-in (a folder with `utils.provenance.RANDOM_MARKER`)."""
-    source: str = ""
-    """Where it was loaded from: an absolute folder or file path, or the hub id."""
-
-    def _freeze(self) -> None:
-        self.eval()
-        for p in self.parameters():
-            p.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> Codec:
-        # A frozen codec stays in eval mode even when its parent module is put in training mode.
-        return super().train(False)
-
-    def num_frames(self, num_samples: int) -> int:
-        """Frames T produced for `num_samples` samples at the codec's rate."""
-        return math.ceil(num_samples * self.frame_rate / self.sample_rate)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @torch.no_grad()
-    def encode(self, wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """Tokenize audio.
-
-        Args:
-            wav: [B, C, N] float waveform in [-1, 1] at `sample_rate` (any channel count; converted here).
-            sample_rate: rate of `wav` in Hz.
-
-        Returns:
-            LongTensor [B, K, T] with ids in [0, V), T = ceil(N' * frame_rate / codec sample rate).
-        """
-        wav = convert_audio(wav.float(), sample_rate, self.sample_rate, self.channels).to(self.device)
-        codes = self._encode(wav)
-        return codes[..., : self.num_frames(wav.shape[-1])].long()
-
-    def _encode(self, wav: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def encode_latents(self, wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """Continuous encoder output before quantisation (e.g. for a codec-latent FAD).
-
-        Args:
-            wav: [B, C, N] float waveform at `sample_rate` (resampled / down-mixed like `encode`).
-            sample_rate: rate of `wav` in Hz.
-
-        Returns:
-            FloatTensor [B, D, T], D = `latent_dim`, T = the frames `encode` gives for the same audio.
-        """
-        wav = convert_audio(wav.float(), sample_rate, self.sample_rate, self.channels).to(self.device)
-        return self._latents(wav)[..., : self.num_frames(wav.shape[-1])].float()
-
-    def _latents(self, wav: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, K, T] long -> waveform [B, C, N] float at `sample_rate`."""
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes [B, K, T] long -> the quantizer's latents [B, D, T] (the sum of the K codebook vectors): what the
-        decoder reads, computed from the tokens alone (a token-space embedding for metrics)."""
-        return self.model.quantizer.decode(codes.to(self.device).long().transpose(0, 1)).float()
-
-    def extra_repr(self) -> str:
-        return (
-            f"name={self.name!r}, sample_rate={self.sample_rate}, channels={self.channels}, "
-            f"frame_rate={self.frame_rate}, K={self.num_codebooks}, V={self.codebook_size}"
-        )
 
 
 class HFEncodecCodec(Codec):
@@ -302,11 +186,14 @@ def load_codec(name_or_path: str = DEFAULT_CODEC, bandwidth: float | None = None
             cache); an HF hub id (``facebook/encodec_32khz``, the default) or a local directory of an HF EnCodec;
             an audiocraft ``compression_state_dict.bin`` file, or a released audiocraft repo id whose
             ``compression_state_dict.bin`` holds the codec (e.g. ``facebook/audio-magnet-small``, the 16 kHz
-            AudioGen EnCodec).
+            AudioGen EnCodec); ``stereo:NAME``: the mono codec NAME applied to the left and the right channel, its
+            codebooks interleaved per channel (audiocraft's stereo models, e.g. ``stereo:facebook/encodec_32khz``).
         bandwidth: target bandwidth in kbps (chooses K); None = the HF model's first / the package model's largest.
         device: where to put the model.
     """
 
+    if is_stereo(name_or_path):  # stereo:NAME, the mono codec NAME on each channel (codec/stereo.py)
+        return InterleavedStereoCodec(load_codec(mono_name(name_or_path), bandwidth, device))
     if name_or_path in _ENCODEC_PKG_WEIGHTS:
         return _load_encodec_package(name_or_path, bandwidth, device)
     path = hub.expand(name_or_path)

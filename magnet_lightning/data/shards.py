@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from magnet_lightning.errors import UserError
+from magnet_lightning.utils.codec_names import is_stereo, layout_label, mono_name, stereo_name
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "magnet_lightning.shards"
@@ -97,10 +98,11 @@ def read_manifest(path: str | Path) -> dict:
 
 def codec_base_name(name: str) -> str:
     """The codec's identity without family prefix, bandwidth or folder: 'hf-encodec:facebook/encodec_32khz@2.2kbps'
-    and '/models/encodec_32khz/' both give 'encodec_32khz' (shards record a folder codec by its folder name)."""
-    name = re.sub(r"^[A-Za-z][\w-]*:(?!//)", "", str(name).strip())
-    name = re.sub(r"@[\d.]+kbps$", "", name)
-    return name.rstrip("/").split("/")[-1].lower()
+    and '/models/encodec_32khz/' both give 'encodec_32khz' (shards record a folder codec by its folder name); a stereo
+    codec keeps its prefix: 'stereo:hf-encodec:facebook/encodec_32khz' gives 'stereo:encodec_32khz'."""
+    base = re.sub(r"^[A-Za-z][\w-]*:(?!//)", "", mono_name(name))
+    base = re.sub(r"@[\d.]+kbps$", "", base).rstrip("/").split("/")[-1].lower()
+    return stereo_name(base) if is_stereo(name) else base
 
 
 _FIELDS = (("num_codebooks", "K"), ("codebook_size", "V"), ("frame_rate", "frame rate"),
@@ -112,6 +114,7 @@ def check_compatible(manifest: dict, num_codebooks: int | None = None, codebook_
                      sample_rate: int | None = None, channels: int | None = None) -> None:
     """Raise `ManifestMismatchError` naming every field of the manifest that differs from the model's expectation:
     K, V, frame rate, codec (compared by `codec_base_name`), sample rate, channels (None = unchecked)."""
+    check_layout(manifest, codec, where)
     wanted = {"num_codebooks": num_codebooks, "codebook_size": codebook_size, "frame_rate": frame_rate,
               "sample_rate": sample_rate, "channels": channels}
     problems = []
@@ -127,6 +130,19 @@ def check_compatible(manifest: dict, num_codebooks: int | None = None, codebook_
             + ". Re-tokenize the audio with the model's codec (data/tokenize_audio.py --codec), or set the model's "
               "codec / sizes to those the shards were made with."
         )
+
+
+def check_layout(manifest: dict, codec: str | None, where: str = "shards") -> None:
+    """Mono shards for a stereo model, or stereo shards for a mono one (by the codec names: utils/codec_names.py)
+    -> `ManifestMismatchError` saying which is which and how to re-tokenize. None / unnamed codecs: unchecked."""
+    recorded = manifest.get("codec")
+    if codec is None or not recorded or is_stereo(recorded) == is_stereo(codec):
+        return
+    shards, model = layout_label(is_stereo(recorded)), layout_label(is_stereo(codec))
+    raise ManifestMismatchError(
+        f"{where} are {shards} ({manifest.get('num_codebooks', '?')} codebooks, codec {recorded!r}) but the model is "
+        f"{model} (codec {codec!r}): re-tokenize the audio with `--codec {codec}` (data/tokenize_audio.py), or give "
+        f"these shards to a {shards} model")
 
 
 class TarShardWriter:

@@ -41,6 +41,10 @@ class HybridDecodingConfig(DecodingConfig):
         None, "seconds generated autoregressively first, by a Hybrid-MAGNeT checkpoint itself or by the "
         f"autoregressive partner of two-model generation (default: the checkpoint's, else {DEFAULT_PROMPT_SECONDS:g})",
         flag="--hybrid-prompt-seconds", above=0, unit="s")
+    ar_cfg_coef: float = option(
+        3.0, "classifier-free guidance of the autoregressive prompt (a release's classifier_free_guidance."
+        "inference_coef); its other options are the reference's (audiocraft's hybrid_magnet solver): sampling, top-k "
+        "250, temperature 1", minimum=0)
 
 
 def autoregressive_frames(pattern: DelayPattern, num_frames: int, prompt_frames: int,
@@ -128,8 +132,9 @@ def generate(
 
 def decode_request(model: HybridMagnetTransformer, request: DecodeRequest) -> torch.Tensor:
     """Hybrid-MAGNeT's decoder for the family table. Returns long [B, K, T]."""
+    ar_config = ARDecodingConfig(cfg_coef=getattr(request.config, "ar_cfg_coef", ARDecodingConfig.cfg_coef))
     return generate(model, request.text_states, request.text_mask, request.num_frames, request.prompt_frames,
-                    request.config, prompt=request.prompt, batch_size=request.batch_size,
+                    request.config, ar_config, prompt=request.prompt, batch_size=request.batch_size,
                     generator=request.generator, progress=request.progress, window_frames=request.window_frames,
                     stride_frames=request.stride_frames)
 

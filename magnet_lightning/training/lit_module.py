@@ -33,6 +33,7 @@ from magnet_lightning.training.ema import EMA, TrainableEMA
 from magnet_lightning.training.families import TRAINING_FAMILIES, BatchInputs
 from magnet_lightning.training.lora_training import check_checkpoint, keep_adapters_only, start_lora, stored_names
 from magnet_lightning.training.optim import OptimConfig, build_optimizer, build_scheduler
+from magnet_lightning.training.weights_layout import check_same_layout
 from magnet_lightning.utils.provenance import RANDOM_PARTS_KEY, absolute_if_local, is_random_folder
 
 
@@ -173,6 +174,7 @@ class MagnetLightningModule(L.LightningModule):
         if pretrained.model.cfg != self.model_cfg:
             raise ValueError(f"{path}: its model config {pretrained.model.cfg} differs from this run's "
                              f"{self.model_cfg}")
+        check_same_layout(pretrained, self.model, self.hparams.codec, path)
         self.model.load_state_dict(pretrained.model.state_dict())
 
     # ----------------------------------------------------------------------------------------------- steps

@@ -16,17 +16,20 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from magnet_lightning.utils.codec_names import is_stereo, mono_name, stereo_name
+
 RANDOM_MARKER = "RANDOM_WEIGHTS.json"
 RANDOM_PARTS_KEY = "random_parts"
 PART_NAMES = {"codec": "the codec", "text_encoder": "the text encoder (T5)", "embedders": "the metric embedders"}
 
 
 def is_random_folder(path: str | Path | None) -> bool:
-    """Whether `path` is a local folder marked as holding random weights (read without loading anything)."""
+    """Whether `path` is a local folder marked as holding random weights (read without loading anything); for a
+    stereo codec name (`stereo:FOLDER`), its mono codec's folder."""
     if not path:
         return False
     try:
-        return (Path(str(path)).expanduser() / RANDOM_MARKER).is_file()
+        return (Path(mono_name(str(path))).expanduser() / RANDOM_MARKER).is_file()
     except OSError:
         return False
 
@@ -38,9 +41,12 @@ def looks_local(name_or_path: str) -> bool:
 
 
 def absolute_if_local(value: str | None) -> str | None:
-    """`value` as an absolute path when it names an existing local file or folder, else unchanged (a hub id)."""
+    """`value` as an absolute path when it names an existing local file or folder, else unchanged (a hub id); a
+    stereo codec name keeps its prefix (`stereo:FOLDER` -> `stereo:/abs/FOLDER`)."""
     if not value or "://" in str(value):
         return value
+    if is_stereo(value):
+        return stereo_name(absolute_if_local(mono_name(value)))
     path = Path(str(value)).expanduser()
     return str(path.resolve()) if path.exists() else value
 
