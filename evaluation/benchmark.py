@@ -39,7 +39,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
-from evaluation.benchmark_long_form import bench_long_form
+from evaluation.benchmark_long_form import LONG_FORM_FAMILIES, bench_long_form
 from evaluation.latency_plot import write_latency_plot
 from magnet_lightning.config import model_preset
 from magnet_lightning.generation.autoregressive import ARDecodingConfig, decode_step, generate
@@ -255,7 +255,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", required=True, help="where to write the results")
     p.add_argument("--png", default=None, help="latency-vs-throughput chart (default: the --json path with .png)")
     p.add_argument("--tiny", action="store_true", help="tiny models, 150 frames, B = 1, 2, 4 (CPU run)")
-    p.add_argument("--families", nargs="+", choices=sorted(FAMILIES), default=list(FAMILIES),
+    p.add_argument("--families", nargs="+", choices=sorted(set(FAMILIES) | set(LONG_FORM_FAMILIES)),
+                   default=list(FAMILIES),
                    help="rescored: MAGNeT with the AR model as rescorer (w=0.7); two_model: AR prompt of 3 s (a third "
                         "of a shorter clip), MAGNeT the rest")
     p.add_argument("--device", default=None, help="default: cuda if available")

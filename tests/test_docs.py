@@ -171,7 +171,7 @@ def _check(command: str, monkeypatch, capsys, inline: bool = False) -> None:
         return _check_recipe(["fit", "--config", config, *overrides, "--ckpt_path", "last"], monkeypatch, capsys)
     if program == "magnet-train":
         return _check_recipe(args, monkeypatch, capsys)
-    if program in ("magnet-export", "magnet-convert"):  # the console scripts of the `python -m` forms below
+    if program in ("magnet-export", "magnet-convert", "magnet-generate"):  # console scripts of the `python -m` forms
         words, program, args = ["python", "-m", f"magnet_lightning.{program[7:]}", *args], "python", \
             ["-m", f"magnet_lightning.{program[7:]}", *args]
     if program == "magnet-app":

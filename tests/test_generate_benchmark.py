@@ -43,13 +43,13 @@ def test_benchmark_tiny_writes_both_families_and_the_chart(tmp_path):
 def test_benchmark_long_form_reports_compute_per_second_for_1_2_6_windows(tmp_path):
     out = tmp_path / "long.json"
     cmd = [sys.executable, str(ROOT / "evaluation" / "benchmark.py"), "--tiny", "--long-form", "--json", str(out),
-           "--runs", "1", "--frames", "10", "--families", "magnet", "ar", "two_model"]
+           "--runs", "1", "--frames", "10", "--families", "magnet", "ar", "hybrid"]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, cwd=tmp_path,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     long_form = json.loads(out.read_text())["long_form"]
     assert (long_form["window_frames"], long_form["stride_frames"], long_form["windows"]) == (10, 6, [1, 2, 6])
-    for family in ("magnet", "ar", "two_model"):
+    for family in ("magnet", "ar", "hybrid"):  # here the families: "hybrid" is Hybrid-MAGNeT
         entry = long_form[family]
         assert [entry[n]["frames"] for n in ("1", "2", "6")] == [10, 16, 40]  # W + (n - 1) * S
         for n in ("1", "2", "6"):

@@ -103,8 +103,9 @@ def check_strategy(strategy: Any) -> None:
         close.sort(key=lambda name: name != STRATEGY_NAME)  # this project's sharded strategy first
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
         common = [name for name in ("auto", "ddp", "fsdp2", "deepspeed", "single_device") if name in known]
-        raise UserError(f"--trainer.strategy {strategy}: unknown strategy{hint}; choose one of {', '.join(common)} "
-                        "or another registered name (lightning.pytorch.strategies.StrategyRegistry)")
+        raise UserError(f"trainer / model / callbacks configuration: --trainer.strategy {strategy}: unknown strategy"
+                        f"{hint}; choose one of {', '.join(common)} or another registered name "
+                        "(lightning.pytorch.strategies.StrategyRegistry)")
 
 
 def _specs(value: Any) -> list[str]:
