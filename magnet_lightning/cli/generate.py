@@ -33,6 +33,7 @@ from tqdm import tqdm
 from magnet_lightning.checkpoint.hub import expand_args
 from magnet_lightning.cli.checks import check_generate_args, peek_checkpoint
 from magnet_lightning.cli.help import DefaultsOnce, OneLineParser, program_name
+from magnet_lightning.cli.sample_records import sample_fields
 from magnet_lightning.data.prompts import read_prompts
 from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
 from magnet_lightning.generation.generator import MagnetGenerator
@@ -157,10 +158,10 @@ def run_provenance(args, gen: MagnetGenerator) -> dict:
 
 
 def _manifest_record(args, name: str, text: str | None, tokens, wav, sample_rate: int, seed, config,
-                     provenance: dict) -> dict:
+                     provenance: dict, gen: MagnetGenerator) -> dict:
     return {"file": f"{name}.wav", "text": text, "seconds": wav.shape[-1] / sample_rate, "frames": tokens.shape[-1],
             "decoding": asdict(config), "rescorer": args.rescorer, "hybrid_ar": args.hybrid_ar, **provenance,
-            "seed": seed}
+            **sample_fields(args, gen, tokens.shape[-1]), "seed": seed}
 
 
 def _generate_batch(args, gen: MagnetGenerator, partners: dict, texts: list, checked, config, seed, progress):
@@ -203,7 +204,7 @@ def _run(args, checked) -> None:
             if args.save_tokens:
                 np.save(out / f"{name}.codes.npy", tokens.cpu().numpy().astype(np.int16))
             records.append(_manifest_record(args, name, text, tokens, wav, result.sample_rate, seed, config,
-                                           provenance))
+                                           provenance, gen))
         manifest.add(records)
     bar.close()
     log.info("wrote %d files to %s", len(checked.jobs), out)
