@@ -22,7 +22,9 @@ TRAIL_FILE = "metrics.jsonl"
 
 
 class MetricsTrail(Logger):
-    """Appends every `log_metrics` call to ``run_dir / metrics.jsonl`` (rank 0)."""
+    """Appends every `log_metrics` call to ``run_dir / metrics.jsonl`` (rank 0); numbers only (no media)."""
+
+    takes_media = False  # callbacks/media.py: audio and figures go to the other loggers
 
     def __init__(self, run_dir: str | Path) -> None:
         super().__init__()
@@ -40,9 +42,6 @@ class MetricsTrail(Logger):
     def save_dir(self) -> str:
         return str(self.run_dir)
 
-    @property
-    def log_dir(self) -> str:
-        return str(self.run_dir / TRAIL_FILE)
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
