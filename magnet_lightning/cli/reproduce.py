@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,7 +123,7 @@ def reproduce(run_dir: str | Path, run_cli: Callable[[list[str]], Any]) -> Repro
             config_file.write_text(entry["config"], encoding="utf-8")
             with _in_folder(entry.get("cwd")):
                 args = invocation_args(record, index, config_file, original, again)
-                _finish_wandb(run_cli(args))
+                _finish_wandb(run_cli(args))  # each invocation in a new process (the training CLI's run_cli)
     return compare(original, again)
 
 
@@ -159,6 +162,23 @@ def record_differences(before: dict[str, Any], after: dict[str, Any]) -> list[st
 
 def _versions(freeze: list[str]) -> dict[str, str]:
     return dict(entry.split("==", 1) if "==" in entry else (entry, "?") for entry in freeze)
+
+
+def run_in_new_process(args: list[str], script: str | None = None) -> None:
+    """One training command in a fresh Python process (a replayed invocation starts as the original did: no process
+    group, launcher variables or global state left by the one before), run by the recipe script `script` (default
+    the one this process runs, else recipes/train_music.py), so DDP launchers re-run it for the other ranks; its
+    failure stops the reproduction."""
+    if not (script and script.endswith(".py") and Path(script).is_file()):
+        script = str(Path(__file__).resolve().parents[2] / "recipes" / "train_music.py")
+        if not Path(script).is_file():  # an installed wheel: its copy of the recipes
+            script = str(Path(__file__).resolve().parents[1] / "scripts" / "recipes" / "train_music.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
+                                                                      os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, script, *args], env=env, check=False)
+    if done.returncode:
+        raise UserError(f"the replayed command `{shlex.join(args)}` failed with exit code {done.returncode} (its "
+                        "output is above)")
 
 
 def report(result: Reproduction) -> int:

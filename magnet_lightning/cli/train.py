@@ -47,7 +47,7 @@ from magnet_lightning.callbacks.monitors import ValLossHistory
 from magnet_lightning.callbacks.progress import StepProgressBar
 from magnet_lightning.cli.misconfig import FitStarted, lightning_misconfigurations
 from magnet_lightning.cli.parser import StrictArgumentParser
-from magnet_lightning.cli.reproduce import Reproduction, report, reproduce, reproduce_argument
+from magnet_lightning.cli.reproduce import Reproduction, report, reproduce, reproduce_argument, run_in_new_process
 from magnet_lightning.cli.resume import nothing_left, pinned_lora_base
 from magnet_lightning.cli.run_record import RunRecorder, invocation_entry
 from magnet_lightning.cli.runs import (
@@ -378,7 +378,7 @@ def main(default_config: str, args: list[str] | None = None,
     args = pop_debug_flag(sys.argv[1:] if args is None else args)  # --debug: tracebacks
     with user_errors(CheckpointError):  # a user mistake: one line, exit code 2
         if (run_dir := reproduce_argument(args)) is not None:
-            result = reproduce(run_dir, lambda argv: _run_cli(argv, model_class))
+            result = reproduce(run_dir, lambda argv: run_in_new_process(argv, sys.argv[0]))
             if report(result):
                 raise SystemExit(1)
             return result
