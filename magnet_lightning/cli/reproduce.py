@@ -99,6 +99,20 @@ def _in_folder(folder: str | None):
         os.chdir(before)
 
 
+@contextlib.contextmanager
+def _threads(count: int | None):
+    """OMP_NUM_THREADS for the replayed process: the original's intra-op thread count (a matrix product split over
+    another number of threads may round differently), unless the caller set it."""
+    if count is None or "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(count)
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_NUM_THREADS", None)
+
+
 def _finish_wandb(cli: Any) -> None:
     for logger in getattr(getattr(cli, "trainer", None), "loggers", []):
         if type(logger).__name__ == "WandbLogger" and getattr(logger, "_experiment", None) is not None:
@@ -121,7 +135,7 @@ def reproduce(run_dir: str | Path, run_cli: Callable[[list[str]], Any]) -> Repro
         for index, entry in enumerate(record["invocations"]):
             config_file = Path(tmp) / f"invocation-{index}.yaml"
             config_file.write_text(entry["config"], encoding="utf-8")
-            with _in_folder(entry.get("cwd")):
+            with _in_folder(entry.get("cwd")), _threads(entry.get("hardware", {}).get("torch_threads")):
                 args = invocation_args(record, index, config_file, original, again)
                 _finish_wandb(run_cli(args))  # each invocation in a new process (the training CLI's run_cli)
     return compare(original, again)
