@@ -61,6 +61,7 @@ def main(cfg: dict) -> None:
     local, total = local_numel(module.model)
     result = {"rank": trainer.global_rank, "steps": trainer.global_step, "losses": record.losses,
               "start_digest": record.start_digest, "local_params": local, "total_params": total,
+              "threads": torch.get_num_threads(),
               "val": float(trainer.callback_metrics["val/loss"])}
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(result))
 

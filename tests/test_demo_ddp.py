@@ -1,5 +1,6 @@
 """The demo recipe end to end in two CPU processes (gloo DDP): corpus build (shrunk), global batch kept by gradient
-accumulation, training, validation, an atomic `last` checkpoint at the right step, W&B offline run and CSV log."""
+accumulation, training, validation, an atomic `last` checkpoint at the right step, W&B offline run and CSV log; its
+`--reproduce` rerun (corpus found) identical."""
 
 from __future__ import annotations
 
@@ -69,3 +70,10 @@ def test_demo_recipe_two_process_ddp(tmp_path):
     assert any(r.get("val/loss") for r in rows) and any(r.get("train/grad_norm") for r in rows)
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert (tmp_path / "corpus" / "ready.json").is_file()
+
+    # The rerun (corpus found this time) logs the same values, bit for bit.
+    [run_dir] = (tmp_path / "outputs" / "demo" / "runs").iterdir()
+    again = subprocess.run([sys.executable, str(ROOT / "recipes" / "train_music.py"), "--reproduce", str(run_dir)],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=420, check=False)
+    assert again.returncode == 0 and "reproduce: identical over" in again.stdout, again.stdout[-3000:] + \
+        again.stderr[-3000:]

@@ -103,8 +103,11 @@ def _recipe_parser():
 
 def _check_recipe(args: list[str], monkeypatch, capsys) -> None:
     """What `main()` would parse, with --print_config appended (or the command's own --help): exit 0."""
+    from magnet_lightning.cli.reproduce import reproduce_argument
     from magnet_lightning.cli.train import recipe_argv
 
+    if reproduce_argument(args) is not None:  # `--reproduce RUN_DIR`: the one form it takes (a UserError otherwise)
+        return None
     argv = recipe_argv(args, "demo_music.yaml")
     if not {"-h", "--help"} & set(argv):
         argv.append("--print_config")
@@ -230,6 +233,8 @@ def _check(command: str, monkeypatch, capsys, inline: bool = False) -> None:
 
         known = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
         assert all(e in known for group in extras for e in group.split(",")), extras
+        files = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-r", "--requirement", "-c", "--constraint")]
+        assert all((ROOT / f).is_file() for f in files), files
         return None
     if tuple(words[:3]) in SKIPPED or tuple(words[:1]) in SKIPPED or program == "export":
         return None

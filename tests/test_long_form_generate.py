@@ -3,6 +3,7 @@ windows by default and says so in one log line, the whole length comes back (tok
 the windows, one progress count covers them, nothing changes within the segment, and a stride of a whole window, a
 prompt of a whole window or an infill region longer than one window are refused."""
 
+import json
 import logging
 import re
 
@@ -110,6 +111,9 @@ def test_cli_long_form_writes_the_whole_length_with_one_log_line(assets, tmp_pat
         assert soundfile.read(wav)[0].shape == (24000,)
     (line,) = _long_form_lines(caplog)
     assert "in 5 windows" in line.getMessage()  # 1 + ceil((75 - 25) / 15)
+    records = [json.loads(r) for r in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["long_form"] for r in records] == [{"windows": 5, "window_seconds": 0.5, "stride_seconds": 0.3}] * 2
+    assert [r["adapter"] for r in records] == [None, None]
 
 
 @pytest.mark.parametrize("extra,message", [

@@ -92,6 +92,18 @@ def test_clips_reach_tensorboard_and_file_loggers(tmp_path):
     assert (folder / "captions.jsonl").read_text().count("calm piano | cfg") == 2
 
 
+def test_the_run_folders_metrics_trail_takes_no_media(tmp_path, caplog):
+    """The training CLI adds `MetricsTrail` (numbers only) to every run's loggers: clips skip it, quietly."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    from magnet_lightning.callbacks.metrics_trail import MetricsTrail
+
+    csv, trail = CSVLogger(tmp_path, name="csv"), MetricsTrail(tmp_path / "run")
+    log_clips(SimpleNamespace(loggers=[csv, trail], global_step=3), _clips(), "eval")
+    assert (Path(csv.log_dir) / "media" / "eval" / "step_3" / "01_cfg3_00.wav").is_file()
+    assert not (tmp_path / "run").exists() and "no media support" not in caplog.text
+
+
 def test_evaluated_examples_reach_tensorboard(tmp_path):
     from lightning.pytorch.loggers import TensorBoardLogger
 

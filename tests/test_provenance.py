@@ -119,11 +119,11 @@ def test_missing_t5_names_the_random_flag(tmp_path, monkeypatch):
 
 
 def test_the_end_of_a_run_says_how_to_generate():
-    from magnet_lightning.cli.summary import generate_command
+    from magnet_lightning.cli.summary import generate_commands
 
-    line = generate_command("run/last.ckpt", "a calm 'piano'", Path("run/more"), random_text_encoder=True)
+    [line] = generate_commands("run/last.ckpt", "a calm 'piano'", Path("run"), random_text_encoder=True)
     assert line.startswith("python -m magnet_lightning.generate --ckpt /") and "--allow-random-text-encoder" in line
-    assert "--allow-random" not in generate_command("x.ckpt", "c", Path("o"), random_text_encoder=False)
+    assert "--allow-random" not in generate_commands("x.ckpt", "c", Path("o"), random_text_encoder=False)[0]
 
 
 # ------------------------------------------------------------------------------------------------ 9. evaluation

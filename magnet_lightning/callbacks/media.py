@@ -146,6 +146,8 @@ def log_clips(trainer: Any, clips: Sequence[Clip], group: str, spectrograms: boo
         return
     step = trainer.global_step
     for logger in trainer.loggers:
+        if getattr(logger, "takes_media", True) is False:
+            continue
         if isinstance(logger, WandbLogger):
             payload = wandb_payload if wandb_payload is not None else clips_payload(clips, group, spectrograms)
             logger.experiment.log({**payload, "trainer/global_step": step})

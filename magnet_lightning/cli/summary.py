@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from magnet_lightning.callbacks.monitors import ValLossHistory
+from magnet_lightning.checkpoint.hub import is_sharded
 from magnet_lightning.cli.generate import _slug
 from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.utils.audio import write_wav
-from magnet_lightning.utils.provenance import describe_random
+from magnet_lightning.utils.provenance import absolute_if_local, describe_random
 
 
 def end_of_run_summary(cli: Any) -> str:
@@ -47,19 +48,30 @@ def end_of_run_summary(cli: Any) -> str:
         lines.append(f"  {describe_random(random_parts)} (recorded in the checkpoint)")
     if last:
         lines.append("generate from this checkpoint:")
-        lines.append("  " + generate_command(last, cli._captions(1)[0], cli.run_dir / "more_samples",
-                                             "text_encoder" in random_parts))
+        lines += ["  " + command for command in generate_commands(
+            last, cli._captions(1)[0], cli.run_dir, "text_encoder" in random_parts,
+            cli.model.hparams.init_from if getattr(cli.model, "lora_base", None) is not None else None)]
     lines.append("=" * 88)
     return "\n".join(lines)
 
 
-def generate_command(ckpt: str, caption: str, out: Path, random_text_encoder: bool) -> str:
-    """The `python -m magnet_lightning.generate` command for `ckpt` (with the flag a random-T5 checkpoint needs)."""
-    words = ["python", "-m", "magnet_lightning.generate", "--ckpt", str(Path(ckpt).resolve()), "--text", caption,
-             "--out", str(out)]
+def generate_commands(ckpt: str, caption: str, run_dir: Path, random_text_encoder: bool,
+                      lora_base: str | None = None) -> list[str]:
+    """The commands that generate from the run's checkpoint `ckpt`, each runnable as printed: a sharded checkpoint
+    folder is converted into one file first; a LoRA checkpoint (adapters only) is given as ``--adapter`` to its base
+    `lora_base`; a random-T5 checkpoint gets the flag it needs."""
+    commands, ckpt = [], str(Path(ckpt).resolve())
+    if is_sharded(ckpt):
+        single = str(Path(run_dir).resolve() / "model.ckpt")
+        commands.append(shlex.join(["python", "-m", "magnet_lightning.convert", "sharded", ckpt, single]))
+        ckpt = single
+    words = ["python", "-m", "magnet_lightning.generate", "--ckpt", ckpt]
+    if lora_base:
+        words = [*words[:-1], absolute_if_local(str(lora_base)), "--adapter", ckpt]
+    words += ["--text", caption, "--out", str(Path(run_dir).resolve() / "more_samples")]
     if random_text_encoder:
         words.append("--allow-random-text-encoder")
-    return shlex.join(words)
+    return [*commands, shlex.join(words)]
 
 
 def _logger_dir(logger) -> str:

@@ -42,10 +42,14 @@ from jsonargparse import set_parsing_settings
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
+from magnet_lightning.callbacks.metrics_trail import MetricsTrail
 from magnet_lightning.callbacks.monitors import ValLossHistory
 from magnet_lightning.callbacks.progress import StepProgressBar
 from magnet_lightning.cli.misconfig import FitStarted, lightning_misconfigurations
 from magnet_lightning.cli.parser import StrictArgumentParser
+from magnet_lightning.cli.reproduce import Reproduction, report, reproduce, reproduce_argument, run_in_new_process
+from magnet_lightning.cli.resume import nothing_left, pinned_lora_base
+from magnet_lightning.cli.run_record import RunRecorder, invocation_entry
 from magnet_lightning.cli.runs import (
     RUN_DIR_VARIABLE,
     RunConfig,
@@ -116,6 +120,11 @@ class MagnetCLI(LightningCLI):
         kwargs.setdefault("parser_kwargs", {"parser_mode": "omegaconf"} if _has_omegaconf() else {})
         super().__init__(model_class, TokenDataModule, *args, **kwargs)
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's CLI replaces the model's config by the hyper-parameters stored in a ``--ckpt_path FILE``; here
+        the config stays what ``--config`` and the flags say (the record re-runs it; a checkpoint of other sizes
+        fails when its weights load), and the demo's codec check is not tripped by the checkpoint's absolute path."""
+
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         """fit and validate; `test` / `predict` have no use here (generate.py / evaluate.py serve generation)."""
@@ -152,13 +161,17 @@ class MagnetCLI(LightningCLI):
         kwargs["plugins"] = plugins
         callbacks = kwargs.get("callbacks", trainer_cfg.get("callbacks")) or []
         self.fit_started = FitStarted()
+        self.recorder = RunRecorder(self.run_dir)
         callbacks = [*(callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]), ValLossHistory(),
-                     self.fit_started]
+                     self.fit_started, self.recorder]
         if trainer_cfg.get("enable_progress_bar", True) is not False and \
                 not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(StepProgressBar())
         kwargs["callbacks"] = callbacks
-        return super().instantiate_trainer(**kwargs)
+        trainer = super().instantiate_trainer(**kwargs)
+        if trainer.loggers:  # the run folder's own trail of every logged value (what --reproduce compares)
+            trainer.loggers = [*trainer.loggers, MetricsTrail(self.run_dir)]
+        return trainer
 
     def instantiate_classes(self) -> None:
         """Lightning's misconfigurations while the trainer, model and callbacks are built: one line."""
@@ -170,6 +183,11 @@ class MagnetCLI(LightningCLI):
         config = self._sub_config()
         if self.subcommand == "fit":
             check_settings(config)  # before the run folder and the demo corpus
+        self.recorded_config = self._parser(self.subcommand).dump(config, skip_none=False)  # {run_dir} kept
+        self.pinned: dict[str, str] = {}
+        self.nothing_to_do: str | None = None
+        if config.get("trainer", {}).get("deterministic"):  # cuBLAS reads it when its first handle is made
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         self._set_run_dir(config)
         loggers = config.get("trainer", {}).get("logger")
         if "WandbLogger" in str(loggers):
@@ -177,6 +195,10 @@ class MagnetCLI(LightningCLI):
             self._keep_wandb_id(loggers)
         if config.get("init_from"):
             config.model.init_from = config.init_from
+        if config.model.get("lora") and not config.model.get("init_from") and \
+                (base := pinned_lora_base(self.run_dir)):  # a LoRA run resumed: the base it trained on, never re-picked
+            config.model.init_from = self.pinned["model.init_from"] = base
+            rank_zero_info(f"LoRA run resumed on its base {base}")
         if config.demo.enabled and demo_overridden(config):
             config.demo.enabled = False
         if config.demo.enabled:
@@ -220,6 +242,7 @@ class MagnetCLI(LightningCLI):
         if config.model.get("lora") and not config.model.get("init_from"):  # the LoRA demo: a base without downloads
             root = Path(config.demo.root)
             config.model.init_from = demo_lora_base(_plain(config.model), root.parent / "runs", root / "lora_base")
+            self.pinned["model.init_from"] = config.model.init_from
             rank_zero_info(f"LoRA demo base: {config.model.init_from}")
 
     # -- before training starts
@@ -227,6 +250,13 @@ class MagnetCLI(LightningCLI):
         config = self._sub_config()
         trainer, datamodule = self.trainer, self.datamodule
         remove_stale_checkpoint_temporaries(trainer)
+        self.resume_path = self.resume_checkpoint() if config.get("ckpt_path") == "last" else config.get("ckpt_path")
+        self.nothing_to_do = nothing_left(self.resume_path, trainer.max_steps)
+        if self.nothing_to_do:  # one line; no log folder, W&B run or record for a run with no step left
+            if trainer.is_global_zero:
+                print(self.nothing_to_do, file=sys.stderr, flush=True)
+            return
+        self.recorder.invocation = invocation_entry(self, config)
         if trainer.is_global_zero:
             self.run_dir.mkdir(parents=True, exist_ok=True)  # W&B's start-up git probe warns about a missing folder
             if getattr(self, "wandb_id", None):
@@ -248,8 +278,10 @@ class MagnetCLI(LightningCLI):
             ckpt_path: str | None = None, **kwargs: Any) -> None:
         """`trainer.fit`, where ``ckpt_path='last'`` means the newest of the checkpoint callbacks' ``last*.ckpt``
         and the SLURM preemption checkpoints ``hpc_ckpt_N.ckpt`` (Lightning's own 'last' ignores the latter)."""
+        if self.nothing_to_do:
+            return
         if ckpt_path == "last":
-            ckpt_path = self.resume_checkpoint()
+            ckpt_path = self.resume_path
             rank_zero_info(f"resuming from {ckpt_path}" if ckpt_path else "--ckpt_path last: no checkpoint yet, "
                            "starting from scratch")
         with lightning_misconfigurations("at the start of fit", started=lambda: self.fit_started.started):
@@ -262,7 +294,7 @@ class MagnetCLI(LightningCLI):
         return str(newest) if newest else None
 
     def after_fit(self) -> None:
-        if self.trainer.is_global_zero:
+        if self.trainer.is_global_zero and not self.nothing_to_do:
             print(end_of_run_summary(self), flush=True)
 
     def _captions(self, n: int) -> list[str]:
@@ -342,9 +374,19 @@ def recipe_argv(args: list[str], default_config: str) -> list[str]:
 
 
 def main(default_config: str, args: list[str] | None = None,
-         model_class: type[L.LightningModule] = MagnetLightningModule) -> MagnetCLI:
-    """Entry point of the recipes (see `recipe_argv`)."""
-    args = recipe_argv(pop_debug_flag(sys.argv[1:] if args is None else args), default_config)  # --debug: tracebacks
-    sys.argv[1:] = args  # DDP launchers re-run sys.argv for the other ranks: they must see the same arguments
+         model_class: type[L.LightningModule] = MagnetLightningModule) -> MagnetCLI | Reproduction:
+    """Entry point of the recipes (see `recipe_argv`); ``--reproduce RUN_DIR`` replays a recorded run
+    (cli/reproduce.py: a `Reproduction`, SystemExit(1) when it differs)."""
+    args = pop_debug_flag(sys.argv[1:] if args is None else args)  # --debug: tracebacks
     with user_errors(CheckpointError):  # a user mistake: one line, exit code 2
-        return MagnetCLI(model_class=model_class)
+        if (run_dir := reproduce_argument(args)) is not None:
+            result = reproduce(run_dir, lambda argv: run_in_new_process(argv, sys.argv[0]))
+            if report(result):
+                raise SystemExit(1)
+            return result
+        return _run_cli(recipe_argv(args, default_config), model_class)
+
+
+def _run_cli(args: list[str], model_class: type[L.LightningModule]) -> MagnetCLI:
+    sys.argv[1:] = args  # DDP launchers re-run sys.argv for the other ranks: they must see the same arguments
+    return MagnetCLI(model_class=model_class)

@@ -194,7 +194,9 @@ class TokenDataModule(L.LightningDataModule):
             hp.batch_size, hp.shuffle_buffer, self.train_skips, seed=hp.seed, rank=rank,
             start_step=self._current_start_step(), restart=self._restarts, min_segment_ratio=hp.min_segment_ratio,
             text_augment=self.text_augment)
-        extra = {"prefetch_factor": 4} if hp.num_workers > 0 else {}
+        # in_order: batch i comes from worker i % num_workers whichever worker is ready first, so the sample order
+        # follows from the seeds (each worker's stream), never from timing; 0 or 1 worker: the same stream.
+        extra = {"prefetch_factor": 4, "in_order": True} if hp.num_workers > 0 else {}
         return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=hp.num_workers,
                                            collate_fn=keep_batch, pin_memory=hp.pin_memory, **extra)
 

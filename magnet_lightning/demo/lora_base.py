@@ -48,7 +48,6 @@ def demo_lora_base(module_args: dict[str, Any], runs_root: str | Path, out_dir: 
         return str(out)
     log.warning("LoRA demo: no demo checkpoint of these sizes under %s (run `python recipes/train_music.py` first "
                 "for a trained one): adapting a RANDOM-WEIGHT base, %s", runs_root, out)
-    torch.manual_seed(int(module_args.get("seed", 0)))
     args = {k: v for k, v in module_args.items() if k not in ("lora", "init_from")}
     base = MagnetLightningModule(**args)
     out.parent.mkdir(parents=True, exist_ok=True)

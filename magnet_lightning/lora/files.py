@@ -61,12 +61,13 @@ class BaseIdentity:
     sha256: str
     """`base_fingerprint` of its weights."""
 
-    def check(self, actual_sha256: str, actual_source: str, what: str) -> None:
-        """Raise CheckpointError (one line) when `actual_sha256` is another base's."""
+    def check(self, actual_sha256: str, actual_source: str, what: str, option: str = "--ckpt") -> None:
+        """Raise CheckpointError (one line) when `actual_sha256` is another base's; the fix names `option`, where the
+        base is given (``--ckpt`` when generating or exporting, ``--init_from`` when training)."""
         if actual_sha256 != self.sha256:
             raise CheckpointError(f"{what} was trained on the base {self.source} (weights sha256 {self.sha256[:12]}),"
                                   f" not on {actual_source} (sha256 {actual_sha256[:12]}): pass that base "
-                                  "(--ckpt / init_from)")
+                                  f"({option} {self.source})")
 
 
 @dataclass

@@ -14,7 +14,6 @@ reference) but different spans, and validation masks are fixed. Hyper-parameters
 
 from __future__ import annotations
 
-import hashlib
 import random
 from dataclasses import asdict, fields, replace
 from typing import Any
@@ -35,6 +34,7 @@ from magnet_lightning.training.lora_training import check_checkpoint, keep_adapt
 from magnet_lightning.training.optim import OptimConfig, build_optimizer, build_scheduler
 from magnet_lightning.training.weights_layout import check_same_layout
 from magnet_lightning.utils.provenance import RANDOM_PARTS_KEY, absolute_if_local, is_random_folder
+from magnet_lightning.utils.seeding import derive_seed, seeded
 
 
 def _as(cls, value):
@@ -52,9 +52,6 @@ def _as(cls, value):
     raise TypeError(f"expected {cls.__name__} or dict, got {type(value).__name__}")
 
 
-def derive_seed(*parts: Any) -> int:
-    """A stable 63-bit seed from any tuple of plain values (Python's hash() is salted for strings)."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") >> 1
 
 
 class MagnetLightningModule(L.LightningModule):
@@ -134,14 +131,16 @@ class MagnetLightningModule(L.LightningModule):
         if family not in MODEL_FAMILIES:
             raise ValueError(f"family={family!r}: choose one of {', '.join(MODEL_FAMILIES)}")
         self.family = family
-        self.model = build_model(family, model_cfg, delays)
+        with seeded(derive_seed(seed, "init")):  # the weights depend on the seed only, not on what ran before
+            self.model = build_model(family, model_cfg, delays)
         self.text_dropout = TextDropout(cfg_dropout, word_dropout, cfg_dropout_per_sample)
         self._text_encoder: TextEncoder | None = None
         self._batch_idx = 0
         self._stage_losses: dict[int, list[float]] = {}
         if init_from:
             self.load_weights(init_from)
-        self.lora_base = None if self.lora_cfg is None else start_lora(self.model, self.lora_cfg, init_from)
+        with seeded(derive_seed(seed, "lora_init")):
+            self.lora_base = None if self.lora_cfg is None else start_lora(self.model, self.lora_cfg, init_from)
         self.strict_loading = self.lora_base is None  # a LoRA checkpoint holds no base (check_checkpoint checks it)
 
     # ----------------------------------------------------------------------------------------------- text
@@ -190,7 +189,8 @@ class MagnetLightningModule(L.LightningModule):
         states, text_mask = self.encode_text(texts)
         stage_gen = torch.Generator().manual_seed(self._micro_batch_seed("stage"))
         mask_gen = torch.Generator().manual_seed(self._micro_batch_seed("mask", rank))
-        loss, parts = self._family_loss(batch, states, text_mask, stage_gen, mask_gen, train=True)
+        with seeded(self._micro_batch_seed("dropout", rank)):  # the adapters' dropout (forward only)
+            loss, parts = self._family_loss(batch, states, text_mask, stage_gen, mask_gen, train=True)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", torch.exp(loss.detach()))
         for key, value in parts.items():

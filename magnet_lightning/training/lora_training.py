@@ -51,7 +51,7 @@ def check_checkpoint(checkpoint: dict[str, Any], model: CodebookTransformer, bas
     if stored is None:
         raise CheckpointError("this checkpoint holds a full model, not LoRA adapters: resume it without model.lora, "
                               "or start LoRA from it with --init_from")
-    BaseIdentity(**stored).check(base.sha256, base.source, "this checkpoint")
+    BaseIdentity(**stored).check(base.sha256, base.source, "this checkpoint", option="--init_from")
     expected, found = set(stored_names(model)), set(checkpoint["state_dict"])
     if expected != found:
         missing, unexpected = sorted(expected - found)[:2], sorted(found - expected)[:2]
