@@ -141,3 +141,27 @@ def test_a_sharded_folder_given_to_generate_is_one_line_naming_the_conversion(tm
     err = in_process(main, ["--ckpt", str(folder), "--text", "x", "--out", str(tmp_path / "out")], capfd)
     assert_one_line(err, "sharded training checkpoint", "magnet-convert sharded")
     assert not (tmp_path / "out").exists()
+
+
+def test_every_rank_computes_with_the_threads_of_rank_0(monkeypatch):
+    """A rank that Lightning's launcher started (LOCAL_RANK set, no OMP_NUM_THREADS) sets its intra-op threads as the
+    first process does (usable cpus / processes), under fsdp2 as under DDP. Before, a spawned fsdp2 rank kept every
+    core's thread: a sharded run then differed in the last bits from its --reproduce replay (OMP_NUM_THREADS set)."""
+    from lightning.fabric.utilities.distributed import _suggested_max_num_threads
+
+    before = torch.get_num_threads()
+    expected = _suggested_max_num_threads(2)
+    for key, value in {"LOCAL_RANK": "1", "NODE_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": "29511"}.items():
+        monkeypatch.setenv(key, value)
+    try:
+        for strategy in ("ddp", STRATEGY_NAME):
+            monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+            torch.set_num_threads(expected + 1)  # what a process started without OMP_NUM_THREADS may have
+            trainer = L.Trainer(accelerator="cpu", devices=2, strategy=strategy, logger=False,
+                                enable_checkpointing=False, enable_progress_bar=False)
+            assert trainer.strategy.launcher is not None, strategy
+            threads = trainer.strategy.launcher.launch(torch.get_num_threads, trainer=trainer)
+            assert (threads, os.environ.get("OMP_NUM_THREADS")) == (expected, str(expected)), strategy
+    finally:
+        torch.set_num_threads(before)

@@ -165,7 +165,8 @@ def record_differences(before: dict[str, Any], after: dict[str, Any]) -> list[st
     if changed:
         notes.append(f"packages: {', '.join(changed[:5])}" + (f" and {len(changed) - 5} more" if len(changed) > 5
                                                               else ""))
-    for key in ("cpu", "usable_cpus", "torch_threads", "torch_interop_threads", "gpus", "cuda", "world_size"):
+    for key in ("cpu", "usable_cpus", "torch_threads", "torch_interop_threads", "threads_per_rank", "gpus", "cuda",
+                "world_size"):
         if a["hardware"].get(key) != b["hardware"].get(key):
             notes.append(f"hardware: {key} {a['hardware'].get(key)} then, {b['hardware'].get(key)} now")
     if a.get("data") != b.get("data"):

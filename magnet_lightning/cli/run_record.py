@@ -8,8 +8,8 @@ command on that folder (a first run, then each resume or requeue):
 - ``seeds``: ``seed_everything``, ``model.seed``, ``data.seed``, ``demo.seed``;
 - ``git``: the package checkout's commit and whether it had uncommitted changes (``dirty``, with the changed paths);
 - ``packages``: every installed distribution as ``name==version`` (what ``pip freeze`` lists), and Python's version;
-- ``hardware``: machine, CPU model, core counts, torch's intra-op / inter-op threads, CUDA and cuDNN versions, GPU
-  names, world size;
+- ``hardware``: machine, CPU model, core counts, torch's intra-op / inter-op threads (rank 0's, and
+  ``threads_per_rank``), CUDA and cuDNN versions, GPU names, world size;
 - ``data``: the SHA-256 of each dataset's ``manifest.json`` and of a local codec folder's files.
 
 Rank 0 writes it (atomically) when training starts, after any checkpoint is restored. ``magnet-train --reproduce
@@ -172,9 +172,23 @@ class RunRecorder(L.Callback):
         self.invocation: dict[str, Any] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        threads = rank_threads()  # a collective: every rank takes part
         if not trainer.is_global_zero or self.invocation is None:
             return
         entry = {"started": datetime.datetime.now().isoformat(timespec="seconds"), **self.invocation,
                  "start_step": int(trainer.global_step), "git": git_state(),
-                 "python": sys.version.split()[0], "packages": packages(), "hardware": hardware(trainer)}
+                 "python": sys.version.split()[0], "packages": packages(),
+                 "hardware": {**hardware(trainer), "threads_per_rank": threads}}
         append_invocation(self.run_dir, entry)
+
+
+def rank_threads() -> list[list[int]]:
+    """[intra-op, inter-op] threads of every rank, in rank order (gathered when a process group exists). The ranks
+    of one run must compute with the same count: a reduction split over another number of threads may round
+    differently."""
+    mine = [torch.get_num_threads(), torch.get_num_interop_threads()]
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [mine]
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered

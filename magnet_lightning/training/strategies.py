@@ -16,6 +16,7 @@ from typing import Any
 
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
+from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
@@ -65,6 +66,16 @@ class MagnetFSDPStrategy(ModelParallelStrategy):
                          process_group_backend=process_group_backend, timeout=timeout)
         self.sharding = ShardingConfig(param_dtype, reduce_dtype, reshard_after_forward)
         self.activation_checkpointing = activation_checkpointing
+
+    def _configure_launcher(self) -> None:
+        """Every process gets the launcher, as under Lightning's DDPStrategy: its `launch` spawns the other ranks
+        only in the first process, and in every process sets the intra-op threads (cpus / processes, unless
+        OMP_NUM_THREADS is set). Lightning's ModelParallelStrategy gives it to the first process only, so the ranks
+        it spawned computed with all the machine's threads and rank 0 with its share: a layer norm's weight gradient,
+        summed over rows in per-thread chunks, rounded differently on rank 1 than in a rerun with OMP_NUM_THREADS
+        set (what --reproduce replays), and the run did not reproduce bit for bit."""
+        assert self.cluster_environment is not None
+        self._launcher = _SubprocessScriptLauncher(self.cluster_environment, self.num_processes, self.num_nodes)
 
     def setup_environment(self) -> None:
         # one data-parallel dimension over all processes (the parent's 'auto' would make nodes x tensor parallel)
