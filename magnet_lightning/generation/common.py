@@ -41,6 +41,14 @@ def text_inputs(
     return text_states.to(device).float(), text_mask.to(device).bool(), text_states.shape[0], True
 
 
+def condition_memory(model, states: torch.Tensor, mask: torch.Tensor, use_cfg: bool, melody=None):
+    """The model's TextMemory of a batch: text states [B, S, E] / mask [B, S] and a melody (models.melody.
+    ChromaCondition, or None), as [conditional; null] rows (2B) with classifier-free guidance."""
+    if use_cfg:
+        return model.prepare_text(*guidance_batch(states, mask), None if melody is None else melody.guidance())
+    return model.prepare_text(states, mask, None if melody is None else melody.cond)
+
+
 ProgressFn = Callable[[int, int], None]
 """progress(done_steps, total_steps)."""
 

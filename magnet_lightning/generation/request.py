@@ -40,3 +40,5 @@ class DecodeRequest:
     """Long-form generation (long_form.py): windows of W frames (at most the training segment); None: one window."""
     stride_frames: int | None = None
     """Long-form generation: frames each window advances (1 <= S < W)."""
+    melody: Any = None
+    """models.melody.ChromaCondition of a melody-conditioned model (generation/melody.py builds it), or None."""

@@ -30,6 +30,9 @@ class ModelFamily:
     lora_targets: dict[str, tuple[str, ...]]
     """LoRA target groups -> the projections (names under each transformer `Layer`; `.q` / `.k` / `.v`: a third of
     a fused q/k/v projection) an adapter wraps."""
+    prefix: bool = False
+    """Runs with conditions prepended to its input (`ModelConfig.text_fuse` / `chroma_fuse` 'prepend': the causal
+    stack attends to them like earlier steps); the other families take a melody per frame ('frames')."""
 
     @property
     def name(self) -> str:
@@ -38,6 +41,9 @@ class ModelFamily:
     def build(self, cfg: ModelConfig, delays: Sequence[int] | None = None) -> CodebookTransformer:
         if delays is not None and not self.delay_pattern:
             raise ValueError(f"delays: the {self.label} family has no delay pattern")
+        if cfg.prefix and not self.prefix:
+            raise ValueError(f"the {self.label} family takes no prepended conditions (text_fuse={cfg.text_fuse!r}, "
+                             f"chroma_fuse={cfg.chroma_fuse!r}): use text_fuse 'cross' and chroma_fuse 'frames'")
         return self.model_class(cfg, delays) if self.delay_pattern else self.model_class(cfg)
 
 
@@ -52,7 +58,7 @@ _TRUNK_TARGETS = {  # every family shares the trunk (models/layers.py `Layer`), 
 MODEL_FAMILIES: dict[str, ModelFamily] = {
     family.name: family for family in (
         ModelFamily(MagnetTransformer, "MAGNeT", delay_pattern=False, lora_targets=_TRUNK_TARGETS),
-        ModelFamily(ARTransformer, "autoregressive", delay_pattern=True, lora_targets=_TRUNK_TARGETS),
+        ModelFamily(ARTransformer, "autoregressive", delay_pattern=True, lora_targets=_TRUNK_TARGETS, prefix=True),
         ModelFamily(HybridMagnetTransformer, "Hybrid-MAGNeT", delay_pattern=True, lora_targets=_TRUNK_TARGETS),
     )
 }
