@@ -27,6 +27,8 @@ RELEASED = {
     "facebook/musicgen-small": "MusicGen small (autoregressive), text to music",
     "facebook/musicgen-medium": "MusicGen medium (autoregressive), text to music",
     "facebook/musicgen-large": "MusicGen large (autoregressive), text to music",
+    "facebook/musicgen-melody": "MusicGen melody (autoregressive, 1.5 B), text and melody (chroma) to music",
+    "facebook/musicgen-melody-large": "MusicGen melody large (autoregressive, 3.3 B), text and melody to music",
 }
 """The repos in audiocraft's export format that this project reads. Weights are CC-BY-NC 4.0."""
 

@@ -50,27 +50,31 @@ def to_model_rate(wav: torch.Tensor, sample_rate: int, cfg: MelodyConfig) -> tor
 
 
 class MelodyExtractor:
-    """The chroma of melodies; `stems` None with `cfg.stems == 'none'` (the chroma of the whole mix)."""
+    """The chroma of melodies.
 
-    def __init__(self, cfg: MelodyConfig, stems: StemSeparator | None = None, device: torch.device | str = "cpu"):
-        if (cfg.stems == "none") != (stems is None):
-            raise ValueError(f"melody stems {cfg.stems!r}: " + ("give no stem model" if stems is not None else
-                                                               "a stem separator is needed (StemSeparator.load)"))
-        self.cfg, self.stems, self.device = cfg, stems, torch.device(device)
-        self.chroma_extractor = ChromaExtractor(cfg).to(self.device)
+    stems: with `cfg.stems` 'htdemucs', a StemSeparator, or where to load htdemucs from when first needed ('htdemucs':
+    the Hugging Face cache, or a folder; `codec.stems.htdemucs_files`); ignored with 'none' (the whole mix).
+    """
 
-    @classmethod
-    def load(cls, cfg: MelodyConfig, stems_model: str = "htdemucs",
-             device: torch.device | str = "cpu") -> MelodyExtractor:
-        """With htdemucs read from `stems_model` (the Hugging Face cache, or a folder) unless `cfg.stems` is 'none'."""
-        stems = None if cfg.stems == "none" else StemSeparator.load(stems_model, device)
-        return cls(cfg, stems, device)
+    def __init__(self, cfg: MelodyConfig | dict, stems: StemSeparator | str = "htdemucs",
+                 device: torch.device | str = "cpu"):
+        self.cfg = cfg if isinstance(cfg, MelodyConfig) else MelodyConfig.from_dict(cfg)
+        self.device = torch.device(device)
+        self._stems = None if self.cfg.stems == "none" else stems
+        self.chroma_extractor = ChromaExtractor(self.cfg).to(self.device)
+
+    @property
+    def stems(self) -> StemSeparator | None:
+        """The stem separator (loaded on first use), None for 'none'."""
+        if isinstance(self._stems, str):
+            self._stems = StemSeparator.load(self._stems, self.device)
+        return self._stems
 
     @torch.no_grad()
     def chroma(self, wav: torch.Tensor) -> torch.Tensor:
         """wav [B, 1, N] at cfg.sample_rate -> chroma [B, Tc, C12] (stems first, unless N == 1: the null condition)."""
         wav = wav.to(self.device).float()
-        if self.stems is not None and wav.shape[-1] > 1:
+        if self._stems is not None and wav.shape[-1] > 1:
             wav = self.stems(wav, self.cfg.sample_rate)
         return self.chroma_extractor(wav)
 

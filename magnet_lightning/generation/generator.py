@@ -19,11 +19,13 @@ import torch
 
 from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.codec.codecs import load_codec
+from magnet_lightning.codec.melody import MelodyExtractor
 from magnet_lightning.generation.common import ProgressFn
 from magnet_lightning.generation.families import decoder_family, decoding_config_for, families_where, family_label
 from magnet_lightning.generation.fast import FastDecoder
 from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
 from magnet_lightning.generation.long_form import LongFormPlan, long_form_plan, plan_windows
+from magnet_lightning.generation.melody import request_melody
 from magnet_lightning.generation.request import DecodeRequest
 from magnet_lightning.generation.rescoring import rescorer_for
 from magnet_lightning.models.conditioning import TextEncoder
@@ -62,11 +64,14 @@ class MagnetGenerator:
         decoding_defaults: decoding options recorded in the checkpoint (its family's option names; 'preset').
         fast: FastDecoder (static buffers, CUDA graphs, bf16 weights); default: on CUDA for families that have one.
         compile: torch.compile the per-step forward in the fast path.
+        melody: a melody-conditioned model's chroma settings (config.MelodyConfig or its dict; the checkpoint's).
+        stems_model: where htdemucs is read from for melodies ('htdemucs': the Hugging Face cache; a folder), or a
+            StemSeparator.
     """
 
     def __init__(self, model, text_encoder=None, codec=None, *, frame_rate: float = 50.0, sample_rate: int = 32000,
                  span_len: int = 3, segment_duration: float = 10.0, decoding_defaults: dict | None = None,
-                 fast: bool | None = None, compile: bool = False):
+                 fast: bool | None = None, compile: bool = False, melody: Any = None, stems_model: Any = "htdemucs"):
         self.model, self.text_encoder, self.codec = model, text_encoder, codec
         self.frame_rate = float(codec.frame_rate if codec is not None else frame_rate)
         self.sample_rate = int(codec.sample_rate if codec is not None else sample_rate)
@@ -82,6 +87,9 @@ class MagnetGenerator:
         self.compile = compile
         self._fast_decoder = None
         self._announced: LongFormPlan | None = None
+        if model.cfg.chroma_bins and melody is None:
+            raise ValueError("a melody-conditioned model needs its chroma settings (melody=, the checkpoint's)")
+        self.melody_extractor = MelodyExtractor(melody, stems_model, self.device) if model.cfg.chroma_bins else None
         if codec is not None and (codec.num_codebooks, codec.codebook_size) != (
                 model.cfg.num_codebooks, model.cfg.codebook_size):
             raise ValueError(f"codec {codec.name!r} has K={codec.num_codebooks}, V={codec.codebook_size} but the model "
@@ -92,13 +100,14 @@ class MagnetGenerator:
                         text_encoder: Any = None, codec: Any = None, allow_random_text_encoder: bool = False,
                         fast: bool | None = None, compile: bool = False,
                         dtype: str | torch.dtype | None = None,
-                        adapter: str | Path | None = None) -> MagnetGenerator:
+                        adapter: str | Path | None = None, stems_model: Any = "htdemucs") -> MagnetGenerator:
         """Load our Lightning checkpoint or an audiocraft state_dict.bin (checkpoint.load_pretrained).
 
         dtype: the transformer's weights (float32, bfloat16 or float16; default float32), loaded straight onto `device`.
 
         text_encoder / codec: a name or path overriding the checkpoint's, or a ready object; codec=False skips it.
         adapter: a LoRA adapter folder or LoRA run checkpoint trained on `ckpt`, merged into its weights.
+        stems_model: a melody model's stem separation (htdemucs from the Hugging Face cache, or a folder).
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         pre = load_pretrained(ckpt, device=device, dtype=dtype, adapter=adapter)
@@ -109,7 +118,8 @@ class MagnetGenerator:
             codec = load_codec(codec or pre.codec, device=device)
         return cls(pre.model.eval(), text_encoder, codec or None, frame_rate=pre.frame_rate,
                    sample_rate=pre.sample_rate, span_len=pre.span_len, segment_duration=pre.segment_duration,
-                   decoding_defaults=pre.decoding, fast=fast, compile=compile)
+                   decoding_defaults=pre.decoding, fast=fast, compile=compile, melody=pre.melody,
+                   stems_model=stems_model)
 
     @property
     def guidance_option(self) -> str:
@@ -239,6 +249,8 @@ class MagnetGenerator:
         progress: ProgressFn | None = None,
         rescorer: MagnetGenerator | None = None,
         extend_stride: float | None = None,
+        melody: Any = None,
+        melody_sample_rate: int | None = None,
         **decoding_overrides,
     ) -> GenerationResult:
         """Generate a batch.
@@ -258,6 +270,8 @@ class MagnetGenerator:
             extend_stride: seconds; a duration beyond the checkpoint's segment is generated in windows of the segment,
                 each continuing the last (segment - stride) seconds of the one before (long_form.py; logged once).
                 Default: the family's (`default_stride`: 18 s for a 30-s MusicGen, as the reference).
+            melody: melody-conditioned models: waveforms [C, N] (every item), [B, C, N] or a list of [C, N] / None
+                (None: no melody for that item) at `melody_sample_rate` (generation/melody.py).
         """
         texts = list(texts) if texts is not None else [None] * (num_samples or 1)
         if not texts:
@@ -273,6 +287,7 @@ class MagnetGenerator:
             raise ValueError("infill needs the clip to edit as `prompt` (audio or tokens)")
         request = self._request(texts, config, duration, prompt, prompt_sample_rate, infill, seed, progress,
                                 extend_stride)
+        request_melody(self, request, melody, melody_sample_rate)
         if rescorer is not None and config.rescore_weight < 1.0:
             request.rescorer = rescorer_for(rescorer, texts, request.text_states, request.text_mask,
                                             self.text_encoder)

@@ -115,3 +115,28 @@ def null_melody(extractor: MelodyExtractor, model_cfg: ModelConfig, batch: int, 
     tiled), no chroma (absent rows) for 'frames'."""
     return melody_condition(extractor, model_cfg, [None] * batch, extractor.cfg.sample_rate, batch, num_frames,
                             frame_rate)
+
+
+def request_melody(generator, request, melody, sample_rate: int | None) -> None:
+    """Set `request.melody` (a DecodeRequest of `generator`, a MagnetGenerator) from the user's melody: a melody
+    model without one gets the reference's null melody ('prepend') or none ('frames'); a model without melody
+    conditioning refuses one. The fast path does not take a melody: the request then runs the plain loop."""
+    extractor = generator.melody_extractor
+    if extractor is None:
+        if melody is not None:
+            raise ValueError("this checkpoint has no melody conditioning: it takes no melody (melody-conditioned: "
+                             "facebook/musicgen-melody, facebook/musicgen-melody-large, or a model trained or "
+                             "fine-tuned with melody, e.g. recipes/configs/finetune_melody_magnet_small.yaml)")
+        return
+    model_cfg = generator.model.cfg
+    if melody is None:
+        if model_cfg.chroma_fuse == "frames":
+            return
+        melody, sample_rate = [None] * request.batch_size, extractor.cfg.sample_rate
+    elif sample_rate is None:
+        raise ValueError("a melody waveform needs its sample rate (melody_sample_rate)")
+    prompt = 0 if request.prompt is None or request.infill is not None else request.prompt.shape[-1]
+    request.melody = melody_condition(extractor, model_cfg, melody, sample_rate, request.batch_size,
+                                      request.num_frames, generator.frame_rate, request.window_frames,
+                                      request.stride_frames, prompt)
+    request.fast = None

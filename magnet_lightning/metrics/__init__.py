@@ -1,4 +1,5 @@
-"""Evaluation metrics as exact distributed torchmetrics: FAD, KL (PaSST labels) and CLAP score.
+"""Evaluation metrics as exact distributed torchmetrics: FAD, KL (PaSST labels), CLAP score and chroma cosine
+similarity (melody adherence).
 
 All states are sums (float64) and counts, reduced with ``dist_reduce_fx="sum"``: results are identical whatever
 the number of ranks and memory does not grow with the number of clips. Built without an embedder the metrics take
@@ -7,11 +8,12 @@ outside the module tree, so a metric that is a child of a LightningModule never 
 """
 from magnet_lightning.utils.loudness import integrated_loudness, loudness_normalize, peak_normalize
 
+from .chroma import ChromaCosineSimilarity
 from .clap_score import CLAPScore
 from .embedders import AudioEmbedder, available_embedders, get_embedder, register_embedder
 from .fad import FrechetAudioDistance, frechet_distance, gaussian_from_sums
 from .kl import KLDivergence, kl_ref_gen
 
-__all__ = ["AudioEmbedder", "CLAPScore", "FrechetAudioDistance", "KLDivergence", "available_embedders",
-           "frechet_distance", "gaussian_from_sums", "get_embedder", "integrated_loudness", "kl_ref_gen",
-           "loudness_normalize", "peak_normalize", "register_embedder"]
+__all__ = ["AudioEmbedder", "ChromaCosineSimilarity", "CLAPScore", "FrechetAudioDistance", "KLDivergence",
+           "available_embedders", "frechet_distance", "gaussian_from_sums", "get_embedder", "integrated_loudness",
+           "kl_ref_gen", "loudness_normalize", "peak_normalize", "register_embedder"]
