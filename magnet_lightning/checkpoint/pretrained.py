@@ -163,6 +163,8 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device | 
     adapter_read = read_adapter(hub.expand(adapter))  # a missing adapter fails before the base loads
     pretrained = _load_base(path, device="cpu")
     merge_lora(attach_adapter(pretrained.model, adapter_read, str(path)))
+    if adapter_read.base.melody:  # the adapter's run added melody conditioning to this text-only base
+        pretrained.melody = adapter_read.base.melody["settings"]
     target = torch.float32 if dtype is None else getattr(torch, dtype) if isinstance(dtype, str) else dtype
     pretrained.model.eval().to(device=device or map_location or "cpu", dtype=target)
     pretrained.source = f"{pretrained.source} + LoRA {adapter}"

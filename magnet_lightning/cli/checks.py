@@ -53,6 +53,8 @@ class CheckpointFacts:
     frame_rate: float = 50.0
     random_parts: tuple[str, ...] = ()
     """Parts recorded as random-weight stand-ins ('codec', 'text_encoder')."""
+    melody: dict | None = None
+    """A melody-conditioned checkpoint's chroma settings (config.MelodyConfig fields), None for a text-only one."""
 
 
 def _load_light(path: Path) -> object:
@@ -84,7 +86,7 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
                                int(model.get("codebook_size", 2048)), float(config.get("segment_duration", 10.0)),
                                codec, str(config.get("text_encoder")), int(config.get("span_len", 3)),
                                dict(config.get("decoding") or {}), str(path), float(config.get("frame_rate", 50.0)),
-                               tuple(recorded_random_parts(config, codec)))
+                               tuple(recorded_random_parts(config, codec)), config.get("melody"))
     source = hub.resolve_lm(path)
     raw = _load_light(source.path)
     if isinstance(raw, dict) and "best_state" in raw:
@@ -104,7 +106,7 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
     return CheckpointFacts(meta["family"], meta["num_codebooks"], meta["codebook_size"],
                            float(meta["segment_duration"]), str(meta["codec"]), str(meta["text_encoder"]),
                            int(meta["span_len"]), dict(meta["decoding"]), str(path),
-                           float(meta["frame_rate"]), tuple(meta.get("random_parts") or ()))
+                           float(meta["frame_rate"]), tuple(meta.get("random_parts") or ()), meta.get("melody"))
 
 
 def positive(flag: str, value: float | None) -> None:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from magnet_lightning.checkpoint.hub import expand_args
 from magnet_lightning.cli.checks import check_generate_args, peek_checkpoint
 from magnet_lightning.cli.help import DefaultsOnce, OneLineParser, program_name
+from magnet_lightning.cli.melody import add_melody_options, generate_melody
 from magnet_lightning.data.prompts import read_prompts
 from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
 from magnet_lightning.generation.generator import MagnetGenerator
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: the checkpoint's, else {DEFAULT_PROMPT_SECONDS:g})")
     p.add_argument("--no-fast", action="store_true", help="plain decoding loop (no static buffers / CUDA graphs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward (CUDA)")
+    add_melody_options(p)
     p.epilog = "A wrong argument is one line and exit code 2; --debug (or MAGNET_DEBUG=1) shows the traceback."
     return p
 
@@ -152,6 +154,7 @@ def run_provenance(args, gen: MagnetGenerator) -> dict:
         (["text_encoder"] if getattr(gen.text_encoder, "is_random", False) else [])
     return {"ckpt": absolute_if_local(str(args.ckpt)),
             "prompt_audio": absolute_if_local(args.prompt_audio), "infill": list(args.infill) if args.infill else None,
+            "melody": absolute_if_local(args.melody),
             "seed": args.seed if args.seed is not None else secrets.randbelow(2**31),
             "random_parts": parts, "random_weights": describe_random(parts)}
 
@@ -171,7 +174,7 @@ def _generate_batch(args, gen: MagnetGenerator, partners: dict, texts: list, che
         return hybrid_generate(gen, partners["hybrid_ar"], texts,
                                prompt_seconds=args.hybrid_prompt_seconds or DEFAULT_PROMPT_SECONDS, **kwargs)
     return gen.generate(texts, prompt=checked.prompt, prompt_sample_rate=checked.prompt_rate,
-                        infill=tuple(args.infill) if args.infill else None, **kwargs)
+                        infill=tuple(args.infill) if args.infill else None, **checked.melody, **kwargs)
 
 
 def _run(args, checked) -> None:
@@ -179,7 +182,7 @@ def _run(args, checked) -> None:
     gen = MagnetGenerator.from_pretrained(
         args.ckpt, device=args.device, text_encoder=args.text_encoder, codec=args.codec,
         allow_random_text_encoder=args.allow_random_text_encoder, fast=False if args.no_fast else None,
-        compile=args.compile, adapter=args.adapter)
+        compile=args.compile, adapter=args.adapter, stems_model=args.stems_model)
     partners = _partners(args, gen)
     config = gen.decoding_config(args.duration, args.preset, **checked.overrides)
     out = Path(args.out)
@@ -214,10 +217,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     the T5 and the codec are loaded; a mistake is one line on stderr and exit code 2, and nothing is written."""
     args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
     expand_args(args, "out", "prompts", "prompt_audio", "ckpt", "rescorer", "hybrid_ar", "codec", "text_encoder",
-                "adapter")
+                "adapter", "melody", "stems_model")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with user_errors(CheckpointError):
         if args.adapter and not Path(args.adapter).exists():
             raise FileNotFoundError(f"--adapter {args.adapter} not found (a LoRA adapter folder or a LoRA run's .ckpt)")
-        _run(args, check_generate_args(args, _jobs))
+        checked = check_generate_args(args, _jobs)
+        checked.melody = generate_melody(args, peek_checkpoint)  # --melody, checked before any loading
+        _run(args, checked)
     return 0

@@ -9,7 +9,10 @@ that every table has the same keys. Adding a family = a model class, one entry i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
 
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.models.ar import ARTransformer
@@ -77,3 +80,23 @@ def model_family(name: str) -> ModelFamily:
 def build_model(family: str, cfg: ModelConfig, delays: Sequence[int] | None = None) -> CodebookTransformer:
     """The family's model class built from `cfg` (and the delay pattern's `delays` where it has one)."""
     return model_family(family).build(cfg, delays)
+
+
+@torch.no_grad()
+def add_melody(model: CodebookTransformer, chroma_bins: int, chroma_fuse: str) -> CodebookTransformer:
+    """Give a model without melody conditioning a chroma projection (`chroma_bins` bins, fused by `chroma_fuse`), in
+    place: zero weight and bias, so the model first computes exactly what it did (the start of a melody fine-tune,
+    and the base an adapter trained with it is attached to). Returns the model."""
+    if model.cfg.chroma_bins:
+        raise ValueError("this model already has melody conditioning")
+    cfg = replace(model.cfg, chroma_bins=chroma_bins, chroma_fuse=chroma_fuse)
+    family = model_family(model.family)
+    if cfg.prefix and not family.prefix:
+        raise ValueError(f"the {family.label} family takes a melody per frame (chroma_fuse 'frames'), not "
+                         f"{chroma_fuse!r}")
+    weight = model.text_proj.weight
+    model.chroma_proj = nn.Linear(chroma_bins, cfg.dim).to(device=weight.device, dtype=weight.dtype)
+    nn.init.zeros_(model.chroma_proj.weight)
+    nn.init.zeros_(model.chroma_proj.bias)
+    model.cfg = cfg
+    return model
