@@ -62,3 +62,54 @@ class FixtureTexts:
         states = torch.stack([self.table[t][0] for t in texts])
         mask = torch.stack([self.table[t][1] for t in texts])
         return states, mask
+
+
+# ---------------------------------------------------------------------------------------------- tiny melody models
+TINY_MELODY = dict(sample_rate=3200, n_chroma=12, radix2_exp=8, argmax=True, stems="none", duration=0.5,
+                   attribute_dropout=0.0)
+"""Chroma at 50 frames/s (hop 64 at 3.2 kHz), like the codec frames: small, fast tests."""
+
+
+def melody_module(family: str = "magnet", fuse: str = "frames", **overrides):
+    """A tiny LightningModule of `family` with melody conditioning (12 chroma bins, fused by `fuse`)."""
+    from helpers import TINY_MODEL, tiny_module
+
+    model = {**TINY_MODEL, "chroma_bins": 12, "chroma_fuse": fuse, **overrides.pop("model", {})}
+    masking = {"per_sample_stage": family == "hybrid"}
+    return tiny_module(family=family, model=model, melody=TINY_MELODY, masking=masking, **overrides)
+
+
+def chroma_classes(batch: int, rows: int, generator: torch.Generator) -> torch.Tensor:
+    """long [B, rows]: a pitch class per chroma row, each held for 4 rows."""
+    held = torch.randint(0, 12, (batch, -(-rows // 4)), generator=generator)
+    return held.repeat_interleave(4, dim=1)[:, :rows]
+
+
+def melody_batch(seed: int, batch: int = 4, frames: int = 24, shuffle: bool = False) -> dict:
+    """A batch whose codes follow its chroma: stream k of frame t is (class + k) mod 16 of the chroma row nearest in
+    time (models.melody.frame_indices); `shuffle` pairs the codes with another item's chroma."""
+    from magnet_lightning.models.melody import frame_indices
+
+    g = torch.Generator().manual_seed(seed)
+    rows = frames + 2  # data.chroma.crop_chroma's length at equal rates
+    classes = chroma_classes(batch, rows, g)
+    index = frame_indices(frames, 50.0, 50.0, rows).expand(batch, -1)
+    per_frame = classes.gather(1, index)  # [B, T]
+    codes = (per_frame[:, None, :] + torch.arange(4)[None, :, None]) % 16
+    chroma = torch.nn.functional.one_hot(classes, 12).float()
+    if shuffle:
+        chroma = chroma.roll(1, dims=0)
+    texts = ["calm piano"] * batch
+    return {"codes": codes, "padding_mask": torch.ones(batch, frames, dtype=torch.bool), "text": texts,
+            "meta": [{} for _ in texts], "chroma": chroma, "chroma_offset": torch.zeros(batch, dtype=torch.float64)}
+
+
+class MelodyBatches(torch.utils.data.Dataset):
+    def __init__(self, length: int, **kw):
+        self.length, self.kw = length, kw
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict:
+        return melody_batch(index, **self.kw)
