@@ -22,6 +22,8 @@ import numpy as np
 
 from magnet_lightning.codec.codecs import HFEncodecCodec, load_codec
 from magnet_lightning.codec.fit import fit_codebooks
+from magnet_lightning.codec.melody import MelodyExtractor
+from magnet_lightning.config import MelodyConfig
 from magnet_lightning.data.tokenize import TokenizeOptions, tokenize_dataset
 from magnet_lightning.demo.synth import draw_spec, render
 from magnet_lightning.utils.provenance import RANDOM_MARKER
@@ -56,6 +58,8 @@ class DemoConfig:
     """Tracks used to fit the codebooks of a random-weight codec."""
     seed: int = 0
     """Seed of the synthetic tracks and captions."""
+    chroma: bool = False
+    """Also store each track's chroma in the shards (melody conditioning; stems 'none': no stem model needed)."""
 
 
 @dataclass
@@ -72,6 +76,8 @@ def _settings(cfg: DemoConfig) -> dict:
     out = asdict(cfg)
     out.pop("enabled")
     out.pop("root")
+    if not out["chroma"]:  # corpora built before melody conditioning have the same settings
+        out.pop("chroma")
     return out
 
 
@@ -134,9 +140,10 @@ def _build(cfg: DemoConfig, root: Path) -> dict:
     opts = TokenizeOptions(samples_per_shard=max(1, -(-cfg.num_train // 4)), batch_size=8, num_workers=0,
                            progress=False)
     t1 = time.time()
+    chroma = MelodyExtractor(MelodyConfig(sample_rate=codec.sample_rate, stems="none")) if cfg.chroma else None
     for split in ("train", "val"):
         summary = tokenize_dataset(root / "audio" / split, root / "shards" / split, codec, name=f"demo{split}",
-                                   opts=opts)
+                                   opts=opts, chroma=chroma)
         if summary["manifest"] is None or summary["skipped"]:
             raise RuntimeError(f"tokenizing the demo {split} split failed: {summary}")
     log.warning("demo corpus: tokenized in %.1f s with %s", time.time() - t1, codec_name)

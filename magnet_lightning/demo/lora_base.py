@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,10 @@ def _fits(path: Path, family: str, model: dict[str, Any]) -> bool:
 def demo_lora_base(module_args: dict[str, Any], runs_root: str | Path, out_dir: str | Path) -> str:
     """The path of a base for the LoRA demo whose LightningModule arguments are `module_args` (the recipe's
     ``model`` section): the newest fitting ``RUN/checkpoints/last.ckpt`` under `runs_root`, else
-    ``out_dir/random_base.ckpt`` (written once, seeded by ``module_args['seed']``)."""
+    ``out_dir/random_base.ckpt`` (written once, seeded by ``module_args['seed']``). The base has no melody
+    conditioning: a melody demo adds it (its projection starts at zero)."""
     family = module_args.get("family", DEFAULT_FAMILY)
-    model = asdict(ModelConfig(**module_args["model"]))
+    model = asdict(replace(ModelConfig(**module_args["model"]), chroma_bins=0, chroma_fuse="prepend"))
     runs = sorted(Path(runs_root).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
     for path in runs:
         if _fits(path, family, model):
@@ -49,8 +50,8 @@ def demo_lora_base(module_args: dict[str, Any], runs_root: str | Path, out_dir: 
     log.warning("LoRA demo: no demo checkpoint of these sizes under %s (run `python recipes/train_music.py` first "
                 "for a trained one): adapting a RANDOM-WEIGHT base, %s", runs_root, out)
     torch.manual_seed(int(module_args.get("seed", 0)))
-    args = {k: v for k, v in module_args.items() if k not in ("lora", "init_from")}
-    base = MagnetLightningModule(**args)
+    args = {k: v for k, v in module_args.items() if k not in ("lora", "init_from", "melody")}
+    base = MagnetLightningModule(**{**args, "model": model})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     torch.save({"hyper_parameters": dict(base.hparams), "state_dict": base.state_dict()}, tmp)
