@@ -11,12 +11,14 @@ was given and with a shuffled one (another track's: the items rolled by one), by
 
 - `chroma_cosine`: audiocraft's chroma cosine similarity (metrics/chroma.py; argmax chroma, so the share of chroma
   frames whose strongest pitch class agrees) of the generated audio against the melody's audio;
-- `chroma_cosine_codec`: the same against the melody as the codec renders it (decode(encode(melody))). With the
-  demo's random-weight codec (used when facebook/encodec_32khz is not on disk) decoded audio is noise-like, so a
-  pitch class read from it reflects the tokens, not the melody's notes: this is the comparison that can show an
-  effect there; with the real codec both should;
+- `token_chroma`: the same score where the generated clip's chroma is read from its tokens instead of its audio:
+  each first-codebook token stands for the mean chroma of the training audio the codec encoded to it (a lookup
+  fitted on the demo corpus's shards, token and chroma aligned per frame), pooled per chroma frame. The demo's
+  codec has random weights when facebook/encodec_32khz is not on disk (announced): its decoded audio is noise-like,
+  so `chroma_cosine` cannot see the melody there, while the tokens still carry it (`token_chroma` of the melodies'
+  own tokens, `reference`, says how much); with the real codec `chroma_cosine` is the measure;
 - `token_agreement`: the share of first-codebook tokens equal to the melody's own tokens at the same frame.
-A melody condition that changes the output gives `given` > `shuffled` for each of them.
+A melody condition that changes the output gives `given` > `shuffled`.
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from a checkout
 
+from magnet_lightning.data.pipeline import SkipCounter, iter_shard  # noqa: E402
+from magnet_lightning.data.shards import resolve_shards  # noqa: E402
 from magnet_lightning.generation.generator import MagnetGenerator  # noqa: E402
 from magnet_lightning.lora.files import read_adapter  # noqa: E402
 from magnet_lightning.metrics.chroma import ChromaCosineSimilarity  # noqa: E402
+from magnet_lightning.models.melody import chroma_at_frames, frame_indices  # noqa: E402
 from magnet_lightning.utils.audio import read_audio  # noqa: E402
 
 
@@ -60,30 +65,62 @@ def chroma_cosine(preds: torch.Tensor, targets: torch.Tensor, rate: int) -> floa
     return float(metric.compute())
 
 
+def token_chroma_table(shards: str, frame_rate: float, chroma_rate: float, bins: int, size: int) -> torch.Tensor:
+    """[V, C]: the mean chroma of the training frames the codec encoded to each first-codebook token (the mean of
+    all frames for a token never seen)."""
+    sums, counts = torch.zeros(size, bins, dtype=torch.float64), torch.zeros(size, dtype=torch.float64)
+    for url in resolve_shards(shards).urls:
+        for codes, meta in iter_shard(url, SkipCounter(), 4, size, bins):
+            rows = chroma_at_frames(torch.from_numpy(meta["chroma"])[None], codes.shape[1], frame_rate, chroma_rate)[0]
+            tokens = torch.from_numpy(codes[0].astype("int64"))
+            sums.index_add_(0, tokens, rows.double())
+            counts.index_add_(0, tokens, torch.ones(len(tokens), dtype=torch.float64))
+    mean = sums.sum(0) / counts.sum()
+    return torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], mean).float()
+
+
+def token_chroma_score(tokens: torch.Tensor, melody_chroma: torch.Tensor, table: torch.Tensor, frame_rate: float,
+                       chroma_rate: float) -> float:
+    """The share of chroma frames whose strongest pitch class, read from the tokens [B, K, T] through `table` and
+    pooled per chroma frame, is the melody's (melody_chroma [B, Tc, C], one-hot)."""
+    rows = table[tokens[:, 0]]  # [B, T, C]
+    index = frame_indices(tokens.shape[-1], frame_rate, chroma_rate, melody_chroma.shape[1])[0]  # [T]
+    agree, total = 0.0, 0
+    for frame in index.unique().tolist():
+        pooled = rows[:, index == frame].mean(1).argmax(-1)  # [B]
+        agree += float((pooled == melody_chroma[:, frame].argmax(-1)).sum())
+        total += pooled.numel()
+    return agree / total
+
+
 def token_agreement(tokens: torch.Tensor, reference: torch.Tensor) -> float:
     frames = min(tokens.shape[-1], reference.shape[-1])
     return float((tokens[:, 0, :frames] == reference[:, 0, :frames]).float().mean())
 
 
-def measure(gen: MagnetGenerator, melodies: torch.Tensor, rate: int, seeds: list[int]) -> dict:
+def measure(gen: MagnetGenerator, melodies: torch.Tensor, rate: int, seeds: list[int], train_shards: str) -> dict:
     """Generations with each track as the melody, compared with the given and the shuffled melodies."""
-    codec = gen.codec
+    extractor, frame_rate = gen.melody_extractor, gen.frame_rate
+    chroma_rate = extractor.cfg.chroma_rate
     with torch.no_grad():
-        melody_tokens = codec.encode(melodies, rate)
-        rendered = codec.decode(melody_tokens).float()
-    duration = melodies.shape[-1] / rate
-    scores = {"chroma_cosine": {"given": [], "shuffled": []}, "chroma_cosine_codec": {"given": [], "shuffled": []},
-              "token_agreement": {"given": [], "shuffled": []}}
+        melody_tokens = gen.codec.encode(melodies, rate)
+    melody_chroma = extractor.batch_chroma(list(melodies), rate)
+    table = token_chroma_table(train_shards, frame_rate, chroma_rate, extractor.cfg.n_chroma,
+                               gen.model.cfg.codebook_size)
+    scores = {name: {"given": [], "shuffled": []} for name in ("chroma_cosine", "token_chroma", "token_agreement")}
     for seed in seeds:
-        result = gen.generate([None] * melodies.shape[0], duration=duration, seed=seed, melody=list(melodies),
-                              melody_sample_rate=rate)
-        audio = result.audio
+        result = gen.generate([None] * melodies.shape[0], duration=melodies.shape[-1] / rate, seed=seed,
+                              melody=list(melodies), melody_sample_rate=rate)
         for name, shift in (("given", 0), ("shuffled", 1)):
-            scores["chroma_cosine"][name].append(chroma_cosine(audio, melodies.roll(shift, 0), gen.sample_rate))
-            scores["chroma_cosine_codec"][name].append(chroma_cosine(audio, rendered.roll(shift, 0),
-                                                                     gen.sample_rate))
+            scores["chroma_cosine"][name].append(chroma_cosine(result.audio, melodies.roll(shift, 0),
+                                                               gen.sample_rate))
+            scores["token_chroma"][name].append(token_chroma_score(result.tokens, melody_chroma.roll(shift, 0), table,
+                                                                   frame_rate, chroma_rate))
             scores["token_agreement"][name].append(token_agreement(result.tokens, melody_tokens.roll(shift, 0)))
-    return {metric: {k: sum(v) / len(v) for k, v in pair.items()} for metric, pair in scores.items()}
+    report = {metric: {k: sum(v) / len(v) for k, v in pair.items()} for metric, pair in scores.items()}
+    report["token_chroma"]["reference"] = token_chroma_score(melody_tokens, melody_chroma, table, frame_rate,
+                                                             chroma_rate)
+    return report
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -102,7 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     gen = MagnetGenerator.from_pretrained(base, adapter=ckpt, device="cpu", codec=ready["codec"], text_encoder=False)
     melodies, rate = tracks(args.corpus)
     report = {"run": str(run), "base": base, "random_codec": ready["random_codec"], "tracks": melodies.shape[0],
-              "seconds": melodies.shape[-1] / rate, "seeds": args.seeds, **measure(gen, melodies, rate, args.seeds)}
+              "seconds": melodies.shape[-1] / rate, "seeds": args.seeds,
+              **measure(gen, melodies, rate, args.seeds, str(args.corpus / "shards" / "train"))}
     print(json.dumps(report, indent=1))
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -60,6 +60,12 @@ class DemoConfig:
     """Seed of the synthetic tracks and captions."""
     chroma: bool = False
     """Also store each track's chroma in the shards (melody conditioning; stems 'none': no stem model needed)."""
+    mix: str = "full"
+    """'full': melody, chords, bass and drums; 'melody': the melody line alone (the melody demo: one clear pitch at
+    a time, so chroma and tokens go together)."""
+    base_steps: int = 0
+    """A LoRA demo without a demo checkpoint of its sizes: train a base of these sizes for this many steps on the
+    corpus (without melody conditioning) instead of adapting a random-weight one (0)."""
 
 
 @dataclass
@@ -74,14 +80,15 @@ class DemoCorpus:
 
 def _settings(cfg: DemoConfig) -> dict:
     out = asdict(cfg)
-    out.pop("enabled")
-    out.pop("root")
-    if not out["chroma"]:  # corpora built before melody conditioning have the same settings
-        out.pop("chroma")
+    for key in ("enabled", "root", "base_steps"):  # not settings of the corpus
+        out.pop(key)
+    for key, default in (("chroma", False), ("mix", "full")):  # corpora built before these existed: the same
+        if out[key] == default:
+            out.pop(key)
     return out
 
 
-def write_tracks(folder: Path, seeds: range, seconds: float, sample_rate: int) -> list[np.ndarray]:
+def write_tracks(folder: Path, seeds: range, seconds: float, sample_rate: int, mix: str = "full") -> list[np.ndarray]:
     """Render one WAV + JSON sidecar (caption, metadata) per seed into `folder`; returns the waveforms [N]."""
     import soundfile as sf
 
@@ -89,9 +96,9 @@ def write_tracks(folder: Path, seeds: range, seconds: float, sample_rate: int) -
     wavs = []
     for seed in seeds:
         spec = draw_spec(seed)
-        wav = render(spec, seconds, sample_rate)
+        wav = render(spec, seconds, sample_rate, mix)
         sf.write(folder / f"track{seed:05d}.wav", wav, sample_rate)
-        (folder / f"track{seed:05d}.json").write_text(json.dumps({"caption": spec.caption(), **spec.metadata()}))
+        (folder / f"track{seed:05d}.json").write_text(json.dumps({"caption": spec.caption(mix), **spec.metadata()}))
         wavs.append(wav)
     return wavs
 
@@ -132,8 +139,9 @@ def _build(cfg: DemoConfig, root: Path) -> dict:
 
     sample_rate = 32000
     t0 = time.time()
-    train = write_tracks(root / "audio" / "train", range(cfg.num_train), cfg.track_seconds, sample_rate)
-    val = write_tracks(root / "audio" / "val", range(100_000, 100_000 + cfg.num_val), cfg.track_seconds, sample_rate)
+    train = write_tracks(root / "audio" / "train", range(cfg.num_train), cfg.track_seconds, sample_rate, cfg.mix)
+    val = write_tracks(root / "audio" / "val", range(100_000, 100_000 + cfg.num_val), cfg.track_seconds, sample_rate,
+                       cfg.mix)
     log.warning("demo corpus: rendered %d + %d tracks of %.1f s in %.1f s", len(train), len(val), cfg.track_seconds,
                 time.time() - t0)
     codec, codec_name, is_random = get_codec(cfg, root, train[: cfg.fit_tracks], sample_rate)
