@@ -75,7 +75,8 @@ LORA_RECIPES = {  # LoRA fine-tuning on one GPU: (family, base repo id, model pr
 
 def test_every_config_is_listed():
     assert {p.stem for p in CONFIGS.glob("*.yaml")} == (set(PAPER) | set(FAMILY) | set(DEMOS) | OWN_AUDIO
-                                                        | set(LORA_RECIPES) | {"demo_lora"})
+                                                        | set(LORA_RECIPES) | {"demo_lora"}
+                                                        | {"demo_melody", "finetune_melody_magnet_small"})
 
 
 @pytest.mark.parametrize("name", sorted(LORA_RECIPES))

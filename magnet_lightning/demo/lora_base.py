@@ -12,9 +12,11 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
 
 from magnet_lightning.config import ModelConfig
+from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.lora.files import CHECKPOINT_KEY
 from magnet_lightning.models.registry import DEFAULT_FAMILY
 from magnet_lightning.training.lit_module import MagnetLightningModule
@@ -35,10 +37,6 @@ def _fits(path: Path, family: str, model: dict[str, Any]) -> bool:
 
 def _train_base(args: dict[str, Any], data_args: dict[str, Any], train_shards: str, steps: int, path: Path) -> None:
     """Train the base of `args` (a text-only MagnetLightningModule) for `steps` steps on `train_shards`; save it."""
-    import lightning as L
-
-    from magnet_lightning.data.datamodule import TokenDataModule
-
     module = MagnetLightningModule(**{**args, "ema_every_n_steps": 0})
     data = TokenDataModule(train_shards=train_shards, batch_size=int(data_args.get("batch_size", 8)),
                            segment_duration=float(args.get("segment_duration", 10.0)), num_workers=0,
