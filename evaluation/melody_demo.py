@@ -6,7 +6,8 @@
 It loads the newest run of recipes/configs/demo_melody.yaml (`--run` to choose one: its last.ckpt, the adapters and
 the melody projection, on its base) and generates, for every validation track of the demo corpus, a clip as long as
 the track (past the 2-s segment: long-form windows) with the track as the melody and no caption, so whatever follows
-the melody comes from the melody condition; `--seeds` draws per track. Each clip is then compared with the melody it
+the melody comes from the melody condition; `--seeds` draws per track, with the checkpoint's decoding (temperature
+3.0 annealed, top-p 0.9) and at `--temperature` 1.0. Each clip is then compared with the melody it
 was given and with a shuffled one (another track's: the items rolled by one), by:
 
 - `chroma_cosine`: audiocraft's chroma cosine similarity (metrics/chroma.py; argmax chroma, so the share of chroma
@@ -98,7 +99,8 @@ def token_agreement(tokens: torch.Tensor, reference: torch.Tensor) -> float:
     return float((tokens[:, 0, :frames] == reference[:, 0, :frames]).float().mean())
 
 
-def measure(gen: MagnetGenerator, melodies: torch.Tensor, rate: int, seeds: list[int], train_shards: str) -> dict:
+def measure(gen: MagnetGenerator, melodies: torch.Tensor, rate: int, seeds: list[int], train_shards: str,
+            **decoding) -> dict:
     """Generations with each track as the melody, compared with the given and the shuffled melodies."""
     extractor, frame_rate = gen.melody_extractor, gen.frame_rate
     chroma_rate = extractor.cfg.chroma_rate
@@ -110,7 +112,7 @@ def measure(gen: MagnetGenerator, melodies: torch.Tensor, rate: int, seeds: list
     scores = {name: {"given": [], "shuffled": []} for name in ("chroma_cosine", "token_chroma", "token_agreement")}
     for seed in seeds:
         result = gen.generate([None] * melodies.shape[0], duration=melodies.shape[-1] / rate, seed=seed,
-                              melody=list(melodies), melody_sample_rate=rate)
+                              melody=list(melodies), melody_sample_rate=rate, **decoding)
         for name, shift in (("given", 0), ("shuffled", 1)):
             scores["chroma_cosine"][name].append(chroma_cosine(result.audio, melodies.roll(shift, 0),
                                                                gen.sample_rate))
@@ -123,12 +125,18 @@ def measure(gen: MagnetGenerator, melodies: torch.Tensor, rate: int, seeds: list
     return report
 
 
+def _temperature(value: str) -> float | None:
+    return None if value.lower() == "none" else float(value)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, default=None, help="a demo_melody run folder (default: the newest)")
     parser.add_argument("--runs-root", type=Path, default=Path("outputs/demo/melody_runs"))
     parser.add_argument("--corpus", type=Path, default=Path("outputs/demo/melody_corpus"))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--temperature", type=_temperature, nargs="+", default=[None, 1.0],
+                        help="decoding temperatures to measure with ('none': the checkpoint's, 3.0 annealed)")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -139,8 +147,11 @@ def main(argv: list[str] | None = None) -> dict:
     gen = MagnetGenerator.from_pretrained(base, adapter=ckpt, device="cpu", codec=ready["codec"], text_encoder=False)
     melodies, rate = tracks(args.corpus)
     report = {"run": str(run), "base": base, "random_codec": ready["random_codec"], "tracks": melodies.shape[0],
-              "seconds": melodies.shape[-1] / rate, "seeds": args.seeds,
-              **measure(gen, melodies, rate, args.seeds, str(args.corpus / "shards" / "train"))}
+              "seconds": melodies.shape[-1] / rate, "seeds": args.seeds}
+    for temperature in args.temperature:
+        decoding = {} if temperature is None else {"temperature": temperature}
+        key = "checkpoint_decoding" if temperature is None else f"temperature_{temperature:g}"
+        report[key] = measure(gen, melodies, rate, args.seeds, str(args.corpus / "shards" / "train"), **decoding)
     print(json.dumps(report, indent=1))
     if args.out:
         args.out.write_text(json.dumps(report, indent=1) + "\n")

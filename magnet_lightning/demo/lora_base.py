@@ -36,8 +36,11 @@ def _fits(path: Path, family: str, model: dict[str, Any]) -> bool:
 
 
 def _train_base(args: dict[str, Any], data_args: dict[str, Any], train_shards: str, steps: int, path: Path) -> None:
-    """Train the base of `args` (a text-only MagnetLightningModule) for `steps` steps on `train_shards`; save it."""
-    module = MagnetLightningModule(**{**args, "ema_every_n_steps": 0})
+    """Train the base of `args` (a text-only MagnetLightningModule) for `steps` steps on `train_shards` (AdamW, 3e-3,
+    constant); save it."""
+    optimizer = {"name": "adamw", "lr": 3e-3, "betas": [0.9, 0.95], "weight_decay": 0.0, "schedule": "constant",
+                 "warmup_steps": 0}  # the base's own schedule (the recipe's is the adapters')
+    module = MagnetLightningModule(**{**args, "ema_every_n_steps": 0, "optimizer": optimizer})
     data = TokenDataModule(train_shards=train_shards, batch_size=int(data_args.get("batch_size", 8)),
                            segment_duration=float(args.get("segment_duration", 10.0)), num_workers=0,
                            shuffle_buffer=int(data_args.get("shuffle_buffer", 64)), batches_per_epoch=steps,
