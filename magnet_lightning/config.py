@@ -11,6 +11,11 @@ from typing import Any
 
 ATTENTION_BACKENDS = ("auto", "sdpa", "flex")
 HYBRID_STAGE0_ATTENTION = ("stream", "sequence")
+TEXT_FUSIONS = ("cross", "prepend")
+"""How the text reaches the model: by cross-attention, or projected and prepended to the input (audiocraft's fuser)."""
+CHROMA_FUSIONS = ("prepend", "frames")
+"""How a melody's chroma reaches the model: prepended to the input (MusicGen-melody's release), or aligned in time
+with the frames and added to each frame's input (this project's, for MAGNeT and Hybrid-MAGNeT)."""
 
 
 @dataclass
@@ -42,6 +47,14 @@ class ModelConfig:
     """LayerNorm epsilon."""
     max_period: float = 10_000.0
     """Longest period of the sinusoidal positional encoding."""
+    text_fuse: str = "cross"
+    """'cross': text by cross-attention (the MAGNeT and MusicGen releases); 'prepend': the projected text in front of
+    the input and layers without cross-attention (MusicGen-melody, audiocraft's `fuser.prepend`)."""
+    chroma_bins: int = 0
+    """Melody conditioning: bins of the chroma condition (12), projected to D by `chroma_proj`; 0 for none."""
+    chroma_fuse: str = "prepend"
+    """How the chroma enters: 'prepend' (in front of the input, before the text: MusicGen-melody's release) or
+    'frames' (aligned in time with the frames, added to each frame's input: MAGNeT and Hybrid-MAGNeT)."""
 
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
@@ -53,6 +66,11 @@ class ModelConfig:
         if self.hybrid_stage0_attention not in HYBRID_STAGE0_ATTENTION:
             raise ValueError(f"hybrid_stage0_attention={self.hybrid_stage0_attention!r}: choose one of "
                              f"{HYBRID_STAGE0_ATTENTION}")
+        if self.text_fuse not in TEXT_FUSIONS or self.chroma_fuse not in CHROMA_FUSIONS:
+            raise ValueError(f"text_fuse={self.text_fuse!r}, chroma_fuse={self.chroma_fuse!r}: choose text_fuse in "
+                             f"{TEXT_FUSIONS} and chroma_fuse in {CHROMA_FUSIONS}")
+        if self.chroma_bins < 0:
+            raise ValueError(f"chroma_bins must be >= 0 (0: no melody conditioning), got {self.chroma_bins}")
         if self.subcodes_context < -1:
             raise ValueError("subcodes_context must be >= 0, or -1 for unrestricted attention")
         for name in ("num_layers", "ffn_dim", "num_codebooks", "codebook_size", "text_dim"):
@@ -63,11 +81,23 @@ class ModelConfig:
     def mask_token_id(self) -> int:
         return self.codebook_size
 
+    @property
+    def cross_attention(self) -> bool:
+        """The layers have cross-attention (to the text)."""
+        return self.text_fuse == "cross"
+
+    @property
+    def prefix(self) -> bool:
+        """Conditions are prepended to the input (the text, or a melody's chroma)."""
+        return self.text_fuse == "prepend" or bool(self.chroma_bins and self.chroma_fuse == "prepend")
+
     def num_parameters(self) -> int:
         """Parameter count of the transformer (no text encoder), without building it."""
         d, k, v = self.dim, self.num_codebooks, self.codebook_size
-        layer = 2 * 4 * d * d + 2 * d * self.ffn_dim + 3 * 2 * d
-        return self.num_layers * layer + k * (v + 1) * d + k * v * d + 2 * d + self.text_dim * d + d
+        attention = (2 if self.cross_attention else 1) * (4 * d * d + 2 * d)
+        layer = attention + 2 * d * self.ffn_dim + 2 * d
+        chroma = (self.chroma_bins + 1) * d if self.chroma_bins else 0
+        return self.num_layers * layer + k * (v + 1) * d + k * v * d + 2 * d + self.text_dim * d + d + chroma
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,3 +144,65 @@ class MaskingConfig:
             raise ValueError(f"span_len must be >= 1, got {self.span_len}")
         if any(w < 0 for w in self.stage_weights) or (self.stage_weights and sum(self.stage_weights) <= 0):
             raise ValueError(f"stage_weights must be non-negative with a positive sum, got {self.stage_weights}")
+
+
+STEM_MODELS = ("htdemucs", "none")
+
+
+@dataclass
+class MelodyConfig:
+    """How a melody waveform becomes the chroma condition: audiocraft's `ChromaStemConditioner` with the settings of
+    its release config (config/conditioner/chroma2music.yaml), the defaults here."""
+
+    sample_rate: int = 32000
+    """Rate of the waveform the chroma is computed on (the model's; the stems are converted back to it)."""
+    n_chroma: int = 12
+    """Chroma bins (the model's `chroma_bins`)."""
+    radix2_exp: int = 14
+    """STFT window 2**radix2_exp samples (hop a quarter of it: 4096 at 14, 7.8 chroma frames/s at 32 kHz)."""
+    argmax: bool = True
+    """Keep only the strongest bin of each frame (one-hot chroma)."""
+    stems: str = "htdemucs"
+    """'htdemucs': drums and bass removed by demucs' htdemucs first (the reference); 'none': the chroma of the whole
+    mix (no stem model needed: demos, or audio that is already a melody)."""
+    duration: float = 30.0
+    """Seconds the chroma prefix covers at inference ('prepend' fusion: the melody tiled or cut to it, as the
+    reference's `match_len_on_eval`); the training segment of the release."""
+    attribute_dropout: float = 0.5
+    """Training: probability of dropping the melody of a micro-batch (its own attribute dropout, on top of the
+    classifier-free-guidance dropout that drops text and melody together)."""
+
+    def __post_init__(self) -> None:
+        if self.stems not in STEM_MODELS:
+            raise ValueError(f"melody.stems={self.stems!r}: choose one of {STEM_MODELS}")
+        if self.n_chroma < 1 or self.radix2_exp < 5 or self.sample_rate < 1 or self.duration <= 0:
+            raise ValueError(f"melody needs n_chroma >= 1, radix2_exp >= 5, sample_rate >= 1, duration > 0; got "
+                             f"{self.n_chroma}, {self.radix2_exp}, {self.sample_rate}, {self.duration}")
+        if not 0 <= self.attribute_dropout <= 1:
+            raise ValueError(f"melody.attribute_dropout must be in [0, 1], got {self.attribute_dropout}")
+
+    @property
+    def hop_length(self) -> int:
+        return 2 ** self.radix2_exp // 4
+
+    @property
+    def chroma_rate(self) -> float:
+        """Chroma frames per second."""
+        return self.sample_rate / self.hop_length
+
+    def num_chroma_frames(self, num_samples: int) -> int:
+        """Chroma frames of a waveform of N samples (centred STFT: 1 + N // hop; at least that of one window)."""
+        return 1 + max(num_samples, 2 ** self.radix2_exp) // self.hop_length
+
+    @property
+    def prefix_frames(self) -> int:
+        """Chroma frames of `duration` seconds: the prefix length at inference (the reference's `chroma_len`)."""
+        return self.num_chroma_frames(int(self.sample_rate * self.duration))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MelodyConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown MelodyConfig fields: {sorted(unknown)}")
+        return cls(**data)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from magnet_lightning.cli.run_record import RunRecorder
 from magnet_lightning.cli.train import MagnetCLI, accumulation_for, main
 from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.training.strategies import MagnetFSDPStrategy
@@ -30,6 +31,7 @@ class _BuildOnlyCLI(MagnetCLI):
 
     def instantiate_trainer(self, **kwargs):
         self.trainer_kwargs = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        self.recorder = RunRecorder(self.run_dir)  # what before_fit fills (the trainer's callback in a real run)
 
 
 @pytest.fixture(autouse=True)
@@ -77,7 +79,8 @@ STEREO = {"num_codebooks": 8}  # the stereo releases: 4 codebooks per channel, i
 
 def test_every_config_is_listed():
     assert {p.stem for p in CONFIGS.glob("*.yaml")} == (set(PAPER) | set(FAMILY) | set(DEMOS) | OWN_AUDIO
-                                                        | set(LORA_RECIPES) | {"demo_lora"})
+                                                        | set(LORA_RECIPES) | {"demo_lora"}
+                                                        | {"demo_melody", "finetune_melody_magnet_small"})
 
 
 @pytest.mark.parametrize("name", sorted(LORA_RECIPES))
@@ -307,7 +310,7 @@ def test_hub_goes_offline_only_without_network(monkeypatch):
 def _fake_trainer(strategy, world_size: int):
     from types import SimpleNamespace
 
-    return SimpleNamespace(strategy=strategy, world_size=world_size, accumulate_grad_batches=1, loggers=[],
+    return SimpleNamespace(strategy=strategy, world_size=world_size, accumulate_grad_batches=1, loggers=[], max_steps=-1,
                            is_global_zero=False)
 
 

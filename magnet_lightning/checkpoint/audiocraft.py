@@ -39,6 +39,9 @@ from magnet_lightning.utils.codec_names import stereo_name
 _TEXT_PROJ = "condition_provider.conditioners.description.output_proj."
 TEXT_PROJ_PREFIX = _TEXT_PROJ
 """audiocraft's name of the T5 projection (`text_proj` here), less `weight` / `bias`."""
+_CHROMA_PROJ = "condition_provider.conditioners.self_wav.output_proj."
+_CHROMA_WINDOW = "condition_provider.conditioners.self_wav.chroma.spec.window"
+"""The chroma extractor's STFT window (torchaudio keeps it in the state dict): a Hann window, checked and dropped."""
 LICENSE = "cc-by-nc-4.0"
 """License of Meta's released audiocraft weights (the Hugging Face license id), recorded in converted checkpoints."""
 
@@ -75,16 +78,21 @@ def _rename(best_state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, 
     out = {"emb": emb, "heads": heads}
     for suffix in ("weight", "bias"):
         out[f"text_proj.{suffix}"] = state.pop(_TEXT_PROJ + suffix, None)
+        out[f"chroma_proj.{suffix}"] = state.pop(_CHROMA_PROJ + suffix, None)
+    window = state.pop(_CHROMA_WINDOW, None)
+    if window is not None and not torch.allclose(window.float(), torch.hann_window(window.numel()), atol=1e-6):
+        raise CheckpointError(f"{_CHROMA_WINDOW} is not a Hann window (the chroma extractor's STFT window)")
     out.update({name: value for name, value in state.items() if name.startswith(("transformer.", "out_norm."))})
     return {name: value for name, value in out.items() if value is not None}
 
 
-def _check_against_model(state: dict[str, torch.Tensor], cfg: ModelConfig, source: dict) -> None:
-    expected = _meta_state_dict(cfg)
+def _check_against_model(state: dict[str, torch.Tensor], cfg: ModelConfig, source: dict, family: str) -> None:
+    expected = _meta_state_dict(cfg, family)
     missing = sorted(set(expected) - set(state))
     if missing:
         raise CheckpointError(f"missing keys: {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-    ignored = {n for n in source if not n.startswith(("transformer.", "out_norm.", "emb.", "linears.", _TEXT_PROJ))}
+    known = ("transformer.", "out_norm.", "emb.", "linears.", _TEXT_PROJ, _CHROMA_PROJ, _CHROMA_WINDOW)
+    ignored = {n for n in source if not n.startswith(known)}
     extra = sorted(set(state) - set(expected))
     if extra:
         raise CheckpointError(f"unexpected keys (not part of a {cfg.num_layers}-layer model): {extra[:8]}")
@@ -95,10 +103,10 @@ def _check_against_model(state: dict[str, torch.Tensor], cfg: ModelConfig, sourc
             raise CheckpointError(f"{name}: shape {tuple(state[name].shape)}, expected {tuple(ref.shape)} for {cfg}")
 
 
-def _meta_state_dict(cfg: ModelConfig) -> dict[str, torch.Tensor]:
+def _meta_state_dict(cfg: ModelConfig, family: str = DEFAULT_FAMILY) -> dict[str, torch.Tensor]:
     # Every family has the same parameters (one trunk). (Not `with torch.device("meta")`: a first meta arange costs
     # 150 MB RSS.)
-    return empty_model(DEFAULT_FAMILY, cfg).state_dict()
+    return empty_model(family, cfg).state_dict()
 
 
 def codec_reference(field: str, source: hub.Source) -> str:
@@ -132,6 +140,7 @@ def audiocraft_metadata(spec: AudiocraftLM, source: hub.Source) -> dict[str, Any
         "cfg_dropout": spec.cfg_dropout,
         "word_dropout": spec.word_dropout,
         "decoding": dict(spec.generation),
+        "melody": None if spec.melody is None else asdict(spec.melody),
         "license": LICENSE,
         "source": source.repo_id or str(source.path),
     }
@@ -167,7 +176,7 @@ def read_audiocraft(path: str | os.PathLike | hub.Source, raw: dict | None = Non
     except (ConfigError, ValueError) as err:
         raise CheckpointError(f"{source.path}: {err}") from err
     state = _rename(best_state, spec.model)
-    _check_against_model(state, spec.model, best_state)
+    _check_against_model(state, spec.model, best_state, spec.family)
     return AudiocraftCheckpoint(spec.model, state, audiocraft_metadata(spec, source), spec)
 
 
@@ -203,6 +212,7 @@ def lightning_checkpoint(ckpt: AudiocraftCheckpoint) -> dict[str, Any]:
         "frame_rate": meta["frame_rate"],
         "segment_duration": meta["segment_duration"],
         "decoding": meta["decoding"],
+        "melody": meta["melody"],
     }
     return {
         "state_dict": {f"model.{name}": value for name, value in ckpt.state_dict.items()},

@@ -7,7 +7,8 @@ config into what this project needs, and accounts for every key: each leaf is *u
 architecture this project cannot run. Rules that audiocraft applies in code rather than in the file are applied
 here too:
 - cross-attention is on whenever `fuser.cross` is non-empty (`models/builders.py::get_lm_model`), whatever
-  `transformer_lm.cross_attention` says (the released files keep its default, false);
+  `transformer_lm.cross_attention` says (the released files keep its default, false); the conditions, text and
+  MusicGen-melody's chroma, are read by audiocraft_melody.py;
 - `transformer_lm.segment_duration`, `.span_len` and `.compression_model_framerate` are overwritten by the loader
   from `dataset.segment_duration`, `masking.span_len` and the codec (`models/loaders.py::load_lm_model_magnet`).
 """
@@ -27,7 +28,14 @@ from magnet_lightning.checkpoint.audiocraft_families import (
     AudiocraftImport,
     family_of_lm_model,
 )
-from magnet_lightning.config import ModelConfig
+from magnet_lightning.checkpoint.audiocraft_melody import (
+    CONDITIONING_KEYS,
+    Conditioning,
+    ConditioningError,
+    read_conditioning,
+)
+from magnet_lightning.checkpoint.audiocraft_melody import IGNORED as MELODY_IGNORED
+from magnet_lightning.config import MelodyConfig, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +149,7 @@ _IGNORED: list[tuple[str, str]] = [
     ("codebooks_pattern.unroll.*", "settings of a codebook pattern the model does not use"),
     ("codebooks_pattern.music_lm.*", "settings of a codebook pattern the model does not use"),
     ("codebooks_pattern.coarse_first.*", "settings of a codebook pattern the model does not use"),
+    *MELODY_IGNORED,
 ]
 _ARCHITECTURE = {  # transformer_lm settings of the one architecture this project implements, and the value it needs
     "norm_first": True, "bias_ff": False, "bias_attn": False, "bias_proj": False, "positional_embedding": "sin",
@@ -178,6 +187,8 @@ class AudiocraftLM:
     span_len: int
     generation: dict[str, Any]
     """Decoding defaults from generate.lm, by our option names (DecodingConfig fields for MAGNeT)."""
+    melody: MelodyConfig | None = None
+    """The melody conditioner's chroma settings (MusicGen-melody), None without one."""
     used: tuple[str, ...] = ()
     ignored: dict[str, str] = field(default_factory=dict)
     """Every ignored key and why."""
@@ -200,23 +211,15 @@ def _require(cfg: dict, key: str, needed: Any, why: str) -> None:
         raise ConfigError(f"unsupported config: {key}={value!r} ({why}; this project needs {needed!r})")
 
 
-def _check_conditioning(cfg: dict) -> None:
-    cross = lookup(cfg, "fuser.cross", [])
-    if list(cross or []) != ["description"]:
-        raise ConfigError(f"unsupported config: fuser.cross={cross!r} (text must reach the model by cross-attention "
-                          "from one 'description' conditioner)")
-    for key in ("fuser.sum", "fuser.prepend", "fuser.input_interpolate"):
-        if lookup(cfg, key, []):
-            raise ConfigError(f"unsupported config: {key}={lookup(cfg, key)!r} (only cross-attention conditioning)")
-    _require(cfg, "fuser.cross_attention_pos_emb", False, "positional embeddings on the text keys")
-    conditioners = lookup(cfg, "conditioners", {}) or {}
-    others = sorted(set(conditioners) - {"description"})
-    if others:
-        raise ConfigError(f"unsupported config: conditioners.{others[0]} (only the text 'description' conditioner "
-                          "is supported, e.g. not melody/chroma conditioning)")
+def _check_conditioning(cfg: dict) -> Conditioning:
+    try:
+        conditioning = read_conditioning(cfg)
+    except ConditioningError as err:
+        raise ConfigError(str(err)) from err
     _require(cfg, "conditioners.description.model", "t5", "the text encoder")
     _require(cfg, "conditioners.description.t5.finetune", False, "a fine-tuned T5 whose weights are not exported")
     _require(cfg, "conditioners.description.t5.normalize_text", False, "spaCy text normalisation")
+    return conditioning
 
 
 def _check_channels(cfg: dict, n_q: int) -> bool:
@@ -264,9 +267,8 @@ def _check_architecture(cfg: dict, spec: AudiocraftImport) -> tuple[bool, tuple[
 def _known_keys(spec: AudiocraftImport) -> set[str]:
     used = {f"transformer_lm.{k}" for k in (*_SIZES, *_ARCHITECTURE, "causal", "subcodes_context")}
     used |= {"lm_model", "codebooks_pattern.modeling", "sample_rate", "channels", "compression_model_checkpoint",
-             "compression_model_n_q", "masking.span_len", "classifier_free_guidance.training_dropout", "fuser.cross",
-             "fuser.sum", "fuser.prepend", "fuser.input_interpolate", "fuser.cross_attention_pos_emb",
-             "interleave_stereo_codebooks.use", "interleave_stereo_codebooks.per_timestep",
+             "compression_model_n_q", "masking.span_len", "classifier_free_guidance.training_dropout",
+             *CONDITIONING_KEYS, "interleave_stereo_codebooks.use", "interleave_stereo_codebooks.per_timestep",
              "conditioners.description.model", "conditioners.description.t5.name",
              "conditioners.description.t5.finetune", "conditioners.description.t5.word_dropout",
              "conditioners.description.t5.normalize_text", "dataset.segment_duration"}
@@ -296,7 +298,7 @@ def read_lm_config(raw: Any, text_dim: int | None = None) -> AudiocraftLM:
     if family is None:
         raise ConfigError(f"unsupported config: lm_model={lm_model!r} (supported: {LM_MODELS})")
     spec = AUDIOCRAFT_IMPORTS[family]
-    _check_conditioning(cfg)
+    conditioning = _check_conditioning(cfg)
     causal, delays = _check_architecture(cfg, spec)
     known = _known_keys(spec)
     rules = _IGNORED + list(spec.ignored)
@@ -322,6 +324,9 @@ def read_lm_config(raw: Any, text_dim: int | None = None) -> AudiocraftLM:
         codebook_size=int(lookup(cfg, "transformer_lm.card")),
         text_dim=text_dim or (1024 if "large" in text_encoder else 768),
         subcodes_context=int(lookup(cfg, "transformer_lm.subcodes_context", -1)) if spec.windowed_attention else -1,
+        text_fuse=conditioning.text_fuse,
+        chroma_bins=conditioning.melody.n_chroma if conditioning.melody else 0,
+        chroma_fuse=conditioning.chroma_fuse,
     )
     return AudiocraftLM(
         family=family, model=model, causal=causal, delays=delays, text_encoder=text_encoder,
@@ -333,5 +338,6 @@ def read_lm_config(raw: Any, text_dim: int | None = None) -> AudiocraftLM:
         frame_rate=float(lookup(cfg, "transformer_lm.compression_model_framerate", 50)),
         segment_duration=float(lookup(cfg, "dataset.segment_duration")),
         span_len=int(lookup(cfg, "masking.span_len", 1)),
-        generation=_generation(cfg, spec), used=tuple(sorted(known & set(leaves(cfg)))), ignored=ignored,
+        generation=_generation(cfg, spec), melody=conditioning.melody, used=tuple(sorted(known & set(leaves(cfg)))),
+        ignored=ignored,
     )

@@ -101,7 +101,7 @@ def export(ckpt: str | Path, out: str | Path, license: str | None = None, dtype:
               "text_encoder": pretrained.text_encoder, "codec": pretrained.codec,
               "sample_rate": pretrained.sample_rate, "frame_rate": pretrained.frame_rate,
               "span_len": pretrained.span_len, "segment_duration": pretrained.segment_duration,
-              "decoding": pretrained.decoding, "license": chosen, "dtype": dtype,
+              "decoding": pretrained.decoding, "melody": pretrained.melody, "license": chosen, "dtype": dtype,
               "source": ckpt.name + (f" + LoRA {Path(adapter).name}" if adapter else ""),
               "base": origin.base, "fine_tuned": origin.fine_tuned, "training": origin.training}
     config["random_parts"] = pretrained.random_parts

@@ -48,6 +48,8 @@ class CheckpointFacts:
     sample_rate: int = 32000
     delays: tuple[int, ...] | None = None
     """The delay pattern of a family that has one (None: 0, 1, ..., K-1 there; no pattern elsewhere)."""
+    melody: dict | None = None
+    """A melody-conditioned checkpoint's chroma settings (config.MelodyConfig fields), None for a text-only one."""
 
     def frames(self, seconds: float) -> int:
         """Frames of `seconds` of generated audio (at least 1)."""
@@ -87,7 +89,7 @@ def _export_facts(path: str | Path, folder: Path) -> CheckpointFacts:
                            codec, str(config.get("text_encoder")), int(config.get("span_len", 3)),
                            dict(config.get("decoding") or {}), str(path), float(config.get("frame_rate", 50.0)),
                            tuple(recorded_random_parts(config, codec)), int(config.get("sample_rate", 32000)),
-                           tuple(delays) if delays else None)
+                           tuple(delays) if delays else None, config.get("melody"))
 
 
 def peek_checkpoint(path: str | Path) -> CheckpointFacts:
@@ -116,4 +118,5 @@ def peek_checkpoint(path: str | Path) -> CheckpointFacts:
                            float(meta["segment_duration"]), str(meta["codec"]), str(meta["text_encoder"]),
                            int(meta["span_len"]), dict(meta["decoding"]), str(path),
                            float(meta["frame_rate"]), tuple(meta.get("random_parts") or ()),
-                           int(meta["sample_rate"]), tuple(meta["delays"]) if meta.get("delays") else None)
+                           int(meta["sample_rate"]), tuple(meta["delays"]) if meta.get("delays") else None,
+                           meta.get("melody"))

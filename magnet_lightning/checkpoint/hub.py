@@ -32,6 +32,8 @@ RELEASED = {
     "facebook/musicgen-stereo-large": "MusicGen large (autoregressive), text to stereo music",
     "facebook/hybrid-magnet-small": "Hybrid-MAGNeT small (autoregressive prompt, then MAGNeT), text to music, 30 s",
     "facebook/hybrid-magnet-medium": "Hybrid-MAGNeT medium (autoregressive prompt, then MAGNeT), text to music, 30 s",
+    "facebook/musicgen-melody": "MusicGen melody (autoregressive, 1.5 B), text and melody (chroma) to music",
+    "facebook/musicgen-melody-large": "MusicGen melody large (autoregressive, 3.3 B), text and melody to music",
 }
 """The repos in audiocraft's export format that this project reads. Weights are CC-BY-NC 4.0."""
 

@@ -47,6 +47,8 @@ class Pretrained:
     """The file or hub repo the weights came from."""
     random_parts: list[str] = field(default_factory=list)
     """Parts trained or exported with random weights ('codec', 'text_encoder'; `utils.provenance`)."""
+    melody: dict[str, Any] | None = None
+    """A melody-conditioned model's chroma settings (`config.MelodyConfig` fields), None for a text-only model."""
 
 
 def recorded_random_parts(raw: dict, codec: str | None) -> list[str]:
@@ -90,7 +92,7 @@ def _from_lightning(raw: dict, path: Path, dtype: str | torch.dtype | None = Non
         model=model.eval(), text_encoder=meta["text_encoder"], codec=meta["codec"], sample_rate=meta["sample_rate"],
         frame_rate=meta["frame_rate"], span_len=meta["span_len"], segment_duration=meta["segment_duration"],
         decoding=meta["decoding"], license=raw.get("license"), source=str(raw.get("converted_from") or path),
-        random_parts=recorded_random_parts(raw, meta["codec"]),
+        random_parts=recorded_random_parts(raw, meta["codec"]), melody=meta["melody"],
     )
 
 
@@ -108,6 +110,7 @@ def lightning_metadata(hp: dict) -> dict[str, Any]:
         "span_len": int((hp.get("masking") or {}).get("span_len", 3)),
         "segment_duration": float(hp.get("segment_duration", 10.0)),
         "decoding": dict(hp.get("decoding") or {}),
+        "melody": hp.get("melody") if (hp.get("model") or {}).get("chroma_bins") else None,
     }
 
 
@@ -145,7 +148,7 @@ def load_exported(path: str | Path, map_location: str | torch.device = "cpu",
                       frame_rate=float(config["frame_rate"]), span_len=int(config["span_len"]),
                       segment_duration=float(config["segment_duration"]), decoding=dict(config.get("decoding") or {}),
                       license=config.get("license"), source=str(folder),
-                      random_parts=recorded_random_parts(config, codec))
+                      random_parts=recorded_random_parts(config, codec), melody=config.get("melody"))
 
 
 def load_pretrained(path: str | os.PathLike, map_location: str | torch.device | None = None, *,
@@ -163,6 +166,8 @@ def load_pretrained(path: str | os.PathLike, map_location: str | torch.device | 
     adapter_read = read_adapter(hub.expand(adapter))  # a missing adapter fails before the base loads
     pretrained = _load_base(path, device="cpu")
     merge_lora(attach_adapter(pretrained.model, adapter_read, str(path)))
+    if adapter_read.base.melody:  # the adapter's run added melody conditioning to this text-only base
+        pretrained.melody = adapter_read.base.melody["settings"]
     target = torch.float32 if dtype is None else getattr(torch, dtype) if isinstance(dtype, str) else dtype
     pretrained.model.eval().to(device=device or map_location or "cpu", dtype=target)
     pretrained.source = f"{pretrained.source} + LoRA {adapter}"
@@ -186,7 +191,7 @@ def _load_base(path: str | os.PathLike, map_location: str | torch.device | None 
         return Pretrained(
             ckpt.build_model(dtype, device), meta["text_encoder"], meta["codec"], meta["sample_rate"],
             meta["frame_rate"], meta["span_len"], meta["segment_duration"], meta["decoding"], meta["license"],
-            meta["source"],
+            meta["source"], melody=meta["melody"],
         )
     if isinstance(raw, dict) and "state_dict" in raw:
         return _from_lightning(raw, source.path, dtype, device)

@@ -18,6 +18,7 @@ from typing import Any
 import soundfile
 
 from magnet_lightning.checkpoint.facts import CheckpointFacts, peek_checkpoint
+from magnet_lightning.cli.melody import generate_melody, with_adapter_melody
 from magnet_lightning.cli.options import given_options, user_error
 from magnet_lightning.cli.startup import text_encoder_on_disk
 from magnet_lightning.errors import UserError, one_line
@@ -90,6 +91,8 @@ class GenerateInputs:
     prompt_rate: int | None = None
     partners: dict[str, CheckpointFacts] = field(default_factory=dict)
     """--rescorer / --hybrid-ar: their checkpoints' facts."""
+    melody: dict[str, Any] = field(default_factory=dict)
+    """--melody: the generator's melody keywords (the clip and its sample rate)."""
 
 
 def clip_frames(facts: CheckpointFacts, path: str, flag: str = "--prompt-audio") -> int:
@@ -114,7 +117,8 @@ def plan_of(facts: CheckpointFacts, args: argparse.Namespace, partners: dict[str
         request = GenerationRequest(
             duration if duration is not None else args.duration, getattr(args, "extend_stride", None),
             getattr(args, "preset", None), given_options(args), 0 if infill else frames, infill,
-            frames if infill else None, partners.get("rescorer"), partners.get("hybrid_ar"))
+            frames if infill else None, partners.get("rescorer"), partners.get("hybrid_ar"),
+            bool(getattr(args, "melody", None)))
         plan = make_plan(facts, request)
     except OptionError as err:
         raise (user_error(err) if unreadable is None or err.option != "prompt" else unreadable) from None
@@ -133,7 +137,7 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
                         ("--unconditional", args.unconditional)):
         positive(flag, value)
     output_folder(args.out)
-    facts = peek_checkpoint(args.ckpt)
+    facts = with_adapter_melody(peek_checkpoint(args.ckpt), getattr(args, "adapter", None))
     partners = {key: peek_checkpoint(getattr(args, key)) for key in ("rescorer", "hybrid_ar")
                 if getattr(args, key, None)}
     plan = plan_of(facts, args, partners)
@@ -144,7 +148,7 @@ def check_generate_args(args: argparse.Namespace, make_jobs: Callable[[argparse.
         raise UserError(f"--prompts: {err}") from None
     if not jobs:
         raise UserError(f"--prompts {args.prompts} holds no prompt")
-    inputs = GenerateInputs(jobs, given_options(args), plan, partners=partners)
+    inputs = GenerateInputs(jobs, given_options(args), plan, partners=partners, melody=generate_melody(args, facts))
     if args.prompt_audio:
         try:
             inputs.prompt, inputs.prompt_rate = read_audio(args.prompt_audio)

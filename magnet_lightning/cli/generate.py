@@ -34,6 +34,7 @@ from tqdm import tqdm
 from magnet_lightning.checkpoint.hub import expand_args
 from magnet_lightning.cli.checks import check_generate_args, peek_checkpoint
 from magnet_lightning.cli.help import DefaultsOnce, OneLineParser, program_name
+from magnet_lightning.cli.melody import add_melody_options
 from magnet_lightning.cli.options import add_generation_flags
 from magnet_lightning.data.prompts import read_prompts
 from magnet_lightning.errors import CheckpointError, pop_debug_flag, user_errors
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the stand-in needs; the audio will not follow the text)")
     p.add_argument("--no-fast", action="store_true", help="plain decoding loop (no static buffers / CUDA graphs)")
     p.add_argument("--compile", action="store_true", help="torch.compile the per-step forward (CUDA)")
+    add_melody_options(p)
     p.epilog = "A wrong argument is one line and exit code 2; --debug (or MAGNET_DEBUG=1) shows the traceback."
     return p
 
@@ -125,6 +127,7 @@ def run_provenance(args, gen: MagnetGenerator) -> dict:
         (["text_encoder"] if getattr(gen.text_encoder, "is_random", False) else [])
     return {"ckpt": absolute_if_local(str(args.ckpt)), "adapter": absolute_if_local(args.adapter),
             "prompt_audio": absolute_if_local(args.prompt_audio), "infill": list(args.infill) if args.infill else None,
+            "melody": absolute_if_local(args.melody),
             "seed": args.seed if args.seed is not None else secrets.randbelow(2**31),
             "random_parts": parts, "random_weights": describe_random(parts)}
 
@@ -144,7 +147,8 @@ def _generate_batch(gen: MagnetGenerator, partners: dict, texts: list, checked, 
     kwargs = dict(plan=checked.plan, seed=seed, rescorer=partners.get("rescorer"), progress=progress)
     if "hybrid_ar" in partners:
         return two_model_generate(gen, partners["hybrid_ar"], texts, **kwargs)
-    return gen.generate(texts, prompt=checked.prompt, prompt_sample_rate=checked.prompt_rate, **kwargs)
+    return gen.generate(texts, prompt=checked.prompt, prompt_sample_rate=checked.prompt_rate, **checked.melody,
+                        **kwargs)
 
 
 def _run(args, checked) -> None:
@@ -153,7 +157,7 @@ def _run(args, checked) -> None:
     gen = MagnetGenerator.from_pretrained(
         args.ckpt, device=args.device, text_encoder=args.text_encoder, codec=args.codec,
         allow_random_text_encoder=args.allow_random_text_encoder, fast=False if args.no_fast else None,
-        compile=args.compile, adapter=args.adapter)
+        compile=args.compile, adapter=args.adapter, stems_model=args.stems_model)
     partners = _partners(args, gen)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     the T5 and the codec are loaded; a mistake is one line on stderr and exit code 2, and nothing is written."""
     args = build_parser().parse_args(pop_debug_flag(sys.argv[1:] if argv is None else argv))
     expand_args(args, "out", "prompts", "prompt_audio", "ckpt", "rescorer", "hybrid_ar", "codec", "text_encoder",
-                "adapter")
+                "adapter", "melody", "stems_model")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with user_errors(CheckpointError):
         if args.adapter and not Path(args.adapter).exists():

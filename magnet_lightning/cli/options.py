@@ -15,7 +15,8 @@ from magnet_lightning.generation.options import Declared, Names, OptionError, de
 from magnet_lightning.generation.request import GenerationRequest
 
 INPUT_FLAGS = {"prompt": "--prompt-audio", "infill": "--infill", "rescorer": "--rescorer CKPT",
-               "two_model": "--hybrid-ar CKPT", "decoding": "--steps/--temperature/..."}
+               "two_model": "--hybrid-ar CKPT", "melody": "--melody",
+               "decoding": "--steps/--temperature/..."}
 """Generation inputs that are not declared options, by the generate command's flags."""
 
 

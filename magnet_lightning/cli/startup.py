@@ -23,6 +23,7 @@ from lightning.pytorch.strategies import StrategyRegistry
 
 from magnet_lightning.checkpoint import hub
 from magnet_lightning.checkpoint.pretrained import is_export
+from magnet_lightning.cli.melody import check_melody_recipe
 from magnet_lightning.config import MaskingConfig, ModelConfig
 from magnet_lightning.data.shards import check_compatible, resolve_shards
 from magnet_lightning.errors import UserError
@@ -156,8 +157,10 @@ def check_training_config(config: Any) -> None:
 
         raise _missing_weights_error(str(model.text_encoder), FileNotFoundError("not in the local cache"))
     data = config.data
-    check_shards(_specs(data.train_shards) + _specs(data.val_shards), model_cfg.num_codebooks,
-                 model_cfg.codebook_size, float(model.frame_rate), model.codec, int(model.sample_rate))
+    specs = _specs(data.train_shards) + _specs(data.val_shards)
+    check_shards(specs, model_cfg.num_codebooks, model_cfg.codebook_size, float(model.frame_rate), model.codec,
+                 int(model.sample_rate))
+    check_melody_recipe(model_cfg, getattr(model, "melody", None), specs)  # chroma in the shards of a melody model
     if model.init_from and "://" not in str(model.init_from):
 
         if not is_export(hub.expand(model.init_from)):

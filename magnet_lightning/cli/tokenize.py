@@ -23,6 +23,9 @@ import torch
 from magnet_lightning.checkpoint.hub import expand_args
 from magnet_lightning.cli.help import OneLineParser
 from magnet_lightning.codec.codecs import DEFAULT_CODEC, load_codec
+from magnet_lightning.codec.melody import MelodyExtractor
+from magnet_lightning.codec.stems import htdemucs_files
+from magnet_lightning.config import STEM_MODELS, MelodyConfig
 from magnet_lightning.data.inputs import scan_inputs
 from magnet_lightning.data.tokenize import (
     TokenizeOptions,
@@ -65,6 +68,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="the output holds shards of an older input: re-tokenize only the shards that changed")
     change.add_argument("--force", action="store_true", help="re-tokenize every shard, even finished ones")
     p.add_argument("--no-progress", action="store_true")
+    melody = p.add_argument_group("melody conditioning")
+    melody.add_argument("--chroma", action="store_true",
+                        help="also store each track's chroma (KEY.chroma.npy), so melody models train on the shards "
+                             "without audio (audiocraft's ChromaStemConditioner settings: 12 bins, radix2_exp 14, "
+                             "argmax)")
+    melody.add_argument("--chroma-stems", choices=STEM_MODELS, default="htdemucs",
+                        help="htdemucs: drums and bass removed first (the reference; needs its weights); none: the "
+                             "chroma of the whole mix")
+    melody.add_argument("--stems-model", default="htdemucs",
+                        help="where htdemucs is read from: 'htdemucs' (the Hugging Face cache) or a folder holding "
+                             "htdemucs.yaml and 955717e8.safetensors")
 
     return expand_args(p.parse_args(argv), "input", "output", "codec")  # ~ and $VARS in paths
 
@@ -84,6 +98,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UserError(f"--name {args.name!r} must be non-empty and contain no '.' or '/'")
     if Path(args.output).exists() and not Path(args.output).is_dir():
         raise UserError(f"--output {args.output} exists and is not a folder")
+    if args.chroma and args.chroma_stems != "none":
+        htdemucs_files(args.stems_model)  # its weights are on disk, or one line naming them
 
 
 def main(argv=None) -> dict:
@@ -111,8 +127,12 @@ def run(args: argparse.Namespace) -> dict:
                            max_batch_seconds=args.max_batch_seconds, num_workers=args.num_workers,
                            min_duration=args.min_duration,
                            silence_threshold=args.silence_threshold, progress=not args.no_progress)
+    chroma = None
+    if args.chroma:
+        melody = MelodyConfig(sample_rate=codec.sample_rate, stems=args.chroma_stems)
+        chroma = MelodyExtractor(melody, args.stems_model, device)
     summary = tokenize_dataset(items, args.output, codec, name=args.name, opts=opts, rank=args.rank,
-                               world_size=args.world_size, on_change=on_change)
+                               world_size=args.world_size, on_change=on_change, chroma=chroma)
     summary["manifest"] = str(summary["manifest"]) if summary["manifest"] else None
     print(json.dumps(summary))
     return summary

@@ -241,7 +241,9 @@ class MagnetCLI(LightningCLI):
                        + ("  (RANDOM weights, fitted codebooks)" if corpus.random_codec else ""))
         if config.model.get("lora") and not config.model.get("init_from"):  # the LoRA demo: a base without downloads
             root = Path(config.demo.root)
-            config.model.init_from = demo_lora_base(_plain(config.model), root.parent / "runs", root / "lora_base")
+            config.model.init_from = demo_lora_base(_plain(config.model), root.parent / "runs", root / "lora_base",
+                                                    int(config.demo.get("base_steps") or 0), corpus.train_shards,
+                                                    _plain(config.data))
             self.pinned["model.init_from"] = config.model.init_from
             rank_zero_info(f"LoRA demo base: {config.model.init_from}")
 

@@ -4,7 +4,8 @@ Train: every rank streams resampled shards (no node splitter: ranks draw indepen
 gets exactly `len(train_dataloader())` equal-size batches per epoch, so no rank ever waits on another; stop training
 with `max_steps`. Validation: a fixed, deterministic set of crops, split over ranks with padding so all ranks run the
 same number of batches. Batches follow docs/CONTRACTS.md: codes [B, K, Tseg] long, padding_mask [B, Tseg] bool,
-text list[str], meta list[dict].
+text list[str], meta list[dict]; for a melody model (its settings given to `check_compatible`) also the segments'
+chroma from shards tokenized with --chroma (data/chroma.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 import torch.distributed as dist
 
 from magnet_lightning.data.augment import TextAugmentConfig
+from magnet_lightning.data.chroma import ChromaSpec
 from magnet_lightning.data.pipeline import EpochLoader, SkipCounter, TrainStream, build_val_batches, keep_batch
 from magnet_lightning.data.shards import ShardSet, check_compatible, resolve_shards
 from magnet_lightning.errors import UserError
@@ -82,6 +84,9 @@ class TokenDataModule(L.LightningDataModule):
         self._restarts = 0
         self._val_cache: dict = {}
         self._train_loader: EpochLoader | None = None
+        self.chroma: dict | None = None
+        """A melody model's chroma settings (config.MelodyConfig fields; `check_compatible`): batches then hold the
+        chroma of every segment, and every manifest must have chroma made the same way."""
 
     # ----- set-up and checks
     def setup(self, stage: str | None = None) -> None:
@@ -91,10 +96,13 @@ class TokenDataModule(L.LightningDataModule):
         self._check_all()
 
     def check_compatible(self, num_codebooks: int, codebook_size: int, frame_rate: float, codec: str | None = None,
-                         sample_rate: int | None = None, channels: int | None = None) -> None:
-        """Record the model's K, V, frame rate (and codec name, sample rate, channels when given) and raise
-        `ManifestMismatchError` if any manifest disagrees."""
+                         sample_rate: int | None = None, channels: int | None = None,
+                         chroma: dict | None = None) -> None:
+        """Record the model's K, V, frame rate (and codec name, sample rate, channels, a melody model's chroma
+        settings when given) and raise `ManifestMismatchError` if any manifest disagrees."""
         self.expected = {"num_codebooks": num_codebooks, "codebook_size": codebook_size, "frame_rate": frame_rate}
+        if chroma is not None:
+            self.chroma = dict(chroma)
         given = {"codec": codec, "sample_rate": sample_rate, "channels": channels}
         self.expected_codec.update({k: v for k, v in given.items() if v is not None})
         if self.train_sets or self.val_sets:
@@ -109,7 +117,8 @@ class TokenDataModule(L.LightningDataModule):
                 log.warning("dataset %r has no manifest.json: K and V are checked per sample, frame rate is trusted",
                             ds.spec)
                 continue
-            check_compatible(ds.manifest, where=f"shards {ds.spec!r}", **self.expected, **self.expected_codec)
+            check_compatible(ds.manifest, where=f"shards {ds.spec!r}", **self.expected, **self.expected_codec,
+                             chroma=self.chroma)
             for key in self.expected:  # datasets must also agree with each other
                 if self.expected[key] is None:
                     self.expected[key] = ds.manifest[key]
@@ -131,6 +140,14 @@ class TokenDataModule(L.LightningDataModule):
     @property
     def frame_rate(self) -> float:
         return float(self.expected["frame_rate"])
+
+    @property
+    def chroma_spec(self) -> ChromaSpec | None:
+        """What the loaders read of the shards' chroma (a melody model), else None."""
+        if not self.chroma:
+            return None
+        hop = 2 ** int(self.chroma["radix2_exp"]) // 4
+        return ChromaSpec(int(self.chroma["n_chroma"]), self.frame_rate, int(self.chroma["sample_rate"]) / hop)
 
     @property
     def segment_frames(self) -> int:
@@ -193,7 +210,7 @@ class TokenDataModule(L.LightningDataModule):
             self.train_sets, self.train_weights, self.num_codebooks, self.codebook_size, self.segment_frames,
             hp.batch_size, hp.shuffle_buffer, self.train_skips, seed=hp.seed, rank=rank,
             start_step=self._current_start_step(), restart=self._restarts, min_segment_ratio=hp.min_segment_ratio,
-            text_augment=self.text_augment)
+            text_augment=self.text_augment, chroma=self.chroma_spec)
         # in_order: batch i comes from worker i % num_workers whichever worker is ready first, so the sample order
         # follows from the seeds (each worker's stream), never from timing; 0 or 1 worker: the same stream.
         extra = {"prefetch_factor": 4, "in_order": True} if hp.num_workers > 0 else {}
@@ -217,7 +234,8 @@ class TokenDataModule(L.LightningDataModule):
             hp = self.hparams
             self._val_cache[(rank, world)] = build_val_batches(
                 self.val_sets, self.num_codebooks, self.codebook_size, self.segment_frames,
-                hp.val_batch_size or hp.batch_size, self.val_skips, rank, world, hp.min_segment_ratio)
+                hp.val_batch_size or hp.batch_size, self.val_skips, rank, world, hp.min_segment_ratio,
+                self.chroma_spec)
         return self._val_cache[(rank, world)]
 
 

@@ -23,12 +23,13 @@ import numpy as np
 import torch
 
 from magnet_lightning.data.augment import TextAugmentConfig, augment_music_text
-from magnet_lightning.data.shards import CODES_MEMBER, JSON_MEMBER, ShardSet, caption_of
+from magnet_lightning.data.chroma import ChromaSpec, decode_chroma, segment_item, take_chroma
+from magnet_lightning.data.shards import CHROMA_MEMBER, CODES_MEMBER, JSON_MEMBER, ShardSet, caption_of
 
 log = logging.getLogger(__name__)
 
 SKIP_REASONS = ("corrupt_shard", "missing_member", "bad_codes", "bad_dtype", "bad_shape", "token_out_of_range",
-                "empty", "bad_json", "duplicate_key")
+                "empty", "bad_json", "duplicate_key", "bad_chroma")
 
 
 class BadSample(Exception):
@@ -88,11 +89,13 @@ def load_npy(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, count=count, offset=end).reshape(shape)
 
 
-def decode_sample(sample: dict, num_codebooks: int, codebook_size: int) -> tuple[np.ndarray, dict]:
+def decode_sample(sample: dict, num_codebooks: int, codebook_size: int,
+                  chroma_bins: int = 0) -> tuple[np.ndarray, dict]:
     """Validate one raw WebDataset sample.
 
     Returns:
-        (codes int16 [K, T], meta dict with the sample's json plus ``key``); raises `BadSample` otherwise.
+        (codes int16 [K, T], meta dict with the sample's json plus ``key``, and with `chroma_bins` > 0 its chroma
+        float32 [Tc, C] under ``chroma``); raises `BadSample` otherwise.
     """
     key = sample.get("__key__", "?")
     if CODES_MEMBER not in sample or JSON_MEMBER not in sample:
@@ -116,15 +119,21 @@ def decode_sample(sample: dict, num_codebooks: int, codebook_size: int) -> tuple
     if not isinstance(meta, dict):
         raise BadSample("bad_json", f"{key}: json is a {type(meta).__name__}, expected an object")
     meta["key"] = key
+    if chroma_bins:
+        try:
+            meta["chroma"] = decode_chroma(sample, chroma_bins)
+        except KeyError:
+            raise BadSample("missing_member", f"{key} in {sample.get('__url__')} has no {CHROMA_MEMBER} (shards "
+                                              "tokenized without --chroma)") from None
+        except ValueError as e:
+            raise BadSample("bad_chroma", f"{key}: {e}") from None
     return codes, meta
 
 
-def crop(codes: np.ndarray, seg_frames: int, rng: random.Random, min_segment_ratio: float = 0.8) -> np.ndarray:
-    """Random segment of at most `seg_frames` frames: start ~ U{0..max(0, T - ratio * Tseg)} (the reference's seek)."""
-    num_frames = codes.shape[1]
+def crop_start(num_frames: int, seg_frames: int, rng: random.Random, min_segment_ratio: float = 0.8) -> int:
+    """Start frame of a random segment: ~ U{0..max(0, T - ratio * Tseg)} (the reference's seek)."""
     max_start = max(0, num_frames - int(min_segment_ratio * seg_frames))
-    start = rng.randint(0, max_start) if max_start > 0 else 0
-    return codes[:, start: start + seg_frames]
+    return rng.randint(0, max_start) if max_start > 0 else 0
 
 
 def collate(items: list[tuple[np.ndarray, str, dict]], seg_frames: int) -> dict:
@@ -135,7 +144,8 @@ def collate(items: list[tuple[np.ndarray, str, dict]], seg_frames: int) -> dict:
 
     Returns:
         {"codes": ShortTensor [B, K, Tseg], "padding_mask": BoolTensor [B, Tseg] (True = real frame),
-         "text": list[str], "meta": list[dict]}; padded frames hold token 0. Codes stay int16 here (4x less to
+         "text": list[str], "meta": list[dict]} (and for melody models "chroma" [B, Lc, C], "chroma_offset" [B]:
+        data/chroma.py); padded frames hold token 0. Codes stay int16 here (4x less to
         copy out of a worker); `as_long` widens them in the main process.
     """
     num_codebooks = items[0][0].shape[0]
@@ -145,8 +155,9 @@ def collate(items: list[tuple[np.ndarray, str, dict]], seg_frames: int) -> dict:
         codes[i, :, : c.shape[1]] = c
         lengths[i] = c.shape[1]
     mask = np.arange(seg_frames)[None, :] < lengths[:, None]
-    return {"codes": torch.from_numpy(codes), "padding_mask": torch.from_numpy(mask),
-            "text": [t for _, t, _ in items], "meta": [m for _, _, m in items]}
+    batch = {"codes": torch.from_numpy(codes), "padding_mask": torch.from_numpy(mask),
+             "text": [t for _, t, _ in items], "meta": [m for _, _, m in items]}
+    return take_chroma(batch)
 
 
 def group_members(files: Iterator[dict], url: str, counter: SkipCounter) -> Iterator[dict]:
@@ -186,9 +197,10 @@ def group_members(files: Iterator[dict], url: str, counter: SkipCounter) -> Iter
         yield current
 
 
-def iter_shard(url: str, counter: SkipCounter, num_codebooks: int, codebook_size: int) -> Iterator[tuple]:
-    """Valid (codes [K, T], meta) of one shard; corrupt shards, duplicate keys and bad samples are counted and
-    skipped."""
+def iter_shard(url: str, counter: SkipCounter, num_codebooks: int, codebook_size: int,
+               chroma_bins: int = 0) -> Iterator[tuple]:
+    """Valid (codes [K, T], meta) of one shard (with `chroma_bins`, the chroma in meta['chroma']); corrupt shards,
+    duplicate keys and bad samples are counted and skipped."""
     from webdataset.tariterators import tar_file_expander, url_opener
 
     def on_error(exn: Exception) -> bool:
@@ -198,7 +210,7 @@ def iter_shard(url: str, counter: SkipCounter, num_codebooks: int, codebook_size
     files = tar_file_expander(url_opener([{"url": url}], handler=on_error), handler=on_error)
     for sample in group_members(files, url, counter):
         try:
-            yield decode_sample(sample, num_codebooks, codebook_size)
+            yield decode_sample(sample, num_codebooks, codebook_size, chroma_bins)
         except BadSample as bad:
             counter.add(bad.reason, str(bad))
 
@@ -215,8 +227,9 @@ class TrainStream(torch.utils.data.IterableDataset):
     def __init__(self, datasets: list[ShardSet], weights: list[float], num_codebooks: int, codebook_size: int,
                  seg_frames: int, batch_size: int, shuffle_buffer: int, counter: SkipCounter, seed: int = 0,
                  rank: int = 0, start_step: int = 0, restart: int = 0, min_segment_ratio: float = 0.8,
-                 text_augment: TextAugmentConfig | None = None):
+                 text_augment: TextAugmentConfig | None = None, chroma: ChromaSpec | None = None):
         super().__init__()
+        self.chroma = chroma
         self.datasets, self.weights = datasets, weights
         self.num_codebooks, self.codebook_size = num_codebooks, codebook_size
         self.seg_frames, self.batch_size, self.shuffle_buffer = seg_frames, batch_size, max(1, shuffle_buffer)
@@ -229,7 +242,8 @@ class TrainStream(torch.utils.data.IterableDataset):
         while True:
             url = rng.choices(ds.urls, weights=counts)[0] if counts else rng.choice(ds.urls)
             got = 0
-            for item in iter_shard(url, self.counter, self.num_codebooks, self.codebook_size):
+            bins = self.chroma.bins if self.chroma else 0
+            for item in iter_shard(url, self.counter, self.num_codebooks, self.codebook_size, bins):
                 got += 1
                 yield item
             barren = 0 if got else barren + 1
@@ -247,11 +261,11 @@ class TrainStream(torch.utils.data.IterableDataset):
             yield next(streams[rng.choices(indices, weights=self.weights)[0]])
 
     def _item(self, codes: np.ndarray, meta: dict, rng: random.Random) -> tuple:
-        segment = crop(codes, self.seg_frames, rng, self.min_segment_ratio)
+        start = crop_start(codes.shape[1], self.seg_frames, rng, self.min_segment_ratio)
         text = caption_of(meta)
         if self.text_augment is not None:
             text = augment_music_text(text, meta.get("metadata") or {}, rng, self.text_augment)
-        return segment, text, meta
+        return segment_item(codes, meta, start, self.seg_frames, self.chroma.rates if self.chroma else None, text)
 
     def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
@@ -326,7 +340,7 @@ class BatchList:
 
 def build_val_batches(datasets: list[ShardSet], num_codebooks: int, codebook_size: int, seg_frames: int,
                       batch_size: int, counter: SkipCounter, rank: int = 0, world_size: int = 1,
-                      min_segment_ratio: float = 0.8) -> BatchList:
+                      min_segment_ratio: float = 0.8, chroma: ChromaSpec | None = None) -> BatchList:
     """Deterministic validation batches for one rank.
 
     All shards are read in order; each sample gets a crop seeded by its key. Sample i goes to rank i % world_size;
@@ -336,9 +350,11 @@ def build_val_batches(datasets: list[ShardSet], num_codebooks: int, codebook_siz
     items = []
     for ds in datasets:
         for url in ds.urls:
-            for codes, meta in iter_shard(url, counter, num_codebooks, codebook_size):
+            for codes, meta in iter_shard(url, counter, num_codebooks, codebook_size, chroma.bins if chroma else 0):
                 rng = random.Random(zlib.crc32(meta["key"].encode()))
-                items.append((crop(codes, seg_frames, rng, min_segment_ratio), caption_of(meta), meta))
+                start = crop_start(codes.shape[1], seg_frames, rng, min_segment_ratio)
+                items.append(segment_item(codes, meta, start, seg_frames, chroma.rates if chroma else None,
+                                          caption_of(meta)))
     if not items:
         raise RuntimeError(f"validation shards {[d.spec for d in datasets]} yield no valid samples "
                            f"(skips: {counter.totals()})")

@@ -27,6 +27,10 @@ MANIFEST_VERSION = 1
 TOKENIZER_VERSION = "1"
 CODES_MEMBER = "codes.npy"
 JSON_MEMBER = "json"
+CHROMA_MEMBER = "chroma.npy"
+"""float16 [Tc, C]: the whole track's chroma (the melody condition), in shards tokenized with --chroma."""
+CHROMA_FIELDS = ("n_chroma", "radix2_exp", "argmax", "stems", "sample_rate")
+"""The manifest's `chroma` settings a melody model must share (how the chroma was computed)."""
 CAPTION_FIELDS = ("caption", "description", "text", "prompt")  # where a caption is looked for, in this order
 
 
@@ -109,11 +113,28 @@ _FIELDS = (("num_codebooks", "K"), ("codebook_size", "V"), ("frame_rate", "frame
            ("sample_rate", "sample rate"), ("channels", "channels"))
 
 
+def check_chroma(manifest: dict, chroma: dict | None, where: str = "shards") -> None:
+    """A melody model (`chroma`: its MelodyConfig fields) needs shards with chroma computed the same way."""
+    if not chroma:
+        return
+    found = manifest.get("chroma")
+    if not found:
+        stems = " --chroma-stems none" if chroma.get("stems") == "none" else ""
+        raise ManifestMismatchError(f"{where} hold no chroma features, and this model is melody-conditioned: "
+                                    f"tokenize the audio with --chroma (data/tokenize_audio.py --chroma{stems})")
+    wrong = [f"{k} {found.get(k)!r} in the shards, {chroma.get(k)!r} in the model" for k in CHROMA_FIELDS
+             if k in chroma and found.get(k) != chroma[k]]
+    if wrong:
+        raise ManifestMismatchError(f"{where}: their chroma was computed otherwise than the model's melody settings "
+                                    f"({'; '.join(wrong)}): re-tokenize with matching --chroma options")
+
+
 def check_compatible(manifest: dict, num_codebooks: int | None = None, codebook_size: int | None = None,
                      frame_rate: float | None = None, where: str = "shards", codec: str | None = None,
-                     sample_rate: int | None = None, channels: int | None = None) -> None:
+                     sample_rate: int | None = None, channels: int | None = None, chroma: dict | None = None) -> None:
     """Raise `ManifestMismatchError` naming every field of the manifest that differs from the model's expectation:
-    K, V, frame rate, codec (compared by `codec_base_name`), sample rate, channels (None = unchecked)."""
+    K, V, frame rate, codec (compared by `codec_base_name`), sample rate, channels (None = unchecked), and a melody
+    model's chroma (`check_chroma`)."""
     check_layout(manifest, codec, where)
     wanted = {"num_codebooks": num_codebooks, "codebook_size": codebook_size, "frame_rate": frame_rate,
               "sample_rate": sample_rate, "channels": channels}
@@ -130,6 +151,7 @@ def check_compatible(manifest: dict, num_codebooks: int | None = None, codebook_
             + ". Re-tokenize the audio with the model's codec (data/tokenize_audio.py --codec), or set the model's "
               "codec / sizes to those the shards were made with."
         )
+    check_chroma(manifest, chroma, where)
 
 
 def check_layout(manifest: dict, codec: str | None, where: str = "shards") -> None:

@@ -2,8 +2,9 @@
 
 Input: a folder of audio files with sidecar captions (``song.wav`` + ``song.json`` or ``song.txt``), or a JSONL/CSV
 manifest with a ``path`` column, a caption (``caption``/``description``/``text``) and optional metadata (genre, bpm,
-key, moods, ...). Output: ``NAME-000000.tar`` shards of ``KEY.codes.npy`` (int16 [K, T], whole track) + ``KEY.json``,
-and ``manifest.json``.
+key, moods, ...). Output: ``NAME-000000.tar`` shards of ``KEY.codes.npy`` (int16 [K, T], whole track) +
+``KEY.json`` (+ with a melody extractor, ``KEY.chroma.npy``: float16 [Tc, 12], the whole track's chroma, so melody
+models train without audio), and ``manifest.json``.
 
 Multi-GPU / multi-node: the input list is cut into shards of `samples_per_shard` files in a fixed order; rank r of
 world W tokenizes shards r, r + W, ...; each finished shard leaves ``NAME-000000.tar.done.json``; whichever rank
@@ -30,8 +31,11 @@ import numpy as np
 import torch
 
 from magnet_lightning.codec.codecs import Codec, convert_audio
+from magnet_lightning.codec.melody import MelodyExtractor
 from magnet_lightning.data.inputs import AUDIO_EXTENSIONS, AudioItem, scan_inputs
 from magnet_lightning.data.shards import (
+    CHROMA_FIELDS,
+    CHROMA_MEMBER,
     CODES_MEMBER,
     JSON_MEMBER,
     MANIFEST_NAME,
@@ -57,6 +61,24 @@ def codec_info(codec: Codec) -> dict:
     if getattr(codec, "random_weights", False):
         info["random_weights"] = True
     return info
+
+
+def chroma_info(chroma: MelodyExtractor | None) -> dict:
+    """The manifest's `chroma` settings (how the stored chroma was computed; `data.shards.CHROMA_FIELDS` and its
+    rate), {} without."""
+    if chroma is None:
+        return {}
+    cfg = chroma.cfg
+    return {"chroma": {**{k: getattr(cfg, k) for k in CHROMA_FIELDS}, "hop_length": cfg.hop_length,
+                       "chroma_rate": cfg.chroma_rate}}
+
+
+def _track_chroma(chroma: MelodyExtractor, wav: torch.Tensor, sample_rate: int) -> np.ndarray:
+    """float16 [Tc, C] of a track [C, N] in the codec's format (down-mixed, resampled to the chroma's rate)."""
+    mono = wav.float().mean(dim=0, keepdim=True)
+    if sample_rate != chroma.cfg.sample_rate:
+        mono = convert_audio(mono, sample_rate, chroma.cfg.sample_rate, 1)
+    return chroma.chroma(mono[None])[0].cpu().numpy().astype(np.float16)
 
 
 def _same_codec(recorded: dict, expected: dict) -> bool:
@@ -143,8 +165,10 @@ def make_plan(items: list[AudioItem], samples_per_shard: int) -> list[list[Audio
     return [items[i: i + samples_per_shard] for i in range(0, len(items), samples_per_shard)]
 
 
-def tokenize_shard(codec: Codec, items: list[AudioItem], tar_path: Path, opts: TokenizeOptions, pbar=None) -> dict:
-    """Tokenize `items` into one tar (written to a temp name, then renamed); returns its done-record."""
+def tokenize_shard(codec: Codec, items: list[AudioItem], tar_path: Path, opts: TokenizeOptions, pbar=None,
+                   chroma: MelodyExtractor | None = None) -> dict:
+    """Tokenize `items` into one tar (written to a temp name, then renamed), with each track's chroma when a
+    melody extractor is given; returns its done-record."""
     reader = _AudioReader(items, codec.sample_rate, codec.channels, opts.min_duration, opts.silence_threshold)
     loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=opts.num_workers)
     skipped, pending, written, uncaptioned = [], [], 0, 0
@@ -156,7 +180,10 @@ def tokenize_shard(codec: Codec, items: list[AudioItem], tar_path: Path, opts: T
                 it = items[idx]
                 meta = {"caption": it.caption, "metadata": it.metadata, "duration": wav.shape[-1] / codec.sample_rate,
                         "source": it.path, "num_frames": int(codes.shape[1])}
-                sink.write(it.key, {CODES_MEMBER: _npy_bytes(codes), JSON_MEMBER: json.dumps(meta).encode()})
+                members = {CODES_MEMBER: _npy_bytes(codes), JSON_MEMBER: json.dumps(meta).encode()}
+                if chroma is not None:
+                    members[CHROMA_MEMBER] = _npy_bytes(_track_chroma(chroma, wav, codec.sample_rate))
+                sink.write(it.key, members)
                 written += 1
                 uncaptioned += not it.caption
             pending.clear()
@@ -181,7 +208,8 @@ def tokenize_shard(codec: Codec, items: list[AudioItem], tar_path: Path, opts: T
     else:
         tmp.unlink()
     return {"url": tar_path.name, "num_samples": written, "skipped": skipped, "empty_captions": uncaptioned,
-            "codec": codec_info(codec), "plan": _shard_plan_hash(items), "items": [[it.key, it.path] for it in items]}
+            "codec": {**codec_info(codec), **chroma_info(chroma)}, "plan": _shard_plan_hash(items),
+            "items": [[it.key, it.path] for it in items]}
 
 
 def _done_path(out_dir: Path, name: str, index: int) -> Path:
@@ -200,17 +228,19 @@ def _matches(record: dict | None, shard: list[AudioItem], codec_ok) -> bool:
     return record is not None and record.get("plan") == _shard_plan_hash(shard) and codec_ok(record.get("codec", {}))
 
 
-def merge_manifest(out_dir: Path, name: str, plan: list[list[AudioItem]], codec: Codec) -> Path | None:
-    """Write manifest.json once every shard of `plan` has a done-record of its inputs and `codec`; returns its path,
-    or None while shards are missing (another rank may still be working)."""
+def merge_manifest(out_dir: Path, name: str, plan: list[list[AudioItem]], codec: Codec,
+                   chroma: MelodyExtractor | None = None) -> Path | None:
+    """Write manifest.json once every shard of `plan` has a done-record of its inputs and `codec` (and chroma
+    settings); returns its path, or None while shards are missing (another rank may still be working)."""
     records = [_read_record(_done_path(out_dir, name, i)) for i in range(len(plan))]
-    expected = codec_info(codec)
+    expected = {**codec_info(codec), **chroma_info(chroma)}
     if not all(_matches(r, shard, lambda c: _same_codec(c, expected)) for r, shard in zip(records, plan)):
         return None
     problems = Counter(s["reason"] for r in records for s in r["skipped"])
     shards = [{"url": r["url"], "num_samples": r["num_samples"]} for r in records if r["num_samples"] > 0]
     return write_manifest(out_dir, expected, shards, name=name, skipped={p: problems.get(p, 0) for p in FILE_PROBLEMS},
-                          empty_captions=sum(int(r.get("empty_captions", 0)) for r in records))
+                          empty_captions=sum(int(r.get("empty_captions", 0)) for r in records),
+                          **chroma_info(chroma))
 
 
 @dataclass
@@ -297,9 +327,9 @@ def same_codec_name(codec_name: str):
 
 def tokenize_dataset(source: str | Path | list[AudioItem], out_dir: str | Path, codec: Codec, name: str = "shard",
                      opts: TokenizeOptions | None = None, rank: int = 0, world_size: int = 1,
-                     on_change: str = "error") -> dict:
+                     on_change: str = "error", chroma: MelodyExtractor | None = None) -> dict:
     """Tokenize this rank's shards of `source` (a folder, a .jsonl/.csv manifest or already scanned items) into
-    `out_dir`, skipping finished ones; merge the manifest when all are.
+    `out_dir`, skipping finished ones; merge the manifest when all are. `chroma`: also store each track's chroma.
 
     on_change: what to do when `out_dir` holds shards made from other inputs or another codec: 'error' (say what
     changed), 'incremental' (re-tokenize only the changed shards) or 'force' (re-tokenize every shard).
@@ -319,7 +349,7 @@ def tokenize_dataset(source: str | Path | list[AudioItem], out_dir: str | Path, 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     plan = make_plan(items, opts.samples_per_shard)
-    expected = codec_info(codec)
+    expected = {**codec_info(codec), **chroma_info(chroma)}
     state = check_output(out_dir, name, plan, lambda c: _same_codec(c, expected), on_change)
     redo = state.changed + (state.kept if on_change == "force" else [])
     for i in redo:
@@ -339,7 +369,7 @@ def tokenize_dataset(source: str | Path | list[AudioItem], out_dir: str | Path, 
     with tqdm(total=sum(len(plan[i]) for i in todo), desc=f"rank {rank}", position=rank,
               disable=not opts.progress) as pbar:
         for i in todo:
-            record = tokenize_shard(codec, plan[i], out_dir / f"{name}-{i:06d}.tar", opts, pbar)
+            record = tokenize_shard(codec, plan[i], out_dir / f"{name}-{i:06d}.tar", opts, pbar, chroma)
             tmp = _done_path(out_dir, name, i).with_suffix(".tmp")
             tmp.write_text(json.dumps(record))
             os.replace(tmp, _done_path(out_dir, name, i))
@@ -348,5 +378,5 @@ def tokenize_dataset(source: str | Path | list[AudioItem], out_dir: str | Path, 
             summary["empty_captions"] += record["empty_captions"]
             summary["skipped"].update(s["reason"] for s in record["skipped"])
     summary["skipped"] = dict(summary["skipped"])
-    summary["manifest"] = merge_manifest(out_dir, name, plan, codec)
+    summary["manifest"] = merge_manifest(out_dir, name, plan, codec, chroma)
     return summary

@@ -22,6 +22,8 @@ import numpy as np
 
 from magnet_lightning.codec.codecs import HFEncodecCodec, load_codec
 from magnet_lightning.codec.fit import fit_codebooks
+from magnet_lightning.codec.melody import MelodyExtractor
+from magnet_lightning.config import MelodyConfig
 from magnet_lightning.data.tokenize import TokenizeOptions, tokenize_dataset
 from magnet_lightning.demo.synth import draw_spec, render
 from magnet_lightning.utils.provenance import RANDOM_MARKER
@@ -56,6 +58,14 @@ class DemoConfig:
     """Tracks used to fit the codebooks of a random-weight codec."""
     seed: int = 0
     """Seed of the synthetic tracks and captions."""
+    chroma: bool = False
+    """Also store each track's chroma in the shards (melody conditioning; stems 'none': no stem model needed)."""
+    mix: str = "full"
+    """'full': melody, chords, bass and drums; 'melody': the melody line alone (the melody demo: one clear pitch at
+    a time, so chroma and tokens go together)."""
+    base_steps: int = 0
+    """A LoRA demo without a demo checkpoint of its sizes: train a base of these sizes for this many steps on the
+    corpus (without melody conditioning) instead of adapting a random-weight one (0)."""
 
 
 @dataclass
@@ -70,12 +80,15 @@ class DemoCorpus:
 
 def _settings(cfg: DemoConfig) -> dict:
     out = asdict(cfg)
-    out.pop("enabled")
-    out.pop("root")
+    for key in ("enabled", "root", "base_steps"):  # not settings of the corpus
+        out.pop(key)
+    for key, default in (("chroma", False), ("mix", "full")):  # corpora built before these existed: the same
+        if out[key] == default:
+            out.pop(key)
     return out
 
 
-def write_tracks(folder: Path, seeds: range, seconds: float, sample_rate: int) -> list[np.ndarray]:
+def write_tracks(folder: Path, seeds: range, seconds: float, sample_rate: int, mix: str = "full") -> list[np.ndarray]:
     """Render one WAV + JSON sidecar (caption, metadata) per seed into `folder`; returns the waveforms [N]."""
     import soundfile as sf
 
@@ -83,9 +96,9 @@ def write_tracks(folder: Path, seeds: range, seconds: float, sample_rate: int) -
     wavs = []
     for seed in seeds:
         spec = draw_spec(seed)
-        wav = render(spec, seconds, sample_rate)
+        wav = render(spec, seconds, sample_rate, mix)
         sf.write(folder / f"track{seed:05d}.wav", wav, sample_rate)
-        (folder / f"track{seed:05d}.json").write_text(json.dumps({"caption": spec.caption(), **spec.metadata()}))
+        (folder / f"track{seed:05d}.json").write_text(json.dumps({"caption": spec.caption(mix), **spec.metadata()}))
         wavs.append(wav)
     return wavs
 
@@ -126,17 +139,19 @@ def _build(cfg: DemoConfig, root: Path) -> dict:
 
     sample_rate = 32000
     t0 = time.time()
-    train = write_tracks(root / "audio" / "train", range(cfg.num_train), cfg.track_seconds, sample_rate)
-    val = write_tracks(root / "audio" / "val", range(100_000, 100_000 + cfg.num_val), cfg.track_seconds, sample_rate)
+    train = write_tracks(root / "audio" / "train", range(cfg.num_train), cfg.track_seconds, sample_rate, cfg.mix)
+    val = write_tracks(root / "audio" / "val", range(100_000, 100_000 + cfg.num_val), cfg.track_seconds, sample_rate,
+                       cfg.mix)
     log.warning("demo corpus: rendered %d + %d tracks of %.1f s in %.1f s", len(train), len(val), cfg.track_seconds,
                 time.time() - t0)
     codec, codec_name, is_random = get_codec(cfg, root, train[: cfg.fit_tracks], sample_rate)
     opts = TokenizeOptions(samples_per_shard=max(1, -(-cfg.num_train // 4)), batch_size=8, num_workers=0,
                            progress=False)
     t1 = time.time()
+    chroma = MelodyExtractor(MelodyConfig(sample_rate=codec.sample_rate, stems="none")) if cfg.chroma else None
     for split in ("train", "val"):
         summary = tokenize_dataset(root / "audio" / split, root / "shards" / split, codec, name=f"demo{split}",
-                                   opts=opts)
+                                   opts=opts, chroma=chroma)
         if summary["manifest"] is None or summary["skipped"]:
             raise RuntimeError(f"tokenizing the demo {split} split failed: {summary}")
     log.warning("demo corpus: tokenized in %.1f s with %s", time.time() - t1, codec_name)

@@ -52,7 +52,9 @@ class TrackSpec:
     def key(self) -> str:
         return f"{NOTE_NAMES[self.tonic]} {self.mode}"
 
-    def caption(self) -> str:
+    def caption(self, mix: str = "full") -> str:
+        if mix == "melody":
+            return f"{self.mood} {self.genre} music: a solo {self.melody} melody, {self.bpm} bpm, in {self.key}"
         drums = "with a steady drum beat" if self.drums else "without drums"
         return (f"{self.mood} {self.genre} music: a {self.melody} melody over {self.pad} chords and bass, {drums}, "
                 f"{self.bpm} bpm, in {self.key}")
@@ -143,8 +145,15 @@ def _add(track: np.ndarray, sound: np.ndarray, start: int, gain: float) -> None:
         track[start:end] += gain * sound[: end - start]
 
 
-def render(spec: TrackSpec, duration: float, sample_rate: int = 32000) -> np.ndarray:
-    """Render `spec` for `duration` seconds: float32 [N], peak-normalised to 0.9."""
+MIXES = ("full", "melody")
+"""What a track holds: 'full' (melody, chords, bass, drums) or 'melody' (the melody line alone)."""
+
+
+def render(spec: TrackSpec, duration: float, sample_rate: int = 32000, mix: str = "full") -> np.ndarray:
+    """Render `spec` for `duration` seconds: float32 [N], peak-normalised to 0.9. `mix` 'melody' renders the melody
+    line alone (the same notes as in the full mix)."""
+    if mix not in MIXES:
+        raise ValueError(f"mix={mix!r}: choose one of {MIXES}")
     rng = np.random.default_rng(spec.seed)
     pick = random.Random(spec.seed + 1)
     n = int(duration * sample_rate)
@@ -153,7 +162,7 @@ def render(spec: TrackSpec, duration: float, sample_rate: int = 32000) -> np.nda
     scale = MAJOR if spec.mode == "major" else MINOR
     root = 48 + spec.tonic  # C3 + tonic
     num_beats = int(np.ceil(duration / beat))
-    for bar in range(num_beats // 4 + 1):  # one chord per 4-beat bar
+    for bar in range(num_beats // 4 + 1 if mix == "full" else 0):  # one chord per 4-beat bar
         degree = spec.progression[bar % len(spec.progression)]
         start = int(bar * 4 * beat * sample_rate)
         length = int(4 * beat * sample_rate)
@@ -172,7 +181,7 @@ def render(spec: TrackSpec, duration: float, sample_rate: int = 32000) -> np.nda
             _add(track, _tone(spec.melody, _midi_hz(note), samples, sample_rate, rng),
                  int(position * beat * sample_rate), 0.25)
         position += length
-    if spec.drums:
+    if spec.drums and mix == "full":
         sounds = {k: _drum(k, sample_rate, rng) for k in ("kick", "snare", "hat")}
         for b in range(num_beats):
             start = int(b * beat * sample_rate)

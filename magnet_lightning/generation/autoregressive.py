@@ -31,7 +31,7 @@ from functools import partial
 
 import torch
 
-from magnet_lightning.generation.common import ProgressFn, autocast_context, guidance_batch, text_inputs
+from magnet_lightning.generation.common import ProgressFn, autocast_context, condition_memory, text_inputs
 from magnet_lightning.generation.long_form import extend
 from magnet_lightning.generation.options import check_fields, option
 from magnet_lightning.generation.request import DecodeRequest
@@ -131,10 +131,13 @@ def decode_step(model: ARTransformer, memory: TextMemory, cache: KVCache, sequen
     return write_step(sequence, choose_tokens(logits[:, :, -1], use_cfg, config, noise), step + 1)
 
 
-def _cache(model: ARTransformer, rows: int, steps: int, device: torch.device) -> KVCache:
-    """A static KV cache of `steps` steps for `rows` rows, in the autocast dtype when autocast is on."""
+def _cache(model: ARTransformer, memory: TextMemory, rows: int, steps: int, device: torch.device) -> KVCache:
+    """A static KV cache of `steps` steps (after the memory's prefix, which it holds first) for `rows` rows, in the
+    autocast dtype when autocast is on."""
     dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-    return KVCache.for_model(model, rows, steps, dtype)
+    cache = KVCache.for_model(model, rows, steps + memory.prefix_length, dtype)
+    model.cache_prefix(memory, cache)
+    return cache
 
 
 def _uncached_step(model: ARTransformer, memory: TextMemory, kv: KVCache | None, sequence: torch.Tensor, step: int,
@@ -166,6 +169,7 @@ def generate(
     autocast: bool | None = None,
     window_frames: int | None = None,
     stride_frames: int | None = None,
+    melody=None,
 ) -> torch.Tensor:
     """Generate codes autoregressively.
 
@@ -180,25 +184,25 @@ def generate(
         cache: keep earlier steps' keys/values in a static KV cache (False: rerun the whole prefix every step).
         autocast: bf16 autocast (default: on CUDA).
         window_frames, stride_frames: long-form generation in windows of W frames, stride S (`generate_windows`).
-    Returns:
-        long [B, K, T] token ids in [0, V).
+        melody: the melody condition (models.melody.ChromaCondition) of a melody-conditioned model, or None.
+    Returns: long [B, K, T] token ids in [0, V).
     """
     if window_frames is not None or stride_frames is not None:
         return generate_windows(partial(generate, model, text_states, text_mask, config=config, batch_size=batch_size,
                                         generator=generator, cache=cache, autocast=autocast),
-                                model, config, num_frames, prompt, window_frames, stride_frames, progress)
+                                model, config, num_frames, prompt, window_frames, stride_frames, progress, melody)
     cfg = model.cfg
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     device = next(model.parameters()).device
-    states, mask, batch, conditioned = text_inputs(text_states, text_mask, batch_size, cfg.text_dim, device)
+    states, mask, batch, conditioned = text_inputs(text_states, text_mask, batch_size, cfg.text_dim, device, melody)
     prompt = check_prompt(prompt, batch, model, num_frames, device)
     use_cfg = conditioned and config.uses_cfg
     sequence = initial_sequence(model, prompt, num_frames)  # [B, K, S]
     first, last = model.pattern.first_step(prompt.shape[-1]), sequence.shape[-1] - 1
     with autocast_context(device, autocast):
-        memory = model.prepare_text(*guidance_batch(states, mask)) if use_cfg else model.prepare_text(states, mask)
-        kv = _cache(model, 2 * batch if use_cfg else batch, last, device) if cache else None
+        memory = condition_memory(model, states, mask, use_cfg, None if melody is None else melody.to(device))
+        kv = _cache(model, memory, 2 * batch if use_cfg else batch, last, device) if cache else None
         for index, step in enumerate(range(first - 1, last)):
             noise = None if config.greedy else draw_noise((batch, cfg.num_codebooks, cfg.codebook_size), generator,
                                                           device)
@@ -214,11 +218,13 @@ def generate(
 
 def generate_windows(generate_window, model: ARTransformer, config: ARDecodingConfig, num_frames: int,
                      prompt: torch.Tensor | None, window_frames: int | None, stride_frames: int | None,
-                     progress: ProgressFn | None) -> torch.Tensor:
+                     progress: ProgressFn | None, melody=None) -> torch.Tensor:
     """Long-form generation (long_form.py): audiocraft's `_generate_tokens` extension with max_duration W and
-    extend_stride S, token for token; a user prompt [B, K, Tp] (Tp < W) comes back in front. Returns [B, K, T]."""
-    def window(window_prompt, frames, window_progress):
-        return generate_window(frames, prompt=window_prompt, progress=window_progress)
+    extend_stride S, token for token; a user prompt [B, K, Tp] (Tp < W) comes back in front; a melody's part per
+    window (models.melody.ChromaCondition.window). Returns [B, K, T]."""
+    def window(window_prompt, w, window_progress):
+        part = {} if melody is None else {"melody": melody.window(w.index, w.start, w.length)}
+        return generate_window(w.length, prompt=window_prompt, progress=window_progress, **part)
 
     return extend(window, num_frames, window_frames, stride_frames, prompt, progress=progress,
                   window_steps=lambda w: num_steps(model.pattern, config, w.length, 0, w.prompt))
@@ -229,7 +235,7 @@ def decode_request(model: ARTransformer, request: DecodeRequest) -> torch.Tensor
     return generate(model, request.text_states, request.text_mask, request.num_frames, request.config,
                     request.prompt, batch_size=request.batch_size, generator=request.generator,
                     progress=request.progress, window_frames=request.window_frames,
-                    stride_frames=request.stride_frames)
+                    stride_frames=request.stride_frames, melody=request.melody)
 
 
 def num_steps(pattern: DelayPattern, config: ARDecodingConfig | None, num_frames: int, prompt_frames: int = 0,

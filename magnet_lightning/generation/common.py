@@ -24,14 +24,16 @@ def guidance_batch(text_states: torch.Tensor, text_mask: torch.Tensor) -> tuple[
 
 def text_inputs(
     text_states: torch.Tensor | None, text_mask: torch.Tensor | None, batch_size: int | None, text_dim: int,
-    device: torch.device,
+    device: torch.device, melody=None,
 ) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
-    """(states [B, S, E], mask [B, S], B, conditioned). No text -> one all-masked zero token per item."""
+    """(states [B, S, E], mask [B, S], B, conditioned). No text -> one all-masked zero token per item (B: the
+    melody's rows, else `batch_size`); a melody (models.melody.ChromaCondition) conditions the batch too."""
     if text_states is None:
+        batch_size = melody.batch if melody is not None else batch_size
         if batch_size is None:
             raise ValueError("unconditional generation needs batch_size")
         states = torch.zeros(batch_size, 1, text_dim, device=device)
-        return states, torch.zeros(batch_size, 1, dtype=torch.bool, device=device), batch_size, False
+        return states, torch.zeros(batch_size, 1, dtype=torch.bool, device=device), batch_size, melody is not None
     if text_states.dim() != 3 or text_states.shape[-1] != text_dim:
         raise ValueError(f"text_states must be [B, S, {text_dim}], got {tuple(text_states.shape)}")
     if text_mask is None:
@@ -39,6 +41,14 @@ def text_inputs(
     if batch_size is not None and batch_size != text_states.shape[0]:
         raise ValueError(f"batch_size={batch_size} but text_states has {text_states.shape[0]} rows")
     return text_states.to(device).float(), text_mask.to(device).bool(), text_states.shape[0], True
+
+
+def condition_memory(model, states: torch.Tensor, mask: torch.Tensor, use_cfg: bool, melody=None):
+    """The model's TextMemory of a batch: text states [B, S, E] / mask [B, S] and a melody (models.melody.
+    ChromaCondition, or None), as [conditional; null] rows (2B) with classifier-free guidance."""
+    if use_cfg:
+        return model.prepare_text(*guidance_batch(states, mask), None if melody is None else melody.guidance())
+    return model.prepare_text(states, mask, None if melody is None else melody.cond)
 
 
 ProgressFn = Callable[[int, int], None]

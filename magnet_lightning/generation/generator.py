@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,11 @@ import torch
 from magnet_lightning.checkpoint.facts import CheckpointFacts
 from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.codec.codecs import load_codec
+from magnet_lightning.codec.melody import MelodyExtractor
 from magnet_lightning.generation.common import ProgressFn
 from magnet_lightning.generation.families import decoder_family, family_label
 from magnet_lightning.generation.fast import FastDecoder
+from magnet_lightning.generation.melody import request_melody
 from magnet_lightning.generation.plan import GenerationPlan, make_plan, options_config
 from magnet_lightning.generation.request import DecodeRequest, GenerationRequest
 from magnet_lightning.generation.rescoring import rescorer_for
@@ -64,11 +66,15 @@ class MagnetGenerator:
         fast: FastDecoder (static buffers, CUDA graphs, bf16 weights); default: on CUDA for families that have one.
         compile: torch.compile the per-step forward in the fast path.
         name: the checkpoint as the user named it (messages, plans).
+        melody: a melody-conditioned model's chroma settings (config.MelodyConfig or its dict; the checkpoint's).
+        stems_model: where htdemucs is read from for melodies ('htdemucs': the Hugging Face cache; a folder), or a
+            StemSeparator.
     """
 
     def __init__(self, model, text_encoder=None, codec=None, *, frame_rate: float = 50.0, sample_rate: int = 32000,
                  span_len: int = 3, segment_duration: float = 10.0, decoding_defaults: dict | None = None,
-                 fast: bool | None = None, compile: bool = False, name: str = "the model"):
+                 fast: bool | None = None, compile: bool = False, name: str = "the model", melody: Any = None,
+                 stems_model: Any = "htdemucs"):
         self.model, self.text_encoder, self.codec = model, text_encoder, codec
         self.frame_rate = float(codec.frame_rate if codec is not None else frame_rate)
         self.sample_rate = int(codec.sample_rate if codec is not None else sample_rate)
@@ -85,6 +91,9 @@ class MagnetGenerator:
         self._fast_decoder = None
         self._announced: tuple | None = None
         cfg = model.cfg
+        if cfg.chroma_bins and melody is None:
+            raise ValueError("a melody-conditioned model needs its chroma settings (melody=, the checkpoint's)")
+        self.melody_extractor = MelodyExtractor(melody, stems_model, self.device) if cfg.chroma_bins else None
         if codec is not None and (codec.num_codebooks, codec.codebook_size) != (cfg.num_codebooks, cfg.codebook_size):
             raise ValueError(f"codec {codec.name!r} has K={codec.num_codebooks}, V={codec.codebook_size} but the model "
                              f"expects K={cfg.num_codebooks}, V={cfg.codebook_size}")
@@ -92,14 +101,15 @@ class MagnetGenerator:
         self.facts = CheckpointFacts(
             self.family, cfg.num_codebooks, cfg.codebook_size, segment_duration, getattr(codec, "name", ""), "",
             span_len, self.decoding_defaults, name, self.frame_rate, (), self.sample_rate,
-            pattern.delays if pattern is not None else None)
+            pattern.delays if pattern is not None else None,
+            asdict(self.melody_extractor.cfg) if self.melody_extractor else None)
 
     @classmethod
     def from_pretrained(cls, ckpt: str | Path, *, device: str | torch.device | None = None,
                         text_encoder: Any = None, codec: Any = None, allow_random_text_encoder: bool = False,
                         fast: bool | None = None, compile: bool = False,
                         dtype: str | torch.dtype | None = None,
-                        adapter: str | Path | None = None) -> MagnetGenerator:
+                        adapter: str | Path | None = None, stems_model: Any = "htdemucs") -> MagnetGenerator:
         """Load our Lightning checkpoint or an audiocraft state_dict.bin (checkpoint.load_pretrained), after the
         start-up every entry point runs (the hub is probed once and set offline without a network).
 
@@ -107,6 +117,7 @@ class MagnetGenerator:
 
         text_encoder / codec: a name or path overriding the checkpoint's, or a ready object; codec=False skips it.
         adapter: a LoRA adapter folder or LoRA run checkpoint trained on `ckpt`, merged into its weights.
+        stems_model: a melody model's stem separation (htdemucs from the Hugging Face cache, or a folder).
         """
         start_up()
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -118,7 +129,8 @@ class MagnetGenerator:
             codec = load_codec(codec or pre.codec, device=device)
         return cls(pre.model.eval(), text_encoder, codec or None, frame_rate=pre.frame_rate,
                    sample_rate=pre.sample_rate, span_len=pre.span_len, segment_duration=pre.segment_duration,
-                   decoding_defaults=pre.decoding, fast=fast, compile=compile, name=str(ckpt))
+                   decoding_defaults=pre.decoding, fast=fast, compile=compile, name=str(ckpt), melody=pre.melody,
+                   stems_model=stems_model)
 
     @property
     def guidance_option(self) -> str:
@@ -130,12 +142,12 @@ class MagnetGenerator:
     def plan(self, duration: float | None = None, *, extend_stride: float | None = None, preset: str | None = None,
              decoding: Any = None, prompt_frames: int = 0, infill: tuple[float, float] | None = None,
              clip_frames: int | None = None, rescorer: MagnetGenerator | None = None,
-             two_model: MagnetGenerator | None = None, **options) -> GenerationPlan:
+             two_model: MagnetGenerator | None = None, melody: bool = False, **options) -> GenerationPlan:
         """The plan of one generation on this checkpoint (generation/plan.py); an OptionError names a mistake.
         `decoding`: a whole config of the family's class instead of preset + recorded defaults + `options`."""
         request = GenerationRequest(duration, extend_stride, preset, options, prompt_frames, infill, clip_frames,
                                     None if rescorer is None else rescorer.facts,
-                                    None if two_model is None else two_model.facts, config=decoding)
+                                    None if two_model is None else two_model.facts, melody, config=decoding)
         return make_plan(self.facts, request)
 
     def decoding_config(self, duration: float | None = None, preset: str | None = None, **overrides) -> Any:
@@ -222,6 +234,7 @@ class MagnetGenerator:
         rescorer: MagnetGenerator | None = None,
         extend_stride: float | None = None,
         plan: GenerationPlan | None = None,
+        melody: Any = None, melody_sample_rate: int | None = None,
         **decoding_overrides,
     ) -> GenerationResult:
         """Generate a batch.
@@ -244,6 +257,8 @@ class MagnetGenerator:
                 Default: the family's (`default_stride`: 18 s for a 30-s MusicGen, as the reference).
             plan: a plan built beforehand (`plan(...)`, the command lines' `make_plan`) instead of the arguments
                 above that it covers (duration, infill, decoding, preset, extend_stride, decoding_overrides).
+            melody: melody-conditioned models: [C, N] (every item), [B, C, N] or a list of [C, N] / None (None: no
+                melody for that item) at `melody_sample_rate` (generation/melody.py).
         """
         texts = list(texts) if texts is not None else [None] * (num_samples or 1)
         if not texts:
@@ -253,16 +268,17 @@ class MagnetGenerator:
             plan = self.plan(duration, extend_stride=extend_stride, preset=preset, decoding=decoding,
                              prompt_frames=0 if infill is not None else frames, infill=infill,
                              clip_frames=frames if infill is not None else None, rescorer=rescorer,
-                             **decoding_overrides)
-        self._check_plan(plan, prompt, rescorer)
+                             melody=melody is not None, **decoding_overrides)
+        self._check_plan(plan, prompt, rescorer, melody)
         request = self._request(plan, texts, prompt, prompt_sample_rate, seed, progress)
+        request_melody(self, request, melody, melody_sample_rate)
         if plan.rescorer is not None:
             request.rescorer = rescorer_for(rescorer, texts, request.text_states, request.text_mask,
                                             self.text_encoder)
         tokens = self.decoder.decode(self.model, request)
         return GenerationResult(tokens, self._audio(tokens, decode_audio), self.sample_rate, texts, plan.config)
 
-    def _check_plan(self, plan: GenerationPlan, prompt, rescorer) -> None:
+    def _check_plan(self, plan: GenerationPlan, prompt, rescorer, melody) -> None:
         """The plan is one of this checkpoint's, for the inputs given (the caller's invariants, not user checks)."""
         mine, theirs = self.facts, plan.facts
         if (theirs.family, theirs.num_codebooks, theirs.codebook_size, theirs.frame_rate) != (
@@ -270,8 +286,8 @@ class MagnetGenerator:
             raise ValueError(f"the plan is for a {family_label(theirs.family)} checkpoint with K={theirs.num_codebooks}"
                              f", V={theirs.codebook_size}, not this {family_label(mine.family)} one")
         if (prompt is not None) != bool(plan.prompt_frames or plan.infill) or (plan.rescorer is None) != (
-                rescorer is None or plan.config.rescore_weight >= 1):
-            raise ValueError("the plan and the inputs disagree on the prompt or the rescorer")
+                rescorer is None or plan.config.rescore_weight >= 1) or plan.melody != (melody is not None):
+            raise ValueError("the plan and the inputs disagree on the prompt, the rescorer or the melody")
 
     def _request(self, plan: GenerationPlan, texts: list[str | None], prompt, prompt_sample_rate, seed: int | None,
                  progress: ProgressFn | None) -> DecodeRequest:

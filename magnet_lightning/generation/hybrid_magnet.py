@@ -59,15 +59,28 @@ def autoregressive_frames(pattern: DelayPattern, num_frames: int, prompt_frames:
 
 def _autoregressive_prompt(model: HybridMagnetTransformer, text_states, text_mask, prompt_frames: int,
                            user_prompt: torch.Tensor | None, ar_config: ARDecodingConfig, batch: int,
-                           generator: torch.Generator | None, progress: ProgressFn | None) -> torch.Tensor:
+                           generator: torch.Generator | None, progress: ProgressFn | None, melody=None) -> torch.Tensor:
     """long [B, K, prompt_frames]: the user's prompt continued autoregressively (or generated from nothing)."""
     if user_prompt is not None and user_prompt.shape[-1] >= prompt_frames:
         return user_prompt[..., :prompt_frames]
     return ar_generate(model, text_states, text_mask, prompt_frames, ar_config, user_prompt, batch_size=batch,
-                       generator=generator, progress=progress)
+                       generator=generator, progress=progress, melody=melody)
 
 
 @torch.no_grad()
+def _checked_frames(model: HybridMagnetTransformer, num_frames: int, prompt_frames: int,
+                    prompt: torch.Tensor | None) -> tuple[int, int]:
+    """(frames of the user's prompt, frames of the autoregressive prompt), checked against the T frames."""
+    given_frames = 0 if prompt is None else prompt.shape[-1]
+    if given_frames >= num_frames:
+        raise ValueError(f"the prompt has {given_frames} frames, not fewer than the {num_frames} to generate")
+    prompt_frames = autoregressive_frames(model.pattern, num_frames, prompt_frames, given_frames)
+    if not 0 <= prompt_frames < num_frames:
+        raise ValueError(f"prompt_frames={prompt_frames} (the autoregressive prompt) must be in [0, num_frames="
+                         f"{num_frames})")
+    return given_frames, prompt_frames
+
+
 def generate(
     model: HybridMagnetTransformer,
     text_states: torch.Tensor | None,
@@ -83,29 +96,27 @@ def generate(
     progress: ProgressFn | None = None,
     window_frames: int | None = None,
     stride_frames: int | None = None,
+    melody=None,
 ) -> torch.Tensor:
     """Generate codes [B, K, T] with one Hybrid-MAGNeT model: `prompt_frames` (0 <= P < T) autoregressively with
     `ar_config` (continuing `prompt` long [B, K, Tp] when given: `autoregressive_frames`), the rest with MAGNeT's
     decoding and `config`. text_states [B, S, E] / text_mask [B, S], or None (unconditional; give batch_size).
-    window_frames / stride_frames: long-form generation (W, S; each window's autoregressive part at most W - 1)."""
+    window_frames / stride_frames: long-form generation (W, S; each window's autoregressive part at most W - 1).
+    melody: the melody condition (models.melody.ChromaCondition, 'frames' rows over the T frames), or None."""
     if window_frames is not None or stride_frames is not None:
-        def window(window_prompt, frames, window_progress):
+        def window(window_prompt, w, window_progress):
+            frames = w.length
             return generate(model, text_states, text_mask, frames, min(prompt_frames, frames - 1), config, ar_config,
                             prompt=window_prompt, batch_size=batch_size, generator=generator,
-                            progress=window_progress)
+                            progress=window_progress,
+                            melody=None if melody is None else melody.window(w.index, w.start, w.length))
 
         return extend(window, num_frames, window_frames, stride_frames, prompt, progress=progress,
                       window_steps=lambda w: num_steps(model.pattern, config, w.length,
                                                        min(prompt_frames, w.length - 1), w.prompt))
-    given_frames = 0 if prompt is None else prompt.shape[-1]
-    if given_frames >= num_frames:
-        raise ValueError(f"the prompt has {given_frames} frames, not fewer than the {num_frames} to generate")
-    prompt_frames = autoregressive_frames(model.pattern, num_frames, prompt_frames, given_frames)
-    if not 0 <= prompt_frames < num_frames:
-        raise ValueError(f"prompt_frames={prompt_frames} (the autoregressive prompt) must be in [0, num_frames="
-                         f"{num_frames})")
+    given_frames, prompt_frames = _checked_frames(model, num_frames, prompt_frames, prompt)
     device = next(model.parameters()).device
-    batch = text_states.shape[0] if text_states is not None else batch_size
+    batch = text_states.shape[0] if text_states is not None else melody.batch if melody is not None else batch_size
     if batch is None:
         raise ValueError("unconditional generation needs batch_size")
     boundary = torch.full((batch,), prompt_frames + 1, dtype=torch.long, device=device)
@@ -122,12 +133,12 @@ def generate(
 
     if prompt_frames > 0:
         codes = _autoregressive_prompt(model, text_states, text_mask, prompt_frames, prompt, ar_config, batch,
-                                       generator, ar_progress)
+                                       generator, ar_progress, melody)  # rows of all T frames: the steps' own
         given[..., :prompt_frames] = codes
         given = given.masked_fill(~fixed, model.mask_token_id)
     rest = None if progress is None else (lambda step, _total: progress(done[0] + step, total))
     return decode(BoundHybrid(model, boundary), text_states, text_mask, num_frames, config, batch_size=batch,
-                  given=given, fixed=fixed, generator=generator, progress=rest)
+                  given=given, fixed=fixed, generator=generator, progress=rest, melody=melody)
 
 
 def decode_request(model: HybridMagnetTransformer, request: DecodeRequest) -> torch.Tensor:
@@ -136,7 +147,7 @@ def decode_request(model: HybridMagnetTransformer, request: DecodeRequest) -> to
     return generate(model, request.text_states, request.text_mask, request.num_frames, request.prompt_frames,
                     request.config, ar_config, prompt=request.prompt, batch_size=request.batch_size,
                     generator=request.generator, progress=request.progress, window_frames=request.window_frames,
-                    stride_frames=request.stride_frames)
+                    stride_frames=request.stride_frames, melody=request.melody)
 
 
 def num_steps(pattern: DelayPattern, config: DecodingConfig, num_frames: int, prompt_frames: int,

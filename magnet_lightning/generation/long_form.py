@@ -26,8 +26,8 @@ import torch
 
 from magnet_lightning.generation.common import ProgressFn
 
-WindowFn = Callable[[torch.Tensor | None, int, ProgressFn | None], torch.Tensor]
-"""window(prompt long [B, K, P] or None, num_frames, progress) -> long [B, K, num_frames], the prompt in front."""
+WindowFn = Callable[[torch.Tensor | None, "Window", ProgressFn | None], torch.Tensor]
+"""window(prompt long [B, K, P] or None, window, progress) -> long [B, K, window.length], the prompt in front."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def extend(
             grand = sum(steps) if steps is not None else done + total * (len(windows) - w.index)
             progress(done + step, grand)
 
-        tokens = window(prompt, w.length, None if progress is None else report)
+        tokens = window(prompt, w, None if progress is None else report)
         pieces.append(tokens[..., w.prompt:])
         if on_window is not None:
             on_window(w, tokens)
@@ -177,37 +177,45 @@ def decode_windows(
     fixed: torch.Tensor | None = None,
     progress: ProgressFn | None = None,
     on_window: Callable[[Window, torch.Tensor], None] | None = None,
+    melody=None,
 ) -> torch.Tensor:
     """Long-form decoding with a decoder of the given/fixed constraints contract (MAGNeT's plain or fast decoder,
-    `decode(num_frames, given=, fixed=, progress=)` -> [B, K, T]).
+    `decode(num_frames, given=, fixed=, progress=)` -> [B, K, T]; with a melody (models.melody.ChromaCondition) also
+    `melody=` the window's part of it).
 
     No constraints, or a prompt (the first Tp frames fixed): window by window (`extend`), each window a continuation
     of the previous window's tail (its frames fixed, never re-decoded). Other constraints (infilling) on T > W: the
     free frames are decoded in one window of W frames around them, the rest kept; more than W free frames is an error.
     """
     check_windows(num_frames, window_frames, stride_frames)
+
+    def part(w: Window) -> dict:
+        return {} if melody is None else {"melody": melody.window(w.index, w.start, w.length)}
+
     prompt = None
     if fixed is not None:
         prompt_frames = leading_prompt(fixed)
         if num_frames > window_frames and prompt_frames is None:
             start = infill_window(fixed, window_frames)
-            part = slice(start, start + window_frames)
-            tokens = decode(window_frames, given=given[..., part], fixed=fixed[..., part], progress=progress)
+            frames = slice(start, start + window_frames)
+            tokens = decode(window_frames, given=given[..., frames], fixed=fixed[..., frames], progress=progress,
+                            **part(Window(0, start, window_frames, 0)))
             out = given.clone()
-            out[..., part] = tokens
+            out[..., frames] = tokens
             return out
         if prompt_frames is None:
-            return decode(num_frames, given=given, fixed=fixed, progress=progress)
+            return decode(num_frames, given=given, fixed=fixed, progress=progress, **part(Window(0, 0, num_frames, 0)))
         prompt = given[..., :prompt_frames]
 
-    def window(window_prompt: torch.Tensor | None, frames: int, window_progress: ProgressFn | None) -> torch.Tensor:
+    def window(window_prompt: torch.Tensor | None, w: Window, window_progress: ProgressFn | None) -> torch.Tensor:
+        frames = w.length
         if window_prompt is None:
-            return decode(frames, given=None, fixed=None, progress=window_progress)
+            return decode(frames, given=None, fixed=None, progress=window_progress, **part(w))
         batch, codebooks, prompt_len = window_prompt.shape
         window_given = torch.full((batch, codebooks, frames), mask_id, dtype=torch.long, device=window_prompt.device)
         window_given[..., :prompt_len] = window_prompt
         window_fixed = torch.zeros(batch, frames, dtype=torch.bool, device=window_prompt.device)
         window_fixed[:, :prompt_len] = True
-        return decode(frames, given=window_given, fixed=window_fixed, progress=window_progress)
+        return decode(frames, given=window_given, fixed=window_fixed, progress=window_progress, **part(w))
 
     return extend(window, num_frames, window_frames, stride_frames, prompt, progress=progress, on_window=on_window)

@@ -45,7 +45,7 @@ from magnet_lightning.generation.common import (
     ProgressFn,
     StageFn,
     autocast_context,
-    guidance_batch,
+    condition_memory,
     text_inputs,
 )
 from magnet_lightning.generation.long_form import decode_windows
@@ -192,38 +192,37 @@ def decode(
     rescorer=None,
     window_frames: int | None = None,
     stride_frames: int | None = None,
+    melody=None,
 ) -> torch.Tensor:
     """Generate codes with MAGNeT's iterative decoding (the plain path: a Python loop of `decode_step`).
 
-    Args:
-        model: MagnetTransformer.
+    Args (model: a MagnetTransformer):
         text_states: [B, S, E] text-encoder states (null rows: zeros with mask False), or None (unconditional).
-        text_mask: bool [B, S].
-        num_frames: T, the full output length.
-        batch_size: B for unconditional generation.
+        text_mask: bool [B, S]. num_frames: T, the full output length. batch_size: B for unconditional generation.
         given, fixed: tokens [B, K, T] kept where fixed ([B, T], or [B, K, T] per stage) is True (prompt,
             infilling context); see `continuation` and `infilling`.
         generator: a torch.Generator on the model's device, for reproducible sampling.
         progress: called after every step; on_stage_end: called with the codes after every stage.
         rescorer: e.g. rescoring.ARRescorer for the same batch; used when config.rescore_weight < 1 (per window).
         window_frames, stride_frames: long-form generation in windows of W frames, stride S (`decode_windows`).
-    Returns:
-        long [B, K, T] token ids in [0, V).
+        melody: the melody condition (models.melody.ChromaCondition) of a melody-conditioned model, or None.
+    Returns: long [B, K, T] token ids in [0, V).
     """
     if window_frames is not None or stride_frames is not None:
         window = partial(decode, model, text_states, text_mask, config=config, batch_size=batch_size,
                          generator=generator, on_stage_end=on_stage_end, autocast=autocast, rescorer=rescorer)
         return decode_windows(window, num_frames, window_frames, stride_frames, model.mask_token_id, given=given,
-                              fixed=fixed, progress=progress)
+                              fixed=fixed, progress=progress, melody=melody)
     cfg = model.cfg
     config.check(cfg.num_codebooks)
     check_rescorer(rescorer, model, config)
     device = next(model.parameters()).device
-    states, mask, batch, conditioned = text_inputs(text_states, text_mask, batch_size, cfg.text_dim, device)
+    states, mask, batch, conditioned = text_inputs(text_states, text_mask, batch_size, cfg.text_dim, device, melody)
     given, fixed = resolve_constraints(batch, cfg.num_codebooks, num_frames, model.mask_token_id, device, given, fixed)
     use_cfg = conditioned and config.uses_cfg
+    melody = None if melody is None else melody.to(device)
     with autocast_context(device, autocast):
-        memory = model.prepare_text(*guidance_batch(states, mask)) if use_cfg else model.prepare_text(states, mask)
+        memory = condition_memory(model, states, mask, use_cfg, melody)
         codes = initial_codes(given, fixed, model.mask_token_id, config)
         total, done = sum(config.decoding_steps), 0
         for stage, steps in enumerate(config.decoding_steps):
@@ -292,6 +291,8 @@ def decode_request(model, request: DecodeRequest) -> torch.Tensor:
     kwargs = {"batch_size": request.batch_size, "given": given, "fixed": fixed, "generator": request.generator,
               "progress": request.progress, "rescorer": request.rescorer, "window_frames": request.window_frames,
               "stride_frames": request.stride_frames}
+    if request.melody is not None:
+        kwargs["melody"] = request.melody
     run = request.fast.decode if request.fast is not None else partial(decode, model)
     return run(request.text_states, request.text_mask, request.num_frames, request.config, **kwargs)
 

@@ -66,7 +66,8 @@ class Names:
     and the app give their own (a flag, a page label)."""
 
     SPOKEN = {"rescorer": "a rescorer (rescorer=)", "two_model": "an autoregressive generator (hybrid_generate)",
-              "prompt": "the prompt", "infill": "infill"}
+              "prompt": "the prompt", "infill": "infill",
+              "melody": "a melody (melody=)"}
 
     def name(self, option: str) -> str:
         return self.SPOKEN.get(option, option)

@@ -61,6 +61,8 @@ class GenerationPlan:
     """Two-model generation: the autoregressive partner's plan (its checkpoint generates the first frames)."""
     changed: tuple[str, ...] = ()
     """The options the caller set (the rest follow the checkpoint's rule)."""
+    melody: bool = False
+    """A melody clip conditions the generation (melody-conditioned checkpoints)."""
 
     @property
     def spec(self) -> DecoderFamily:
@@ -88,7 +90,7 @@ class GenerationPlan:
                 "windows": [[w.start, w.end, w.prompt] for w in self.windows], "window_frames": self.window_frames,
                 "stride_frames": self.stride_frames, "steps": self.steps,
                 "rescorer": self.rescorer.path if self.rescorer else None, "two_model": two_model,
-                "decoding": asdict(self.config), "changed": list(self.changed)}
+                "decoding": asdict(self.config), "changed": list(self.changed), "melody": self.melody}
 
     def describe(self) -> str:
         """The plan in a few lines (--dry-run)."""
@@ -106,6 +108,8 @@ class GenerationPlan:
         if self.rescorer:
             lines.append(f"rescorer: {self.rescorer.path} ({family_label(self.rescorer.family)}), spans ranked with "
                          f"weight {self.config.rescore_weight:g} on the checkpoint's own probability")
+        if self.melody:
+            lines.append("melody: the given clip's chroma conditions every window")
         if self.two_model:
             lines.append(f"two-model: {self.two_model.facts.path} ({family_label(self.two_model.facts.family)}) "
                          f"generates the first {self.two_model.num_frames} frames ({self.two_model.steps} steps)")
@@ -144,7 +148,7 @@ def make_plan(facts: CheckpointFacts, request: GenerationRequest | None = None) 
     windows, window_frames, stride_frames = _windows(facts, spec, request, num_frames, prompt_frames, infill)
     plan = GenerationPlan(facts, config, num_frames, prompt_frames, infill, 0, window_frames, stride_frames,
                           windows, 0, request.rescorer if config_rescores(config) else None, two_model,
-                          tuple(sorted(given) + (["preset"] if request.preset else [])))
+                          tuple(sorted(given) + (["preset"] if request.preset else [])), request.melody)
     own = plan.own_prompt(min(num_frames, window))
     steps = _steps(plan) + (two_model.steps if two_model is not None else 0)
     return GenerationPlan(**{**plan.__dict__, "own_prompt_frames": own, "steps": steps})

@@ -43,6 +43,20 @@ def check_takes(facts: CheckpointFacts, spec: DecoderFamily, request: Generation
                               f"{_families(rescored=True)} checkpoint")
     if request.two_model is not None and (request.prompt_frames or request.infill is not None):
         raise OptionError("two_model", "{name} generates its own prompt: drop {prompt} / {infill}")
+    check_melody(facts, request)
+
+
+MELODY_MODELS = ("facebook/musicgen-melody, facebook/musicgen-melody-large, or a model trained or fine-tuned with "
+                 "melody, e.g. with recipes/configs/finetune_melody_magnet_small.yaml")
+
+
+def check_melody(facts: CheckpointFacts, request: GenerationRequest) -> None:
+    """A melody for a checkpoint without melody conditioning, or with a two-model partner."""
+    if request.melody and facts.melody is None:
+        raise OptionError("melody", f"{{name}}: {facts.path} has no melody conditioning (melody-conditioned "
+                          f"checkpoints: {MELODY_MODELS})")
+    if request.melody and request.two_model is not None:
+        raise OptionError("melody", "{name} with {two_model}: two-model generation takes no melody; drop one of them")
 
 
 def check_options(facts: CheckpointFacts, spec: DecoderFamily, given: Mapping[str, Any], preset: str | None) -> None:

@@ -45,6 +45,8 @@ class GenerationRequest:
     """An autoregressive checkpoint that rescores the spans (paper section 3.3)."""
     two_model: CheckpointFacts | None = None
     """An autoregressive checkpoint that generates the first `prompt_seconds` (two-model generation, section 3.4)."""
+    melody: bool = False
+    """A melody clip is given (melody-conditioned checkpoints: `CheckpointFacts.melody`)."""
     config: Any = None
     """A whole decoding config of the family's class instead of preset + recorded options + `options`."""
 
@@ -80,3 +82,5 @@ class DecodeRequest:
     """Long-form generation (long_form.py): windows of W frames (at most the training segment); None: one window."""
     stride_frames: int | None = None
     """Long-form generation: frames each window advances (1 <= S < W)."""
+    melody: Any = None
+    """models.melody.ChromaCondition of a melody-conditioned model (generation/melody.py builds it), or None."""

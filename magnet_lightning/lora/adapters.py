@@ -146,6 +146,9 @@ def apply_lora(model: CodebookTransformer, cfg: LoraConfig) -> CodebookTransform
         param.requires_grad_(False)
     for layer in model.transformer.layers:
         for target in projections:
+            if getattr(layer, target.module.split(".")[0], None) is None:
+                raise ValueError(f"model.lora.targets: this model has no {target.module} (its text is prepended, "
+                                 "text_fuse 'prepend'): leave cross_attention out of the targets")
             module = layer.get_submodule(target.module)
             if target.part is not None:
                 if module.in_proj_adapter is None:

@@ -30,7 +30,7 @@ from safetensors.torch import load_file, save_file
 from magnet_lightning.errors import CheckpointError
 from magnet_lightning.lora.adapters import LoraConfig, apply_lora, is_adapter_name, load_lora_state
 from magnet_lightning.models.base import CodebookTransformer
-from magnet_lightning.models.registry import family_of
+from magnet_lightning.models.registry import add_melody, family_of
 from magnet_lightning.utils.staged_folder import staged_folder
 
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
@@ -59,7 +59,10 @@ class BaseIdentity:
     source: str
     """The base's repo id or path, as given to init_from / --ckpt."""
     sha256: str
-    """`base_fingerprint` of its weights."""
+    """`base_fingerprint` of its weights (with the added melody projection, zero, when `melody` is set)."""
+    melody: dict | None = None
+    """Melody conditioning the adapter's run added to a text-only base: {'model': the ModelConfig fields that add
+    it (chroma_bins, chroma_fuse), 'settings': the chroma settings (config.MelodyConfig fields)}; None otherwise."""
 
     def check(self, actual_sha256: str, actual_source: str, what: str, option: str = "--ckpt") -> None:
         """Raise CheckpointError (one line) when `actual_sha256` is another base's; the fix names `option`, where the
@@ -90,7 +93,8 @@ def adapter_config(adapter: Adapter) -> dict:
             "modules_to_save": cfg.extra_trainable or None, "bias": "none", "fan_in_fan_out": False,
             "inference_mode": True, "base_model_name_or_path": adapter.base.source,
             "magnet_lightning": {"format": FORMAT, "version": VERSION, "family": adapter.family,
-                                 "base_sha256": adapter.base.sha256, "lora": asdict(cfg)}}
+                                 "base_sha256": adapter.base.sha256, "lora": asdict(cfg),
+                                 **({"base_melody": adapter.base.melody} if adapter.base.melody else {})}}
 
 
 def write_adapter_folder(adapter: Adapter, out: str | Path, force: bool = False) -> Path:
@@ -114,8 +118,8 @@ def _read_folder(folder: Path) -> Adapter:
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found: the adapter folder is incomplete")
     state = {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v for k, v in load_file(str(weights)).items()}
-    return Adapter(LoraConfig(**ours["lora"]), state, BaseIdentity(config["base_model_name_or_path"],
-                                                                    ours["base_sha256"]), ours["family"], str(folder))
+    base = BaseIdentity(config["base_model_name_or_path"], ours["base_sha256"], ours.get("base_melody"))
+    return Adapter(LoraConfig(**ours["lora"]), state, base, ours["family"], str(folder))
 
 
 def _read_checkpoint(path: Path) -> Adapter:
@@ -129,7 +133,7 @@ def _read_checkpoint(path: Path) -> Adapter:
                               "checkpoint of a run trained with model.lora")
     state = {k[len("model."):]: v for k, v in raw["state_dict"].items() if k.startswith("model.")}
     base = raw[CHECKPOINT_KEY]
-    return Adapter(LoraConfig(**hp["lora"]), state, BaseIdentity(base["source"], base["sha256"]),
+    return Adapter(LoraConfig(**hp["lora"]), state, BaseIdentity(base["source"], base["sha256"], base.get("melody")),
                    family_of(hp), str(path))
 
 
@@ -147,10 +151,13 @@ def read_adapter(path: str | os.PathLike) -> Adapter:
 
 
 def attach_adapter(model: CodebookTransformer, adapter: Adapter, base_source: str) -> CodebookTransformer:
-    """Check that `model` is the adapter's base (family and weights), then attach the adapter (in place)."""
+    """Check that `model` is the adapter's base (family and weights), then attach the adapter (in place). An adapter
+    trained with melody conditioning added gives a text-only base its (zero) chroma projection first."""
     if model.family != adapter.family:
         raise CheckpointError(f"adapter {adapter.source} is for the {adapter.family} family, the base {base_source} "
                               f"is a {model.family} model")
+    if adapter.base.melody and not model.cfg.chroma_bins:
+        add_melody(model, **adapter.base.melody["model"])
     adapter.base.check(base_fingerprint(model), base_source, f"adapter {adapter.source}")
     apply_lora(model, adapter.config)
     try:

@@ -23,6 +23,7 @@ from magnet_lightning.models.base import CodebookTransformer
 from magnet_lightning.models.delay_pattern import DelayPattern
 from magnet_lightning.models.kv_cache import KVCache
 from magnet_lightning.models.layers import TextMemory
+from magnet_lightning.models.melody import ChromaInput
 
 
 class ARPrediction(NamedTuple):
@@ -59,9 +60,14 @@ class ARTransformer(CodebookTransformer):
         """The token of empty pattern positions (row V of every embedding table); never predicted."""
         return self.cfg.codebook_size
 
+    def causal_hidden(self, sequence: torch.Tensor, memory: TextMemory) -> torch.Tensor:
+        """Delayed sequence [B, K, S] -> hidden states [B, S, D] of the causal stack (after any prefix)."""
+        hidden = self.transformer(self.fused_input(sequence, memory), memory, _causal)
+        return self.strip_prefix(hidden, memory)
+
     def forward_sequence(self, sequence: torch.Tensor, memory: TextMemory) -> torch.Tensor:
         """Delayed sequence [B, K, S] (steps 0 .. S-1) -> logits [B, K, S, V]; output s predicts step s + 1."""
-        return self.all_logits(self.transformer(self.embed(sequence), memory, _causal))
+        return self.all_logits(self.causal_hidden(sequence, memory))
 
     def codebook_logits(self, codes: torch.Tensor, memory: TextMemory, codebook: int) -> torch.Tensor:
         """Teacher-forced logits of stream `codebook` at every frame: codes [B, K, T] (any id in [0, V], V = the
@@ -71,31 +77,49 @@ class ARTransformer(CodebookTransformer):
         self.check_codes(codes)
         num_frames, delay = codes.shape[-1], self.pattern.delays[codebook]
         sequence = self.pattern.build(codes, self.special_token_id, length=num_frames + self.pattern.max_delay)
-        hidden = self.out_norm(self.transformer(self.embed(sequence), memory, _causal))  # [B, S, D]
+        hidden = self.out_norm(self.causal_hidden(sequence, memory))  # [B, S, D]
         return F.linear(hidden[:, delay:delay + num_frames], self.heads[codebook].to(hidden.dtype))
 
     def forward_cached(self, sequence: torch.Tensor, memory: TextMemory, cache: KVCache,
                        positions: torch.Tensor) -> torch.Tensor:
         """The steps `positions` (long [n], consecutive) of the delayed sequence, sequence [B, K, n], attending to
-        the steps the cache already holds -> logits [B, K, n, V]. The cache rows must match B."""
-        visible = cache.visible(positions)
+        the steps the cache already holds -> logits [B, K, n, V]. The cache rows must match B; with a prefix in
+        the memory it must hold it first (`cache_prefix`), step s in slot P + s."""
+        slots = positions + memory.prefix_length
+        visible = cache.visible(slots)
 
         def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            return cache.attend(layer, q, k, v, positions, visible)
+            return cache.attend(layer, q, k, v, slots, visible)
 
-        return self.all_logits(self.transformer(self.embed(sequence, positions), memory, attend))
+        x = self.fused_input(sequence, memory, positions, with_prefix=False)
+        return self.all_logits(self.transformer(x, memory, attend))
 
-    def forward(self, codes: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor) -> ARPrediction:
+    def cache_prefix(self, memory: TextMemory, cache: KVCache) -> None:
+        """Run the memory's prefix (P rows; nothing without one) through the causal stack into cache slots 0 .. P-1,
+        as the reference's first streaming step does before the codes."""
+        if memory.prefix is None:
+            return
+        slots = torch.arange(memory.prefix_length, device=memory.prefix.device)
+        visible = cache.visible(slots)
+
+        def attend(layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return cache.attend(layer, q, k, v, slots, visible)
+
+        self.transformer(self.prefix_input(memory), memory, attend)
+
+    def forward(self, codes: torch.Tensor, text_states: torch.Tensor, text_mask: torch.Tensor,
+                chroma: ChromaInput | None = None) -> ARPrediction:
         """Teacher-forced logits of un-delayed codes.
 
         Args:
             codes: long [B, K, T] token ids in [0, V).
             text_states: [B, S, E] raw text-encoder states; text_mask: bool [B, S].
+            chroma: a melody condition (its fusion's rows), or None.
         Returns:
             ARPrediction(logits [B, K, T, V], mask [B, K, T]).
         """
         self.check_codes(codes)
         sequence = self.pattern.build(codes, self.special_token_id, length=codes.shape[-1])  # [B, K, T]
-        logits = self.forward_sequence(sequence, self.prepare_text(text_states, text_mask))
+        logits = self.forward_sequence(sequence, self.prepare_text(text_states, text_mask, chroma))
         aligned, valid = self.pattern.revert_logits(logits)
         return ARPrediction(aligned, valid[None].expand(codes.shape[0], -1, -1))

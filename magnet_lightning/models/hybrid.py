@@ -85,7 +85,7 @@ class HybridMagnetTransformer(ARTransformer):
         def attend(_layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
-        return self.out_norm(self.transformer(self.embed(sequence), memory, attend))
+        return self.out_norm(self.transformer(self.fused_input(sequence, memory), memory, attend))
 
     def _sequence(self, codes: torch.Tensor) -> torch.Tensor:
         self.check_codes(codes)

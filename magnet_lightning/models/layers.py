@@ -84,41 +84,56 @@ class Attention(nn.Module):
 
 
 class Layer(nn.Module):
-    """Pre-norm block: x += SelfAttn(norm1 x); x += CrossAttn(norm_cross x, text); x += FFN(norm2 x)."""
+    """Pre-norm block: x += SelfAttn(norm1 x); x += CrossAttn(norm_cross x, text); x += FFN(norm2 x).
+    Without cross-attention (`cfg.cross_attention` False: the text is prepended to the input) the middle step and its
+    parameters do not exist, as in audiocraft's layers built with `cross_attention=False`."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.norm1 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.self_attn = Attention(cfg.dim, cfg.num_heads)
-        self.norm_cross = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
-        self.cross_attention = Attention(cfg.dim, cfg.num_heads)
+        self.norm_cross = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps) if cfg.cross_attention else None
+        self.cross_attention = Attention(cfg.dim, cfg.num_heads) if cfg.cross_attention else None
         self.norm2 = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps)
         self.linear1 = nn.Linear(cfg.dim, cfg.ffn_dim, bias=False)
         self.linear2 = nn.Linear(cfg.ffn_dim, cfg.dim, bias=False)
 
-    def forward(self, x: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor] | torch.Tensor,
+    def forward(self, x: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor] | torch.Tensor | None,
                 attend: AttendFn) -> torch.Tensor:
         """x [B, T, D]; text_kv: this layer's text keys and values [B, H, S, Dh], or the projected text [B, S, D]
-        (they are computed here then)."""
-        if isinstance(text_kv, torch.Tensor):
-            text_kv = self.cross_attention.text_keys_values(text_kv)
+        (they are computed here then); None for a layer without cross-attention."""
         x = x + self.self_attn.self_attention(self.norm1(x), attend)
-        x = x + self.cross_attention.cross_attention(self.norm_cross(x), *text_kv)
+        if self.cross_attention is not None:
+            if isinstance(text_kv, torch.Tensor):
+                text_kv = self.cross_attention.text_keys_values(text_kv)
+            x = x + self.cross_attention.cross_attention(self.norm_cross(x), *text_kv)
         return x + self.linear2(F.gelu(self.linear1(self.norm2(x))))
 
 
 @dataclass
 class TextMemory:
-    """Text conditioning prepared once per generation: cross-attention keys/values of every layer."""
+    """The conditions of a batch, prepared once per generation: cross-attention keys/values of every layer, and what
+    is fused into the input (audiocraft's `ConditionFuser`): rows prepended to it, rows added to each frame."""
 
     keys_values: list[tuple[torch.Tensor, torch.Tensor]]
-    """Per layer, keys and values [B, H, S, Dh]."""
+    """Per layer, keys and values [B, H, S, Dh] (empty without cross-attention)."""
     text: torch.Tensor | None = None
     """Instead of `keys_values`: the projected text [B, S, D], each layer computing its keys and values in its own
     forward (sharded training, where a layer's weights exist only during its forward and backward)."""
+    prefix: torch.Tensor | None = None
+    """[B, P, D] rows in front of the input (a melody's chroma, then the text, for 'prepend' fusions); the model's
+    outputs on them are dropped."""
+    frame_inputs: torch.Tensor | None = None
+    """[B, L, D] added to the input at each position (the 'frames' chroma: position t gets row min(t, L - 1))."""
 
-    def for_layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
-        return self.text if self.text is not None else self.keys_values[index]
+    @property
+    def prefix_length(self) -> int:
+        return 0 if self.prefix is None else self.prefix.shape[1]
+
+    def for_layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor | None:
+        if self.text is not None:
+            return self.text
+        return self.keys_values[index] if self.keys_values else None
 
 
 class Transformer(nn.Module):

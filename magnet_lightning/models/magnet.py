@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from magnet_lightning.models.attention import windowed_attention
 from magnet_lightning.models.base import CodebookTransformer
 from magnet_lightning.models.layers import LayerAttendFn, TextMemory
+from magnet_lightning.models.melody import ChromaInput
 
 
 class MagnetTransformer(CodebookTransformer):
@@ -43,7 +44,7 @@ class MagnetTransformer(CodebookTransformer):
         """codes [B, K, T] with precomputed text memory -> logits [B, T, V] of `stage` (or [B, K, T, V])."""
         if heads not in ("all", "stage"):
             raise ValueError(f"heads must be 'all' or 'stage', got {heads!r}")
-        hidden = self.transformer(self.embed(codes), memory, self.attend_fn(stage))
+        hidden = self.transformer(self.fused_input(codes, memory), memory, self.attend_fn(stage))
         return self._logits(hidden, stage, heads)
 
     def forward(
@@ -53,6 +54,7 @@ class MagnetTransformer(CodebookTransformer):
         text_mask: torch.Tensor,
         stage: int | torch.Tensor,
         heads: str = "all",
+        chroma: ChromaInput | None = None,
     ) -> torch.Tensor:
         """Logits of the codebook tokens.
 
@@ -61,6 +63,7 @@ class MagnetTransformer(CodebookTransformer):
             text_states: [B, S, E] raw text-encoder states; text_mask: bool [B, S].
             stage: codebook stage being predicted (int, or long [B] per sample); selects the attention window.
             heads: 'all' -> [B, K, T, V]; 'stage' -> [B, T, V] of the stage's head only.
+            chroma: a melody condition ('frames' fusion: rows [B, T, C] aligned with the frames), or None.
         """
         self.check_codes(codes)
-        return self.forward_with_memory(codes, self.prepare_text(text_states, text_mask), stage, heads)
+        return self.forward_with_memory(codes, self.prepare_text(text_states, text_mask, chroma), stage, heads)

@@ -9,8 +9,11 @@ that every table has the same keys. Adding a family = a model class, one entry i
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+import torch
+from torch import nn
 
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.models.ar import ARTransformer
@@ -31,6 +34,9 @@ class ModelFamily:
     lora_targets: dict[str, tuple[str, ...]]
     """LoRA target groups -> the projections (names under each transformer `Layer`; `.q` / `.k` / `.v`: a third of
     a fused q/k/v projection) an adapter wraps."""
+    prefix: bool = False
+    """Runs with conditions prepended to its input (`ModelConfig.text_fuse` / `chroma_fuse` 'prepend': the causal
+    stack attends to them like earlier steps); the other families take a melody per frame ('frames')."""
 
     @property
     def name(self) -> str:
@@ -39,6 +45,9 @@ class ModelFamily:
     def build(self, cfg: ModelConfig, delays: Sequence[int] | None = None) -> CodebookTransformer:
         if delays is not None and not self.delay_pattern:
             raise ValueError(f"delays: the {self.label} family has no delay pattern")
+        if cfg.prefix and not self.prefix:
+            raise ValueError(f"the {self.label} family takes no prepended conditions (text_fuse={cfg.text_fuse!r}, "
+                             f"chroma_fuse={cfg.chroma_fuse!r}): use text_fuse 'cross' and chroma_fuse 'frames'")
         return self.model_class(cfg, delays) if self.delay_pattern else self.model_class(cfg)
 
 
@@ -53,7 +62,7 @@ _TRUNK_TARGETS = {  # every family shares the trunk (models/layers.py `Layer`), 
 MODEL_FAMILIES: dict[str, ModelFamily] = {
     family.name: family for family in (
         ModelFamily(MagnetTransformer, "MAGNeT", delay_pattern=False, lora_targets=_TRUNK_TARGETS),
-        ModelFamily(ARTransformer, "autoregressive", delay_pattern=True, lora_targets=_TRUNK_TARGETS),
+        ModelFamily(ARTransformer, "autoregressive", delay_pattern=True, lora_targets=_TRUNK_TARGETS, prefix=True),
         ModelFamily(HybridMagnetTransformer, "Hybrid-MAGNeT", delay_pattern=True, lora_targets=_TRUNK_TARGETS),
     )
 }
@@ -77,3 +86,23 @@ def model_family(name: str) -> ModelFamily:
 def build_model(family: str, cfg: ModelConfig, delays: Sequence[int] | None = None) -> CodebookTransformer:
     """The family's model class built from `cfg` (and the delay pattern's `delays` where it has one)."""
     return model_family(family).build(cfg, delays)
+
+
+@torch.no_grad()
+def add_melody(model: CodebookTransformer, chroma_bins: int, chroma_fuse: str) -> CodebookTransformer:
+    """Give a model without melody conditioning a chroma projection (`chroma_bins` bins, fused by `chroma_fuse`), in
+    place: zero weight and bias, so the model first computes exactly what it did (the start of a melody fine-tune,
+    and the base an adapter trained with it is attached to). Returns the model."""
+    if model.cfg.chroma_bins:
+        raise ValueError("this model already has melody conditioning")
+    cfg = replace(model.cfg, chroma_bins=chroma_bins, chroma_fuse=chroma_fuse)
+    family = model_family(model.family)
+    if cfg.prefix and not family.prefix:
+        raise ValueError(f"the {family.label} family takes a melody per frame (chroma_fuse 'frames'), not "
+                         f"{chroma_fuse!r}")
+    weight = model.text_proj.weight
+    model.chroma_proj = nn.Linear(chroma_bins, cfg.dim).to(device=weight.device, dtype=weight.dtype)
+    nn.init.zeros_(model.chroma_proj.weight)
+    nn.init.zeros_(model.chroma_proj.bias)
+    model.cfg = cfg
+    return model

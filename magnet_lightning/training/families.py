@@ -15,6 +15,7 @@ from magnet_lightning.config import MaskingConfig
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.hybrid import HybridMagnetTransformer
 from magnet_lightning.models.magnet import MagnetTransformer
+from magnet_lightning.models.melody import ChromaInput
 from magnet_lightning.training.masking import draw_stages, hybrid_training_masks, sample_training_masks
 from magnet_lightning.training.objective import ar_loss, hybrid_loss, magnet_loss
 
@@ -42,6 +43,8 @@ class BatchInputs:
     mask_gen: torch.Generator
     stage: int | None = None
     """Fix the stage (validation of every stage), else drawn with stage_gen."""
+    chroma: ChromaInput | None = None
+    """A melody model's chroma (its fusion's rows; dropped items absent), else None."""
 
 
 def _stages(inputs: BatchInputs) -> torch.Tensor:
@@ -58,13 +61,13 @@ def magnet_objective(model: MagnetTransformer, inputs: BatchInputs) -> BatchLoss
     masked = sample_training_masks(inputs.codes, stages, model.mask_token_id, inputs.masking.span_len,
                                    inputs.padding, inputs.mask_gen)
     per_sample = inputs.masking.per_sample_stage and inputs.stage is None
-    loss = magnet_loss(model, inputs.codes, masked, inputs.text_states, inputs.text_mask, per_sample)
+    loss = magnet_loss(model, inputs.codes, masked, inputs.text_states, inputs.text_mask, per_sample, inputs.chroma)
     return BatchLoss(loss, {}, None if inputs.masking.per_sample_stage else int(stages[0]))
 
 
 def ar_objective(model: ARTransformer, inputs: BatchInputs) -> BatchLoss:
     """Teacher-forced cross-entropy of every codebook over the delay pattern."""
-    result = ar_loss(model, inputs.codes, inputs.text_states, inputs.text_mask, inputs.padding)
+    result = ar_loss(model, inputs.codes, inputs.text_states, inputs.text_mask, inputs.padding, inputs.chroma)
     return BatchLoss(result.loss, {f"loss_codebook{k}": v for k, v in enumerate(result.per_codebook.detach())})
 
 
@@ -72,7 +75,7 @@ def hybrid_objective(model: HybridMagnetTransformer, inputs: BatchInputs) -> Bat
     """An autoregressive prompt of random length per item, then MAGNeT's masking of one stage; one cross-entropy."""
     masks = hybrid_training_masks(inputs.codes, model.pattern.delays, _stages(inputs), model.mask_token_id,
                                   inputs.masking.span_len, inputs.padding, inputs.mask_gen)
-    result = hybrid_loss(model, inputs.codes, masks, inputs.text_states, inputs.text_mask)
+    result = hybrid_loss(model, inputs.codes, masks, inputs.text_states, inputs.text_mask, inputs.chroma)
     return BatchLoss(result.loss, {"loss_ar": result.ar, "loss_nar": result.nar})
 
 

@@ -22,7 +22,7 @@ import lightning as L
 import torch
 
 from magnet_lightning.checkpoint.pretrained import load_pretrained
-from magnet_lightning.config import MaskingConfig, ModelConfig
+from magnet_lightning.config import MaskingConfig, MelodyConfig, ModelConfig
 from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.lora.adapters import LoraConfig
 from magnet_lightning.models.conditioning import TextDropout, TextEncoder
@@ -31,6 +31,14 @@ from magnet_lightning.training.decoding_defaults import DecodingDefaults
 from magnet_lightning.training.ema import EMA, TrainableEMA
 from magnet_lightning.training.families import TRAINING_FAMILIES, BatchInputs
 from magnet_lightning.training.lora_training import check_checkpoint, keep_adapters_only, start_lora, stored_names
+from magnet_lightning.training.melody import (
+    added_melody,
+    adds_melody,
+    base_state_with_melody,
+    batch_chroma,
+    check_melody_settings,
+    melody_dropped,
+)
 from magnet_lightning.training.optim import OptimConfig, build_optimizer, build_scheduler
 from magnet_lightning.training.weights_layout import check_same_layout
 from magnet_lightning.utils.provenance import RANDOM_PARTS_KEY, absolute_if_local, is_random_folder
@@ -84,6 +92,8 @@ class MagnetLightningModule(L.LightningModule):
             and are checkpointed, with the base's identity (training/lora_training.py).
         activation_checkpointing: recompute each transformer Layer's activations in the backward pass (less memory,
             about one more forward per step); any strategy (DDP, FSDP2) and family.
+        melody: the chroma settings of a melody-conditioned model (model.chroma_bins > 0; config.MelodyConfig): how
+            the shards' chroma was computed and generation computes a melody's (training/melody.py).
 
     Logged: ``train/loss``, ``train/ppl``, ``val/loss``, ``val/ppl``, and per family: ``train/loss_stage{k}`` (the
     mean loss of the micro-batches that drew stage k since the last log step, only for stages drawn in that window;
@@ -117,10 +127,14 @@ class MagnetLightningModule(L.LightningModule):
         decoding: DecodingDefaults = DecodingDefaults(),
         lora: LoraConfig | None = None,
         activation_checkpointing: bool = False,
+        melody: MelodyConfig | None = None,
     ):
         super().__init__()
         hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         model_cfg, masking_cfg = _as(ModelConfig, model), _as(MaskingConfig, masking)
+        self.melody_cfg = None if melody is None else _as(MelodyConfig, melody)
+        check_melody_settings(model_cfg, self.melody_cfg)
+        hparams["melody"] = None if self.melody_cfg is None else asdict(self.melody_cfg)
         optim_cfg = _as(OptimConfig, optimizer)
         hparams.update(model=asdict(model_cfg), masking=asdict(masking_cfg), optimizer=asdict(optim_cfg))
         hparams["decoding"] = _as(DecodingDefaults, decoding).to_dict()
@@ -140,7 +154,8 @@ class MagnetLightningModule(L.LightningModule):
         if init_from:
             self.load_weights(init_from)
         with seeded(derive_seed(seed, "lora_init")):
-            self.lora_base = None if self.lora_cfg is None else start_lora(self.model, self.lora_cfg, init_from)
+            self.lora_base = None if self.lora_cfg is None else start_lora(self.model, self.lora_cfg, init_from,
+                                                                            getattr(self, "added_melody", None))
         self.strict_loading = self.lora_base is None  # a LoRA checkpoint holds no base (check_checkpoint checks it)
 
     # ----------------------------------------------------------------------------------------------- text
@@ -170,11 +185,15 @@ class MagnetLightningModule(L.LightningModule):
         if pretrained.model.family != self.family:
             raise ValueError(f"{path} holds a {pretrained.model.family} model, this run trains the {self.family} "
                              f"family (set model.family)")
-        if pretrained.model.cfg != self.model_cfg:
+        state = pretrained.model.state_dict()
+        if adds_melody(pretrained.model.cfg, self.model_cfg):  # fine-tuning a text-only base into a melody model
+            state = base_state_with_melody(state, self.model)
+            self.added_melody = added_melody(self.model_cfg, self.melody_cfg)
+        elif pretrained.model.cfg != self.model_cfg:
             raise ValueError(f"{path}: its model config {pretrained.model.cfg} differs from this run's "
                              f"{self.model_cfg}")
         check_same_layout(pretrained, self.model, self.hparams.codec, path)
-        self.model.load_state_dict(pretrained.model.state_dict())
+        self.model.load_state_dict(state)
 
     # ----------------------------------------------------------------------------------------------- steps
     def _micro_batch_seed(self, kind: str, *extra: Any) -> int:
@@ -189,8 +208,11 @@ class MagnetLightningModule(L.LightningModule):
         states, text_mask = self.encode_text(texts)
         stage_gen = torch.Generator().manual_seed(self._micro_batch_seed("stage"))
         mask_gen = torch.Generator().manual_seed(self._micro_batch_seed("mask", rank))
+        dropped = None if self.melody_cfg is None else melody_dropped(
+            texts, self.melody_cfg.attribute_dropout, random.Random(self._micro_batch_seed("melody", rank)))
         with seeded(self._micro_batch_seed("dropout", rank)):  # the adapters' dropout (forward only)
-            loss, parts = self._family_loss(batch, states, text_mask, stage_gen, mask_gen, train=True)
+            loss, parts = self._family_loss(batch, states, text_mask, stage_gen, mask_gen, train=True,
+                                            dropped=dropped)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", torch.exp(loss.detach()))
         for key, value in parts.items():
@@ -198,10 +220,14 @@ class MagnetLightningModule(L.LightningModule):
         return loss
 
     def _family_loss(self, batch: dict, states: torch.Tensor, text_mask: torch.Tensor, stage_gen: torch.Generator,
-                     mask_gen: torch.Generator, train: bool, stage: int | None = None) -> tuple[torch.Tensor, dict]:
-        """(loss, extra logged values) of a batch under this family's objective; `stage` fixes MAGNeT's stage."""
+                     mask_gen: torch.Generator, train: bool, stage: int | None = None,
+                     dropped: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """(loss, extra logged values) of a batch under this family's objective; `stage` fixes MAGNeT's stage;
+        `dropped` [B]: items whose melody is dropped (melody models)."""
+        chroma = None if self.melody_cfg is None else batch_chroma(batch, self.model_cfg, self.melody_cfg,
+                                                                   self.hparams.frame_rate, dropped)
         inputs = BatchInputs(batch["codes"], batch.get("padding_mask"), states, text_mask, self.masking_cfg,
-                             stage_gen, mask_gen, stage)
+                             stage_gen, mask_gen, stage, chroma)
         result = TRAINING_FAMILIES[self.family].objective(self.model, inputs)
         if train and result.stage is not None:
             self._stage_losses.setdefault(result.stage, []).append(float(result.loss.detach()))
@@ -253,7 +279,7 @@ class MagnetLightningModule(L.LightningModule):
         return MagnetGenerator(model if model is not None else self.model, self.text_encoder.to(self.device), codec,
                                frame_rate=hp.frame_rate, sample_rate=hp.sample_rate, span_len=self.masking_cfg.span_len,
                                segment_duration=hp.segment_duration, decoding_defaults=dict(hp.get("decoding") or {}),
-                               fast=False)
+                               fast=False, melody=hp.get("melody"))
 
     # ----------------------------------------------------------------------------------------------- set-up
     def configure_optimizers(self):
@@ -310,5 +336,5 @@ class MagnetLightningModule(L.LightningModule):
         check = getattr(datamodule, "check_compatible", None)
         if check is not None:
             check(self.model_cfg.num_codebooks, self.model_cfg.codebook_size, self.hparams.frame_rate,
-                  codec=self.hparams.codec, sample_rate=self.hparams.sample_rate)
+                  codec=self.hparams.codec, sample_rate=self.hparams.sample_rate, chroma=self.hparams.get("melody"))
         _ = self.text_encoder  # the property loads the T5, or raises naming what to download

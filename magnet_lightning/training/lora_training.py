@@ -16,12 +16,17 @@ PREFIX = "model."
 """The LightningModule's attribute holding the transformer (state_dict keys start with it)."""
 
 
-def start_lora(model: CodebookTransformer, cfg: LoraConfig, init_from: str | None) -> BaseIdentity:
-    """Fingerprint the loaded base, freeze it and attach fresh adapters; returns the base's identity."""
+def start_lora(model: CodebookTransformer, cfg: LoraConfig, init_from: str | None,
+               added_melody: dict | None = None) -> BaseIdentity:
+    """Fingerprint the loaded base, freeze it and attach fresh adapters; returns the base's identity (with the
+    melody conditioning the run added to it, whose new projection must train: `cfg.extra_trainable`)."""
     if not init_from:
         raise ValueError("model.lora adapts a trained base: set --init_from (a release repo id such as "
                          "facebook/magnet-small-10secs, a state_dict.bin, one of our checkpoints or an export)")
-    identity = BaseIdentity(str(init_from), base_fingerprint(model))
+    if added_melody and "chroma_proj" not in cfg.extra_trainable:
+        raise ValueError("this run adds melody conditioning to its base: its new projection must train, add "
+                         "chroma_proj to model.lora.extra_trainable")
+    identity = BaseIdentity(str(init_from), base_fingerprint(model), added_melody)
     apply_lora(model, cfg)
     return identity
 

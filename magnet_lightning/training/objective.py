@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.magnet import MagnetTransformer
+from magnet_lightning.models.melody import ChromaInput
 from magnet_lightning.training.masking import MaskedBatch
 
 
@@ -41,10 +42,12 @@ def magnet_loss(
     text_states: torch.Tensor,
     text_mask: torch.Tensor,
     per_sample_stage: bool,
+    chroma: ChromaInput | None = None,
 ) -> torch.Tensor:
-    """Forward the corrupted codes at their stage(s) and score the stage's masked positions."""
+    """Forward the corrupted codes at their stage(s) (with a melody model's chroma) and score the stage's masked
+    positions."""
     stage = masked.stages.to(codes.device) if per_sample_stage else int(masked.stages[0])
-    logits = model(masked.inputs, text_states, text_mask, stage, heads="stage")  # [B, T, V]
+    logits = model(masked.inputs, text_states, text_mask, stage, heads="stage", chroma=chroma)  # [B, T, V]
     return masked_cross_entropy(logits, stage_targets(codes, stage), masked.loss_mask)
 
 
@@ -75,11 +78,12 @@ def ar_loss(
     text_states: torch.Tensor,
     text_mask: torch.Tensor,
     padding_mask: torch.Tensor | None = None,
+    chroma: ChromaInput | None = None,
 ) -> ARLoss:
     """The autoregressive objective of a batch: teacher-forced forward of codes [B, K, T] (un-delayed) with text
-    states [B, S, E] / text_mask [B, S], scored on every position valid in the delay layout and not padding
-    (padding_mask [B, T], True = real audio, as the DataModule's batches)."""
-    prediction = model(codes, text_states, text_mask)
+    states [B, S, E] / text_mask [B, S] (and a melody model's chroma), scored on every position valid in the delay
+    layout and not padding (padding_mask [B, T], True = real audio, as the DataModule's batches)."""
+    prediction = model(codes, text_states, text_mask, chroma)
     mask = prediction.mask
     if padding_mask is not None:
         mask = mask & padding_mask[:, None, :].to(mask.device)
@@ -95,11 +99,12 @@ class HybridLoss(NamedTuple):
     """The mean over the masked generated codes (for logging)."""
 
 
-def hybrid_loss(model, codes: torch.Tensor, batch, text_states: torch.Tensor, text_mask: torch.Tensor) -> HybridLoss:
+def hybrid_loss(model, codes: torch.Tensor, batch, text_states: torch.Tensor, text_mask: torch.Tensor,
+                chroma: ChromaInput | None = None) -> HybridLoss:
     """Hybrid-MAGNeT's objective (models/hybrid.py): one forward of the corrupted codes (masking.HybridBatch) under
     the hybrid attention mask; cross-entropy of the prompt codes (predicted autoregressively) and of the masked codes
     of each item's stage after its prompt (predicted as MAGNeT), one mean over all of them, as one loss."""
-    memory = model.prepare_text(text_states, text_mask)
+    memory = model.prepare_text(text_states, text_mask, chroma)
     logits = model.hybrid_logits(batch.inputs, memory, batch.boundary, batch.stages)  # [B, K, T, V]
     per_token = F.cross_entropy(logits.flatten(0, 2).float(), codes.flatten(), reduction="none").view_as(codes)
 
