@@ -1,4 +1,5 @@
-"""Shared test set-up: offline hubs, deterministic seeds, small thread counts."""
+"""Shared test set-up: offline hubs, deterministic seeds, small thread counts, and the shared fixtures of the
+support modules (tests/support/, imported as `support.*`: see tests/README.md)."""
 
 import os
 
@@ -8,6 +9,9 @@ os.environ.setdefault("WANDB_MODE", "offline")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+# Fixtures used by tests in more than one folder; a folder's own fixtures live in its conftest.py.
+pytest_plugins = ["support.tiny_generator", "support.metric_assets", "support.token_data", "support.recipes"]
 
 
 @pytest.fixture(autouse=True)

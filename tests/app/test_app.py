@@ -1,7 +1,7 @@
 """The interactive app (`magnet-app`) end to end: the server started on a free 127.0.0.1 port with the tiny MAGNeT
 checkpoint and a tiny autoregressive one (random weights, CPU), driven through `gradio_client` (generate, A/B,
 continuation, infill, pairing, refused inputs, an isolated failure), the engine's batching on its own, the command
-line's argument checks. The page in a browser: tests/test_app_browser.py."""
+line's argument checks. The page in a browser: tests/app/test_app_browser.py."""
 
 import os
 import socket
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from test_families import hybrid_ckpt, no_loading  # noqa: F401  (a tiny Hybrid-MAGNeT checkpoint; refuse loading)
-from test_generate import DURATION, STEPS, assets  # noqa: F401  (the shared tiny MAGNeT checkpoint and codec)
-from test_hybrid_inference import ar_ckpt  # noqa: F401  (a tiny autoregressive checkpoint of the same codec)
+from support.app_server import LIMITS
+from support.paths import ROOT
+from support.tiny_generator import DURATION, STEPS
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gradio_client = pytest.importorskip("gradio_client", reason="the app's tests need gradio_client (pip install .[dev])")
@@ -28,23 +28,8 @@ from magnet_lightning.app import requests, ui  # noqa: E402
 from magnet_lightning.app.engine import HYBRID, RESCORE, Engine, Request  # noqa: E402
 from magnet_lightning.app.outputs import prune  # noqa: E402
 from magnet_lightning.app.settings import Limits  # noqa: E402
-from magnet_lightning.cli.app import build_parser, check_args, free_port  # noqa: E402
+from magnet_lightning.cli.app import free_port  # noqa: E402
 from magnet_lightning.cli.app import main as app_main  # noqa: E402
-
-LIMITS = Limits(max_duration=1.0, max_captions=3, max_batch=6, max_text_chars=40, max_queue=16)
-
-
-@pytest.fixture(scope="module")
-def server(assets, ar_ckpt, hybrid_ckpt):  # noqa: F811
-    args = build_parser().parse_args(["--ckpt", str(assets[0]), "--ckpt", str(ar_ckpt), "--ckpt", str(hybrid_ckpt),
-                                      "--host", "127.0.0.1"])
-    specs = check_args(args)  # the command line's checks and free port
-    engine = Engine.load(specs, LIMITS, device="cpu")
-    running = ui.launch(engine, host=args.host, port=args.port)
-    yield running
-    running.close()
-    with pytest.raises(OSError):  # stopped: nothing listens on the port any more
-        socket.create_connection(("127.0.0.1", args.port), timeout=2).close()
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +38,7 @@ def client(server):
 
 
 @pytest.fixture(scope="module")
-def names(server, assets, ar_ckpt, hybrid_ckpt):  # noqa: F811
+def names(server, assets, ar_ckpt, hybrid_ckpt):
     return {"magnet": str(assets[0]), "ar": str(ar_ckpt), "hybrid": str(hybrid_ckpt)}
 
 
@@ -366,7 +351,7 @@ def test_concurrent_clients_are_all_answered(server, names):
     (["--ckpt", "CKPT", "--port", "BUSY"], "cannot be used"),
     (["--ckpt", "CKPT", "--port", "70000"], "between 1 and 65535"),
 ])
-def test_command_line_mistakes_are_one_line_before_loading(assets, tmp_path, capsys, no_loading,  # noqa: F811
+def test_command_line_mistakes_are_one_line_before_loading(assets, tmp_path, capsys, no_loading,
                                                            argv, message):
     not_ckpt = tmp_path / "notes.ckpt"
     not_ckpt.write_text("hello")
@@ -382,5 +367,5 @@ def test_command_line_mistakes_are_one_line_before_loading(assets, tmp_path, cap
 
 def test_python_m_app_is_the_command_line(tmp_path):
     run = subprocess.run([sys.executable, "-m", "magnet_lightning.app", "--ckpt", str(tmp_path / "none.ckpt")],
-                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert run.returncode == 2 and run.stderr.startswith("error: --ckpt") and run.stderr.count("\n") == 1

@@ -8,10 +8,7 @@ import shutil
 import time
 
 import pytest
-from test_app import server  # noqa: F401  (the app on a free port with the three tiny checkpoints)
-from test_families import hybrid_ckpt  # noqa: F401
-from test_generate import DURATION, assets  # noqa: F401
-from test_hybrid_inference import ar_ckpt  # noqa: F401
+from support.tiny_generator import DURATION
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -19,7 +16,7 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 @pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                     reason="headless browser test needs Debian's chromium and chromium-driver "
                            "(apt-get install chromium chromium-driver)")
-def test_page_in_headless_chromium(server, tmp_path):  # noqa: F811
+def test_page_in_headless_chromium(server, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

@@ -12,79 +12,21 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import FixedBatches, loader, tiny_module
-from torch import nn
+from support.helpers import FixedBatches, loader
+from support.metric_assets import FRAMES, RATE, TINY_VGGISH, make_module
+from support.paths import ROOT, TESTS
 
 from magnet_lightning.callbacks import AudioMetricsCallback
 from magnet_lightning.callbacks.spectrogram import colorize, mel_image
-from magnet_lightning.metrics.embedders import AudioEmbedder, register_embedder
 from magnet_lightning.metrics.eval_set import EvalItem
 from magnet_lightning.metrics.generation_eval import evaluate_items, rank_batches
 from magnet_lightning.metrics.suite import AudioEvalSuite
 
-RATE, FRAMES = 16000, 60  # tiny codec: 16 kHz, 50 Hz -> 1.2 s validation items (VGGish needs >= 0.975 s)
-TINY_VGGISH = {"conv_channels": [4, "M", 4, "M", 8, "M", 8, "M"], "fc_dim": 16, "embedding_dim": 8,
-               "final_relu": False}
+pytestmark = pytest.mark.usefixtures("toy_clap_registered")  # the toy CLAP embedder (support/metric_assets.py)
+
 TINY_EMBEDDERS = {"embedders": {"fad": "vggish", "kl": "passt", "clap": "toy_clap"},
                   "embedder_kwargs": {"vggish": {"cfg": TINY_VGGISH}, "passt": {"tiny": {"max_seconds": 1.0}}},
                   "allow_random_embedders": True}
-
-
-class ToyClap(AudioEmbedder):
-    """A CLAP-shaped test embedder (audio and text into one 8-d space); the real CLAP takes ~25 s to build."""
-
-    name, kind = "toy_clap", "embedding"
-
-    def __init__(self) -> None:
-        super().__init__(RATE, 8)
-        gen = torch.Generator().manual_seed(0)
-        self.register_buffer("audio_proj", torch.randn(32, 8, generator=gen))
-        self.register_buffer("text_proj", torch.randn(256, 8, generator=gen))
-
-    def _frames(self, mono):
-        spectrum = torch.fft.rfft(mono).abs()[:, 1:]
-        bands = torch.stack([b.mean(-1) for b in spectrum.chunk(32, dim=-1)], -1).log1p()  # [N, 32]
-        return nn.functional.normalize(bands @ self.audio_proj, dim=-1)[:, None]
-
-    def embed_text(self, texts):
-        counts = torch.stack([torch.bincount(torch.tensor(list(t.encode())), minlength=256)[:256].float()
-                              for t in texts])
-        return nn.functional.normalize(counts @ self.text_proj, dim=-1)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def toy_clap_registered():
-    from magnet_lightning.metrics import embedders
-
-    register_embedder("toy_clap", lambda **kw: ToyClap())
-    yield
-    embedders._LOADERS.pop("toy_clap")
-
-
-def save_tiny_codec(path):
-    """Random HF EnCodec, 16 kHz, hop 320 (50 Hz), K=4 codebooks of V=16 (the tiny model's sizes)."""
-    from transformers import EncodecConfig, EncodecModel
-
-    torch.manual_seed(0)
-    model = EncodecModel(EncodecConfig(
-        sampling_rate=RATE, num_filters=4, hidden_size=16, codebook_dim=16, codebook_size=16,
-        upsampling_ratios=[8, 5, 4, 2], target_bandwidths=[0.8], num_lstm_layers=1, use_causal_conv=False,
-        use_conv_shortcut=False))
-    with torch.no_grad():
-        for layer in model.quantizer.layers:
-            layer.codebook.embed.normal_()
-    model.save_pretrained(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def codec_dir(tmp_path_factory):
-    return save_tiny_codec(tmp_path_factory.mktemp("codec") / "codec")
-
-
-def make_module(codec_dir, **overrides):
-    return tiny_module(codec=codec_dir, sample_rate=RATE, frame_rate=50.0, segment_duration=FRAMES / 50,
-                       decoding={"decoding_steps": [2, 1, 1, 1]}, **overrides)
 
 
 def trainer(tmp_path, callbacks, logger=False, max_steps=2):
@@ -244,7 +186,7 @@ def test_random_embedders_need_the_opt_in(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("family", ["hf", "pkg"])
 def test_codec_encode_latents_shapes(family):
-    from test_codec import tiny_hf_model, tiny_pkg_model
+    from support.tiny_codecs import tiny_hf_model, tiny_pkg_model
 
     from magnet_lightning.codec.codecs import EncodecPackageCodec, HFEncodecCodec
 
@@ -285,8 +227,8 @@ DDP_SCRIPT = """
 import json, os, sys
 import lightning as L
 sys.path[:0] = [{root!r}, {tests!r}]
-from helpers import FixedBatches, loader
-import test_audio_metrics_callback as t
+from support.helpers import FixedBatches, loader
+import support.metric_assets as t
 from magnet_lightning.callbacks import AudioMetricsCallback
 from magnet_lightning.metrics.embedders import register_embedder
 
@@ -324,9 +266,8 @@ def test_two_process_ddp_unequal_prompts_same_calls_same_numbers(tmp_path, codec
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
     script = tmp_path / "ddp_metrics.py"
-    script.write_text(DDP_SCRIPT.format(root=str(root), tests=str(root / "tests"), codec=codec_dir, out=str(tmp_path)))
+    script.write_text(DDP_SCRIPT.format(root=str(ROOT), tests=str(TESTS), codec=codec_dir, out=str(tmp_path)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline",
            "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(script)], check=False, cwd=tmp_path, env=env, capture_output=True,

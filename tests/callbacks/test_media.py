@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from helpers import FixedBatches, loader
 from PIL import Image
-from test_audio_metrics_callback import FRAMES, RATE, make_module, save_tiny_codec
+from support.helpers import FixedBatches, loader
+from support.metric_assets import FRAMES, RATE, make_module, save_tiny_codec
 
 from magnet_lightning.callbacks import AudioDemoCallback
 from magnet_lightning.callbacks.media import Clip, log_clips, log_examples

@@ -1,8 +1,8 @@
 """The training bar counts optimizer steps to max_steps across epochs: no `Epoch 2/-2`, no `v_num`."""
 
 import lightning as L
-from helpers import FixedBatches, loader, tiny_module
 from lightning.pytorch.loggers import CSVLogger
+from support.helpers import FixedBatches, loader, tiny_module
 
 from magnet_lightning.callbacks.progress import StepProgressBar
 

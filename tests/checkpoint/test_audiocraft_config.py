@@ -3,7 +3,7 @@ from fuser.cross, loader overrides, decoding defaults from generate.lm, and refu
 
 import pytest
 import yaml
-from audiocraft_files import MAGNET, MUSICGEN, released_cfg_text
+from support.audiocraft_files import MAGNET, MUSICGEN, released_cfg_text
 
 from magnet_lightning.checkpoint.audiocraft_config import ConfigError, leaves, read_lm_config, read_xp_cfg
 

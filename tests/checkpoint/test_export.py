@@ -10,8 +10,8 @@ import lightning as L
 import pytest
 import soundfile
 import torch
-from helpers import TINY_MODEL, FixedBatches, loader, tiny_module
-from test_audio_metrics_callback import save_tiny_codec
+from support.helpers import TINY_MODEL, FixedBatches, loader, tiny_module
+from support.metric_assets import save_tiny_codec
 
 from magnet_lightning.checkpoint.export import AUDIOCRAFT_LICENSE, export
 from magnet_lightning.checkpoint.pretrained import load_pretrained
@@ -88,7 +88,7 @@ def test_bfloat16_export_is_half_the_size(trained, tmp_path):
 
 
 def test_license_follows_the_origin_of_the_weights(tmp_path):
-    from test_convert import best_state, write
+    from support.tiny_releases import best_state, write
 
     from magnet_lightning.checkpoint.audiocraft import convert_audiocraft
 

@@ -6,12 +6,18 @@ teacher-forced logits its forward's; the releases load by repo id and generate, 
 parameter."""
 
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from audiocraft_files import TEXT_DIM, hub_cache, pretrained_codec_bin, tiny_encodec_32khz_folder, tiny_t5_folder
+from support.audiocraft_files import (
+    TEXT_DIM,
+    hub_cache,
+    pretrained_codec_bin,
+    tiny_encodec_32khz_folder,
+    tiny_t5_folder,
+)
+from support.paths import FIXTURES
 
 from magnet_lightning.checkpoint.audiocraft import convert_audiocraft, read_audiocraft
 from magnet_lightning.checkpoint.audiocraft_config import ConfigError, read_lm_config
@@ -22,7 +28,7 @@ from magnet_lightning.models.hybrid import HybridMagnetTransformer, hybrid_atten
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "audiocraft_hybrid_magnet"
+FIXTURE = FIXTURES / "audiocraft_hybrid_magnet"
 SIZES = {"hybrid-magnet-small": (1024, 16, 24), "hybrid-magnet-medium": (1536, 24, 48)}
 DECODING = {"use_sampling": True, "temperature": 3.0, "top_k": 0, "top_p": 0.9, "max_cfg_coef": 10.0,
             "min_cfg_coef": 1.0, "decoding_steps": [60, 10, 10, 10], "anneal_temperature": True,

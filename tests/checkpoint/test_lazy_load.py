@@ -11,31 +11,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from audiocraft_files import lm_state_dict_bin, tiny_xp_cfg
+from support.audiocraft_files import lm_state_dict_bin, tiny_xp_cfg
+from support.paths import ROOT, TESTS
+from support.tiny_releases import copying_load
 
-from magnet_lightning.checkpoint.audiocraft import convert_audiocraft, from_audiocraft, read_audiocraft
+from magnet_lightning.checkpoint.audiocraft import convert_audiocraft, from_audiocraft
 from magnet_lightning.checkpoint.export import export
 from magnet_lightning.checkpoint.lazy_load import empty_model, resolve_dtype
 from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.config import ModelConfig
 from magnet_lightning.generation.generator import MagnetGenerator
-from magnet_lightning.models.registry import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"dim": 32, "num_heads": 4, "num_layers": 2}
 
 
 def release_file(path: Path, name: str = "magnet-small-10secs", **sizes) -> Path:
     """A release-format file of `name`'s real config at small sizes, float16 weights as Meta's files hold."""
     return lm_state_dict_bin(path, tiny_xp_cfg(name, **(sizes or SIZES)), dtype=torch.float16)
-
-
-def copying_load(path: Path) -> torch.nn.Module:
-    """The loader before issue 18 (and audiocraft's path): whole file read, random init, load_state_dict copy."""
-    ckpt = read_audiocraft(path, raw=torch.load(path, map_location="cpu", weights_only=True))
-    model = build_model(ckpt.spec.family, ckpt.config, ckpt.spec.delays or None)
-    model.load_state_dict(ckpt.state_dict)
-    return model.eval()
 
 
 def assert_identical(model: torch.nn.Module, reference: torch.nn.Module, dtype=torch.float32) -> None:
@@ -140,7 +132,7 @@ PEAK = """
 import json, sys, torch
 from magnet_lightning.checkpoint.audiocraft import from_audiocraft
 sys.path.insert(0, {tests!r})
-from test_lazy_load import copying_load
+from support.tiny_releases import copying_load
 status = open("/proc/self/status").read()
 baseline = int(status.split("VmRSS:")[1].split()[0]) * 1024
 model = copying_load({path!r}) if {reference} else from_audiocraft({path!r}, dtype={dtype!r})
@@ -153,7 +145,7 @@ print(json.dumps({{"above_baseline_over_model": (peak - baseline) / size}}))
 def _peak_over_model(path: Path, reference: bool, dtype: str = "float32") -> float:
     """The peak is VmHWM, this process image's own high-water mark: `ru_maxrss` of a child started by a large
     process (pytest, here) starts at the parent's peak, which Linux folds into it at exec."""
-    code = PEAK.format(tests=str(ROOT / "tests"), path=str(path), reference=reference, dtype=dtype)
+    code = PEAK.format(tests=str(TESTS), path=str(path), reference=reference, dtype=dtype)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["above_baseline_over_model"]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from audiocraft_files import (
+from support.audiocraft_files import (
     MAGNET,
     MUSICGEN,
     TEXT_DIM,
@@ -23,7 +23,7 @@ from audiocraft_files import (
     tiny_t5_folder,
     tiny_xp_cfg,
 )
-from test_convert import reference_logits
+from support.tiny_releases import reference_logits
 
 from magnet_lightning.checkpoint.audiocraft import from_audiocraft, read_audiocraft
 from magnet_lightning.checkpoint.hub import HubError

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from audiocraft_files import (
+from support.audiocraft_files import (
     MUSICGEN,
     TEXT_DIM,
     hub_cache,
@@ -22,6 +22,7 @@ from audiocraft_files import (
     tiny_encodec_32khz_folder,
     tiny_t5_folder,
 )
+from support.paths import SHARED_FIXTURES
 
 from magnet_lightning.checkpoint.audiocraft import from_audiocraft, read_audiocraft
 from magnet_lightning.checkpoint.audiocraft_config import ConfigError, read_lm_config
@@ -35,7 +36,7 @@ from magnet_lightning.models.ar import ARTransformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FIXTURE = (Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "audiocraft_musicgen_stereo"
+FIXTURE = (SHARED_FIXTURES / "audiocraft_musicgen_stereo"
            / "musicgen-stereo-small-public")
 STEREO_DELAYS = (0, 0, 1, 1, 2, 2, 3, 3)
 TINY = {"dim": 16, "num_heads": 2, "num_layers": 2}

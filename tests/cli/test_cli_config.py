@@ -6,13 +6,12 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import fields
-from pathlib import Path
 
 import pytest
+from support.paths import CONFIGS
 
 from magnet_lightning.cli.train import main
 
-CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"
 PAPER = str(CONFIGS / "music_small_10s.yaml")
 
 

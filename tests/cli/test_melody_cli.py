@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from audiocraft_files import tiny_encodec_32khz_folder, tiny_t5_folder
-from melody_files import MELODY_LM, htdemucs_folder
-from test_reliability_cli import assert_one_line, in_process
+from support.audiocraft_files import tiny_encodec_32khz_folder, tiny_t5_folder
+from support.cli_runs import assert_one_line, in_process
+from support.melody_files import MELODY_LM, htdemucs_folder
 
 from magnet_lightning.cli.generate import main
 
@@ -36,7 +36,7 @@ def empty_hf_cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def text_only_ckpt(tmp_path):
-    from helpers import tiny_module
+    from support.helpers import tiny_module
 
     path = tmp_path / "tiny.ckpt"
     module = tiny_module(segment_duration=1.0)

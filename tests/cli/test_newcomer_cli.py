@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_data_module import INFO, sample, write_dataset
+from support.paths import ROOT
+from support.token_data import INFO, sample, write_dataset
 
 from magnet_lightning.cli import prelude
 from magnet_lightning.cli.train import main, recipe_argv
 from magnet_lightning.errors import DEBUG_ENV
 from magnet_lightning.utils import startup
 
-ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "recipes" / "configs" / "demo_music.yaml"
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: refused at once, so the probe says "not reachable" fast
 NOTICE = "is not reachable: Hugging Face hub OFFLINE"

@@ -15,15 +15,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import TINY_MODEL, tiny_module
-from test_data_module import sample, write_dataset
-from test_generate import assets  # noqa: F401 - the tiny checkpoint + codec used by the generate tests
-from test_reliability_loaders import malicious_file
+from support.cli_runs import DEMO, assert_one_line, in_process, train_error
+from support.helpers import TINY_MODEL, tiny_module
+from support.malicious import malicious_file
+from support.paths import ROOT
+from support.token_data import sample, write_dataset
 
 from magnet_lightning.errors import DEBUG_ENV
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = ROOT / "recipes" / "configs" / "demo_music.yaml"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline",
        "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 ENV.pop(DEBUG_ENV, None)
@@ -34,27 +33,9 @@ def _no_debug(monkeypatch):
     monkeypatch.setenv(DEBUG_ENV, "0")
 
 
-def assert_one_line(stderr: str, *needles: str) -> str:
-    """The error is the last line of stderr, the only one starting with 'error:', with no traceback."""
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], stderr[-3000:]
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
-
-
 def run_script(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300,
                           check=False)
-
-
-def in_process(main, args, capfd) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    assert exit_info.value.code == 2
-    return capfd.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +76,7 @@ def test_tokenize_missing_input_subprocess(tmp_path):
 
 def test_evaluate_malicious_weights_subprocess(tmp_path):
     """--vggish-ckpt pointing at a pickle with a payload: refused in one line, before the model; nothing runs."""
-    from test_audio_metrics_callback import save_tiny_codec
+    from support.metric_assets import save_tiny_codec
 
     codec = save_tiny_codec(tmp_path / "codec")
     module = tiny_module(codec=codec, sample_rate=16000, segment_duration=1.2)
@@ -128,38 +109,26 @@ def test_debug_shows_the_traceback(tmp_path):
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "FileNotFoundError" in proc.stderr
 
 
-# ------------------------------------------------------------------------------------------------- training
-def _train(tmp_path, monkeypatch, capfd, *extra) -> str:
-    from magnet_lightning.cli.train import main
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["train_music.py"])
-    err = in_process(lambda a: main("demo_music.yaml", a), ["fit", "--config", str(DEMO), "--demo.enabled", "false",
-                                                            "--trainer.logger", "false", *extra], capfd)
-    assert not (tmp_path / "outputs").exists()  # nothing written
-    return err
-
-
 def test_training_shard_spec_matching_nothing(tmp_path, monkeypatch, capfd):
-    err = _train(tmp_path, monkeypatch, capfd, "--data.train_shards", str(tmp_path / "none-*.tar"))
+    err = train_error(tmp_path, monkeypatch, capfd, "--data.train_shards", str(tmp_path / "none-*.tar"))
     assert_one_line(err, "none-*.tar", "matches no files")
 
 
 def test_training_empty_shard_folder(tmp_path, monkeypatch, capfd):
     (tmp_path / "empty").mkdir()
-    err = _train(tmp_path, monkeypatch, capfd, "--data.train_shards", str(tmp_path / "empty"))
+    err = train_error(tmp_path, monkeypatch, capfd, "--data.train_shards", str(tmp_path / "empty"))
     assert_one_line(err, "no shard manifest", "tokenize_audio.py")
 
 
 def test_training_manifest_mismatch(tmp_path, monkeypatch, capfd):
     shards = write_dataset(tmp_path / "ds", [[sample("a", 30)]])  # K=4, V=64, codec 'synthetic' at 16 kHz
-    err = _train(tmp_path, monkeypatch, capfd, "--data.train_shards", str(shards))
+    err = train_error(tmp_path, monkeypatch, capfd, "--data.train_shards", str(shards))
     assert_one_line(err, "V (codebook_size) 64 in the shards, 2048 in the model", "codec 'synthetic'",
                     "sample rate (sample_rate) 16000")
 
 
 def test_training_missing_t5(tmp_path, monkeypatch, capfd):
-    err = _train(tmp_path, monkeypatch, capfd, "--model.text_encoder", str(tmp_path / "my_t5"),
+    err = train_error(tmp_path, monkeypatch, capfd, "--model.text_encoder", str(tmp_path / "my_t5"),
                  "--model.allow_random_text_encoder", "false")
     line = assert_one_line(err, "my_t5", "not found", "--model.allow_random_text_encoder true")
     assert "hf download" not in line  # a local folder is not a hub id
@@ -224,7 +193,7 @@ def test_generate_missing_checkpoint(tmp_path, capfd):
     assert not (tmp_path / "o").exists()
 
 
-def test_generate_rerun_keeps_one_record_per_file(assets, tmp_path):  # noqa: F811 - the imported fixture
+def test_generate_rerun_keeps_one_record_per_file(assets, tmp_path):
     from magnet_lightning.cli.generate import main
 
     ckpt_path, _ = assets
@@ -261,7 +230,7 @@ def test_tokenize_malformed_jsonl_names_the_line(tmp_path, capfd):
 
 
 def test_tokenize_rerun_after_adding_a_file(tmp_path, capfd):
-    from test_codec import tiny_hf_model
+    from support.tiny_codecs import tiny_hf_model
 
     tiny_hf_model().save_pretrained(tmp_path / "codec")
     audio = tmp_path / "audio"
@@ -294,7 +263,7 @@ def test_model_of_the_right_size_passes_the_checks(ckpt):
 
 def test_generate_steps_are_checked_against_an_audiocraft_file(tmp_path, capfd):
     """The checkpoint's K is read from an audiocraft state_dict.bin too (xp.cfg n_q), before any model is built."""
-    from test_convert import best_state, write
+    from support.tiny_releases import best_state, write
 
     from magnet_lightning.cli.checks import peek_checkpoint
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import lightning as L
 import pytest
-from helpers import FixedBatches, loader
-from test_audio_metrics_callback import FRAMES, codec_dir, make_module, toy_clap_registered  # noqa: F401 - fixtures
+from support.helpers import FixedBatches, loader
+from support.metric_assets import FRAMES, make_module
 
 from magnet_lightning.callbacks import AudioMetricsCallback
 from magnet_lightning.errors import UserError
@@ -31,7 +31,7 @@ def fit(tmp_path, module, callback):
         assert counter.batches == 0, "training started before the metrics callback was checked"
 
 
-def test_missing_embedder_weights_stop_the_run_before_step_one(tmp_path, codec_dir, monkeypatch):  # noqa: F811
+def test_missing_embedder_weights_stop_the_run_before_step_one(tmp_path, codec_dir, monkeypatch):
     monkeypatch.setenv("MAGNET_WEIGHTS_DIR", str(tmp_path / "no_weights"))
     monkeypatch.delenv("MAGNET_VGGISH_CKPT", raising=False)
     callback = AudioMetricsCallback(every_n_steps=5000, metrics=["fad"], embedders={"fad": "vggish"})
@@ -39,15 +39,17 @@ def test_missing_embedder_weights_stop_the_run_before_step_one(tmp_path, codec_d
         fit(tmp_path, make_module(codec_dir), callback)
 
 
-def test_missing_prompt_file_stops_the_run_before_step_one(tmp_path, codec_dir):  # noqa: F811
+@pytest.mark.usefixtures("toy_clap_registered")
+def test_missing_prompt_file_stops_the_run_before_step_one(tmp_path, codec_dir):
     callback = AudioMetricsCallback(every_n_steps=5000, metrics=["clap"], embedders={"clap": "toy_clap"},
                                     prompts=str(tmp_path / "absent.csv"))
     with pytest.raises(FileNotFoundError, match="absent.csv"):
         fit(tmp_path, make_module(codec_dir), callback)
 
 
-def test_callback_codec_must_fit_the_model(tmp_path, codec_dir):  # noqa: F811
-    from helpers import TINY_MODEL
+@pytest.mark.usefixtures("toy_clap_registered")
+def test_callback_codec_must_fit_the_model(tmp_path, codec_dir):
+    from support.helpers import TINY_MODEL
 
     module = make_module(codec_dir, model=dict(TINY_MODEL, codebook_size=32))  # the codec has V=16
     callback = AudioMetricsCallback(every_n_steps=5000, metrics=["clap"], embedders={"clap": "toy_clap"})
@@ -73,7 +75,8 @@ def test_config_typos_are_named_with_the_closest_field(section, values, message)
     assert str(info.value).startswith(message)
 
 
-def test_callback_and_module_checks_pass_for_a_matching_setup(tmp_path, codec_dir):  # noqa: F811
+@pytest.mark.usefixtures("toy_clap_registered")
+def test_callback_and_module_checks_pass_for_a_matching_setup(tmp_path, codec_dir):
     """A control: with the right codec and prompts nothing is refused and training runs its steps."""
     (tmp_path / "p.csv").write_text("id,caption\na,calm piano\n")
     callback = AudioMetricsCallback(every_n_steps=5000, metrics=["clap"], embedders={"clap": "toy_clap"},

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.paths import CONFIGS
 
 from magnet_lightning.cli.runs import (
     RunConfig,
@@ -125,7 +126,7 @@ def tiny_recipe(tmp_path, monkeypatch):
     }
     path = tmp_path / "override.yaml"
     path.write_text(yaml.safe_dump(override))
-    return ["fit", "--config", str(Path(__file__).resolve().parent.parent / "recipes/configs/demo_music.yaml"),
+    return ["fit", "--config", str(CONFIGS / "demo_music.yaml"),
             "--config", str(path)]
 
 

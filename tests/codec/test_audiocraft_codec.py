@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 import yaml
-from audiocraft_files import codec_best_state, codec_state_dict_bin, pretrained_codec_bin, tiny_codec_cfg
+from support.audiocraft_files import codec_best_state, codec_state_dict_bin, pretrained_codec_bin, tiny_codec_cfg
 
 from magnet_lightning.checkpoint.audiocraft_config import ConfigError
 from magnet_lightning.codec.audiocraft import CodecFileError, encodec_config
@@ -61,7 +61,7 @@ def test_pad_mode_comes_from_the_file(tmp_path):
 
 
 def test_music_file_that_names_a_transformers_codec(tmp_path):
-    from audiocraft_files import tiny_encodec_32khz_folder
+    from support.audiocraft_files import tiny_encodec_32khz_folder
 
     folder = tiny_encodec_32khz_folder(tmp_path / "encodec")
     codec = load_codec(str(pretrained_codec_bin(tmp_path / "compression_state_dict.bin", str(folder))))

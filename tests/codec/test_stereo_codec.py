@@ -2,17 +2,17 @@
 tests/fixtures/audiocraft_stereo_codec/, made by audiocraft 1.3.0: see their README): the same codes for the same
 stereo audio, the same audio decoded from audiocraft's codes, and the interleaving's properties."""
 
-from pathlib import Path
 
 import pytest
 import torch
+from support.paths import FIXTURES
 
 from magnet_lightning.codec.codecs import load_codec
 from magnet_lightning.codec.stereo import InterleavedStereoCodec, deinterleave, interleave
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "audiocraft_stereo_codec"
+FIXTURE = FIXTURES / "audiocraft_stereo_codec"
 
 
 @pytest.fixture(scope="module")

@@ -9,9 +9,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
-from test_data_module import sample, write_dataset
+from support.paths import ROOT
+from support.token_data import sample, write_dataset
 
 SCRIPT = textwrap.dedent('''
     import json, sys
@@ -66,7 +66,7 @@ def test_two_rank_ddp_over_unequal_shards(tmp_path):
     write_dataset(tmp_path / "small", [[sample(f"s{j}", 70, seed=j) for j in range(3)]], name="small")
     script = tmp_path / "run_ddp.py"
     script.write_text(SCRIPT)
-    pythonpath = os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])
+    pythonpath = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": pythonpath,
            "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(script), str(tmp_path), str(tmp_path)], cwd=tmp_path, env=env,

@@ -9,15 +9,15 @@ import json
 import math
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-from test_codec import tiny_hf_model
-from test_data_module import INFO, npy, write_dataset
-from test_reliability_cli import assert_one_line, in_process
-from test_tokenize_audio import read_tar
+from support.audio_folders import read_tar
+from support.cli_runs import assert_one_line, in_process
+from support.paths import ROOT
+from support.tiny_codecs import tiny_hf_model
+from support.token_data import INFO, npy, write_dataset
 
 from magnet_lightning.codec.codecs import HFEncodecCodec
 from magnet_lightning.codec.melody import MelodyExtractor
@@ -27,7 +27,6 @@ from magnet_lightning.data.shards import ManifestMismatchError, read_manifest
 from magnet_lightning.data.tokenize import TokenizeOptions, tokenize_dataset
 from magnet_lightning.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
 TONES = {"a440": (440.0, 9), "c523": (523.25, 0)}  # librosa's chroma: bin 0 is C, bin 9 is A
 
 
@@ -127,7 +126,7 @@ def test_melody_recipe_on_shards_without_chroma_is_one_line(tmp_path, monkeypatc
 
 
 def test_melody_settings_must_fit_the_model():
-    from helpers import TINY_MODEL, tiny_module
+    from support.helpers import TINY_MODEL, tiny_module
 
     with pytest.raises(UserError, match="needs model.melody"):
         tiny_module(model={**TINY_MODEL, "chroma_bins": 12, "chroma_fuse": "frames"})

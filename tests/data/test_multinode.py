@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_data_module import K, npy, sample, write_dataset
+from support.paths import ROOT
+from support.token_data import K, npy, sample, write_dataset
 
 from magnet_lightning.data.datamodule import global_skip_counts
 
-ROOT = Path(__file__).resolve().parents[1]
 BATCH, STEPS, PER_EPOCH = 2, 6, 3
 
 SCRIPT = textwrap.dedent('''

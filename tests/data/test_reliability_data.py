@@ -14,10 +14,10 @@ import lightning as L
 import numpy as np
 import pytest
 import soundfile as sf
-from helpers import TINY_MODEL, tiny_module
-from test_codec import tiny_hf_model
-from test_data_module import INFO, K, V, make_dm, sample, write_dataset
-from test_tokenize_audio import OPTS, SR, make_audio_folder, read_tar
+from support.audio_folders import OPTS, SR, make_audio_folder, read_tar
+from support.helpers import TINY_MODEL, tiny_module
+from support.tiny_codecs import tiny_hf_model
+from support.token_data import INFO, K, V, make_dm, sample, write_dataset
 
 from magnet_lightning.codec.codecs import HFEncodecCodec
 from magnet_lightning.data.datamodule import TokenDataModule

@@ -8,15 +8,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from support.tiny_codecs import TINY_CODEC
 
 from magnet_lightning.demo import corpus as corpus_mod
 from magnet_lightning.demo.corpus import DemoConfig, prepare_demo_corpus
 from magnet_lightning.demo.synth import MOODS, draw_spec, render
-
-TINY_CODEC = {"sampling_rate": 16000, "num_filters": 4, "hidden_size": 16, "codebook_dim": 16, "codebook_size": 64,
-                  "upsampling_ratios": [4, 4, 4], "target_bandwidths": [3.0], "num_lstm_layers": 1,
-                  "use_causal_conv": False,
-                  "use_conv_shortcut": False, "normalize": False}
 
 
 def test_tracks_are_deterministic_and_captions_match_their_choices():

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 STEPS = 3
 
 

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.paths import ROOT
 
 from magnet_lightning.training.sharded_checkpoint import consolidate, is_sharded
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _override(tmp_path: Path) -> Path:

@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from support.paths import ROOT
 
 from magnet_lightning.cli.train import main
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _override(tmp_path: Path) -> Path:

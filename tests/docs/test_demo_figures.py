@@ -7,11 +7,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "docs" / "demo_figures.json"
 DOCS = ["README.md", "recipes/README.md"]
 NUMBER = r"(\d+(?:\.\d+)?)"

@@ -26,8 +26,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 READMES = ["README.md", "recipes/README.md", "data/README.md", "evaluation/README.md"]
 RECIPES = ("recipes/train_music.py", "recipes/train_audio.py")
 INLINE_PROGRAMS = ("python ", "torchrun ", "sbatch ", "hf ", "wandb ", "magnet-", "huggingface-cli ")
@@ -240,7 +240,7 @@ def _check(command: str, monkeypatch, capsys, inline: bool = False) -> None:
         return None
     if tuple(words[:3]) in SKIPPED or tuple(words[:1]) in SKIPPED or program == "export":
         return None
-    pytest.fail(f"no check for the command {command!r}: add one to tests/test_docs.py")
+    pytest.fail(f"no check for the command {command!r}: add one to tests/docs/test_docs.py")
 
 
 @pytest.mark.parametrize("readme,command,inline", CASES, ids=[f"{r}:{c[:60]}" for r, c, _ in CASES])

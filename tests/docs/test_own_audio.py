@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
+from support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Your own audio on a CPU machine"
 
 

@@ -4,20 +4,18 @@ Markdown table; rows that must equal another do (w = 1 is MAGNeT); wrong checkpo
 import json
 import sys
 from dataclasses import asdict
-from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_MODEL, tiny_module
-from test_audio_metrics_callback import toy_clap_registered  # noqa: F401  (the toy CLAP embedder, autouse)
-from test_evaluate import EMBEDDER_ARGS, RATE, assets  # noqa: F401  (captions, references, a tiny codec)
+from support.evaluation import EMBEDDER_ARGS, RATE
+from support.helpers import TINY_MODEL, tiny_module
+from support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "evaluation"))
-import ablation  # noqa: E402
+import ablation
 
-from magnet_lightning.config import ModelConfig  # noqa: E402
-from magnet_lightning.models.registry import build_model  # noqa: E402
+from magnet_lightning.config import ModelConfig
+from magnet_lightning.models.registry import build_model
 
 
 def _family_ckpt(root, family, hparams):
@@ -32,12 +30,13 @@ def _family_ckpt(root, family, hparams):
 
 
 @pytest.fixture(scope="module")
-def ckpts(assets):  # noqa: F811
+def ckpts(assets):
     root, magnet, csv, audio = assets
     hp = dict(tiny_module(codec=str(root / "codec"), sample_rate=RATE, frame_rate=50.0, segment_duration=1.2).hparams)
     return magnet, _family_ckpt(root, "musicgen", hp), _family_ckpt(root, "hybrid", hp), csv, audio, root
 
 
+@pytest.mark.usefixtures("toy_clap_registered")
 def test_ablation_rows_table_and_consistency(ckpts):
     magnet, ar, hybrid, csv, audio, root = ckpts
     out = root / "ablation.json"
@@ -74,7 +73,7 @@ def test_wrong_checkpoints_are_one_line_errors(ckpts, capsys):
     assert not (root / "x.json").exists()
 
 
-def test_token_fad_is_zero_for_the_same_tokens_and_grows_with_a_shift(assets):  # noqa: F811
+def test_token_fad_is_zero_for_the_same_tokens_and_grows_with_a_shift(assets):
     from magnet_lightning.codec.codecs import load_codec
 
     codec = load_codec(str(assets[0] / "codec"))

@@ -5,15 +5,14 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import julius
 import numpy as np
 import pytest
 import soundfile
 import torch
-from test_audio_metrics_callback import toy_clap_registered  # noqa: F401 (autouse: the toy CLAP)
-from test_evaluate import EMBEDDER_ARGS, assets  # noqa: F401 (the tiny 16-kHz checkpoint fixture)
+from support.evaluation import EMBEDDER_ARGS
+from support.paths import ROOT, TESTS
 
 from magnet_lightning.cli import evaluate
 from magnet_lightning.errors import UserError
@@ -21,6 +20,8 @@ from magnet_lightning.metrics.benchmarks.cards import card_for
 from magnet_lightning.metrics.benchmarks.evalset import load_eval_set, load_stats, save_stats
 from magnet_lightning.metrics.benchmarks.formats import BENCHMARKS, read_rows
 from magnet_lightning.metrics.benchmarks.prepare import prepare
+
+pytestmark = pytest.mark.usefixtures("toy_clap_registered")  # the toy CLAP embedder (support/metric_assets.py)
 
 MUSICCAPS = BENCHMARKS["musiccaps"]
 
@@ -128,7 +129,7 @@ def test_card_figures():
 
 
 @pytest.fixture
-def audiocaps(assets, tmp_path):  # noqa: F811
+def audiocaps(assets, tmp_path):
     """An AudioCaps-format download of three already-cut 1.2-s clips at 16 kHz (the tiny codec's rate)."""
     data = tmp_path / "audiocaps"
     data.mkdir()
@@ -211,9 +212,8 @@ def test_two_torchrun_ranks_match_one(audiocaps, tmp_path):
     assert evaluate.main(["--benchmark", "audiocaps", "--data", str(data), "--prepare"]) == 0
     assert bench(ckpt, data, tmp_path / "one.json") == 0
     single = json.loads((tmp_path / "one.json").read_text())
-    root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{root / 'tests'}{os.pathsep}{root}")
-    script = ("import sys, test_audio_metrics_callback as t; from magnet_lightning.cli import evaluate; "
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{TESTS}{os.pathsep}{ROOT}")
+    script = ("import sys, support.metric_assets as t; from magnet_lightning.cli import evaluate; "
               "from magnet_lightning.metrics.embedders import register_embedder; "
               "register_embedder('toy_clap', lambda **kw: t.ToyClap()); sys.exit(evaluate.main(sys.argv[1:]))")
     (tmp_path / "launch.py").write_text(script + "\n")

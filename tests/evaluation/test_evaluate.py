@@ -8,45 +8,16 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile
 import torch
-from helpers import TINY_MODEL, tiny_module
-from test_audio_metrics_callback import TINY_VGGISH, save_tiny_codec, toy_clap_registered  # noqa: F401
+from support.evaluation import EMBEDDER_ARGS, RATE
+from support.paths import ROOT, TESTS
 
-ROOT = Path(__file__).resolve().parents[1]
-from magnet_lightning.cli import evaluate  # noqa: E402
+from magnet_lightning.cli import evaluate
 
-RATE = 16000
-EMBEDDER_ARGS = ["--clap-embedder", "toy_clap", "--allow-random-embedders", "--embedder-kwargs",
-                 json.dumps({"vggish": {"cfg": TINY_VGGISH}, "passt": {"tiny": {"max_seconds": 1.0}}})]
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    codec_dir = save_tiny_codec(root / "codec")
-    module = tiny_module(codec=codec_dir, sample_rate=RATE, frame_rate=50.0, segment_duration=1.2,
-                         decoding={"decoding_steps": [2, 1, 1, 1]})
-    assert module.model_cfg.codebook_size == TINY_MODEL["codebook_size"]
-    ckpt = root / "tiny.ckpt"
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, ckpt)
-    audio = root / "audio"
-    audio.mkdir()
-    rng = np.random.default_rng(0)
-    rows = ["ytid,caption"]
-    for i in range(3):  # references at 32 kHz, 1.1-1.3 s: resampled to the codec's 16 kHz
-        seconds = 1.1 + 0.1 * i
-        t = np.arange(int(32000 * seconds)) / 32000
-        wav = 0.3 * np.sin(2 * np.pi * (220 + 110 * i) * t) + 0.02 * rng.standard_normal(t.shape)
-        soundfile.write(audio / f"clip{i}.wav", wav.astype(np.float32), 32000)
-        rows.append(f'clip{i},"a tone, number {i}"')
-    csv = root / "captions.csv"
-    csv.write_text("\n".join(rows) + "\n")
-    return root, ckpt, csv, audio
+pytestmark = pytest.mark.usefixtures("toy_clap_registered")  # the toy CLAP embedder (support/metric_assets.py)
 
 
 def run(assets, *extra, out_name="report.json"):
@@ -124,8 +95,8 @@ def test_two_torchrun_ranks_match_one(assets, tmp_path):
     _root, ckpt, csv, audio = assets
     single = run(assets, out_name="single.json")
     out = tmp_path / "ddp.json"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{ROOT / 'tests'}{os.pathsep}{ROOT}")
-    script = ("import sys, test_audio_metrics_callback as t; from magnet_lightning.cli import evaluate; "
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{TESTS}{os.pathsep}{ROOT}")
+    script = ("import sys, support.metric_assets as t; from magnet_lightning.cli import evaluate; "
               "from magnet_lightning.metrics.embedders import register_embedder; "
               "register_embedder('toy_clap', lambda **kw: t.ToyClap()); sys.exit(evaluate.main(sys.argv[1:]))")
     (tmp_path / "launch.py").write_text(script + "\n")

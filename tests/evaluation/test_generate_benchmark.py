@@ -6,12 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
-
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT
 
 
 def test_benchmark_tiny_writes_both_families_and_the_chart(tmp_path):

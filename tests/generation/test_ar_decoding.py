@@ -2,18 +2,18 @@
 the continuation of a 7-frame prompt), the KV-cached loop equal to the uncached one token for token, prompts kept,
 the full length returned, and the sampling rules (greedy limits, seeds) of the reference."""
 
-from pathlib import Path
 
 import pytest
 import torch
-from test_ar_model import tiny_ar
+from support.paths import SHARED_FIXTURES
+from support.tiny_releases import tiny_ar
 
 from magnet_lightning.checkpoint.audiocraft import from_audiocraft
 from magnet_lightning.generation.autoregressive import ARDecodingConfig, generate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "audiocraft_musicgen" / "musicgen-small-public"
+FIXTURE = SHARED_FIXTURES / "audiocraft_musicgen" / "musicgen-small-public"
 GREEDY_CFG3 = ARDecodingConfig(use_sampling=False, cfg_coef=3.0)
 
 

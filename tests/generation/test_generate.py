@@ -8,40 +8,11 @@ import sys
 import pytest
 import soundfile
 import torch
-from helpers import TINY_MODEL, tiny_module
+from support.tiny_generator import STEPS
 
 from magnet_lightning.cli.generate import main
 from magnet_lightning.data.prompts import read_prompts
-from magnet_lightning.generation.generator import MagnetGenerator, generate
-
-DURATION = 0.5  # 25 frames: not a multiple of the span length 3
-STEPS = [3, 2, 2, 2]
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    from transformers import EncodecConfig, EncodecModel
-
-    root = tmp_path_factory.mktemp("gen")
-    torch.manual_seed(0)
-    codec = EncodecModel(EncodecConfig(
-        sampling_rate=16000, num_filters=4, hidden_size=16, codebook_dim=16, codebook_size=64,
-        upsampling_ratios=[8, 5, 4, 2], target_bandwidths=[1.2], num_lstm_layers=1, use_causal_conv=False,
-        use_conv_shortcut=False))
-    with torch.no_grad():  # spread the codebooks so that encoding real audio gives varied tokens
-        for layer in codec.quantizer.layers:
-            layer.codebook.embed.normal_()
-    codec.save_pretrained(root / "codec")
-    module = tiny_module(model=dict(TINY_MODEL, codebook_size=64), codec=str(root / "codec"), sample_rate=16000,
-                         frame_rate=50.0, segment_duration=DURATION, decoding={"decoding_steps": STEPS})
-    ckpt = root / "tiny.ckpt"
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, ckpt)
-    return ckpt, root
-
-
-@pytest.fixture(scope="module")
-def gen(assets):
-    return MagnetGenerator.from_pretrained(assets[0], device="cpu")
+from magnet_lightning.generation.generator import generate
 
 
 def test_generate_tokens_and_audio_full_length(gen):

@@ -5,23 +5,15 @@ import json
 
 import pytest
 import torch
-from helpers import save_delayed_family_checkpoint
-from test_generate import DURATION, STEPS, assets  # noqa: F401  (the shared tiny MAGNeT checkpoint and codec)
+from support.tiny_generator import DURATION, STEPS
 
 from magnet_lightning.cli.generate import main
 from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.generation.two_model import hybrid_generate
-from magnet_lightning.models.ar import ARTransformer
 
 
 @pytest.fixture(scope="module")
-def ar_ckpt(assets):  # noqa: F811
-    _, root = assets
-    return save_delayed_family_checkpoint(ARTransformer, root / "ar.ckpt", root, 1, DURATION, {"top_k": 20})
-
-
-@pytest.fixture(scope="module")
-def pair(assets, ar_ckpt):  # noqa: F811
+def pair(assets, ar_ckpt):
     magnet = MagnetGenerator.from_pretrained(assets[0], device="cpu")
     ar = MagnetGenerator.from_pretrained(ar_ckpt, device="cpu", text_encoder=magnet.text_encoder, codec=False)
     return magnet, ar
@@ -54,7 +46,7 @@ def test_generator_rescoring_uses_the_ar_model(pair):
         magnet.generate(["x"], decoding=config.replace(rescore_weight=0.5))
 
 
-def test_cli_hybrid_and_rescoring(assets, ar_ckpt, tmp_path):  # noqa: F811
+def test_cli_hybrid_and_rescoring(assets, ar_ckpt, tmp_path):
     ckpt, _ = assets
     out = tmp_path / "hybrid"
     assert main(["--ckpt", str(ckpt), "--hybrid-ar", str(ar_ckpt), "--hybrid-prompt-seconds", "0.2", "--text", "x",
@@ -75,7 +67,7 @@ def test_cli_hybrid_and_rescoring(assets, ar_ckpt, tmp_path):  # noqa: F811
     (["--rescorer", "MAGNET", "--rescore-weight", "0.5"], "needs an autoregressive checkpoint"),
     (["--hybrid-ar", "AR", "--hybrid-prompt-seconds", "9"], "--hybrid-prompt-seconds 9"),
 ])
-def test_cli_partner_mistakes_are_one_line(assets, ar_ckpt, tmp_path, capsys, extra, message):  # noqa: F811
+def test_cli_partner_mistakes_are_one_line(assets, ar_ckpt, tmp_path, capsys, extra, message):
     ckpt, _ = assets
     extra = [str(ar_ckpt) if a == "AR" else str(ckpt) if a == "MAGNET" else a for a in extra]
     with pytest.raises(SystemExit) as exit_info:

@@ -3,11 +3,11 @@ window arithmetic of the reference's loop, exact output lengths, no seam regener
 are the previous window's tail, kept as they were), MAGNeT long-form equal to chained continuation calls, infilling
 inside one window of a longer clip, one progress bar over every window, and the errors."""
 
-from pathlib import Path
 
 import pytest
 import torch
-from test_ar_model import tiny_ar
+from support.paths import SHARED_FIXTURES
+from support.tiny_releases import tiny_ar
 
 from magnet_lightning.checkpoint.audiocraft import from_audiocraft
 from magnet_lightning.config import model_preset
@@ -20,7 +20,7 @@ from magnet_lightning.models.magnet import MagnetTransformer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "audiocraft_musicgen" / "musicgen-small-public"
+FIXTURE = SHARED_FIXTURES / "audiocraft_musicgen" / "musicgen-small-public"
 V, K, E = 16, 4, 8
 STEPS = DecodingConfig(decoding_steps=(3, 2, 1, 1))
 

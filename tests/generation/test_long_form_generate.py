@@ -10,7 +10,6 @@ import re
 import pytest
 import soundfile
 import torch
-from test_generate import assets, gen  # noqa: F401  (module fixtures: a tiny checkpoint with a codec)
 
 from magnet_lightning.cli.generate import main
 from magnet_lightning.config import model_preset
@@ -41,7 +40,7 @@ def _long_form_lines(caplog):
     return [r for r in caplog.records if "long-form generation" in r.getMessage()]
 
 
-def test_a_duration_past_the_segment_is_generated_in_windows_with_audio_for_the_whole_length(gen, caplog):  # noqa: F811
+def test_a_duration_past_the_segment_is_generated_in_windows_with_audio_for_the_whole_length(gen, caplog):
     caplog.set_level(logging.INFO, logger="magnet_lightning.generation.generator")
     seen = []
     result = gen.generate(["calm piano"], duration=2.0, seed=0, progress=lambda d, t: seen.append((d, t)))
@@ -54,7 +53,7 @@ def test_a_duration_past_the_segment_is_generated_in_windows_with_audio_for_the_
     assert len(_long_form_lines(caplog)) == 1  # the same plan again: no second line
 
 
-def test_extend_stride_sets_the_windows_and_within_the_segment_nothing_changes(gen, caplog):  # noqa: F811
+def test_extend_stride_sets_the_windows_and_within_the_segment_nothing_changes(gen, caplog):
     caplog.set_level(logging.INFO, logger="magnet_lightning.generation.generator")
     seen = []
     gen.generate(["rain"], duration=2.0, seed=0, extend_stride=0.2, decode_audio=False,
@@ -88,7 +87,7 @@ def test_a_prompt_is_continued_over_windows_and_kept_in_front(tokens_only):
         assert result.tokens.shape == (2, 4, 80) and torch.equal(result.tokens[..., :12], prompt.expand(2, -1, -1))
 
 
-def test_long_form_mistakes_are_named(tokens_only, gen):  # noqa: F811
+def test_long_form_mistakes_are_named(tokens_only, gen):
     with pytest.raises(ValueError, match="below the checkpoint's 0.5-s segment"):
         tokens_only["musicgen"].generate(num_samples=1, duration=2.0, extend_stride=0.5, decode_audio=False)
     with pytest.raises(ValueError, match="not shorter than the checkpoint's 0.5-s segment"):
@@ -101,7 +100,7 @@ def test_long_form_mistakes_are_named(tokens_only, gen):  # noqa: F811
         gen.generate(["birds"], prompt=clip, infill=(0.2, 1.0), decode_audio=False)
 
 
-def test_cli_long_form_writes_the_whole_length_with_one_log_line(assets, tmp_path, caplog):  # noqa: F811
+def test_cli_long_form_writes_the_whole_length_with_one_log_line(assets, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="magnet_lightning.generation.generator")
     out = tmp_path / "long"
     assert main(["--ckpt", str(assets[0]), "--text", "calm piano", "--text", "rain", "--duration", "1.5",
@@ -122,7 +121,7 @@ def test_cli_long_form_writes_the_whole_length_with_one_log_line(assets, tmp_pat
     (["--prompt-audio", "{half}"], "--prompt-audio is 0.50 s: a generation longer than the checkpoint's 0.5-s"),
     (["--prompt-audio", "{long}", "--infill", "0.1", "0.9"], "regenerates 0.8 s, more than the checkpoint's 0.5-s"),
 ])
-def test_cli_long_form_mistakes_are_one_line_before_loading(assets, tmp_path, monkeypatch, extra, message):  # noqa: F811
+def test_cli_long_form_mistakes_are_one_line_before_loading(assets, tmp_path, monkeypatch, extra, message):
     for name, seconds in (("half", 0.5), ("long", 1.0)):
         soundfile.write(tmp_path / f"{name}.wav", 0.1 * torch.randn(int(16000 * seconds)).numpy(), 16000)
     extra = [arg.format(half=tmp_path / "half.wav", long=tmp_path / "long.wav") for arg in extra]

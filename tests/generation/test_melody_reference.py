@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from audiocraft_files import hub_cache
-from melody_files import MELODY_LM, FixtureTexts, htdemucs_folder, load, standin_htdemucs
+from support.audiocraft_files import hub_cache
+from support.melody_files import MELODY_LM, FixtureTexts, htdemucs_folder, load, standin_htdemucs
 
 from magnet_lightning.checkpoint.audiocraft import read_audiocraft
 from magnet_lightning.codec.melody import MelodyExtractor

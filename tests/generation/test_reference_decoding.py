@@ -8,10 +8,10 @@
 - Each departure is an option that is off by default and changes what it says.
 """
 
-from pathlib import Path
 
 import pytest
 import torch
+from support.paths import SHARED_FIXTURES
 
 from magnet_lightning.checkpoint.audiocraft import from_audiocraft
 from magnet_lightning.config import model_preset
@@ -22,7 +22,7 @@ from magnet_lightning.generation.sampling import sample_tokens
 from magnet_lightning.generation.spans import _stride1_reference, stage_schedule
 from magnet_lightning.models.magnet import MagnetTransformer
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "audiocraft_decode"
+FIXTURE = SHARED_FIXTURES / "audiocraft_decode"
 
 
 @pytest.fixture(scope="module")

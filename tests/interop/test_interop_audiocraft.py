@@ -11,8 +11,8 @@ import os
 import pytest
 import torch
 import yaml
-from audiocraft_client import import_audiocraft, remove_stubs, t5_in_cache
-from audiocraft_files import (
+from support.audiocraft_client import import_audiocraft, remove_stubs, t5_in_cache
+from support.audiocraft_files import (
     codec_state_dict_bin,
     hub_cache,
     lm_best_state,

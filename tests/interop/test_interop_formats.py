@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from audiocraft_files import lm_state_dict_bin, tiny_xp_cfg
-from helpers import tiny_module
-from test_reliability_cli import assert_one_line
+from support.audiocraft_files import lm_state_dict_bin, tiny_xp_cfg
+from support.cli_runs import assert_one_line
+from support.helpers import tiny_module
 
 from magnet_lightning.checkpoint.audiocraft import convert_audiocraft
 from magnet_lightning.cli.export import main as export_main
@@ -34,31 +32,6 @@ def refused(capsys, argv, *needles):
         export_main(argv)
     assert err.value.code == 2
     return assert_one_line(capsys.readouterr().err, *needles)
-
-
-class FakeApi:
-    """huggingface_hub.HfApi as export --push-to-hub calls it: records the repo and the uploaded files."""
-
-    calls: list = []
-
-    def __init__(self, token=None):
-        pass
-
-    def create_repo(self, repo_id, private, exist_ok, repo_type):
-        FakeApi.calls.append(("create_repo", repo_id, private, repo_type))
-        return f"https://hub.example/{repo_id}"
-
-    def upload_folder(self, repo_id, folder_path, repo_type, commit_message):
-        FakeApi.calls.append(("upload_folder", repo_id, sorted(p.name for p in Path(folder_path).iterdir())))
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    import huggingface_hub
-
-    FakeApi.calls = []
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    return FakeApi.calls
 
 
 @pytest.mark.parametrize("fmt, files", [

@@ -10,9 +10,8 @@ import os
 
 import pytest
 import torch
-from audiocraft_files import hub_cache
-from test_interop_formats import fake_hub  # noqa: F401  (a fake HfApi that records the upload)
-from test_reliability_cli import assert_one_line
+from support.audiocraft_files import hub_cache
+from support.cli_runs import assert_one_line
 
 from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.cli.convert import main as convert_main
@@ -210,7 +209,7 @@ def test_another_architecture_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.usefixtures("fake_hub")
-def test_push_to_hub_uploads_the_transformers_folder_and_the_peft_adapter(musicgen, tmp_path, fake_hub):  # noqa: F811
+def test_push_to_hub_uploads_the_transformers_folder_and_the_peft_adapter(musicgen, tmp_path, fake_hub):
     _, root = musicgen
     _adapter(root / "ours.ckpt", tmp_path / "adapter")
     assert export_main([str(root / "ours.ckpt"), str(tmp_path / "tf"), "--format", "transformers",

@@ -10,7 +10,7 @@ import json
 import lightning as L
 import pytest
 import torch
-from helpers import FixedBatches, loader, tiny_module
+from support.helpers import FixedBatches, loader, save_base, tiny_module
 
 from magnet_lightning.checkpoint.pretrained import load_pretrained
 from magnet_lightning.cli.export import main as export_main
@@ -23,12 +23,6 @@ from magnet_lightning.models.registry import MODEL_FAMILIES
 FAMILY_NAMES = list(MODEL_FAMILIES)
 
 LORA = dict(rank=4, alpha=8.0, dropout=0.0)
-
-
-def save_base(module, path):
-    """A tiny base checkpoint in our format (what init_from and --ckpt read)."""
-    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
-    return path
 
 
 def fit(module, root, max_steps, ckpt_path=None):

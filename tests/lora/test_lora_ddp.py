@@ -6,15 +6,14 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+from support.paths import ROOT, TESTS
 
 from magnet_lightning.models.registry import MODEL_FAMILIES
 
 FAMILY_NAMES = list(MODEL_FAMILIES)
 
-ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent(
     """
@@ -22,7 +21,7 @@ SCRIPT = textwrap.dedent(
     import lightning as L
     import torch
     sys.path[:0] = [{root!r}, {tests!r}]
-    from helpers import FixedBatches, loader, tiny_module
+    from support.helpers import FixedBatches, loader, tiny_module
 
     if __name__ == "__main__":
         base = os.path.join({out!r}, "base.ckpt")
@@ -50,7 +49,7 @@ SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_two_process_ddp_lora_training(tmp_path, family):
     script = tmp_path / "train_ddp.py"
-    script.write_text(SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), family=family, out=str(tmp_path)))
+    script.write_text(SCRIPT.format(root=str(ROOT), tests=str(TESTS), family=family, out=str(tmp_path)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline"}
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)

@@ -9,10 +9,8 @@ import json
 
 import pytest
 import torch
-from helpers import TINY_MODEL, loader, tiny_module
-from melody_files import TINY_MELODY, MelodyBatches, chroma_classes
-from test_lora import save_base
-from test_recipes import meta_models  # noqa: F401 - the recipe's 420 M model built on the meta device
+from support.helpers import TINY_MODEL, loader, save_base, tiny_module
+from support.melody_files import TINY_MELODY, MelodyBatches, chroma_classes
 
 from magnet_lightning.cli.export import main as export_main
 from magnet_lightning.generation.generator import MagnetGenerator
@@ -87,21 +85,22 @@ def test_the_added_projection_must_train(tmp_path):
         _melody_module("magnet", base, lora={**LORA, "extra_trainable": []})
 
 
-def test_melody_recipes_build_the_release_sizes_with_melody_added(meta_models, monkeypatch):  # noqa: F811
+def test_melody_recipes_build_the_release_sizes_with_melody_added(meta_models, monkeypatch):
     """The GPU recipe is MAGNeT small with melody (frames) and MusicGen-melody's chroma settings, headed by its
     launch command; the CPU demo builds (no base or data needed to parse them)."""
     import sys
 
-    from test_recipes import CONFIGS, _build
+    from support.paths import CONFIGS
+    from support.recipes import build_recipe
 
     from magnet_lightning.config import MelodyConfig, model_preset
 
     monkeypatch.setattr(sys, "argv", ["train_music.py"])
     text = (CONFIGS / "finetune_melody_magnet_small.yaml").read_text()
     assert "python recipes/train_music.py fit --config recipes/configs/finetune_melody_magnet_small.yaml" in text
-    cli = _build(CONFIGS / "finetune_melody_magnet_small.yaml", "--init_from", "", "--model.lora", "null")
+    cli = build_recipe(CONFIGS / "finetune_melody_magnet_small.yaml", "--init_from", "", "--model.lora", "null")
     assert cli.model.model_cfg == model_preset("small", text_dim=768, subcodes_context=5, chroma_bins=12,
                                                chroma_fuse="frames")
     assert cli.model.melody_cfg == MelodyConfig(duration=10.0)  # the release's chroma (htdemucs, 12, 14, argmax)
-    demo = _build(CONFIGS / "demo_melody.yaml", "--demo.enabled", "false", "--model.lora", "null")
+    demo = build_recipe(CONFIGS / "demo_melody.yaml", "--demo.enabled", "false", "--model.lora", "null")
     assert demo.model.model_cfg.chroma_fuse == "frames" and demo.model.melody_cfg.stems == "none"

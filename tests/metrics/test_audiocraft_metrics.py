@@ -6,19 +6,19 @@ The fixtures were made by running audiocraft 1.3.0's own PasstKLDivergenceMetric
 the real architectures with name-seeded weights (tests/fixtures/audiocraft_metrics/, README there); this test runs
 magnet_lightning's embedders and metrics on the same clips and weights."""
 import json
-from pathlib import Path
 
-import metric_weights as mw
 import numpy as np
 import pytest
 import torch
+from support import metric_weights as mw
+from support import paths
 
 from magnet_lightning.metrics import CLAPScore, KLDivergence
 from magnet_lightning.metrics.embedders.base import to_mono_at
 from magnet_lightning.metrics.embedders.clap import load_clap
 from magnet_lightning.metrics.embedders.passt import MIN_SECONDS, SAMPLE_RATE, load_passt, segments
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "audiocraft_metrics"
+FIXTURES = paths.FIXTURES / "audiocraft_metrics"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

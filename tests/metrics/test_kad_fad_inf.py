@@ -5,7 +5,7 @@ import types
 import numpy as np
 import pytest
 import torch
-from oracles import load_oracle
+from support.oracles import load_oracle
 
 from magnet_lightning.metrics import kad as kad_module
 from magnet_lightning.metrics.bootstrap import (
@@ -114,7 +114,7 @@ def test_bootstrap_resamples_equal_figures_recomputed_from_the_drawn_items():
 
 
 def test_suite_adds_kad_on_the_fad_frames_from_cached_reference_embeddings():
-    from test_audio_metrics_callback import TINY_VGGISH
+    from support.metric_assets import TINY_VGGISH
 
     from magnet_lightning.metrics.suite import AudioEvalSuite
 

@@ -4,55 +4,18 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-import torch
+from support.metrics_ddp import compute_all, make_data
+from support.paths import ROOT, TESTS
 
-from magnet_lightning.metrics import CLAPScore, FrechetAudioDistance, KernelAudioDistance, KLDivergence
-
-REPO = Path(__file__).resolve().parents[1]
-SPLIT = 23  # rank 0 gets rows [:SPLIT], rank 1 the rest: uneven shards
-
-
-def make_data():
-    gen = torch.Generator().manual_seed(7)
-    return {
-        "real": torch.randn(60, 6, generator=gen),
-        "fake": torch.randn(50, 6, generator=gen) * 1.3 + 0.2,
-        "p_gen": torch.softmax(torch.randn(40, 11, generator=gen), -1),
-        "p_ref": torch.softmax(torch.randn(40, 11, generator=gen), -1),
-        "audio": torch.randn(40, 8, generator=gen),
-        "text": torch.randn(40, 8, generator=gen),
-    }
-
-
-def compute_all(data, shard=slice(None), ref_path=None):
-    """Update the three metrics with one shard of the data and compute (syncs when a process group exists)."""
-    fad = FrechetAudioDistance(num_features=6)
-    fad.update(data["real"][shard], True)
-    fad.update(data["fake"][shard], False)
-    reused = FrechetAudioDistance(num_features=6, reference_stats=ref_path) if ref_path else None
-    if reused is not None:
-        reused.update(data["fake"][shard], False)
-    kl = KLDivergence()
-    kl.update(data["p_gen"][shard], data["p_ref"][shard])
-    clap = CLAPScore()
-    clap.update(data["audio"][shard], data["text"][shard])
-    kad = KernelAudioDistance()
-    kad.update(data["real"][shard], True)
-    kad.update(data["fake"][shard], False)
-    out = {"fad": fad.compute().item(), "kl": kl.compute().item(), "clap": clap.compute().item(),
-           "kad": kad.compute().item()}
-    if reused is not None:
-        out["fad_reused"] = reused.compute().item()
-    return fad, out
+REPO = ROOT
 
 
 SCRIPT = textwrap.dedent("""
     import json, sys, torch, torch.distributed as dist, torch.multiprocessing as mp
     sys.path.insert(0, {repo!r}); sys.path.insert(0, {tests!r})
-    from test_metrics_ddp import SPLIT, compute_all, make_data
+    from support.metrics_ddp import SPLIT, compute_all, make_data
 
     def worker(rank, tmp):
         torch.set_num_threads(1)
@@ -75,7 +38,7 @@ SCRIPT = textwrap.dedent("""
 
 def test_two_rank_gloo_results_equal_single_process(tmp_path):
     script = tmp_path / "ddp_metrics.py"
-    script.write_text(SCRIPT.format(repo=str(REPO), tests=str(REPO / "tests")))
+    script.write_text(SCRIPT.format(repo=str(REPO), tests=str(TESTS)))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True,
                           timeout=240)

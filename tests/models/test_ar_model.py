@@ -3,29 +3,21 @@ audiocraft from the real musicgen-small config), every released MusicGen config 
 independent causal forward, causality proven by gradient and by perturbation, and the KV-cached forward equal to the
 full one."""
 
-from pathlib import Path
 
 import pytest
 import torch
-from audiocraft_files import MUSICGEN, lm_best_state, lm_state_dict_bin, tiny_xp_cfg
-from test_convert import reference_logits
+from support.audiocraft_files import MUSICGEN, lm_best_state, lm_state_dict_bin, tiny_xp_cfg
+from support.paths import SHARED_FIXTURES
+from support.tiny_releases import TINY, reference_logits, tiny_ar
 
 import magnet_lightning
 from magnet_lightning.checkpoint.audiocraft import from_audiocraft, read_audiocraft
-from magnet_lightning.config import model_preset
 from magnet_lightning.models.ar import ARTransformer
 from magnet_lightning.models.kv_cache import KVCache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "audiocraft_musicgen" / "musicgen-small-public"
-TINY = {"dim": 32, "num_heads": 4, "num_layers": 2}
-
-
-def tiny_ar(delays=None, **overrides) -> ARTransformer:
-    cfg = model_preset("tiny", dim=32, num_heads=4, ffn_dim=64, codebook_size=16, text_dim=8, subcodes_context=-1,
-                       **overrides)
-    return ARTransformer(cfg, delays).eval()
+FIXTURE = SHARED_FIXTURES / "audiocraft_musicgen" / "musicgen-small-public"
 
 
 def test_teacher_forced_logits_equal_audiocraft_compute_predictions():

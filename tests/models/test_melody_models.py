@@ -9,9 +9,8 @@ from __future__ import annotations
 import lightning as L
 import pytest
 import torch
-from helpers import loader
-from melody_files import MelodyBatches, chroma_classes, melody_batch, melody_module
-from test_lit_module import trainer
+from support.helpers import loader, trainer
+from support.melody_files import MelodyBatches, chroma_classes, melody_batch, melody_module
 
 from magnet_lightning.generation.autoregressive import ARDecodingConfig
 from magnet_lightning.generation.autoregressive import generate as ar_generate

@@ -2,9 +2,12 @@
 facade, and an import inside a function is only an entry point's (loaded after the start-up step, and saying so)."""
 
 import ast
+import re
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "magnet_lightning"
+from support.paths import ROOT
+
+PACKAGE = ROOT / "magnet_lightning"
 LAYERS = ["utils", "models", "lora", "checkpoint", "codec", "interop", "generation", "data", "metrics", "training",
           "callbacks", "demo", "app", "cli"]
 BASE = {"config", "errors"}  # top-level modules below every layer
@@ -85,3 +88,24 @@ def test_functions_are_at_most_60_lines():
             for root in roots for path in root.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 60]
     assert long == [], "split these functions (at most 60 lines each)"
+
+
+TEST_CONCERNS = {"package", "recipes", "evaluation", "docs"}  # test folders beside the layers (tests/README.md)
+TEST_IMPORT = re.compile(r"^\s*(?:from\s+test_\w+\s+import|import\s+(?:[\w.]+\s*,\s*)*test_\w+)", re.M)
+
+
+def test_test_folders_mirror_the_package():
+    tests = ROOT / "tests"
+    files = sorted(tests.rglob("test_*.py"))
+    folders = {p.parent.relative_to(tests).as_posix() for p in files}
+    assert folders <= set(LAYERS) | TEST_CONCERNS, "a test lives in tests/<layer>/ or a concern of tests/README.md"
+    assert set(LAYERS) <= folders  # every layer has its tests
+    # no test imports another test module, in its code or in a script it writes for a subprocess
+    importing = [p.relative_to(tests).as_posix() for p in tests.rglob("*.py") if TEST_IMPORT.search(p.read_text())]
+    assert importing == [], "move what is shared to tests/support/ or a conftest.py fixture"
+
+
+def test_test_imports_are_detected():
+    assert TEST_IMPORT.search("x = 1\nfrom test_codec import tiny_hf_model\n")
+    assert TEST_IMPORT.search("    import sys, test_audio_metrics_callback as t\n")
+    assert not TEST_IMPORT.search("from support.tiny_codecs import tiny_hf_model\nimport pytest\n")

@@ -9,21 +9,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import save_delayed_family_checkpoint
-from test_generate import DURATION, STEPS, assets  # noqa: F401  (the shared tiny MAGNeT checkpoint and codec)
-from test_hybrid_inference import ar_ckpt  # noqa: F401  (a tiny autoregressive checkpoint beside it)
-from test_reliability_cli import assert_one_line, in_process
+from support.cli_runs import assert_one_line, in_process
+from support.paths import ROOT
+from support.tiny_generator import DURATION
 
 from magnet_lightning.checkpoint.audiocraft_families import AUDIOCRAFT_IMPORTS
 from magnet_lightning.cli.generate import main
 from magnet_lightning.cli.options import decoding_options
 from magnet_lightning.generation.families import DECODER_FAMILIES, decoder_family
 from magnet_lightning.generation.generator import MagnetGenerator
-from magnet_lightning.models.hybrid import HybridMagnetTransformer
 from magnet_lightning.models.registry import MODEL_FAMILIES
 from magnet_lightning.training.families import TRAINING_FAMILIES
 
-ROOT = Path(__file__).resolve().parents[1]
 NAMES = set(MODEL_FAMILIES)
 
 
@@ -50,23 +47,8 @@ def test_no_code_compares_against_a_family_name():
     assert found == [], f"ask the family tables instead: {found}"
 
 
-@pytest.fixture(scope="module")
-def hybrid_ckpt(assets):  # noqa: F811
-    _, root = assets
-    return save_delayed_family_checkpoint(HybridMagnetTransformer, root / "hybrid.ckpt", root, 2, DURATION,
-                                          {"decoding_steps": STEPS, "prompt_seconds": 0.1})
-
-
 @pytest.fixture
-def no_loading(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("a model was loaded before the arguments were checked")
-
-    monkeypatch.setattr(MagnetGenerator, "from_pretrained", refuse)
-
-
-@pytest.fixture
-def ckpts(assets, ar_ckpt, hybrid_ckpt):  # noqa: F811
+def ckpts(assets, ar_ckpt, hybrid_ckpt):
     by_family = {"magnet": assets[0], "musicgen": ar_ckpt, "hybrid": hybrid_ckpt}
     assert set(by_family) == NAMES
     return by_family

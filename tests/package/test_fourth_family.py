@@ -1,14 +1,14 @@
 """Adding a family means adding its files (docs/ARCHITECTURE.md, "Adding a family"): the toy family of
-tests/toy_family.py is registered in the family tables only, and its new decoding option then appears, checked, in
+tests/support/toy_family.py is registered in the family tables only, and its new decoding option then appears, checked, in
 magnet-generate's and magnet-evaluate's flags, in --dry-run, in the app's controls and requests, and in generation."""
 
 from pathlib import Path
 
 import pytest
 import torch
-import toy_family
-from helpers import TINY_MODEL, tiny_module
-from test_reliability_cli import assert_one_line, in_process
+from support import toy_family
+from support.cli_runs import assert_one_line, in_process
+from support.helpers import TINY_MODEL, tiny_module
 
 from magnet_lightning.app.engine import Loaded, Request, plan_request
 from magnet_lightning.app.requests import changed

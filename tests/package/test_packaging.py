@@ -11,10 +11,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from support.paths import ROOT
 
 tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
-ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = {"magnet-train": "train", "magnet-generate": "generate", "magnet-tokenize": "tokenize",
            "magnet-evaluate": "evaluate", "magnet-convert": "convert", "magnet-export": "export", "magnet-app": "app"}
 

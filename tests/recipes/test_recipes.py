@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.paths import CONFIGS
+from support.recipes import build_recipe
 
-from magnet_lightning.cli.run_record import RunRecorder
-from magnet_lightning.cli.train import MagnetCLI, accumulation_for, main
+from magnet_lightning.cli.train import accumulation_for, main
 from magnet_lightning.generation.magnet_config import DecodingConfig
 from magnet_lightning.training.strategies import MagnetFSDPStrategy
 
-CONFIGS = Path(__file__).resolve().parent.parent / "recipes" / "configs"
 PAPER = {  # name: (params (M) range, global batch, segment s, optimizer, lr, schedule, warmup, steps, text dim)
     "music_small_10s": ((400, 440), 576, 10.0, "dadam", 1.0, "cosine", 4000, 1_000_000, 768),
     "music_small_30s": ((400, 440), 192, 30.0, "dadam", 1.0, "cosine", 4000, 1_000_000, 768),
@@ -25,37 +25,9 @@ PAPER = {  # name: (params (M) range, global batch, segment s, optimizer, lr, sc
 }
 
 
-class _BuildOnlyCLI(MagnetCLI):
-    """Parses and instantiates model, datamodule, callbacks and loggers; keeps the trainer arguments unbuilt
-    (GPU accelerators do not exist on a CPU test machine)."""
-
-    def instantiate_trainer(self, **kwargs):
-        self.trainer_kwargs = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-        self.recorder = RunRecorder(self.run_dir)  # what before_fit fills (the trainer's callback in a real run)
-
-
 @pytest.fixture(autouse=True)
 def _plain_argv(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["train_music.py"])
-
-
-@pytest.fixture
-def meta_models(monkeypatch):
-    """Transformers built on the meta device (shapes and parameter counts, no memory for 1.8B weights)."""
-    from magnet_lightning.training import lit_module
-
-    real = lit_module.build_model
-
-    def on_meta(family, cfg, delays=None):
-        with torch.device("meta"):
-            return real(family, cfg, delays)
-
-    monkeypatch.setattr(lit_module, "build_model", on_meta)
-
-
-def _build(config: Path, *extra: str) -> _BuildOnlyCLI:
-    # run=False: no subcommand, cli.config is the fit config itself
-    return _BuildOnlyCLI(args=["--config", str(config), *extra], run=False)
 
 
 FAMILY = {  # the other families' recipes: (family, params (M) range, optimizer, lr, EMA every n steps, strategy)
@@ -64,7 +36,7 @@ FAMILY = {  # the other families' recipes: (family, params (M) range, optimizer,
     "hybrid_magnet_small_30s": ("hybrid", (400, 440), "dadam", 1.0, 10, "ddp"),
 }
 DEMOS = {"demo_music": "magnet", "demo_musicgen": "musicgen", "demo_hybrid": "hybrid", "demo_sharded": "magnet"}
-OWN_AUDIO = {"cpu_own_audio"}  # README "Your own audio on a CPU machine" (tests/test_own_audio.py runs it)
+OWN_AUDIO = {"cpu_own_audio"}  # README "Your own audio on a CPU machine" (tests/docs/test_own_audio.py runs it)
 
 
 LORA_RECIPES = {  # LoRA fine-tuning on one GPU: (family, base repo id, model preset)
@@ -98,7 +70,7 @@ def test_lora_recipes_adapt_the_released_sizes_on_one_gpu(name, meta_models):
     assert raw["init_from"] == repo and LoraConfig(**raw["model"]["lora"]).rank >= 1
     assert f"python recipes/train_music.py fit --config recipes/configs/{name}.yaml" in text
     assert "GPU memory meant for: one 24 GB GPU" in text
-    cli = _build(CONFIGS / f"{name}.yaml", "--init_from", "", "--model.lora", "null")
+    cli = build_recipe(CONFIGS / f"{name}.yaml", "--init_from", "", "--model.lora", "null")
     assert cli.model.family == family and cli.trainer_kwargs["devices"] == 1
     stereo = "stereo" in repo
     expected = model_preset(preset, text_dim=768, subcodes_context=cli.model.model_cfg.subcodes_context,
@@ -110,16 +82,17 @@ def test_lora_recipes_adapt_the_released_sizes_on_one_gpu(name, meta_models):
 
 
 def test_demo_lora_builds_and_names_a_lora_block(meta_models):
-    cli = _build(CONFIGS / "demo_lora.yaml", "--demo.enabled", "false", "--model.lora", "null")
+    cli = build_recipe(CONFIGS / "demo_lora.yaml", "--demo.enabled", "false", "--model.lora", "null")
     assert cli.trainer_kwargs["accelerator"] == "cpu" and cli.config.demo.root == "outputs/demo/corpus"
-    assert cli.config.model.model == _build(CONFIGS / "demo_music.yaml", "--demo.enabled", "false").config.model.model
+    demo = build_recipe(CONFIGS / "demo_music.yaml", "--demo.enabled", "false")
+    assert cli.config.model.model == demo.config.model.model
 
 
 @pytest.mark.parametrize("name", sorted(FAMILY))
 def test_family_config_builds_with_its_reference_hyperparameters(name, meta_models):
     """MusicGen small / medium as their released xp.cfg; Hybrid-MAGNeT small as the branch's config."""
     family, params, opt, lr, ema_every, strategy = FAMILY[name]
-    cli = _build(CONFIGS / f"{name}.yaml")
+    cli = build_recipe(CONFIGS / f"{name}.yaml")
     hp, trainer, model = cli.model.hparams, cli.trainer_kwargs, cli.model.model
     assert model.family == family and hp.family == family and model.pattern.delays == (0, 1, 2, 3)
     assert params[0] <= cli.model.model_cfg.num_parameters() / 1e6 <= params[1]
@@ -148,7 +121,7 @@ def test_family_config_builds_with_its_reference_hyperparameters(name, meta_mode
 
 @pytest.mark.parametrize("name", sorted(DEMOS))
 def test_demo_configs_share_the_corpus_and_differ_by_family(name):
-    cli = _build(CONFIGS / f"{name}.yaml", "--demo.enabled", "false")
+    cli = build_recipe(CONFIGS / f"{name}.yaml", "--demo.enabled", "false")
     assert cli.model.model.family == DEMOS[name] and cli.config.demo.root == "outputs/demo/corpus"
     assert cli.config.run.root == ("outputs/demo/runs" if name == "demo_music" else f"outputs/{name}/runs")
 
@@ -156,7 +129,7 @@ def test_demo_configs_share_the_corpus_and_differ_by_family(name):
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_paper_config_builds_with_reference_hyperparameters(name, meta_models):
     params, global_batch, segment, opt, lr, schedule, warmup, steps, text_dim = PAPER[name]
-    cli = _build(CONFIGS / f"{name}.yaml")
+    cli = build_recipe(CONFIGS / f"{name}.yaml")
     cfg, hp, trainer = cli.config, cli.model.hparams, cli.trainer_kwargs
 
     assert params[0] <= cli.model.model_cfg.num_parameters() / 1e6 <= params[1]
@@ -205,7 +178,7 @@ def test_paper_config_builds_with_reference_hyperparameters(name, meta_models):
 
 
 def test_demo_config_builds_without_preparing_the_corpus(meta_models):
-    cli = _build(CONFIGS / "demo_music.yaml", "--demo.enabled", "false")
+    cli = build_recipe(CONFIGS / "demo_music.yaml", "--demo.enabled", "false")
     assert cli.config.demo.root == "outputs/demo/corpus"
     assert cli.trainer_kwargs["accelerator"] == "cpu"
     assert cli.model.hparams.allow_random_text_encoder  # demo only
@@ -213,7 +186,7 @@ def test_demo_config_builds_without_preparing_the_corpus(meta_models):
 
 
 def test_dotted_overrides(meta_models):
-    cli = _build(CONFIGS / "music_small_10s.yaml", "--data.batch_size", "9", "--model.optimizer.lr", "0.5",
+    cli = build_recipe(CONFIGS / "music_small_10s.yaml", "--data.batch_size", "9", "--model.optimizer.lr", "0.5",
                  "--trainer.max_steps", "7", "--model.model.num_layers", "3")
     assert cli.datamodule.hparams.batch_size == 9 and cli.model.optim_cfg.lr == 0.5
     assert cli.trainer_kwargs["max_steps"] == 7 and len(cli.model.model.transformer.layers) == 3
@@ -221,7 +194,7 @@ def test_dotted_overrides(meta_models):
 
 def test_fine_tune_from_audiocraft_checkpoint_via_recipe(tmp_path):
     """--init_from a converted-format audiocraft state_dict.bin loads its weights (and wins over model.init_from)."""
-    from test_convert import D, E, H, K, L, V, W, best_state, write
+    from support.tiny_releases import D, E, H, K, L, V, W, best_state, write
 
     from magnet_lightning.checkpoint.pretrained import load_pretrained
 
@@ -230,7 +203,7 @@ def test_fine_tune_from_audiocraft_checkpoint_via_recipe(tmp_path):
              "text_dim": E,
                  "subcodes_context": W}
     args = [f"--model.model.{k}={v}" for k, v in sizes.items()]
-    cli = _build(CONFIGS / "demo_music.yaml", "--demo.enabled", "false", "--model.init_from", "ignored.ckpt",
+    cli = build_recipe(CONFIGS / "demo_music.yaml", "--demo.enabled", "false", "--model.init_from", "ignored.ckpt",
                  "--init_from", str(src), *args)
     expected = load_pretrained(src).model.state_dict()
     got = cli.model.model.state_dict()
@@ -317,7 +290,7 @@ def _fake_trainer(strategy, world_size: int):
 def test_before_fit_sets_accumulation_from_world_size(meta_models):
     from lightning.pytorch.strategies import DDPStrategy
 
-    cli = _build(CONFIGS / "music_small_30s.yaml", "--data.batch_size", "6")
+    cli = build_recipe(CONFIGS / "music_small_30s.yaml", "--data.batch_size", "6")
     for world, expected in ((32, 1), (8, 4), (4, 8)):
         cli.trainer = _fake_trainer(DDPStrategy(), world)
         cli.before_fit()
@@ -329,7 +302,7 @@ def test_before_fit_sets_accumulation_from_world_size(meta_models):
 
 def test_fsdp2_with_ema_is_accepted(meta_models):
     """EMA under FSDP2 averages each rank's shards (training/ema.py): the sharded medium recipe keeps its EMA."""
-    cli = _build(CONFIGS / "music_medium_30s.yaml", "--trainer.strategy", "fsdp2")
+    cli = build_recipe(CONFIGS / "music_medium_30s.yaml", "--trainer.strategy", "fsdp2")
     assert cli.model.hparams.ema_every_n_steps == 10 and cli.trainer_kwargs["strategy"] == "fsdp2"
     cli.trainer = _fake_trainer(MagnetFSDPStrategy(), 64)
     cli.before_fit()

@@ -108,8 +108,9 @@ def remove_stubs(stubbed: list[str]) -> None:
 
 def t5_in_cache(cache: Path, name: str, width: int, tmp: Path) -> Path:
     """A tiny T5 encoder of `width` and a T5 tokenizer (a few words) saved as repo `name` of the HF cache `cache`."""
-    from audiocraft_files import hub_cache
     from transformers import T5Config, T5EncoderModel, T5Tokenizer
+
+    from support.audiocraft_files import hub_cache
 
     words = ["calm", "piano", "drums", "a", "dog", "barks", "synth", "pop", "rain", "music"]
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"\u2581{w}", -1.0) for w in words]

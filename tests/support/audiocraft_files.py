@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 import yaml
 
-CONFIGS = Path(__file__).resolve().parents[2] / "shared" / "reference" / "released_configs"
+from support.paths import RELEASED_CONFIGS
+
+CONFIGS = RELEASED_CONFIGS
 MAGNET = ["magnet-small-10secs", "magnet-medium-10secs", "magnet-small-30secs", "magnet-medium-30secs",
           "audio-magnet-small", "audio-magnet-medium"]
 MUSICGEN = ["musicgen-small", "musicgen-medium", "musicgen-large"]

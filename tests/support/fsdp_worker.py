@@ -1,5 +1,5 @@
-"""Worker of tests/test_fsdp_training.py: one CPU training run (gloo) of a tiny model under DDP or FSDP2, launched
-as `python tests/fsdp_worker.py CONFIG.json`; each rank writes its figures to OUT/rank{R}.json."""
+"""Worker of tests/training/test_fsdp_training.py: one CPU training run (gloo) of a tiny model under DDP or FSDP2,
+launched as `python tests/support/fsdp_worker.py CONFIG.json`; each rank writes its figures to OUT/rank{R}.json."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.distributed.tensor import DTensor
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
-from helpers import FixedBatches, loader, tiny_module  # noqa: E402
-
+sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parents[1])]  # checkout, tests/
 from magnet_lightning.training.fsdp import local_numel  # noqa: E402
 from magnet_lightning.training.strategies import MagnetFSDPStrategy  # noqa: E402
+from support.helpers import FixedBatches, loader, tiny_module  # noqa: E402
 
 
 class Record(L.Callback):

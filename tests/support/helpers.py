@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -57,4 +58,25 @@ def save_delayed_family_checkpoint(model_class, path, root, seed: int, segment_d
                "segment_duration": segment_duration, "decoding": decoding}
     torch.save({"hyper_parameters": hparams, "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}},
                path)
+    return path
+
+
+class LossRecorder(L.Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+def trainer(tmp_path, steps, **kw):
+    return L.Trainer(
+        default_root_dir=tmp_path, max_steps=steps, accelerator="cpu", devices=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **kw,
+    )
+
+
+def save_base(module, path):
+    """A tiny base checkpoint in our format (what init_from and --ckpt read)."""
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
     return path

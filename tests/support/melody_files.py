@@ -10,7 +10,9 @@ from pathlib import Path
 
 import torch
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "melody"
+from support import paths
+
+FIXTURES = paths.FIXTURES / "melody"
 MELODY_LM = FIXTURES / "musicgen-melody-tiny"
 
 
@@ -72,7 +74,7 @@ TINY_MELODY = dict(sample_rate=3200, n_chroma=12, radix2_exp=8, argmax=True, ste
 
 def melody_module(family: str = "magnet", fuse: str = "frames", **overrides):
     """A tiny LightningModule of `family` with melody conditioning (12 chroma bins, fused by `fuse`)."""
-    from helpers import TINY_MODEL, tiny_module
+    from support.helpers import TINY_MODEL, tiny_module
 
     model = {**TINY_MODEL, "chroma_bins": 12, "chroma_fuse": fuse, **overrides.pop("model", {})}
     masking = {"per_sample_stage": family == "hybrid"}

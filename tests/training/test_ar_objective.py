@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_ar_model import tiny_ar
+from support.tiny_releases import tiny_ar
 
 from magnet_lightning.training.objective import ar_cross_entropy, ar_loss
 

@@ -7,11 +7,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
+from support.paths import ROOT, TESTS
 
 SCRIPT = textwrap.dedent(
     """
@@ -19,7 +17,7 @@ SCRIPT = textwrap.dedent(
     import lightning as L
     import torch
     sys.path[:0] = [{root!r}, {tests!r}]
-    from helpers import FixedBatches, loader, tiny_module
+    from support.helpers import FixedBatches, loader, tiny_module
 
     if __name__ == "__main__":
         module = tiny_module(family={family!r}, masking={{"per_sample_stage": {per_sample}}}, ema_every_n_steps=2)
@@ -40,7 +38,7 @@ SCRIPT = textwrap.dedent(
                                                ("hybrid", True)])
 def test_two_process_ddp_training(tmp_path, family, per_sample):
     script = tmp_path / "train_ddp.py"
-    source = SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests"), family=family, per_sample=per_sample,
+    source = SCRIPT.format(root=str(ROOT), tests=str(TESTS), family=family, per_sample=per_sample,
                            out=str(tmp_path))
     script.write_text(source)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "WANDB_MODE": "offline"}

@@ -14,9 +14,9 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from helpers import FixedBatches, loader, tiny_module
-from test_data_module import dataset, make_dm  # noqa: F401  (the shard fixture)
-from test_demo_corpus import TINY_CODEC
+from support.helpers import FixedBatches, loader, tiny_module
+from support.tiny_codecs import TINY_CODEC
+from support.token_data import make_dm
 
 from magnet_lightning.data import pipeline
 from magnet_lightning.demo import corpus as corpus_mod
@@ -140,12 +140,12 @@ def _batch_keys(dm, n: int) -> list[list[str]]:
     return keys
 
 
-def test_zero_and_one_loader_worker_give_the_same_batches(dataset):  # noqa: F811
+def test_zero_and_one_loader_worker_give_the_same_batches(dataset):
     """Source: the stream of the main process and of a single worker seeded differently."""
     assert _batch_keys(make_dm(dataset, num_workers=1), 5) == _batch_keys(make_dm(dataset, num_workers=0), 5)
 
 
-def test_batch_order_does_not_follow_worker_timing(dataset, monkeypatch):  # noqa: F811
+def test_batch_order_does_not_follow_worker_timing(dataset, monkeypatch):
     """Source: batches taken from whichever loader worker is ready first. Each of two workers is slowed in turn;
     the batches come in the same order (worker w gives batches w, w + 2, ...)."""
     real = pipeline.iter_shard

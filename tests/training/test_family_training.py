@@ -5,8 +5,7 @@ checkpoint of another family (2-process DDP of every family: test_ddp_training.p
 import lightning as L
 import pytest
 import torch
-from helpers import TINY_MODEL, FixedBatches, loader, tiny_module
-from test_lit_module import LossRecorder, trainer
+from support.helpers import TINY_MODEL, FixedBatches, LossRecorder, loader, tiny_module, trainer
 
 from magnet_lightning.checkpoint.pretrained import load_pretrained
 

@@ -1,7 +1,7 @@
 """Sharded training (FSDP2, `MagnetFSDPStrategy`) in two CPU processes (gloo), against DDP on the same seed: the same
 losses step by step, each rank holding half of the parameters, the same EMA, exact resume from a sharded checkpoint
 (also on another number of processes), and a consolidated file that generation reads. Each run is
-tests/fsdp_worker.py, a tiny model of 30k parameters."""
+tests/support/fsdp_worker.py, a tiny model of 30k parameters."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from support.paths import ROOT, TESTS
 
 from magnet_lightning.training.sharded_checkpoint import consolidate, is_sharded
 
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = ROOT / "tests" / "fsdp_worker.py"
+WORKER = TESTS / "support" / "fsdp_worker.py"
 STEPS = 6
 
 

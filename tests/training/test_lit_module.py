@@ -6,26 +6,11 @@ import random
 import lightning as L
 import pytest
 import torch
-from helpers import TINY_MODEL, FixedBatches, loader, tiny_module
+from support.helpers import TINY_MODEL, FixedBatches, LossRecorder, loader, tiny_module, trainer
 
 from magnet_lightning.models.conditioning import TextDropout
 from magnet_lightning.training.ema import bias_corrected_ema
 from magnet_lightning.training.optim import OptimConfig, lr_factor
-
-
-class LossRecorder(L.Callback):
-    def __init__(self):
-        self.losses = []
-
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.losses.append(float(outputs["loss"]))
-
-
-def trainer(tmp_path, steps, **kw):
-    return L.Trainer(
-        default_root_dir=tmp_path, max_steps=steps, accelerator="cpu", devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **kw,
-    )
 
 
 def test_overfits_a_single_batch(tmp_path):

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.paths import ROOT
 
 from magnet_lightning.callbacks.metrics_trail import read_trail
 from magnet_lightning.cli.reproduce import compare
 from magnet_lightning.cli.train import main
 
-ROOT = Path(__file__).resolve().parent.parent
 DEMO = str(ROOT / "recipes" / "configs" / "demo_music.yaml")
 STEPS = 4
 

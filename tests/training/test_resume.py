@@ -8,12 +8,11 @@ so a resumed token run is reproducible but draws a different - statistically equ
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import pytest
 import torch
-from helpers import FixedBatches, loader, tiny_module
+from support.helpers import FixedBatches, loader, tiny_module
+from support.paths import CONFIGS
 
 from magnet_lightning.training.checkpoint_io import AtomicCheckpointIO
 
@@ -150,7 +149,7 @@ def _recipe_fit(tmp_path, monkeypatch, ckpt_dir, log_dir, max_steps: int, resume
     path = tmp_path / f"override-{log_dir.name}.yaml"
     path.write_text(yaml.safe_dump(override))
     monkeypatch.setattr(sys, "argv", ["train_music.py"])
-    demo = Path(__file__).resolve().parent.parent / "recipes" / "configs" / "demo_music.yaml"
+    demo = CONFIGS / "demo_music.yaml"
     args = ["fit", "--config", str(demo), "--config", str(path)]
     cli = main("demo_music.yaml", args + (["--ckpt_path", "last"] if resume else []))
     assert cli.trainer.global_step == max_steps

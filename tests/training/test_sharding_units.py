@@ -9,19 +9,17 @@ import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
-from helpers import FixedBatches, tiny_module
+from support.helpers import FixedBatches, tiny_module
+from support.paths import ROOT
 from torch.optim.swa_utils import AveragedModel
 
 from magnet_lightning.training.ema import ShardAverage, bias_corrected_ema
 from magnet_lightning.training.sharded_checkpoint import consolidate, is_sharded, restore_interrupted, save_sharded
 from magnet_lightning.training.strategies import LEGACY_NAMES, STRATEGY_NAME, MagnetFSDPStrategy
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _loss_and_grads(family: str, checkpointing: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
@@ -129,7 +127,7 @@ def test_a_write_killed_between_its_renames_is_restored(tmp_path):
 
 
 def test_a_sharded_folder_given_to_generate_is_one_line_naming_the_conversion(tmp_path, capfd):
-    from test_reliability_cli import assert_one_line, in_process
+    from support.cli_runs import assert_one_line, in_process
 
     from magnet_lightning.cli.generate import main
 

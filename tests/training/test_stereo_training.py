@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import TINY_MODEL, tiny_module
-from test_codec import tiny_hf_model, varied_audio
-from test_data_module import INFO, sample, write_dataset
-from test_reliability_cli import _train, assert_one_line
+from support.cli_runs import assert_one_line, train_error
+from support.helpers import TINY_MODEL, tiny_module
+from support.tiny_codecs import tiny_hf_model, varied_audio
+from support.token_data import INFO, sample, write_dataset
 
 from magnet_lightning.checkpoint.export import export
 from magnet_lightning.cli.tokenize import main as tokenize_main
@@ -146,7 +146,7 @@ def test_layout_check_names_both_sides():
 
 def test_training_refuses_mono_shards_for_a_stereo_model_in_one_line(tmp_path, monkeypatch, capfd):
     shards = write_dataset(tmp_path / "mono", [[sample("a", 30)]])  # codec 'synthetic', mono, K=4
-    err = _train(tmp_path, monkeypatch, capfd, "--data.train_shards", str(shards), "--model.codec",
+    err = train_error(tmp_path, monkeypatch, capfd, "--data.train_shards", str(shards), "--model.codec",
                  "stereo:facebook/encodec_32khz")
     assert_one_line(err, "are mono", "the model is stereo", "--codec stereo:facebook/encodec_32khz")
 
@@ -158,5 +158,5 @@ def test_training_refuses_stereo_shards_for_a_mono_model_in_one_line(tmp_path, m
     shards = write_dataset(tmp_path / "stereo", [[("a", {"codes.npy": buf.getvalue(),
                                                           "json": json.dumps({"caption": "x"}).encode()})]],
                            info=_stereo_shards_info())
-    err = _train(tmp_path, monkeypatch, capfd, "--data.train_shards", str(shards))
+    err = train_error(tmp_path, monkeypatch, capfd, "--data.train_shards", str(shards))
     assert_one_line(err, "are stereo", "the model is mono")

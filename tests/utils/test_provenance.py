@@ -16,13 +16,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import TINY_MODEL, tiny_module
-from test_generate import assets  # noqa: F401 - the tiny checkpoint + codec of the generate tests
+from support.helpers import TINY_MODEL, tiny_module
+from support.paths import ROOT
 
 from magnet_lightning.errors import DEBUG_ENV, UserError
 from magnet_lightning.utils.provenance import RANDOM_MARKER, RANDOM_PARTS_KEY
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -46,7 +44,7 @@ def _checkpoint(tmp_path: Path, codec: str, text_encoder: str = "random:tiny") -
 
 
 # ------------------------------------------------------------------------------------------------ 2. paths
-def test_checkpoint_records_absolute_local_paths_and_random_parts(assets, tmp_path, monkeypatch):  # noqa: F811
+def test_checkpoint_records_absolute_local_paths_and_random_parts(assets, tmp_path, monkeypatch):
     import shutil
 
     shutil.copytree(assets[1] / "codec", tmp_path / "codecs" / "mine")
@@ -68,7 +66,7 @@ def test_missing_local_codec_error_names_the_folder_not_hf_download(tmp_path, mo
     assert "hf download" not in str(err.value) and str(tmp_path / "outputs/demo/corpus/codec") in str(err.value)
 
 
-def test_export_carries_its_codec_and_loads_from_anywhere(assets, tmp_path, monkeypatch):  # noqa: F811
+def test_export_carries_its_codec_and_loads_from_anywhere(assets, tmp_path, monkeypatch):
     import shutil
 
     from magnet_lightning.checkpoint.export import export
@@ -163,7 +161,7 @@ def test_evaluation_report_says_which_parts_were_random():
 
 
 # ------------------------------------------------------------------------------------------------ 10. manifest
-def test_generation_manifest_records_prompt_infill_and_the_seed(assets, tmp_path):  # noqa: F811
+def test_generation_manifest_records_prompt_infill_and_the_seed(assets, tmp_path):
     from magnet_lightning.cli.generate import main
 
     ckpt, _ = assets
@@ -222,7 +220,7 @@ def test_val_loss_history_survives_a_resume():
     assert after.history == [(40, 7.1), (80, 6.9)]
 
 
-def test_shard_manifest_names_a_local_random_codec(assets, tmp_path):  # noqa: F811
+def test_shard_manifest_names_a_local_random_codec(assets, tmp_path):
     import shutil
 
     from magnet_lightning.codec.codecs import load_codec

@@ -10,26 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_MODEL, tiny_module
+from support.helpers import TINY_MODEL, tiny_module
+from support.malicious import Payload, malicious_file
 
 TINY_VGGISH = {"conv_channels": [4, "M", 4, "M", 8, "M", 8, "M"], "fc_dim": 16, "embedding_dim": 8,
                "final_relu": False}
-
-
-class Payload:
-    """Unpickling this calls exec(), which writes the marker file: the proof that code from the file ran."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return exec, (f"open({str(self.marker)!r}, 'w').write('code ran')",)
-
-
-def malicious_file(path: Path, marker: Path, extra: dict | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": {"w": torch.zeros(2)}, **(extra or {}), "x": Payload(marker)}, path)
-    return path
 
 
 def _vggish(path, tmp_path, monkeypatch):
@@ -86,7 +71,7 @@ def _encodec_24khz(path, tmp_path, monkeypatch):
 
 
 def _hf_encodec_dir(path, tmp_path, monkeypatch):
-    from test_codec import tiny_hf_model
+    from support.tiny_codecs import tiny_hf_model
 
     from magnet_lightning.codec.codecs import load_codec
 
@@ -120,7 +105,7 @@ def _init_from(path, tmp_path, monkeypatch):
 
 def _resume(path, tmp_path, monkeypatch):
     import lightning as L
-    from helpers import FixedBatches, loader
+    from support.helpers import FixedBatches, loader
 
     trainer = L.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
