@@ -9,7 +9,7 @@ Three runs of ``python recipes/train_music.py`` in one new, empty folder: ``fres
 ``metrics.jsonl``) must be identical: the script says where they differ and writes nothing. The file holds the
 val/loss first and last (steps, number of validations), the last eval metrics, each run's wall time with the load
 average around it, the wall-time range, the machine, the git commit and the SHA-256 of the demo config (the docs test,
-tests/test_demo_figures.py, checks that README.md and recipes/README.md quote these figures and that the config is
+tests/docs/test_demo_figures.py, checks that README.md and recipes/README.md quote these figures and that the config is
 the one measured).
 """
 

@@ -11,7 +11,7 @@ the imports (`baseline`: the interpreter, torch and its libraries, about 0.5 GB 
 model's size in the dtype it holds, the seconds of the measured work, and on CUDA `torch.cuda.max_memory_allocated`.
 
 - load: a release-format `state_dict.bin` of magnet-small (420 M parameters) / medium (1.84 B), float16 on disk,
-  random weights, written once into --workdir from the released config (tests/audiocraft_files.py, which reads
+  random weights, written once into --workdir from the released config (tests/support/audiocraft_files.py, which reads
   ../shared/reference/released_configs); our loader in float32 / bfloat16 / float16 against the reference path
   (torch.load + randomly initialised model + load_state_dict copy) in the same run. Issue-18 targets for small: peak
   RSS <= 1.25 x the model's size in the requested dtype, time <= 0.35 x the reference's.
@@ -40,7 +40,7 @@ import torch.distributed as dist
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
-sys.path.insert(0, str(ROOT / "tests"))  # the release-format file writer
+sys.path.insert(0, str(ROOT / "tests"))  # the release-format file writer (tests/support/audiocraft_files.py)
 
 from evaluation.memory_cases import CASES, RELEASES, RankContext, release_file
 from magnet_lightning.config import MODEL_PRESETS
@@ -137,7 +137,7 @@ def run_variant(case: str, variant: dict, args: argparse.Namespace) -> dict:
 
 def ensure_release_files(sizes: list[str], workdir: Path) -> None:
     """Write the release-format files the load case reads (once; reused by later runs)."""
-    from audiocraft_files import released_size_state_dict_bin  # noqa: PLC0415  (tests/ helper, on sys.path above)
+    from support.audiocraft_files import released_size_state_dict_bin  # noqa: PLC0415  (tests/support, on sys.path above)
 
     workdir.mkdir(parents=True, exist_ok=True)
     for size in sizes:

@@ -62,7 +62,7 @@ def _model_bytes(model: torch.nn.Module) -> int:
 
 # ------------------------------------------------------------------------------------------------------------- load
 def release_file(workdir: Path, size: str) -> Path:
-    """The release-format file of `size` (written by tests/audiocraft_files.py's helper; see memory_benchmark)."""
+    """The release-format file of `size` (written by tests/support/audiocraft_files.py; see memory_benchmark)."""
     return workdir / f"{RELEASES[size]}.state_dict.bin"
 
 
