@@ -1,6 +1,7 @@
 """Adding a family means adding its files (docs/ARCHITECTURE.md, "Adding a family"): the toy family of
-tests/support/toy_family.py is registered in the family tables only, and its new decoding option then appears, checked, in
-magnet-generate's and magnet-evaluate's flags, in --dry-run, in the app's controls and requests, and in generation."""
+tests/support/toy_family.py is registered in the family tables only, and its new decoding option then appears,
+checked, in magnet-generate's and magnet-evaluate's flags, in --dry-run, in the app's controls and requests, and
+in generation."""
 
 from pathlib import Path
 

@@ -283,8 +283,8 @@ def test_hub_goes_offline_only_without_network(monkeypatch):
 def _fake_trainer(strategy, world_size: int):
     from types import SimpleNamespace
 
-    return SimpleNamespace(strategy=strategy, world_size=world_size, accumulate_grad_batches=1, loggers=[], max_steps=-1,
-                           is_global_zero=False)
+    return SimpleNamespace(strategy=strategy, world_size=world_size, accumulate_grad_batches=1, loggers=[],
+                           max_steps=-1, is_global_zero=False)
 
 
 def test_before_fit_sets_accumulation_from_world_size(meta_models):
