@@ -12,8 +12,6 @@ import soundfile as sf
 from magnet_lightning.data.tokenize import TokenizeOptions
 
 SR = 22050  # not the codecs' rate: the tokenizer must resample
-
-
 OPTS = TokenizeOptions(samples_per_shard=3, batch_size=2, num_workers=0, progress=False)
 
 

@@ -6,7 +6,5 @@ import json
 from support.metric_assets import TINY_VGGISH
 
 RATE = 16000
-
-
 EMBEDDER_ARGS = ["--clap-embedder", "toy_clap", "--allow-random-embedders", "--embedder-kwargs",
                  json.dumps({"vggish": {"cfg": TINY_VGGISH}, "passt": {"tiny": {"max_seconds": 1.0}}})]

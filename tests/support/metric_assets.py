@@ -10,8 +10,6 @@ from magnet_lightning.metrics.embedders import AudioEmbedder, register_embedder
 from support.helpers import tiny_module
 
 RATE, FRAMES = 16000, 60  # tiny codec: 16 kHz, 50 Hz -> 1.2 s validation items (VGGish needs >= 0.975 s)
-
-
 TINY_VGGISH = {"conv_channels": [4, "M", 4, "M", 8, "M", 8, "M"], "fc_dim": 16, "embedding_dim": 8,
                "final_relu": False}
 

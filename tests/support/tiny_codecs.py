@@ -37,6 +37,5 @@ def varied_audio(sr=16000, seconds=1.0):
 
 
 TINY_CODEC = {"sampling_rate": 16000, "num_filters": 4, "hidden_size": 16, "codebook_dim": 16, "codebook_size": 64,
-                  "upsampling_ratios": [4, 4, 4], "target_bandwidths": [3.0], "num_lstm_layers": 1,
-                  "use_causal_conv": False,
-                  "use_conv_shortcut": False, "normalize": False}
+              "upsampling_ratios": [4, 4, 4], "target_bandwidths": [3.0], "num_lstm_layers": 1,
+              "use_causal_conv": False, "use_conv_shortcut": False, "normalize": False}  # the demo corpus's codec

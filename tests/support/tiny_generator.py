@@ -11,8 +11,6 @@ from magnet_lightning.models.hybrid import HybridMagnetTransformer
 from support.helpers import TINY_MODEL, save_delayed_family_checkpoint, tiny_module
 
 DURATION = 0.5  # 25 frames: not a multiple of the span length 3
-
-
 STEPS = [3, 2, 2, 2]
 
 

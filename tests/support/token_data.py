@@ -11,8 +11,6 @@ from magnet_lightning.data.datamodule import TokenDataModule
 from magnet_lightning.data.shards import TarShardWriter, write_manifest
 
 K, V, RATE = 4, 64, 50.0
-
-
 INFO = {"name": "synthetic", "sample_rate": 16000, "frame_rate": RATE, "num_codebooks": K, "codebook_size": V,
         "channels": 1}
 
