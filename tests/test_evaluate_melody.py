@@ -10,6 +10,7 @@ import soundfile
 import torch
 from melody_files import melody_module
 from test_audio_metrics_callback import toy_clap_registered  # noqa: F401  (the toy CLAP embedder, autouse)
+from test_benchmarks import audiocaps, bench  # noqa: F401  (an AudioCaps-format download of three 1.2-s clips)
 from test_evaluate import EMBEDDER_ARGS, RATE, assets  # noqa: F401  (the tiny checkpoint, codec, CSV, references)
 
 from magnet_lightning.cli import evaluate
@@ -72,6 +73,27 @@ def test_each_item_follows_its_reference_and_the_report_has_chroma(assets, melod
     cut = [torch.nn.functional.pad(a[..., :r.shape[-1]], (0, longest - r.shape[-1])) for a, r in zip(audio, references)]
     expected.update(torch.stack(cut), torch.stack(pad), torch.tensor([r.shape[-1] for r in references]), RATE)
     assert math.isclose(report["metrics"]["chroma_cosine"], float(expected.compute()), rel_tol=1e-4)  # loudness-free
+
+
+def test_a_benchmark_run_follows_each_clip_and_scores_chroma_per_clip(audiocaps, melody_ckpt, tmp_path,  # noqa: F811
+                                                                       spy):
+    _, data = audiocaps
+    assert evaluate.main(["--benchmark", "audiocaps", "--data", str(data), "--prepare"]) == 0
+    out = tmp_path / "report.json"
+    assert bench(melody_ckpt, data, out, "--metrics", "clap") == 0
+    import json
+
+    report = json.loads(out.read_text())
+    entry, clips = report["metrics"]["chroma_cosine"], report["per_clip"]
+    assert report["settings"]["melody"] == "reference" and 0 <= entry["value"] <= 1 and entry["frames"] == 3 * 5
+    assert entry["ci95"][0] <= entry["value"] <= entry["ci95"][1]
+    assert entry["value"] == pytest.approx(sum(c["chroma_cosine"] for c in clips.values()) / 3)  # 5 frames each
+    assert "| Chroma cosine (melody: its reference) |" in out.with_suffix(".md").read_text()
+    melodies = [m for call in spy for m in call[0]]
+    for item, melody in zip(sorted(clips), melodies):  # each caption generated with its own eval-set clip
+        clip, _ = soundfile.read(str(data / "eval_set-audiocaps" / f"{item}.wav"), dtype="float32", always_2d=True)
+        assert torch.equal(melody, torch.from_numpy(clip.T))
+    assert len(melodies) == 3 and all(call[1] == RATE for call in spy)
 
 
 def test_no_melody_and_text_only_checkpoints_keep_the_usual_report(assets, melody_ckpt, spy):  # noqa: F811

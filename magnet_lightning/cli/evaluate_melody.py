@@ -2,8 +2,10 @@
 `ChromaCosineSimilarityMetric`). Each item is generated with its own reference clip as the melody, and the chroma
 cosine similarity of the generated clip against that reference (metrics/chroma.py, at the model's sample rate, 12
 bins, radix2_exp 14, argmax: the reference's `chroma_base`) joins the report's metrics as `chroma_cosine`.
-`--no-melody` evaluates such a checkpoint from the captions alone (no chroma metric). A text-only checkpoint's
-evaluation and report are unchanged.
+The same holds for `--benchmark` runs (the eval set's clip of each caption is its melody; the
+report's per-clip scores gain `chroma_cosine` too, the corpus figure its bootstrap interval). `--no-melody` evaluates
+such a checkpoint from the captions alone (no chroma metric). A text-only checkpoint's evaluation and report are
+unchanged.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 from typing import Any
 
 from magnet_lightning.errors import UserError
+from magnet_lightning.metrics.benchmarks.melody import chroma_figure, reference_melody
 from magnet_lightning.metrics.chroma import ChromaCosineSimilarity
 
 PROTOCOL = "reference"
@@ -51,3 +54,22 @@ def add_to_report(report: dict, facts: Any, chroma_cosine: float | None) -> dict
     if chroma_cosine is not None:
         report["metrics"]["chroma_cosine"] = chroma_cosine
     return report
+
+
+def benchmark_melody(args: argparse.Namespace, facts: Any, evalset: Any, settings: dict):
+    """--benchmark: item -> its melody (its reference clip), or None; a melody-conditioned checkpoint's generation
+    settings record the protocol (a folder generated otherwise is refused on resume)."""
+    if facts.melody is None:
+        return None
+    settings["melody"] = None if args.no_melody else PROTOCOL
+    return None if args.no_melody else reference_melody(evalset)
+
+
+def add_benchmark_chroma(args: argparse.Namespace, evalset: Any, generated: Any, metrics: dict,
+                         per_clip: list[dict]) -> None:
+    """--benchmark: the chroma cosine figure (with its interval) and each clip's value, against its reference."""
+    pairs = [(generated / f"{item['id']}.wav", evalset.path(item)) for item in evalset.items]
+    metrics["chroma_cosine"], values = chroma_figure(pairs, evalset.sample_rate, resamples=args.bootstrap,
+                                                     seed=args.seed)
+    for clip, value in zip(per_clip, values):
+        clip["chroma_cosine"] = value
