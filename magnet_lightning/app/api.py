@@ -1,6 +1,7 @@
 """The app's API for `gradio_client`: the endpoints /generate, /edit and /compare, beside the page's own (private)
 events. Every input has a name (the parameters of the endpoint's function: `ckpt`, `text`, `duration`, ..., then one
-per decoding option, as declared in generation/options.py), and every input but the checkpoint defaults to None,
+per decoding option, as declared in generation/options.py, then `melody` on /generate and /edit: a melody clip for a
+melody-conditioned checkpoint), and every input but the checkpoint defaults to None,
 meaning "the chosen checkpoint's own rule": an option a client leaves out is not a change, whichever checkpoint it
 chooses (the page's controls show the first checkpoint's values; these inputs are hidden components that start
 empty).
@@ -60,21 +61,23 @@ def _common(engine: Engine, options: dict[str, Control]) -> dict:
             "rescore_weight": gr.Number(value=None, minimum=0.0, maximum=0.99, visible=False,
                                         label="rescore_weight"),  # the page slider's range
             "hybrid_prompt_seconds": gr.Number(value=None, visible=False, label="hybrid_prompt_seconds"),
-            **{name: _hidden(control) for name, control in options.items()}}
+            **{name: _hidden(control) for name, control in options.items()},
+            "melody": gr.Audio(type="filepath", value=None, visible=False, label="melody")}
 
 
 def wire_api(engine: Engine, handlers: Handlers, options: dict[str, Control], outputs: dict[str, list]) -> None:
     """The three public endpoints, on hidden inputs; `outputs`: each endpoint's output components (the page's)."""
     inputs = _common(engine, options)
-    names = ["ckpt", "text", "duration", "seed", *PAIRING, *options]
+    names = ["ckpt", "text", "duration", "seed", *PAIRING, *options]  # /compare's A inputs
     clip = gr.Audio(type="filepath", visible=False, label="clip")
     edit = {"clip": clip, "mode": gr.Dropdown(choices=[CONTINUE, INFILL], value=None, visible=False, label="mode"),
             "infill_start": gr.Number(value=None, visible=False), "infill_end": gr.Number(value=None, visible=False)}
     both = {**inputs, **edit, "b_ckpt": gr.Dropdown(choices=list(engine.models), value=None, visible=False),
             **{f"b_{name}": _hidden(control) for name, control in options.items()}}
-    edit_names = ["ckpt", "text", "clip", "mode", "duration", "infill_start", "infill_end", "seed", *options]
+    edit_names = ["ckpt", "text", "clip", "mode", "duration", "infill_start", "infill_end", "seed", *options,
+                  "melody"]
     compare_names = [*names, "b_ckpt", *(f"b_{name}" for name in options)]
-    endpoints = (("generate", names, handlers.generate), ("edit", edit_names, handlers.edit),
+    endpoints = (("generate", [*names, "melody"], handlers.generate), ("edit", edit_names, handlers.edit),
                  ("compare", compare_names, handlers.compare))
     for api_name, endpoint_names, fn in endpoints:
         trigger = gr.Button(visible=False)

@@ -1,13 +1,12 @@
 """The app's models and the one thread that runs every generation.
 
 Each checkpoint is loaded once (`Engine.load`; text encoders and codecs shared where checkpoints name the same one).
-Requests are `submit`ted from the page's handler threads and run by a single worker thread, so a model is never used
-by two generations at once. While the worker is busy, requests wait; when it is free it takes the oldest waiting
-request together with every other waiting request of identical settings (same checkpoint, duration, decoding
-options, partner, no seed, no clip) up to `Limits.max_batch` rows: one generation for all of them (the paper's
-throughput point: a batch of B costs little more than one row). A request with a seed always runs alone, so a seed
-gives the same audio whatever else is queued. A failing generation fails only its own requests; the worker carries
-on with the next.
+Requests are `submit`ted from the page's handler threads and run by a single worker thread, so a model is never used by
+two generations at once. While the worker is busy, requests wait; when it is free it takes the oldest waiting request
+together with every other waiting request of identical settings (same checkpoint, duration, decoding options, partner,
+no seed, no clip, no melody) up to `Limits.max_batch` rows: one generation for all of them (the paper's throughput
+point: a batch of B costs little more than one row). A request with a seed always runs alone, so a seed gives the same
+audio whatever else is queued. A failing generation fails only its own requests; the worker carries on with the next.
 
 Why not gradio's own `batch=True`: it batches requests whatever their settings, and one request's error fails every
 request of the batch.
@@ -76,12 +75,15 @@ class Request:
     """float [C, N]: the clip to continue, or to edit with `infill`."""
     clip_rate: int | None = None
     infill: tuple[float, float] | None = None
+    melody: torch.Tensor | None = field(default=None, compare=False)
+    """float [C, N]: a melody every caption follows (melody-conditioned checkpoints), at `melody_rate`."""
+    melody_rate: int | None = None
     plan: Any = field(default=None, compare=False)
     """The generation plan (generation/plan.py) built and checked when the request was made."""
 
     def batch_key(self) -> tuple | None:
         """Requests with the same key run as one generation; None: this one runs alone."""
-        if self.seed is not None or self.clip is not None:
+        if self.seed is not None or self.clip is not None or self.melody is not None:
             return None
         return self.ckpt, self.duration, self.options, self.partner, self.partner_mode, self.prompt_seconds
 
@@ -137,8 +139,10 @@ class Engine:
 
     @classmethod
     def load(cls, specs: Sequence[ModelSpec], limits: Limits, *, device: str | None = None,
-             allow_random_text_encoder: bool = False, fast: bool | None = None) -> Engine:
-        """Load every checkpoint once (a text encoder or codec named by several is loaded once)."""
+             allow_random_text_encoder: bool = False, fast: bool | None = None,
+             stems_model: str = "htdemucs") -> Engine:
+        """Load every checkpoint once (a text encoder or codec named by several is loaded once); `stems_model`:
+        where a melody-conditioned checkpoint's htdemucs is read from (codec/stems.py)."""
         generators: dict[str, MagnetGenerator] = {}
         codecs: dict[str, Any] = {}
         for spec in specs:
@@ -146,7 +150,8 @@ class Engine:
                             if g.text_encoder is not None and g.text_encoder.serves(spec.text_encoder)), None)
             gen = MagnetGenerator.from_pretrained(spec.ckpt, device=device, text_encoder=encoder,
                                                   codec=codecs.get(spec.codec),
-                                                  allow_random_text_encoder=allow_random_text_encoder, fast=fast)
+                                                  allow_random_text_encoder=allow_random_text_encoder, fast=fast,
+                                                  stems_model=stems_model)
             if spec.codec is not None and gen.codec is not None:
                 codecs.setdefault(spec.codec, gen.codec)
             generators[spec.ckpt] = gen
@@ -254,7 +259,8 @@ class Engine:
             else:
                 result = gen.generate(texts, plan=plan, prompt=request.clip,
                                       prompt_sample_rate=request.clip_rate, seed=seed, progress=progress,
-                                      rescorer=partner if request.partner_mode == RESCORE else None)
+                                      rescorer=partner if request.partner_mode == RESCORE else None,
+                                      melody=request.melody, melody_sample_rate=request.melody_rate)
         return result.tokens, result.audio, result.sample_rate, seed, result.config
 
 
@@ -269,7 +275,7 @@ def plan_request(models: dict[str, Loaded], request: Request) -> GenerationPlan:
     return gen.plan(request.duration, rescorer=partner if request.partner_mode == RESCORE else None,
                     two_model=partner if request.partner_mode == HYBRID else None,
                     prompt_frames=0 if request.infill else frames, infill=request.infill,
-                    clip_frames=frames if request.infill else None, **options)
+                    clip_frames=frames if request.infill else None, melody=request.melody is not None, **options)
 
 
 def loaded_models(generators: dict[str, MagnetGenerator], limits: Limits) -> dict[str, Loaded]:

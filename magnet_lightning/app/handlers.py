@@ -69,18 +69,21 @@ class Handlers:
         return written, details(request, result, self.engine.models[request.ckpt].family)
 
     def generate(self, progress=gr.Progress(), ckpt=None, text=None, seconds=None, seed=None, *rest):
-        """Captions -> one clip each: players (as many as `max_captions`), spectrogram, downloads, details."""
-        pairing, values = rest[:PAIRING_INPUTS], self._values(rest[PAIRING_INPUTS:])
-        request = requests.generation_request(self.engine, ckpt, text, seconds, seed, values, *pairing)
+        """Captions -> one clip each: players (as many as `max_captions`), spectrogram, downloads, details. `rest`:
+        the pairing inputs, the decoding values, the melody clip (last)."""
+        pairing, values, melody = rest[:PAIRING_INPUTS], self._values(rest[PAIRING_INPUTS:-1]), rest[-1]
+        request = requests.generation_request(self.engine, ckpt, text, seconds, seed, values, *pairing,
+                                              melody_path=melody)
         written, info = self._run(request, progress)
         players = written.wavs + [None] * (self.engine.limits.max_captions - len(written.wavs))
         return (*players, written.spectrogram, written.downloads, info)
 
     def edit(self, progress=gr.Progress(), ckpt=None, text=None, clip=None, mode=None, seconds=None, start=None,
-             end=None, seed=None, *values):
-        """A clip continued or infilled: player, spectrogram, downloads, details."""
+             end=None, seed=None, *rest):
+        """A clip continued or infilled: player, spectrogram, downloads, details. `rest`: the decoding values, the
+        melody clip (last)."""
         request = requests.edit_request(self.engine, ckpt, text, clip, mode, seconds, start, end, seed,
-                                        self._values(values))
+                                        self._values(rest[:-1]), melody_path=rest[-1])
         written, info = self._run(request, progress)
         return written.wavs[0], written.spectrogram, written.downloads, info
 

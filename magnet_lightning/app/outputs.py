@@ -76,7 +76,8 @@ def details(request: Request, result: Result, family: str) -> dict:
         "seconds": round(result.audio.shape[-1] / result.sample_rate, 3), "frames": int(result.tokens.shape[-1]),
         "latency_s": round(result.latency, 3), "queue_wait_s": round(result.wait, 3),
         "batch_rows": result.batch_rows, "partner": request.partner, "pairing": request.partner_mode,
-        "infill": list(request.infill) if request.infill else None,
+        "infill": list(request.infill) if request.infill else None, "melody": request.melody is not None,
+        "channels": int(result.audio.shape[1]),
         "changed_options": dict(request.options), "decoding": _plain(result.decoding),
     }
 

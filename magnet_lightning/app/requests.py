@@ -1,10 +1,10 @@
 """The page's values -> a checked `Request`, or an `InputError` whose one-line message the page shows.
 
-Checked before anything reaches the model: the checkpoint is loaded, captions (count, length), duration (positive,
-at most the checkpoint's limit), seed, the partner (loaded beside it), a clip (readable, finite, not empty, within the
-limits), the page values (parsed into the options' types); then the generation plan is built (generation/plan.py),
-which checks the options, the partner's rescoring weight or prompt and the clip against the lengths, with the same
-checks and messages as the command lines, naming the page's controls.
+Checked before anything reaches the model: the checkpoint is loaded, captions (count, length), duration (positive, at
+most the checkpoint's limit), seed, the partner (loaded beside it), a clip (readable, finite, not empty, within the
+limits), a melody (app/melody.py), the page values (parsed into the options' types); then the generation plan is built
+(generation/plan.py), which checks the options, the partner's rescoring weight or prompt and the clip against the
+lengths, with the same checks and messages as the command lines, naming the page's controls.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from magnet_lightning.app.engine import HYBRID, RESCORE, Engine, Loaded, Request, plan_request
+from magnet_lightning.app.melody import MelodyError, read_melody
 from magnet_lightning.app.traits import PageNames, changed_options
 from magnet_lightning.generation.hybrid_magnet import DEFAULT_PROMPT_SECONDS
 from magnet_lightning.generation.options import OptionError
@@ -120,17 +121,26 @@ def pairing(model: Loaded, partner: str | None, mode: str | None, weight: Any,
     raise InputError(f"pairing {mode!r}: choose {RESCORE!r} or {HYBRID!r}")
 
 
+def melody(path: str | None, model: Loaded) -> tuple[torch.Tensor | None, int | None]:
+    """The uploaded melody (float [C, N], rate), or (None, None); app/melody.py checks it."""
+    try:
+        return read_melody(path, model)
+    except MelodyError as err:
+        raise InputError(str(err)) from None
+
+
 def generation_request(engine: Engine, ckpt: str, text: str | None, seconds: Any, seed_value: Any,
                        values: dict[str, Any], partner: str | None = None, mode: str | None = None,
-                       weight: Any = None, prompt_seconds: Any = None) -> Request:
-    """A request from captions."""
+                       weight: Any = None, prompt_seconds: Any = None, melody_path: str | None = None) -> Request:
+    """A request from captions (and a melody they all follow)."""
     model = loaded(engine, ckpt)
     texts = captions(text, engine)
     seconds = duration(seconds, model)
     partner, mode, extra = pairing(model, partner, mode, weight, prompt_seconds)
     options = tuple(sorted({**changed(model, values), **extra}.items()))
+    wav, rate = melody(melody_path, model)
     return planned(engine, Request(ckpt, texts, seconds, seed(seed_value), options, partner, mode,
-                                   extra.get("prompt_seconds")))
+                                   extra.get("prompt_seconds"), melody=wav, melody_rate=rate))
 
 
 def clip(path: str | None, model: Loaded) -> tuple[torch.Tensor, int]:
@@ -152,7 +162,8 @@ def clip(path: str | None, model: Loaded) -> tuple[torch.Tensor, int]:
 
 
 def edit_request(engine: Engine, ckpt: str, text: str | None, clip_path: str | None, mode: str, seconds: Any,
-                 start: Any, end: Any, seed_value: Any, values: dict[str, Any]) -> Request:
+                 start: Any, end: Any, seed_value: Any, values: dict[str, Any],
+                 melody_path: str | None = None) -> Request:
     """A request continuing a clip (CONTINUE, up to `seconds`) or regenerating [start, end) of it (INFILL)."""
     model = loaded(engine, ckpt)
     texts = captions(text, engine)
@@ -170,5 +181,6 @@ def edit_request(engine: Engine, ckpt: str, text: str | None, clip_path: str | N
     else:
         seconds = duration(seconds, model)
     options = tuple(sorted(changed(model, values).items()))
+    tune, tune_rate = melody(melody_path, model)
     return planned(engine, Request(ckpt, texts, seconds, seed(seed_value), options, clip=wav, clip_rate=rate,
-                                   infill=infill))
+                                   infill=infill, melody=tune, melody_rate=tune_rate))

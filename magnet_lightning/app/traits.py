@@ -1,12 +1,12 @@
 """What a loaded checkpoint takes, as the page shows it, read from the generation layer's family table
 (`generation/families.py`, the generator's `decoder`): one control per declared decoding option of its family
 (generation/options.py: kind, choices, help; default: the checkpoint's own value, `MagnetGenerator.decoding_config()`),
-and whether it continues a prompt, infills a clip and can be paired with an autoregressive checkpoint (rescorer,
-two-model generation). Messages about options use the page's names for them (`PageNames`).
+and whether it continues a prompt, infills a clip, takes a melody and can be paired with an autoregressive checkpoint
+(rescorer, two-model generation). Messages about options use the page's names for them (`PageNames`).
 
-A control's value from the page is turned back into the option's type here (`parse_value`), and only the options
-the user changed are passed to the generator (`changed_options`): an untouched option keeps following the
-checkpoint's own rule (e.g. MAGNeT's decoding steps grow with the duration).
+A control's value from the page is turned back into the option's type here (`parse_value`), and only the options the
+user changed are passed to the generator (`changed_options`): an untouched option keeps following the checkpoint's own
+rule (e.g. MAGNeT's decoding steps grow with the duration).
 """
 
 from __future__ import annotations
@@ -59,6 +59,8 @@ class Traits:
     """A partner for the above (an autoregressive model of tokens)."""
     label: str = ""
     """The family's name in the page ('MAGNeT', ...)."""
+    melody: bool = False
+    """Melody-conditioned: takes a melody clip beside the captions (its chroma; app/melody.py)."""
 
     def control(self, name: str) -> Control:
         return next(c for c in self.controls if c.name == name)
@@ -100,7 +102,8 @@ def traits_of(generator: Any) -> Traits:
         raise TypeError(f"the generator's decoding config is a {type(config).__name__}, its family's table says "
                         f"{family.config_class.__name__}")
     return Traits(controls=controls_of(config), takes_prompt=family.prompt, takes_infill=family.infill,
-                  takes_partner=family.rescored, autoregressive=family.partner, label=family_label(generator.family))
+                  takes_partner=family.rescored, autoregressive=family.partner, label=family_label(generator.family),
+                  melody=generator.facts.melody is not None)
 
 
 def parse_value(control: Control, value: Any) -> Any:

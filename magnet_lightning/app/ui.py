@@ -3,7 +3,8 @@
 Left: the settings every tab uses (checkpoint, duration, seed, the decoding controls of the checkpoint's family
 with the checkpoint's own defaults, and, where an autoregressive checkpoint is loaded beside a masked one, the
 pairing: rescorer or two-model hybrid). Right, three tabs: Generate (captions -> a player, a spectrogram and
-downloads per clip), Continue / infill (an uploaded or recorded clip), A/B (one caption and seed, the settings on the
+downloads per clip), Continue / infill (an uploaded or recorded clip); both take a melody clip for a
+melody-conditioned checkpoint (app/melody.py). A/B (one caption and seed, the settings on the
 left against a second checkpoint and its own controls, side by side with each latency).
 
 The API (gradio_client) has the three endpoints /generate, /edit and /compare (app/api.py): named inputs in the
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from magnet_lightning.app import melody
 from magnet_lightning.app.api import wire_api
 from magnet_lightning.app.engine import HYBRID, RESCORE, Engine, Loaded
 from magnet_lightning.app.handlers import Handlers, page_errors
@@ -93,6 +95,7 @@ def _settings(engine: Engine, first: Loaded) -> dict:
         s["prompt_seconds"] = gr.Number(value=prompt_default(first), label="Hybrid: seconds from the partner")
     with gr.Accordion("Decoding options (the checkpoint's defaults)", open=True):
         s["controls"] = _controls(engine, first, "dec")
+    s["melodies"] = []  # the tabs' melody uploads (app/melody.py)
     return s
 
 
@@ -124,6 +127,7 @@ def _generate_tab(engine: Engine, handlers: Handlers, s: dict) -> list:
     limits = engine.limits
     text = gr.Textbox(lines=3, label=f"Caption(s): one a line, at most {limits.max_captions} (empty: unconditional)",
                       placeholder="lo-fi piano with soft drums", elem_id="captions")
+    s["melodies"].append(tune := melody.upload(engine.models[s["ckpt"].value], "melody"))
     button = gr.Button("Generate", variant="primary", elem_id="generate")
     out = _outputs(limits.max_captions, "gen")
 
@@ -133,7 +137,7 @@ def _generate_tab(engine: Engine, handlers: Handlers, s: dict) -> list:
 
     text.change(players, text, out["players"], queue=False, api_visibility="private")
     inputs = [s["ckpt"], text, s["duration"], s["seed"], s["partner"], s["mode"], s["weight"], s["prompt_seconds"],
-              *s["controls"]]
+              *s["controls"], tune]
     outputs = [*out["players"], out["spectrogram"], out["files"], out["details"]]
     button.click(page_errors(handlers.generate), inputs, outputs, api_name="page_generate",
                  api_visibility="private", concurrency_id="model",
@@ -150,9 +154,10 @@ def _edit_tab(engine: Engine, handlers: Handlers, s: dict) -> list:
     with gr.Row():
         start = gr.Number(value=0.0, label="Infill start (s)")
         end = gr.Number(value=1.0, label="Infill end (s)")
+    s["melodies"].append(tune := melody.upload(engine.models[s["ckpt"].value], "edit-melody"))
     button = gr.Button("Continue / infill", variant="primary", elem_id="edit")
     out = _outputs(1, "edit")
-    inputs = [s["ckpt"], text, clip, mode, s["duration"], start, end, s["seed"], *s["controls"]]
+    inputs = [s["ckpt"], text, clip, mode, s["duration"], start, end, s["seed"], *s["controls"], tune]
     outputs = [out["players"][0], out["spectrogram"], out["files"], out["details"]]
     button.click(page_errors(handlers.edit), inputs, outputs, api_name="page_edit",
                  api_visibility="private", concurrency_id="model",
@@ -214,6 +219,7 @@ def build(engine: Engine, out_root: Path) -> gr.Blocks:
                 with gr.Tab("A/B"):
                     outputs["compare"] = _compare_tab(engine, handlers, settings, first)
         _wire_settings(engine, settings)
+        melody.wire(engine, settings["ckpt"], settings["melodies"])
         wire_api(engine, handlers, _union(engine), outputs)
     return demo
 

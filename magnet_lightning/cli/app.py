@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from magnet_lightning.app.settings import Limits, ModelSpec
 from magnet_lightning.checkpoint.hub import expand, looks_like_repo_id
 from magnet_lightning.cli.checks import peek_checkpoint, positive
+from magnet_lightning.codec.stems import htdemucs_files
 from magnet_lightning.errors import CheckpointError, UserError, one_line, pop_debug_flag, user_errors
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-random-text-encoder", action="store_true",
                    help="demo only: random-weight T5 when its weights are missing")
     p.add_argument("--no-fast", action="store_true", help="plain decoding loop (no static buffers / CUDA graphs)")
+    p.add_argument("--stems-model", default="htdemucs", metavar="DIR",
+                   help="melody-conditioned checkpoints: where demucs' htdemucs is read from ('htdemucs': the Hugging "
+                        "Face cache, or a folder with htdemucs.yaml + 955717e8.safetensors)")
     p.epilog = "A wrong argument is one line and exit code 2; --debug (or MAGNET_DEBUG=1) shows the traceback."
     return p
 
@@ -97,9 +101,17 @@ def check_args(args: argparse.Namespace) -> list:
         except Exception as err:  # torch's data-only unpickler raises IndexError, KeyError, ... on other files
             raise UserError(f"--ckpt {ckpt} is not a readable checkpoint ({type(err).__name__}: "
                             f"{one_line(err)[:200]})") from None
+        check_stems(facts, args.stems_model)
         specs.append(ModelSpec(ckpt, facts.text_encoder, facts.codec))
     args.port = check_port(args.host, args.port)
     return specs
+
+
+def check_stems(facts, stems_model: str) -> None:
+    """A melody-conditioned checkpoint that separates stems has htdemucs' weights on disk (else one line naming the
+    download), so that the first melody request does not fail."""
+    if facts.melody is not None and facts.melody.get("stems", "htdemucs") != "none":
+        htdemucs_files(stems_model)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -116,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         limits = Limits(max_duration=args.max_duration, max_captions=args.max_captions, max_batch=args.max_batch,
                         max_text_chars=args.max_text_chars, max_queue=args.max_queue)
         engine = Engine.load(specs, limits, device=args.device, fast=False if args.no_fast else None,
-                             allow_random_text_encoder=args.allow_random_text_encoder)
+                             allow_random_text_encoder=args.allow_random_text_encoder, stems_model=args.stems_model)
         print(f"magnet-app: serving {len(specs)} checkpoint(s) on http://{args.host}:{args.port}", flush=True)
         ui.launch(engine, host=args.host, port=args.port, share=args.share, block=True)
     return 0

@@ -19,6 +19,7 @@ import torch
 from magnet_lightning.cli import checks
 from magnet_lightning.cli.benchmark_args import check_benchmark_args, paths
 from magnet_lightning.cli.distributed import init_distributed
+from magnet_lightning.cli.evaluate_melody import add_benchmark_chroma, benchmark_melody
 from magnet_lightning.codec.codecs import load_codec
 from magnet_lightning.errors import UserError
 from magnet_lightning.generation.generator import MagnetGenerator
@@ -179,9 +180,11 @@ def run(args: argparse.Namespace, decoding_overrides: Callable, embedder_kwargs:
     options = {**decoding, **({"preset": preset} if preset else {}),
                **({"extend_stride": args.extend_stride} if args.extend_stride is not None else {})}
     settings = settings_of(args, {**decoding, "preset": preset}, gen, gen.decoding_config(longest, preset, **decoding))
+    melody = benchmark_melody(args, facts, evalset, settings)
     check_settings(where["generated"], settings, rank)
     timing = generate_missing(gen, evalset.items, where["generated"], rank=rank, world_size=world,
-                              batch_size=args.batch_size, seed=args.seed, lufs=args.lufs, options=options)
+                              batch_size=args.batch_size, seed=args.seed, lufs=args.lufs, options=options,
+                              melody=melody)
     timings = gather(timing)
     ref = None if stats is None else {role: unpack(stats["features"][role]) for role in ROLES}
     if ref is None:
@@ -194,6 +197,8 @@ def run(args: argparse.Namespace, decoding_overrides: Callable, embedder_kwargs:
         return None
     metrics, per_clip = figures(ref, generated, resamples=args.bootstrap, inf_resamples=args.fad_inf_bootstrap,
                                 seed=args.seed)
+    if melody is not None:
+        add_benchmark_chroma(args, evalset, where["generated"], metrics, per_clip)
     summary = timing_summary(timings, args, world, device)
     return assemble(args, spec, evalset, where, stats_file, proto, embedders, metrics, per_clip, summary,
                     settings, facts, gen)

@@ -37,6 +37,7 @@ from magnet_lightning.checkpoint.hub import expand_args
 from magnet_lightning.cli import benchmark, checks
 from magnet_lightning.cli.benchmark_args import add_benchmark_arguments, paths
 from magnet_lightning.cli.distributed import all_sum, init_distributed
+from magnet_lightning.cli.evaluate_melody import add_melody_flag, add_to_report, chroma_metric, uses_melody
 from magnet_lightning.cli.help import DefaultsOnce, OneLineParser
 from magnet_lightning.cli.options import add_generation_flags, given_options
 from magnet_lightning.codec.codecs import load_codec
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-fast", action="store_true",
                    help="plain decoding loop (default on CUDA: static buffers + CUDA graphs, bf16 weights)")
     p.add_argument("--no-progress", action="store_true")
+    add_melody_flag(p)
     add_benchmark_arguments(p)
     return p
 
@@ -286,6 +288,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
     items, skipped["unreadable_reference"] = check_readable(items, args.skip_bad)
     if not items:
         raise UserError("no evaluation items left (see the skip messages above)")
+    melody = uses_melody(args, facts, items)
     codec = load_codec(args.codec or facts.codec, device=device)
     embedders = {"fad": args.fad_embedder, "kl": args.kl_embedder, "clap": args.clap_embedder}
     suite = build_suite(args, facts, embedders, codec, device)
@@ -295,6 +298,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
                                           allow_random_text_encoder=args.allow_random_text_encoder,
                                           fast=False if args.no_fast else None)
     decoding = decoding_overrides(args)
+    chroma = chroma_metric(gen.sample_rate, device) if melody else None
     plan = gen.plan(args.max_duration or args.duration, extend_stride=args.extend_stride, **decoding)
     config = plan.config
     bar = None
@@ -304,16 +308,18 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any] | None:
     with torch.no_grad():
         evaluate_items(gen, suite, items, rank=rank, world_size=world, batch_size=args.batch_size, seed=args.seed,
                        max_duration=args.max_duration, default_duration=args.duration, decoding=decoding,
-                       extend_stride=args.extend_stride,
+                       extend_stride=args.extend_stride, melody=melody, chroma=chroma,
                        lufs=args.lufs, progress=bar.update if bar is not None else None)
     if bar is not None:
         bar.close()
     metrics = suite.compute()
+    chroma_cosine = None if chroma is None else float(chroma.compute())
     too_short = all_sum(suite.skipped, device)
     if rank != 0:
         return None
     skipped["too_short"] = too_short
-    return _report(args, metrics, items, skipped, facts, gen, suite, embedders, world, config, decoding)
+    report = _report(args, metrics, items, skipped, facts, gen, suite, embedders, world, config, decoding)
+    return add_to_report(report, facts, chroma_cosine)
 
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:

@@ -88,7 +88,8 @@ def evaluate_items(generator: Any, suite: AudioEvalSuite, items: Sequence[EvalIt
                    default_duration: float | None = None, decoding: Any = None, lufs: float | None = -14.0,
                    references: ReferenceLoader | None = None, keep_examples: int = 0, min_calls: int = 0,
                    progress: Callable[[int], None] | None = None,
-                   extend_stride: float | None = None) -> list[Example]:
+                   extend_stride: float | None = None, melody: bool = False,
+                   chroma: Any = None) -> list[Example]:
     """Generate this rank's batches and update ``suite``; returns up to ``keep_examples`` examples.
 
     ``generator``: a MagnetGenerator (``.generate(texts, duration=, seed=, decoding=)``, ``.sample_rate``,
@@ -96,7 +97,9 @@ def evaluate_items(generator: Any, suite: AudioEvalSuite, items: Sequence[EvalIt
     ``progress(n)`` is called with the decoding steps done since the last call. ``min_calls``: make at least this
     many generate calls (when the ranks hold different item lists, pass the largest call count of all ranks).
     ``extend_stride``: the stride of long-form generation (durations past the checkpoint's segment; None: the
-    family's default).
+    family's default). ``melody`` (melody-conditioned checkpoints): each item is generated with its reference clip as
+    its melody, as audiocraft's MusicGen solver evaluates (an item without a reference gets none); ``chroma``: a
+    ``ChromaCosineSimilarity`` updated with each generated clip against its reference (items with one).
     """
     if not items and min_calls == 0:
         raise ValueError("the evaluation set is empty")
@@ -118,18 +121,33 @@ def evaluate_items(generator: Any, suite: AudioEvalSuite, items: Sequence[EvalIt
             refs = [None if r is None else r[..., : int(max_duration * rate)] for r in refs]
         duration = _batch_duration(refs, rate, max_duration, default_duration)
         batch_seed = seed + b * batch_size
+        tunes = {"melody": list(refs), "melody_sample_rate": rate} if melody else {}
         result = generator.generate([item.text for item in batch], duration=duration, seed=batch_seed,
-                                    progress=_stepper(progress), **options)
+                                    progress=_stepper(progress), **options, **tunes)
         generated = []
         for wav, ref in zip(result.audio.float().cpu(), refs):
             wav = match_length(wav, ref.shape[-1]) if ref is not None else wav
             generated.append(loudness_normalize(wav, rate, lufs) if lufs is not None else wav)
         scores = suite.update(generated, refs, [item.text for item in batch], rate,
                               keys=[item.key for item in batch])
+        if chroma is not None:
+            update_chroma(chroma, generated, refs, rate)
         for item, wav, ref, score in zip(batch, generated, refs, scores):
             if len(examples) < keep_examples:
                 examples.append(Example(item.key, item.text, wav, ref, rate, score, batch_seed))
     return examples
+
+
+def update_chroma(chroma: Any, generated: Sequence[Tensor], refs: Sequence[Tensor | None], rate: int) -> None:
+    """Update a ``ChromaCosineSimilarity`` with the clips [C, L_i] that have a reference [C', L_i] (cut to it): both
+    zero-padded to the longest, with each item's real length, as audiocraft's evaluation batches them."""
+    pairs = [(g.mean(0, keepdim=True), r.mean(0, keepdim=True)) for g, r in zip(generated, refs) if r is not None]
+    if not pairs:
+        return
+    longest = max(r.shape[-1] for _, r in pairs)
+    preds = torch.stack([match_length(g, longest) for g, _ in pairs])
+    targets = torch.stack([match_length(r, longest) for _, r in pairs])
+    chroma.update(preds, targets, torch.tensor([r.shape[-1] for _, r in pairs]), rate)
 
 
 def _stepper(progress: Callable[[int], None] | None) -> Callable[[int, int], None] | None:

@@ -81,12 +81,14 @@ def pending_batches(items: list[dict], done: dict[str, dict], batch_size: int) -
 def generate_missing(generator: Any, items: list[dict], folder: Path, *, rank: int = 0, world_size: int = 1,
                      batch_size: int = 8, seed: int = 0, lufs: float | None = -14.0,
                      options: dict[str, Any] | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                     progress: Callable[[int, int], None] | None = None,
+                     melody: Callable[[dict], torch.Tensor] | None = None) -> dict[str, Any]:
     """Generate this rank's share of the missing clips of ``items`` ({id, caption, samples}) into ``folder``.
 
     ``generator``: a MagnetGenerator at the eval set's sample rate; ``options``: decoding overrides and
-    ``extend_stride``. Returns this rank's timing: {"calls", "clips", "audio_seconds", "seconds", "latencies",
-    "peak_memory_bytes"}."""
+    ``extend_stride``; ``melody``: item -> the melody [C, N] it is generated with, at the generator's rate (a
+    melody-conditioned checkpoint: its reference clip, metrics/benchmarks/melody.py). Returns this rank's timing:
+    {"calls", "clips", "audio_seconds", "seconds", "latencies", "peak_memory_bytes"}."""
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale(folder, ".*.tmp*")
     rate, device = int(generator.sample_rate), torch.device(generator.device)
@@ -98,9 +100,10 @@ def generate_missing(generator: Any, items: list[dict], folder: Path, *, rank: i
         for batch in mine:
             lengths = [int(items[i]["samples"]) for i in batch]
             seeds = [seed + i for i in batch]  # one per caption: its clip does not depend on its batch
+            tunes = {} if melody is None else {"melody": [melody(items[i]) for i in batch], "melody_sample_rate": rate}
             start = time.perf_counter()
             result = generator.generate([items[i]["caption"] for i in batch], duration=max(lengths) / rate,
-                                        seed=seeds, progress=progress, **(options or {}))
+                                        seed=seeds, progress=progress, **(options or {}), **tunes)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - start

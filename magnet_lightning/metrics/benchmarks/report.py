@@ -10,6 +10,7 @@ ROWS = (  # (metric key, label, the card's key or None)
     ("kad", "KAD ({distribution}, ×100)", None),
     ("fad_inf", "FAD∞ ({distribution})", None),
     ("kl_gen_ref", "KL (PaSST, gen ‖ ref)", None),
+    ("chroma_cosine", "Chroma cosine (melody: its reference)", None),
 )
 
 

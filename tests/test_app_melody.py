@@ -1,0 +1,142 @@
+"""The app with a melody-conditioned and a stereo checkpoint, driven through `gradio_client` against a server on
+127.0.0.1 (tiny random-weight models, CPU): the melody upload reaches the generator (/generate and /edit give the
+generator's own tokens for that melody), the upload is shown only for melody checkpoints, a bad melody or a melody
+for a text-only checkpoint is one line, and a stereo checkpoint's clips come back as 2-channel audio."""
+
+import os
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from helpers import TINY_MODEL, tiny_module
+from melody_files import MELODY_LM, melody_module
+from test_generate import DURATION, STEPS, assets  # noqa: F401  (the shared tiny MAGNeT checkpoint and codec)
+from test_melody_cli import empty_hf_cache  # noqa: F401  (an empty Hugging Face cache)
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+pytest.importorskip("gradio_client", reason="the app's tests need gradio_client (pip install .[dev])")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+from magnet_lightning.app import ui  # noqa: E402
+from magnet_lightning.app.engine import RESCORE, Engine  # noqa: E402
+from magnet_lightning.app.settings import Limits  # noqa: E402
+from magnet_lightning.cli.app import build_parser, check_args  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _save(module, path):
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def names(assets):  # noqa: F811
+    """The tiny text-only MAGNeT (first: the page opens on it), a melody MAGNeT and a stereo MusicGen, all on the
+    shared tiny 16-kHz codec (K=4, V=64, 50 Hz)."""
+    ckpt, root = assets
+    common = dict(codec=str(root / "codec"), sample_rate=16000, frame_rate=50.0, segment_duration=DURATION)
+    torch.manual_seed(1)
+    melody = melody_module("magnet", "frames", model={"codebook_size": 64}, decoding={"decoding_steps": STEPS},
+                           **common)
+    stereo = tiny_module(family="musicgen", delays=[0, 0, 1, 1, 2, 2, 3, 3],
+                         model=dict(TINY_MODEL, num_codebooks=8, codebook_size=64),
+                         **{**common, "codec": f"stereo:{root / 'codec'}"})
+    return {"text": str(ckpt), "melody": _save(melody, root / "melody.ckpt"),
+            "stereo": _save(stereo, root / "stereo.ckpt")}
+
+
+@pytest.fixture(scope="module")
+def server(names):
+    args = build_parser().parse_args([arg for name in names.values() for arg in ("--ckpt", name)])
+    engine = Engine.load(check_args(args), Limits(max_duration=1.0, max_captions=2), device="cpu")
+    running = ui.launch(engine, host="127.0.0.1", port=args.port)
+    yield running
+    running.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return Client(server.url, verbose=False)
+
+
+def _defaults(server, ckpt):
+    own = {c.name: c.default for c in server.engine.models[ckpt].traits.controls}
+    union = ui._union(server.engine)
+    return [own.get(name, union[name].default) for name in ui.input_names(server.engine)]
+
+
+def generate(client, server, ckpt, melody=None, seed=3):
+    out = client.predict(ckpt, "calm piano", DURATION, seed, "none", RESCORE, 0.8, 0.2, *_defaults(server, ckpt),
+                         melody=None if melody is None else handle_file(str(melody)), api_name="/generate")
+    return out[0], out[-2], out[-1]  # first player, downloads, details
+
+
+def _tokens(downloads):
+    return torch.from_numpy(np.load(next(p for p in downloads if p.endswith(".npy"))).astype(np.int64))
+
+
+def _tune(path, seconds=1.0, rate=22050, amplitude=0.5, pitch=440.0):
+    t = np.arange(int(seconds * rate)) / rate
+    soundfile.write(str(path), (amplitude * np.sin(2 * np.pi * pitch * t)).astype(np.float32), rate)
+    return path
+
+
+def test_the_melody_upload_reaches_the_generator(client, server, names, tmp_path):
+    tune = _tune(tmp_path / "tune.wav")
+    _, downloads, info = generate(client, server, names["melody"], tune)
+    assert info["melody"] is True and info["frames"] == 25
+    gen = server.engine.models[names["melody"]].generator
+    wav, rate = soundfile.read(str(tune), dtype="float32", always_2d=True)
+    melody = torch.from_numpy(wav.T)
+    expected = gen.generate(["calm piano"], melody=melody, melody_sample_rate=rate, seed=3, decode_audio=False)
+    without = gen.generate(["calm piano"], seed=3, decode_audio=False)
+    assert torch.equal(_tokens(downloads), expected.tokens[0])
+    assert not torch.equal(expected.tokens, without.tokens)  # the melody changes what is generated
+    clip = tmp_path / "clip.wav"  # /edit: a continuation of 0.2 s of audio, following the melody
+    soundfile.write(str(clip), 0.3 * np.random.default_rng(0).standard_normal(3200).astype(np.float32), 16000)
+    out = client.predict(names["melody"], "calm piano", handle_file(str(clip)), "continue", DURATION, 0.0, 0.1, 5,
+                         *_defaults(server, names["melody"]), melody=handle_file(str(tune)), api_name="/edit")
+    prompt = torch.from_numpy(soundfile.read(str(clip), dtype="float32")[0])[None]
+    expected = gen.generate(["calm piano"], prompt=prompt, prompt_sample_rate=16000, melody=melody,
+                            melody_sample_rate=rate, seed=5, decode_audio=False)
+    assert out[-1]["melody"] is True and torch.equal(_tokens(out[2]), expected.tokens[0])
+
+
+def test_the_upload_is_offered_for_melody_checkpoints_only(server, names):
+    traits = {key: server.engine.models[name].traits.melody for key, name in names.items()}
+    assert traits == {"text": False, "melody": True, "stereo": False}
+    uploads = [c for c in server.demo.config["components"]
+               if c["props"].get("elem_id") in ("melody", "edit-melody")]
+    assert len(uploads) == 2 and not any(c["props"]["visible"] for c in uploads)  # the page opens on text-only
+
+
+@pytest.mark.parametrize("ckpt,tune,message", [
+    ("text", {}, "has no melody conditioning .*facebook/musicgen-melody"),
+    ("melody", {"seconds": 0.05}, "the melody: it is 0.050 s long, shorter than one chroma window"),
+    ("melody", {"amplitude": 0.0}, "the melody: it is silent"),
+    ("melody", {"rate": 4000}, "the melody: its sample rate 4000 Hz is not an audio rate"),
+])
+def test_a_bad_melody_is_one_line(client, server, names, tmp_path, ckpt, tune, message):
+    with pytest.raises(AppError, match=message) as error:
+        generate(client, server, names[ckpt], _tune(tmp_path / "tune.wav", **tune))
+    assert "\n" not in str(error.value) and "internal error" not in str(error.value)
+
+
+def test_a_stereo_checkpoint_plays_two_channels(client, server, names):
+    player, downloads, info = generate(client, server, names["stereo"])
+    assert info["channels"] == 2
+    played = soundfile.info(player)  # the file the page's player gets from the server
+    assert (played.channels, played.samplerate, played.frames) == (2, 16000, round(DURATION * 16000))
+    assert _tokens(downloads).shape == (8, 25)
+
+
+def test_missing_htdemucs_is_one_line_at_start_up(empty_hf_cache, capsys):  # noqa: F811
+    from magnet_lightning.cli.app import main as app_main
+
+    with pytest.raises(SystemExit) as exit_info:  # the release-format melody model separates stems with htdemucs
+        app_main(["--ckpt", str(MELODY_LM / "state_dict.bin")])
+    assert exit_info.value.code == 2 and "hf download adefossez/HTDemucs" in str(exit_info.value)
+    assert capsys.readouterr().err.count("\n") == 1
