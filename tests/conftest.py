@@ -11,7 +11,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 # Fixtures used by tests in more than one folder; a folder's own fixtures live in its conftest.py.
-pytest_plugins = ["support.tiny_generator", "support.metric_assets", "support.token_data", "support.recipes"]
+pytest_plugins = ["support.tiny_generator", "support.metric_assets", "support.token_data", "support.recipes",
+                  "support.hub_cache"]
 
 
 @pytest.fixture(autouse=True)

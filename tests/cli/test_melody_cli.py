@@ -25,16 +25,6 @@ def _clip(path, seconds=1.0, rate=32000, amplitude=0.5):
 
 
 @pytest.fixture
-def empty_hf_cache(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-
-
-@pytest.fixture
 def text_only_ckpt(tmp_path):
     from support.helpers import tiny_module
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.helpers import free_port
 from support.paths import ROOT
 from support.token_data import K, npy, sample, write_dataset
 
@@ -94,12 +94,6 @@ def _corpus(root: Path) -> None:
                   name="val")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_nodes_log_the_run_s_skip_counts_and_global_batch(tmp_path):
     _corpus(tmp_path)
@@ -107,7 +101,7 @@ def test_two_nodes_log_the_run_s_skip_counts_and_global_batch(tmp_path):
     script.write_text(SCRIPT)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    port = _free_port()
+    port = free_port()
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                                "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
                                str(script), str(tmp_path), str(tmp_path)],

@@ -1,13 +1,16 @@
 """Fixtures of tests/evaluation/: `assets`, a tiny 16-kHz checkpoint with its codec, reference clips and a captions
-CSV (this folder's `assets` overrides the generation one of support/tiny_generator.py)."""
+CSV (this folder's `assets` overrides the generation one of support/tiny_generator.py); `audiocaps`, an
+AudioCaps-format download."""
 
 import numpy as np
 import pytest
 import soundfile
 import torch
-from support.evaluation import RATE
+from support.evaluation import RATE, tone, write_csv
 from support.helpers import TINY_MODEL, tiny_module
 from support.metric_assets import save_tiny_codec
+
+from magnet_lightning.metrics.benchmarks.formats import BENCHMARKS
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +35,16 @@ def assets(tmp_path_factory):
     csv = root / "captions.csv"
     csv.write_text("\n".join(rows) + "\n")
     return root, ckpt, csv, audio
+
+
+@pytest.fixture
+def audiocaps(assets, tmp_path):
+    """An AudioCaps-format download of three already-cut 1.2-s clips at 16 kHz (the tiny codec's rate)."""
+    data = tmp_path / "audiocaps"
+    data.mkdir()
+    rows = []
+    for i in range(3):
+        tone(data / f"yt{i}.wav", 1.2, 16000, freq=200.0 + 90 * i)
+        rows.append([100 + i, f"yt{i}", 30, f"a tone number {i}"])
+    write_csv(data / "test.csv", BENCHMARKS["audiocaps"].columns, rows)
+    return assets[1], data

@@ -1,6 +1,5 @@
 """Benchmarks as data: the published metadata files, --prepare (cuts, missing audio refused or allowed, resumable),
 the eval set's checks, and the evaluator end to end on a tiny checkpoint (report, card table, resume, refusals)."""
-import csv
 import json
 import os
 import subprocess
@@ -11,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from support.evaluation import EMBEDDER_ARGS
+from support.evaluation import EMBEDDER_ARGS, bench, tone, write_csv
+from support.helpers import free_port
 from support.paths import ROOT, TESTS
 
 from magnet_lightning.cli import evaluate
@@ -24,20 +24,6 @@ from magnet_lightning.metrics.benchmarks.prepare import prepare
 pytestmark = pytest.mark.usefixtures("toy_clap_registered")  # the toy CLAP embedder (support/metric_assets.py)
 
 MUSICCAPS = BENCHMARKS["musiccaps"]
-
-
-def write_csv(path, columns, rows):
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(rows)
-    return path
-
-
-def tone(path, seconds, rate, channels=1, freq=330.0):
-    t = np.arange(int(seconds * rate)) / rate
-    wav = np.stack([0.3 * np.sin(2 * np.pi * freq * (1 + c) * t) for c in range(channels)], 1)
-    soundfile.write(path, wav.astype(np.float32), rate)
 
 
 def musiccaps_row(ytid, start, end, caption="a tune"):
@@ -128,26 +114,6 @@ def test_card_figures():
     assert card_for("facebook/magnet-small-10secs", "audiocaps") is None and card_for("x.ckpt", "musiccaps") is None
 
 
-@pytest.fixture
-def audiocaps(assets, tmp_path):
-    """An AudioCaps-format download of three already-cut 1.2-s clips at 16 kHz (the tiny codec's rate)."""
-    data = tmp_path / "audiocaps"
-    data.mkdir()
-    rows = []
-    for i in range(3):
-        tone(data / f"yt{i}.wav", 1.2, 16000, freq=200.0 + 90 * i)
-        rows.append([100 + i, f"yt{i}", 30, f"a tone number {i}"])
-    write_csv(data / "test.csv", BENCHMARKS["audiocaps"].columns, rows)
-    return assets[1], data
-
-
-def bench(ckpt, data, out, *extra):
-    args = ["--benchmark", "audiocaps", "--data", str(data), "--ckpt", str(ckpt), "--out", str(out), "--device",
-            "cpu", "--batch-size", "2", "--seed", "3", "--bootstrap", "50", "--fad-inf-bootstrap", "5", *EMBEDDER_ARGS,
-            *extra]
-    return evaluate.main(args)
-
-
 def test_benchmark_end_to_end_resumes_and_refuses_other_settings(audiocaps, tmp_path):
     ckpt, data = audiocaps
     assert evaluate.main(["--benchmark", "audiocaps", "--data", str(data), "--prepare"]) == 0
@@ -218,7 +184,7 @@ def test_two_torchrun_ranks_match_one(audiocaps, tmp_path):
               "register_embedder('toy_clap', lambda **kw: t.ToyClap()); sys.exit(evaluate.main(sys.argv[1:]))")
     (tmp_path / "launch.py").write_text(script + "\n")
     out = tmp_path / "two.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29547",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
            str(tmp_path / "launch.py"), "--benchmark", "audiocaps", "--data", str(data), "--ckpt", str(ckpt),
            "--out", str(out), "--device", "cpu", "--batch-size", "2", "--seed", "3", "--bootstrap", "50",
            "--fad-inf-bootstrap", "5", "--reference-stats", str(tmp_path / "stats"), *EMBEDDER_ARGS]

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from support.evaluation import EMBEDDER_ARGS, RATE
+from support.helpers import free_port
 from support.paths import ROOT, TESTS
 
 from magnet_lightning.cli import evaluate
@@ -100,7 +101,7 @@ def test_two_torchrun_ranks_match_one(assets, tmp_path):
               "from magnet_lightning.metrics.embedders import register_embedder; "
               "register_embedder('toy_clap', lambda **kw: t.ToyClap()); sys.exit(evaluate.main(sys.argv[1:]))")
     (tmp_path / "launch.py").write_text(script + "\n")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
            str(tmp_path / "launch.py"), "--ckpt", str(ckpt), "--prompts", str(csv), "--reference", str(audio),
            "--out", str(out), "--batch-size", "2", "--seed", "7", "--no-progress", "--device", "cpu", *EMBEDDER_ARGS]
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=300)

@@ -80,3 +80,12 @@ def save_base(module, path):
     """A tiny base checkpoint in our format (what init_from and --ckpt read)."""
     torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
     return path
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a torchrun rendezvous: a fixed port collides with another run)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

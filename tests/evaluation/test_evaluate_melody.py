@@ -8,20 +8,18 @@ import math
 import pytest
 import soundfile
 import torch
-from melody_files import melody_module
-from test_audio_metrics_callback import toy_clap_registered  # noqa: F401  (the toy CLAP embedder, autouse)
-from test_benchmarks import audiocaps, bench  # noqa: F401  (an AudioCaps-format download of three 1.2-s clips)
-from test_evaluate import EMBEDDER_ARGS, RATE, assets  # noqa: F401  (the tiny checkpoint, codec, CSV, references)
+from support.evaluation import EMBEDDER_ARGS, RATE, bench
+from support.melody_files import melody_module
 
 from magnet_lightning.cli import evaluate
 from magnet_lightning.generation.generator import MagnetGenerator
 from magnet_lightning.metrics.chroma import ChromaCosineSimilarity
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "toy_clap_registered")  # the toy CLAP embedder
 
 
 @pytest.fixture(scope="module")
-def melody_ckpt(assets):  # noqa: F811
+def melody_ckpt(assets):
     root = assets[0]
     torch.manual_seed(0)
     module = melody_module("magnet", "frames", codec=str(root / "codec"), sample_rate=RATE, frame_rate=50.0,
@@ -45,7 +43,7 @@ def spy(monkeypatch):
     return calls
 
 
-def run(assets, ckpt, *extra, reference=True):  # noqa: F811
+def run(assets, ckpt, *extra, reference=True):
     root, _, csv, audio = assets
     out = root / "melody_report.json"
     args = ["--ckpt", str(ckpt), "--prompts", str(csv), "--out", str(out), "--batch-size", "2", "--limit", "2",
@@ -56,7 +54,7 @@ def run(assets, ckpt, *extra, reference=True):  # noqa: F811
     return json.loads(out.read_text())
 
 
-def test_each_item_follows_its_reference_and_the_report_has_chroma(assets, melody_ckpt, spy):  # noqa: F811
+def test_each_item_follows_its_reference_and_the_report_has_chroma(assets, melody_ckpt, spy):
     report = run(assets, melody_ckpt)
     assert report["settings"]["melody"] == "reference" and set(report["metrics"]) == {"clap", "chroma_cosine"}
     [(melodies, rate, audio)] = spy  # one batch of the 2 items
@@ -75,7 +73,7 @@ def test_each_item_follows_its_reference_and_the_report_has_chroma(assets, melod
     assert math.isclose(report["metrics"]["chroma_cosine"], float(expected.compute()), rel_tol=1e-4)  # loudness-free
 
 
-def test_a_benchmark_run_follows_each_clip_and_scores_chroma_per_clip(audiocaps, melody_ckpt, tmp_path,  # noqa: F811
+def test_a_benchmark_run_follows_each_clip_and_scores_chroma_per_clip(audiocaps, melody_ckpt, tmp_path,
                                                                        spy):
     _, data = audiocaps
     assert evaluate.main(["--benchmark", "audiocaps", "--data", str(data), "--prepare"]) == 0
@@ -96,7 +94,7 @@ def test_a_benchmark_run_follows_each_clip_and_scores_chroma_per_clip(audiocaps,
     assert len(melodies) == 3 and all(call[1] == RATE for call in spy)
 
 
-def test_no_melody_and_text_only_checkpoints_keep_the_usual_report(assets, melody_ckpt, spy):  # noqa: F811
+def test_no_melody_and_text_only_checkpoints_keep_the_usual_report(assets, melody_ckpt, spy):
     report = run(assets, melody_ckpt, "--no-melody")
     assert report["settings"]["melody"] is None and set(report["metrics"]) == {"clap"}
     assert spy[-1][0] is None
@@ -104,7 +102,7 @@ def test_no_melody_and_text_only_checkpoints_keep_the_usual_report(assets, melod
     assert "melody" not in report["settings"] and set(report["metrics"]) == {"clap"}
 
 
-def test_a_melody_evaluation_without_references_is_one_line(assets, melody_ckpt, capsys, spy):  # noqa: F811
+def test_a_melody_evaluation_without_references_is_one_line(assets, melody_ckpt, capsys, spy):
     with pytest.raises(SystemExit) as exit_info:
         run(assets, melody_ckpt, reference=False)
     assert exit_info.value.code == 2 and "pass --reference" in str(exit_info.value) and not spy

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from helpers import TINY_MODEL, tiny_module
-from melody_files import MELODY_LM, melody_module
-from test_generate import DURATION, STEPS, assets  # noqa: F401  (the shared tiny MAGNeT checkpoint and codec)
-from test_melody_cli import empty_hf_cache  # noqa: F401  (an empty Hugging Face cache)
+from support.helpers import TINY_MODEL, tiny_module
+from support.melody_files import MELODY_LM, melody_module
+from support.tiny_generator import DURATION, STEPS
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 pytest.importorskip("gradio_client", reason="the app's tests need gradio_client (pip install .[dev])")
@@ -33,7 +32,7 @@ def _save(module, path):
 
 
 @pytest.fixture(scope="module")
-def names(assets):  # noqa: F811
+def names(assets):
     """The tiny text-only MAGNeT (first: the page opens on it), a melody MAGNeT and a stereo MusicGen, all on the
     shared tiny 16-kHz codec (K=4, V=64, 50 Hz)."""
     ckpt, root = assets
@@ -133,7 +132,7 @@ def test_a_stereo_checkpoint_plays_two_channels(client, server, names):
     assert _tokens(downloads).shape == (8, 25)
 
 
-def test_missing_htdemucs_is_one_line_at_start_up(empty_hf_cache, capsys):  # noqa: F811
+def test_missing_htdemucs_is_one_line_at_start_up(empty_hf_cache, capsys):
     from magnet_lightning.cli.app import main as app_main
 
     with pytest.raises(SystemExit) as exit_info:  # the release-format melody model separates stems with htdemucs
