@@ -34,6 +34,9 @@ RELEASED = {
     "facebook/hybrid-magnet-medium": "Hybrid-MAGNeT medium (autoregressive prompt, then MAGNeT), text to music, 30 s",
     "facebook/musicgen-melody": "MusicGen melody (autoregressive, 1.5 B), text and melody (chroma) to music",
     "facebook/musicgen-melody-large": "MusicGen melody large (autoregressive, 3.3 B), text and melody to music",
+    "facebook/musicgen-stereo-melody": "MusicGen melody (autoregressive, 1.5 B), text and melody to stereo music",
+    "facebook/musicgen-stereo-melody-large": "MusicGen melody large (autoregressive, 3.3 B), text and melody to stereo "
+                                             "music",
 }
 """The repos in audiocraft's export format that this project reads. Weights are CC-BY-NC 4.0."""
 

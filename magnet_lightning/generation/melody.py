@@ -125,8 +125,9 @@ def request_melody(generator, request, melody, sample_rate: int | None) -> None:
     if extractor is None:
         if melody is not None:
             raise ValueError("this checkpoint has no melody conditioning: it takes no melody (melody-conditioned: "
-                             "facebook/musicgen-melody, facebook/musicgen-melody-large, or a model trained or "
-                             "fine-tuned with melody, e.g. recipes/configs/finetune_melody_magnet_small.yaml)")
+                             "facebook/musicgen-melody, facebook/musicgen-melody-large, "
+                             "facebook/musicgen-stereo-melody(-large), or a model trained or fine-tuned with melody, "
+                             "e.g. recipes/configs/finetune_melody_magnet_small.yaml)")
         return
     model_cfg = generator.model.cfg
     if melody is None:

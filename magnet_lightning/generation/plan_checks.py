@@ -46,8 +46,9 @@ def check_takes(facts: CheckpointFacts, spec: DecoderFamily, request: Generation
     check_melody(facts, request)
 
 
-MELODY_MODELS = ("facebook/musicgen-melody, facebook/musicgen-melody-large, or a model trained or fine-tuned with "
-                 "melody, e.g. with recipes/configs/finetune_melody_magnet_small.yaml")
+MELODY_MODELS = ("facebook/musicgen-melody, facebook/musicgen-melody-large, their stereo versions "
+                 "facebook/musicgen-stereo-melody(-large), or a model trained or fine-tuned with melody, e.g. with "
+                 "recipes/configs/finetune_melody_magnet_small.yaml")
 
 
 def check_melody(facts: CheckpointFacts, request: GenerationRequest) -> None:
