@@ -4,7 +4,6 @@ interleaved codebooks and delays [0, 0, 1, 1, 2, 2, 3, 3], the stereo codec name
 id from a Hugging Face cache, stereo audio and stereo WAVs, and the configs a stereo model cannot be read from."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ from support.audiocraft_files import (
     lm_state_dict_bin,
     pretrained_codec_bin,
     stereo_xp_cfg,
-    tiny_encodec_32khz_folder,
     tiny_t5_folder,
+    varied_encodec_32khz_folder,
 )
 from support.paths import SHARED_FIXTURES
 
@@ -102,19 +101,6 @@ def test_stereo_configs_this_project_cannot_read_are_refused_naming_the_key(chan
         read_lm_config(yaml.safe_dump(mono), text_dim=768)
 
 
-def _varied_encodec(folder: Path) -> Path:
-    """facebook/encodec_32khz's architecture at tiny widths with random codebooks (distinct codes decode to distinct
-    audio, so a channel decoded from the other channel's codebooks shows)."""
-    from transformers import EncodecModel
-
-    model = EncodecModel.from_pretrained(tiny_encodec_32khz_folder(folder))
-    g = torch.Generator().manual_seed(0)
-    for layer in model.quantizer.layers:
-        layer.codebook.embed.copy_(torch.randn(layer.codebook.embed.shape, generator=g))
-    model.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture
 def hf_cache(tmp_path, monkeypatch):
     from huggingface_hub import constants
@@ -123,7 +109,7 @@ def hf_cache(tmp_path, monkeypatch):
     cache.mkdir()
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    hub_cache(cache, "facebook/encodec_32khz", {"model": _varied_encodec(tmp_path / "encodec")})
+    hub_cache(cache, "facebook/encodec_32khz", {"model": varied_encodec_32khz_folder(tmp_path / "encodec")})
     hub_cache(cache, "t5-base", {"model": tiny_t5_folder(tmp_path / "t5-base", TEXT_DIM["t5-base"])})
     codec_bin = pretrained_codec_bin(tmp_path / "compression_state_dict.bin")  # as released: names the mono codec
     hub_cache(cache, "facebook/musicgen-stereo-small", {"state_dict.bin": FIXTURE / "state_dict.bin",

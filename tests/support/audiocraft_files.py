@@ -222,3 +222,16 @@ def tiny_encodec_32khz_folder(path: Path) -> Path:
                         use_causal_conv=False, normalize=False, use_conv_shortcut=False)
     EncodecModel(cfg).save_pretrained(path)
     return path
+
+
+def varied_encodec_32khz_folder(folder: Path) -> Path:
+    """facebook/encodec_32khz's architecture at tiny widths with random codebooks (distinct codes decode to distinct
+    audio, so a channel decoded from the other channel's codebooks shows)."""
+    from transformers import EncodecModel
+
+    model = EncodecModel.from_pretrained(tiny_encodec_32khz_folder(folder))
+    g = torch.Generator().manual_seed(0)
+    for layer in model.quantizer.layers:
+        layer.codebook.embed.copy_(torch.randn(layer.codebook.embed.shape, generator=g))
+    model.save_pretrained(folder)
+    return folder
