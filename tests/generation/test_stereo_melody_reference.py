@@ -20,6 +20,7 @@ from support.audiocraft_files import (
 )
 from support.melody_files import FIXTURES, FixtureTexts, htdemucs_folder, standin_htdemucs
 
+from magnet_lightning.checkpoint import hub
 from magnet_lightning.checkpoint.audiocraft import read_audiocraft
 from magnet_lightning.cli.generate import main as generate_main
 from magnet_lightning.codec.melody import MelodyExtractor
@@ -99,6 +100,7 @@ def test_logits_with_stereo_melodies_equal_audiocraft():
 def test_both_releases_by_repo_id_give_audiocraft_greedy_tokens(hf_cache):
     data = _load("generate.pt")
     config = ARDecodingConfig(use_sampling=False, cfg_coef=data["cfg_coef"])
+    assert set(REPOS) <= set(hub.RELEASED)  # the release list the hub's errors name
     for repo in REPOS:
         gen = MagnetGenerator.from_pretrained(repo, device="cpu", text_encoder=FixtureTexts(data), codec=False)
         assert gen.family == "musicgen" and gen.melody_extractor is not None
