@@ -42,15 +42,9 @@ def _t5_name(name):
 
 
 @pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
-    """An empty Hugging Face cache for this test (offline: only what the test puts there exists)."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
+def hf_cache(empty_hf_cache):
+    """An empty Hugging Face cache for this test (support/hub_cache.py)."""
+    return empty_hf_cache
 
 
 def _publish(tmp_path, cache, name):

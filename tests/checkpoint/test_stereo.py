@@ -102,13 +102,8 @@ def test_stereo_configs_this_project_cannot_read_are_refused_naming_the_key(chan
 
 
 @pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+def hf_cache(empty_hf_cache, tmp_path):
+    cache = empty_hf_cache
     hub_cache(cache, "facebook/encodec_32khz", {"model": varied_encodec_32khz_folder(tmp_path / "encodec")})
     hub_cache(cache, "t5-base", {"model": tiny_t5_folder(tmp_path / "t5-base", TEXT_DIM["t5-base"])})
     codec_bin = pretrained_codec_bin(tmp_path / "compression_state_dict.bin")  # as released: names the mono codec

@@ -21,14 +21,9 @@ from magnet_lightning.models.chroma import ChromaExtractor
 
 
 @pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
+def hf_cache(empty_hf_cache):
+    """An empty Hugging Face cache for this test (support/hub_cache.py)."""
+    return empty_hf_cache
 
 
 def test_chroma_equals_audiocraft_chroma_extractor():

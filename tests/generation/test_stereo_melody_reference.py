@@ -43,15 +43,10 @@ def _load(name: str) -> dict:
 
 
 @pytest.fixture
-def hf_cache(tmp_path, monkeypatch):
+def hf_cache(empty_hf_cache, tmp_path):
     """A Hugging Face cache holding both releases (the fixture's files), htdemucs' stand-in, a tiny
     facebook/encodec_32khz with random codebooks and a tiny t5-base."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    cache = empty_hf_cache
     codec_bin = pretrained_codec_bin(tmp_path / "compression_state_dict.bin")  # as released: names the mono codec
     for repo in REPOS:
         hub_cache(cache, repo, {"state_dict.bin": STEREO_MELODY_LM / "state_dict.bin",

@@ -12,3 +12,4 @@ def empty_hf_cache(tmp_path, monkeypatch):
     cache.mkdir()
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache
