@@ -279,7 +279,10 @@ def test_queue_is_bounded(server, names, monkeypatch):
         client = Client(small.url, verbose=False)
         jobs = [client.submit(names["magnet"], f"c{i}", DURATION, i, "none", RESCORE, 0.8, 0.2,
                               *controls(server, names["magnet"]), api_name="/generate") for i in range(4)]
-        time.sleep(3)
+        deadline = time.monotonic() + 120  # every request answered by the server (queued, running or refused)
+        while time.monotonic() < deadline and any(job.status().code.name in ("STARTING", "JOINING_QUEUE")
+                                                  for job in jobs):
+            time.sleep(0.2)
         slow.set()
         outcomes = []
         for job in jobs:
