@@ -90,9 +90,10 @@ def generate_missing(generator: Any, items: list[dict], folder: Path, *, rank: i
     melody-conditioned checkpoint: its reference clip, metrics/benchmarks/melody.py). Returns this rank's timing:
     {"calls", "clips", "audio_seconds", "seconds", "latencies", "peak_memory_bytes"}."""
     folder.mkdir(parents=True, exist_ok=True)
-    remove_stale(folder, ".*.tmp*")
+    if rank == 0:
+        remove_stale(folder, ".*.tmp*")
     rate, device = int(generator.sample_rate), torch.device(generator.device)
-    mine = pending_batches(items, generated(folder), batch_size)[rank::world_size]
+    mine = pending_batches(items, _snapshot(folder), batch_size)[rank::world_size]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     timing: dict[str, Any] = {"calls": 0, "clips": 0, "audio_seconds": 0.0, "seconds": 0.0, "latencies": []}
@@ -119,6 +120,19 @@ def generate_missing(generator: Any, items: list[dict], folder: Path, *, rank: i
             timing["latencies"].append(elapsed)
     timing["peak_memory_bytes"] = peak_memory(device)
     return timing
+
+
+def _snapshot(folder: Path) -> dict[str, dict]:
+    """The clips already generated, as every rank sees them: read between two barriers, so that no rank reads the
+    folder after another has started writing (each rank's share of the pending batches is cut from this one list;
+    a rank that read it later would miss batches another rank took)."""
+    ranks = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if ranks:
+        torch.distributed.barrier()  # rank 0 has removed stale temporaries
+    done = generated(folder)
+    if ranks:
+        torch.distributed.barrier()
+    return done
 
 
 def _write(folder: Path, key: str, wav: torch.Tensor, rate: int) -> dict[str, Any]:
