@@ -104,11 +104,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown ModelConfig fields: {sorted(unknown)}")
-        return cls(**data)
+        return _from_dict(cls, data)
 
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
@@ -201,8 +197,12 @@ class MelodyConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MelodyConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown MelodyConfig fields: {sorted(unknown)}")
-        return cls(**data)
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """`cls(**data)`; ValueError naming every key that is not a field of `cls`."""
+    unknown = set(data) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**data)

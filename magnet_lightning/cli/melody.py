@@ -14,7 +14,6 @@ from magnet_lightning.codec.stems import htdemucs_files
 from magnet_lightning.config import MelodyConfig, ModelConfig
 from magnet_lightning.data.shards import check_chroma, resolve_shards
 from magnet_lightning.errors import UserError
-from magnet_lightning.generation.plan_checks import MELODY_MODELS
 from magnet_lightning.lora.files import read_adapter
 from magnet_lightning.training.melody import check_melody_settings
 from magnet_lightning.utils.audio import read_audio
@@ -44,7 +43,7 @@ def generate_melody(args, facts: CheckpointFacts) -> dict:
     has checked that the checkpoint, `facts`, takes a melody)."""
     if not getattr(args, "melody", None):
         return {}
-    wav, rate = check_melody_file(args.melody, facts.melody, args.ckpt, getattr(args, "stems_model", "htdemucs"))
+    wav, rate = check_melody_file(args.melody, facts.melody, getattr(args, "stems_model", "htdemucs"))
     return {"melody": wav, "melody_sample_rate": rate}
 
 
@@ -71,12 +70,10 @@ def check_melody_recipe(model_cfg: ModelConfig, melody_section: Any, shard_specs
             check_chroma(shards.manifest, asdict(melody), where=f"shards {spec!r}")
 
 
-def check_melody_file(path: str, melody: dict | None, ckpt: str, stems_model: str = "htdemucs"):
-    """Generation: `--melody PATH` for a checkpoint whose melody settings are `melody` (None: a text-only model).
-    Returns (waveform [C, N], sample rate)."""
-    if melody is None:
-        raise UserError(f"--melody: {ckpt} has no melody conditioning (melody-conditioned checkpoints: "
-                        f"{MELODY_MODELS})")
+def check_melody_file(path: str, melody: dict | None, stems_model: str = "htdemucs"):
+    """Generation: `--melody PATH` for a checkpoint whose melody settings are `melody` (the plan has refused a
+    text-only checkpoint). Returns (waveform [C, N], sample rate)."""
+    assert melody is not None, "the plan refuses a melody for a checkpoint without melody conditioning"
     cfg = MelodyConfig.from_dict(melody)
     if not Path(path).is_file():
         raise FileNotFoundError(f"--melody: audio file {path} not found")

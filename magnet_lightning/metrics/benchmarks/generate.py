@@ -30,7 +30,7 @@ from magnet_lightning.utils.loudness import loudness_normalize
 from magnet_lightning.utils.stale_files import remove_stale
 
 from ..generation_eval import match_length
-from .prepare import sha256, write_json
+from .prepare import read_journal, sha256, write_json
 
 SETTINGS = "settings.json"
 
@@ -54,14 +54,7 @@ def generated(folder: Path) -> dict[str, dict]:
     """Clips already generated in ``folder`` (every rank's journal) whose files still have their checksum."""
     done: dict[str, dict] = {}
     for journal in sorted(folder.glob("generated.rank*.jsonl")):
-        for line in journal.read_text(encoding="utf-8").splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by an interruption
-                continue
-            path = folder / entry.get("file", "")
-            if path.is_file() and sha256(path) == entry.get("sha256"):
-                done[entry["id"]] = entry
+        done.update(read_journal(journal, folder))
     return done
 
 

@@ -137,15 +137,19 @@ def write_clip(clip: Clip, spec: Benchmark, out: Path) -> dict:
 def _done(out: Path) -> dict[str, dict]:
     """Clips written by an earlier, interrupted preparation whose files still have their checksum."""
     progress = out / PROGRESS
-    if not progress.is_file():
-        return {}
+    return read_journal(progress, out) if progress.is_file() else {}
+
+
+def read_journal(journal: Path, folder: Path) -> dict[str, dict]:
+    """id -> entry of a JSON-lines journal of written files ({id, file, sha256, ...}), for the entries whose file in
+    `folder` still has its checksum (a line cut by an interruption, or a file changed since, is left out)."""
     done = {}
-    for line in progress.read_text().splitlines():
+    for line in journal.read_text(encoding="utf-8").splitlines():
         try:
             entry = json.loads(line)
         except json.JSONDecodeError:  # a line cut by the interruption
             continue
-        path = out / entry.get("file", "")
+        path = folder / entry.get("file", "")
         if path.is_file() and sha256(path) == entry.get("sha256"):
             done[entry["id"]] = entry
     return done
