@@ -195,3 +195,13 @@ def test_two_torchrun_ranks_match_one(audiocaps, tmp_path):
     assert len(list((tmp_path / "stats").glob("reference_stats-*.pt"))) == 1  # embedded by both ranks, saved once
     for key in ("fad", "kad", "kl", "clap"):
         assert two["metrics"][key]["value"] == pytest.approx(single["metrics"][key]["value"], rel=1e-4, abs=1e-6)
+
+
+def test_a_late_rank_still_generates_its_share(tmp_path):
+    """Two ranks, the second starting 3 s late: every clip is generated (each rank's share is cut from one snapshot
+    of the folder; a rank that looked at the folder after another had written would skip batches)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{TESTS}{os.pathsep}{ROOT}")
+    proc = subprocess.run([sys.executable, str(TESTS / "support" / "benchmark_ranks.py"), str(tmp_path / "gen"),
+                           str(free_port())], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.stem for p in (tmp_path / "gen").glob("*.wav")) == [f"clip{i}" for i in range(6)]
