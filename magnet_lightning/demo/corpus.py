@@ -26,6 +26,7 @@ from magnet_lightning.codec.melody import MelodyExtractor
 from magnet_lightning.config import MelodyConfig
 from magnet_lightning.data.tokenize import TokenizeOptions, tokenize_dataset
 from magnet_lightning.demo.synth import draw_spec, render
+from magnet_lightning.errors import UserError
 from magnet_lightning.utils.provenance import RANDOM_MARKER
 
 log = logging.getLogger(__name__)
@@ -173,8 +174,10 @@ def prepare_demo_corpus(cfg: DemoConfig, wait_seconds: float = 1800.0) -> DemoCo
         ready = json.loads(ready_path.read_text())
         if ready["settings"] == _settings(cfg):
             return _corpus(root, ready)
-        raise RuntimeError(f"{root} holds a demo corpus built with other settings ({ready['settings']}); "
-                           f"delete it or choose another --demo.root")
+        differ = sorted(k for k in {**ready["settings"], **_settings(cfg)}
+                        if ready["settings"].get(k) != _settings(cfg).get(k))
+        raise UserError(f"{root} holds a demo corpus built with other settings ({', '.join(differ)} differ): delete "
+                        f"it (rm -r {root}) to rebuild it, or choose another --demo.root")
     root.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)

@@ -4,15 +4,19 @@ reused, a fitted random codec when the real one is missing; the caption cache eq
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
 import torch
+from support.cli_runs import assert_one_line, in_process
+from support.paths import ROOT
 from support.tiny_codecs import TINY_CODEC
 
 from magnet_lightning.demo import corpus as corpus_mod
 from magnet_lightning.demo.corpus import DemoConfig, prepare_demo_corpus
 from magnet_lightning.demo.synth import MOODS, draw_spec, render
+from magnet_lightning.errors import UserError
 
 
 def test_tracks_are_deterministic_and_captions_match_their_choices():
@@ -64,8 +68,25 @@ def test_corpus_is_built_once_then_reused(tmp_path, monkeypatch):
 
     monkeypatch.setattr(corpus_mod, "_build", lambda *a: pytest.fail("rebuilt a cached corpus"))
     assert prepare_demo_corpus(cfg) == first
-    with pytest.raises(RuntimeError, match="other settings"):
+    with pytest.raises(UserError, match=r"other settings \(num_train differ\): delete it \(rm -r "):
         prepare_demo_corpus(DemoConfig(**{**cfg.__dict__, "num_train": 4}))
+
+
+def test_a_corpus_of_other_settings_is_one_line_at_the_command_line(tmp_path, monkeypatch, capfd):
+    from magnet_lightning.cli.train import main
+
+    stale = tmp_path / "outputs" / "demo" / "melody_corpus"  # e.g. made by an earlier version of the recipe
+    stale.mkdir(parents=True)
+    settings = {"num_train": 48, "num_val": 8, "track_seconds": 4.0, "codec": "facebook/encodec_32khz",
+                "fit_tracks": 16, "seed": 0, "chroma": True, "mix": "melody"}
+    (stale / "ready.json").write_text(json.dumps({"settings": settings}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train_music.py"])
+    err = in_process(lambda a: main("demo_melody.yaml", a),
+                     ["fit", "--config", str(ROOT / "recipes" / "configs" / "demo_melody.yaml")], capfd)
+    assert_one_line(err, "holds a demo corpus built with other settings (num_train differ)",
+                    "rm -r outputs/demo/melody_corpus")
+    assert sorted(p.name for p in (tmp_path / "outputs" / "demo").iterdir()) == ["melody_corpus"]  # no run folder
 
 
 def test_missing_codec_gets_a_fitted_random_codec(tmp_path, monkeypatch):
