@@ -1,10 +1,10 @@
 """The app's API for `gradio_client`: the endpoints /generate, /edit and /compare, beside the page's own (private)
 events. Every input has a name (the parameters of the endpoint's function: `ckpt`, `text`, `duration`, ..., then one
-per decoding option, as declared in generation/options.py, then `melody` on /generate and /edit: a melody clip for a
-melody-conditioned checkpoint), and every input but the checkpoint defaults to None,
-meaning "the chosen checkpoint's own rule": an option a client leaves out is not a change, whichever checkpoint it
-chooses (the page's controls show the first checkpoint's values; these inputs are hidden components that start
-empty).
+per decoding option, as declared in generation/options.py, then `melody` on every endpoint: a melody clip for a
+melody-conditioned checkpoint; on /compare each melody-conditioned side follows it), and every input but the
+checkpoint defaults to None, meaning "the chosen checkpoint's own rule": an option a client leaves out is not a
+change, whichever checkpoint it chooses (the page's controls show the first checkpoint's values; these inputs are
+hidden components that start empty).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def wire_api(engine: Engine, handlers: Handlers, options: dict[str, Control], ou
             **{f"b_{name}": _hidden(control) for name, control in options.items()}}
     edit_names = ["ckpt", "text", "clip", "mode", "duration", "infill_start", "infill_end", "seed", *options,
                   "melody"]
-    compare_names = [*names, "b_ckpt", *(f"b_{name}" for name in options)]
+    compare_names = [*names, "b_ckpt", *(f"b_{name}" for name in options), "melody"]
     endpoints = (("generate", [*names, "melody"], handlers.generate), ("edit", edit_names, handlers.edit),
                  ("compare", compare_names, handlers.compare))
     for api_name, endpoint_names, fn in endpoints:

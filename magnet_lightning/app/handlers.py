@@ -17,6 +17,7 @@ import gradio as gr
 
 from magnet_lightning.app import requests
 from magnet_lightning.app.engine import Engine, GenerationFailed, Request
+from magnet_lightning.app.melody import ab_melodies
 from magnet_lightning.app.outputs import details, write_result
 from magnet_lightning.errors import one_line
 
@@ -89,16 +90,20 @@ class Handlers:
 
     def compare(self, progress=gr.Progress(), ckpt=None, text=None, seconds=None, seed=None, *rest):
         """A/B: the same caption and seed with settings A (the settings panel, pairing included) and B (its own
-        checkpoint and decoding controls), one after the other; each with its latency."""
+        checkpoint and decoding controls), one after the other; each with its latency. `rest` ends with the melody
+        clip (`ab_melodies`: each melody-conditioned side follows it)."""
         count = len(self.control_names)
         pairing, values_a = rest[:PAIRING_INPUTS], self._values(rest[PAIRING_INPUTS:PAIRING_INPUTS + count])
-        ckpt_b, values_b = rest[PAIRING_INPUTS + count], self._values(rest[PAIRING_INPUTS + count + 1:])
+        ckpt_b, values_b = rest[PAIRING_INPUTS + count], self._values(rest[PAIRING_INPUTS + count + 1:-1])
         if len(requests.captions(text, self.engine)) > 1:
             raise requests.InputError("A/B compares one caption")
         shared = requests.seed(seed)
         shared = random.randrange(2 ** 31) if shared is None else shared
-        request_a = requests.generation_request(self.engine, ckpt, text, seconds, shared, values_a, *pairing)
-        request_b = requests.generation_request(self.engine, ckpt_b, text, seconds, shared, values_b)
+        tune_a, tune_b = ab_melodies(self.engine, ckpt, ckpt_b, rest[-1])
+        request_a = requests.generation_request(self.engine, ckpt, text, seconds, shared, values_a, *pairing,
+                                                melody_path=tune_a)
+        request_b = requests.generation_request(self.engine, ckpt_b, text, seconds, shared, values_b,
+                                                melody_path=tune_b)
         written_a, info_a = self._run(request_a, progress, "A: ", "A")
         written_b, info_b = self._run(request_b, progress, "B: ", "B")
         return (written_a.wavs[0], written_a.spectrogram, written_a.downloads, info_a,

@@ -5,7 +5,8 @@ with the checkpoint's own defaults, and, where an autoregressive checkpoint is l
 pairing: rescorer or two-model hybrid). Right, three tabs: Generate (captions -> a player, a spectrogram and
 downloads per clip), Continue / infill (an uploaded or recorded clip); both take a melody clip for a
 melody-conditioned checkpoint (app/melody.py). A/B (one caption and seed, the settings on the
-left against a second checkpoint and its own controls, side by side with each latency).
+left against a second checkpoint and its own controls, side by side with each latency; a melody upload while either
+checkpoint takes one).
 
 The API (gradio_client) has the three endpoints /generate, /edit and /compare (app/api.py): named inputs in the
 page's order (`input_names` for the decoding options), each left out following the chosen checkpoint's own rule.
@@ -175,6 +176,7 @@ def _compare_tab(engine: Engine, handlers: Handlers, s: dict, first: Loaded) -> 
     union = _union(engine)
     ckpt_b.change(lambda name: _control_updates(engine.models[name], union), ckpt_b, controls_b, queue=False,
                   api_visibility="private")
+    tune = melody.upload_pair(engine, s["ckpt"], ckpt_b)
     button = gr.Button("Compare A and B", variant="primary", elem_id="compare")
     with gr.Row():
         with gr.Column():
@@ -182,7 +184,7 @@ def _compare_tab(engine: Engine, handlers: Handlers, s: dict, first: Loaded) -> 
         with gr.Column():
             out_b = _outputs(1, "b")
     inputs = [s["ckpt"], text, s["duration"], s["seed"], s["partner"], s["mode"], s["weight"], s["prompt_seconds"],
-              *s["controls"], ckpt_b, *controls_b]
+              *s["controls"], ckpt_b, *controls_b, tune]
     outputs = [o for out in (out_a, out_b) for o in (out["players"][0], out["spectrogram"], out["files"],
                                                         out["details"])]
     button.click(page_errors(handlers.compare), inputs, outputs, api_name="page_compare",

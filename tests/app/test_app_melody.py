@@ -1,7 +1,8 @@
 """The app with a melody-conditioned and a stereo checkpoint, driven through `gradio_client` against a server on
 127.0.0.1 (tiny random-weight models, CPU): the melody upload reaches the generator (/generate and /edit give the
-generator's own tokens for that melody), the upload is shown only for melody checkpoints, a bad melody or a melody
-for a text-only checkpoint is one line, and a stereo checkpoint's clips come back as 2-channel audio."""
+generator's own tokens for that melody; /compare gives it to each melody-conditioned side and says which did), the
+upload is shown only for melody checkpoints, a bad melody or a melody for a text-only checkpoint (or for two, on
+/compare) is one line, and a stereo checkpoint's clips come back as 2-channel audio."""
 
 import os
 
@@ -104,12 +105,41 @@ def test_the_melody_upload_reaches_the_generator(client, server, names, tmp_path
     assert out[-1]["melody"] is True and torch.equal(_tokens(out[2]), expected.tokens[0])
 
 
+def compare(client, server, ckpt_a, ckpt_b, melody, seed=4):
+    """/compare with one melody: (downloads, details) of A and of B."""
+    out = client.predict(ckpt_a, "calm piano", DURATION, seed, "none", RESCORE, 0.8, 0.2, *_defaults(server, ckpt_a),
+                         ckpt_b, *_defaults(server, ckpt_b), melody=handle_file(str(melody)), api_name="/compare")
+    return (out[2], out[3]), (out[6], out[7])
+
+
+def test_ab_the_melody_side_follows_the_melody_and_says_which_did(client, server, names, tmp_path):
+    tune = _tune(tmp_path / "tune.wav")
+    a, b = compare(client, server, names["melody"], names["text"], tune)
+    assert a[1]["melody"] is True and b[1]["melody"] is False
+    wav, rate = soundfile.read(str(tune), dtype="float32", always_2d=True)
+    gen = server.engine.models[names["melody"]].generator
+    expected = gen.generate(["calm piano"], melody=torch.from_numpy(wav.T), melody_sample_rate=rate, seed=4,
+                            decode_audio=False)
+    assert torch.equal(_tokens(a[0]), expected.tokens[0])
+    text_only = server.engine.models[names["text"]].generator.generate(["calm piano"], seed=4, decode_audio=False)
+    assert torch.equal(_tokens(b[0]), text_only.tokens[0])
+    swapped_a, swapped_b = compare(client, server, names["text"], names["melody"], tune)  # B follows it as well
+    assert (swapped_a[1]["melody"], swapped_b[1]["melody"]) == (False, True)
+    assert torch.equal(_tokens(swapped_b[0]), expected.tokens[0])
+
+
+def test_ab_a_melody_neither_side_takes_is_one_line(client, server, names, tmp_path):
+    with pytest.raises(AppError, match="has no melody conditioning") as error:
+        compare(client, server, names["text"], names["stereo"], _tune(tmp_path / "tune.wav"))
+    assert "\n" not in str(error.value)
+
+
 def test_the_upload_is_offered_for_melody_checkpoints_only(server, names):
     traits = {key: server.engine.models[name].traits.melody for key, name in names.items()}
     assert traits == {"text": False, "melody": True, "stereo": False}
     uploads = [c for c in server.demo.config["components"]
-               if c["props"].get("elem_id") in ("melody", "edit-melody")]
-    assert len(uploads) == 2 and not any(c["props"]["visible"] for c in uploads)  # the page opens on text-only
+               if c["props"].get("elem_id") in ("melody", "edit-melody", "ab-melody")]
+    assert len(uploads) == 3 and not any(c["props"]["visible"] for c in uploads)  # the page opens on text-only
 
 
 @pytest.mark.parametrize("ckpt,tune,message", [
