@@ -2,9 +2,13 @@
 127.0.0.1 (tiny random-weight models, CPU): the melody upload reaches the generator (/generate and /edit give the
 generator's own tokens for that melody; /compare gives it to each melody-conditioned side and says which did), the
 upload is shown only for melody checkpoints, a bad melody or a melody for a text-only checkpoint (or for two, on
-/compare) is one line, and a stereo checkpoint's clips come back as 2-channel audio."""
+/compare) is one line, and a stereo checkpoint's clips come back as 2-channel audio; in headless Chromium, the uploads
+show, hide and clear as the chosen checkpoints change."""
 
+import functools
 import os
+import shutil
+import time
 
 import numpy as np
 import pytest
@@ -169,3 +173,65 @@ def test_missing_htdemucs_is_one_line_at_start_up(empty_hf_cache, capsys):
         app_main(["--ckpt", str(MELODY_LM / "state_dict.bin")])
     assert exit_info.value.code == 2 and "hf download adefossez/HTDemucs" in str(exit_info.value)
     assert capsys.readouterr().err.count("\n") == 1
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def _choose(driver, By, WebDriverWait, dropdown: str, label: str) -> None:
+    """Pick the option whose text contains `label` in the gradio dropdown `dropdown` (a CSS selector)."""
+    driver.find_element(By.CSS_SELECTOR, f"{dropdown} input").click()
+    option = WebDriverWait(driver, 10).until(lambda d: next(
+        (o for o in d.find_elements(By.CSS_SELECTOR, "li[data-testid=dropdown-option]") if label in o.text), None))
+    option.click()
+
+
+def _shown(driver, By, elem_id: str) -> bool:
+    """Whether the component is displayed (looked up again when the page re-renders it under our feet)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):
+        try:
+            return any(e.is_displayed() for e in driver.find_elements(By.CSS_SELECTOR, f"#{elem_id}"))
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    raise AssertionError(f"#{elem_id} kept being re-rendered")
+
+
+@pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
+                    reason="headless browser test needs Debian's chromium and chromium-driver "
+                           "(apt-get install chromium chromium-driver)")
+def test_the_uploads_follow_the_chosen_checkpoints_in_a_browser(server, tmp_path):
+    """In headless Chromium: the Generate tab's upload appears for the melody checkpoint, and a clip uploaded there
+    is cleared when another checkpoint is chosen; the A/B tab's upload shows while A or B is melody-conditioned."""
+    from selenium import webdriver
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER), options=options)
+    wait = functools.partial(WebDriverWait, driver)
+    try:
+        driver.get(server.url)
+        wait(60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#ckpt input"))
+        assert not _shown(driver, By, "melody") and not _shown(driver, By, "ab-melody")
+        _choose(driver, By, WebDriverWait, "#ckpt", "melody.ckpt")
+        wait(10).until(lambda d: _shown(d, By, "melody"))
+        driver.find_element(By.CSS_SELECTOR, "#melody input[type=file]").send_keys(str(_tune(tmp_path / "t.wav")))
+        wait(20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#melody audio"))
+        _choose(driver, By, WebDriverWait, "#ckpt", "stereo.ckpt")
+        wait(10).until(lambda d: not _shown(d, By, "melody"))
+        _choose(driver, By, WebDriverWait, "#ckpt", "melody.ckpt")
+        wait(10).until(lambda d: _shown(d, By, "melody"))
+        assert not driver.find_elements(By.CSS_SELECTOR, "#melody audio")  # the clip was cleared
+        next(b for b in driver.find_elements(By.CSS_SELECTOR, "button[role=tab]") if "A/B" in b.text).click()
+        wait(10).until(lambda d: _shown(d, By, "ab-melody"))  # A takes a melody
+        _choose(driver, By, WebDriverWait, "#ckpt", "stereo.ckpt")
+        wait(10).until(lambda d: not _shown(d, By, "ab-melody"))  # neither A nor B (the first, text-only) does
+        _choose(driver, By, WebDriverWait, "#ckpt-b", "melody.ckpt")
+        wait(10).until(lambda d: _shown(d, By, "ab-melody"))  # B does
+    finally:
+        driver.quit()
