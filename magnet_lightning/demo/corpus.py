@@ -171,11 +171,11 @@ def prepare_demo_corpus(cfg: DemoConfig, wait_seconds: float = 1800.0) -> DemoCo
     root = Path(cfg.root).expanduser()
     ready_path, lock = root / "ready.json", root / ".lock"
     if ready_path.is_file():
-        ready = json.loads(ready_path.read_text())
-        if ready["settings"] == _settings(cfg):
+        ready, settings = json.loads(ready_path.read_text()), _settings(cfg)
+        if ready["settings"] == settings:
             return _corpus(root, ready)
-        differ = sorted(k for k in {**ready["settings"], **_settings(cfg)}
-                        if ready["settings"].get(k) != _settings(cfg).get(k))
+        old = ready["settings"]
+        differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
         raise UserError(f"{root} holds a demo corpus built with other settings ({', '.join(differ)} differ): delete "
                         f"it (rm -r {root}) to rebuild it, or choose another --demo.root")
     root.mkdir(parents=True, exist_ok=True)
